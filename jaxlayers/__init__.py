@@ -1,0 +1,33 @@
+"""jaxlayers: hand-differentiated neural-network layers for JAX.
+
+Every op is a pure, jit-compiled function whose backward pass is the
+hand-derived one, registered with ``jax.custom_vjp`` and checked against
+``jax.grad`` of a plain-``jnp`` reference and float64 finite differences.
+The seed's NumPy-style API lives in :mod:`jaxlayers.compat`.
+"""
+
+from jaxlayers import compat, gradcheck
+from jaxlayers.layers import (
+    BatchNormState,
+    affine,
+    batchnorm,
+    batchnorm_state,
+    dropout,
+    relu,
+)
+from jaxlayers.losses import softmax_loss, svm_loss
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BatchNormState",
+    "affine",
+    "batchnorm",
+    "batchnorm_state",
+    "compat",
+    "dropout",
+    "gradcheck",
+    "relu",
+    "softmax_loss",
+    "svm_loss",
+]

@@ -1,0 +1,259 @@
+"""The seed's API, unchanged: ``forward -> (out, cache)``, ``backward(dout, cache)``.
+
+Code written for the NumPy layer library (``shared/seed/layers_seed.txt``)
+runs with its import line changed to ``from jaxlayers.compat import *``. The
+ten functions keep the seed's names, arguments and return values, and are
+built on the very ``<op>_fwd`` / ``<op>_bwd`` rules behind the jitted ops: the
+seed's ``cache`` *is* the ``custom_vjp`` residuals.
+
+Like the seed they take and return NumPy arrays, and follow its conventions:
+
+* ``batchnorm_forward`` updates ``bn_param['running_mean']`` and
+  ``['running_var']`` in place; both default to zeros, as in the seed.
+* ``dropout_param['p']`` is the probability of KEEPING a unit (the jitted
+  :func:`jaxlayers.dropout` takes ``rate``, the probability of dropping);
+  ``'seed'`` makes the mask deterministic. Without ``'seed'`` a seed is drawn
+  from NumPy's global generator, as the seed's ``np.random`` would.
+* ``svm_loss`` / ``softmax_loss`` return ``(loss, dx)``.
+
+Differences, on purpose: an invalid ``p`` or ``mode`` raises ``ValueError``
+(the seed asserts, or returns ``None``); ``batchnorm_backward`` is right in
+test mode too; ``softmax_loss`` has no 1e-8 clamp (see
+:func:`jaxlayers.softmax_loss`). Masks come from JAX's PRNG, so a dropout mask
+differs from NumPy's for the same seed.
+
+Precision: with ``jax_enable_x64`` on, float64 inputs give float64 results.
+With it off (JAX's default), float64 inputs are computed in float32 and a
+``UserWarning`` says so, once.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlayers import losses as _losses
+from jaxlayers._checks import require_float
+from jaxlayers.layers.affine import _check as _affine_check
+from jaxlayers.layers.affine import affine_bwd, affine_fwd
+from jaxlayers.layers.batchnorm import BatchNormState, batchnorm_bwd, batchnorm_fwd
+from jaxlayers.layers.batchnorm import _check as _batchnorm_check
+from jaxlayers.layers.dropout import dropout_bwd, dropout_fwd
+from jaxlayers.layers.relu import relu_bwd, relu_fwd
+
+__all__ = [
+    "affine_forward",
+    "affine_backward",
+    "relu_forward",
+    "relu_backward",
+    "batchnorm_forward",
+    "batchnorm_backward",
+    "dropout_forward",
+    "dropout_backward",
+    "svm_loss",
+    "softmax_loss",
+]
+
+_warned_float64 = False
+
+
+def _to_jax(*arrays: Any) -> tuple[jax.Array, ...]:
+    """NumPy (or JAX) arrays -> JAX arrays; float64 without x64 warns once."""
+    global _warned_float64
+    out = []
+    for a in arrays:
+        a = np.asarray(a) if not isinstance(a, jax.Array) else a
+        if a.dtype == np.float64 and not jax.config.jax_enable_x64:
+            if not _warned_float64:
+                warnings.warn(
+                    "jaxlayers.compat: float64 input is computed in float32 because JAX's "
+                    "x64 mode is off; enable it with jax.config.update('jax_enable_x64', True) "
+                    "or `with jax.enable_x64(True):` for float64 results.",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                _warned_float64 = True
+            a = a.astype(np.float32)
+        out.append(jnp.asarray(a))
+    return tuple(out)
+
+
+def _np(*arrays):
+    return tuple(np.asarray(a) for a in arrays)
+
+
+_affine_fwd = jax.jit(affine_fwd)
+_affine_bwd = jax.jit(affine_bwd)
+_relu_fwd = jax.jit(relu_fwd)
+_relu_bwd = jax.jit(relu_bwd)
+_bn_fwd = jax.jit(batchnorm_fwd, static_argnames=("train", "momentum", "eps"))
+_bn_bwd = jax.jit(batchnorm_bwd)
+_dropout_fwd = jax.jit(dropout_fwd, static_argnames=("rate", "train"))
+_dropout_bwd = jax.jit(dropout_bwd)
+_svm_fwd = jax.jit(_losses.svm_loss_fwd)
+_svm_bwd = jax.jit(_losses.svm_loss_bwd)
+_softmax_fwd = jax.jit(_losses.softmax_loss_fwd)
+_softmax_bwd = jax.jit(_losses.softmax_loss_bwd)
+
+
+def affine_forward(x, w, b):
+    """Affine forward pass (the seed's signature).
+
+    Args:
+      x: ``(N, d_1, ..., d_k)``; w: ``(D, M)`` with ``D = d_1 * ... * d_k``;
+        b: ``(M,)``.
+
+    Returns:
+      ``(out, cache)``: ``out = x.reshape(N, D) @ w + b`` of shape ``(N, M)``
+      (NumPy); ``cache`` the residuals ``(x, w, b)``.
+
+    Raises:
+      ValueError: on mismatched shapes (see :func:`jaxlayers.affine`).
+    """
+    x, w, b = _to_jax(x, w, b)
+    _affine_check(x, w, b)
+    out, cache = _affine_fwd(x, w, b)
+    return np.asarray(out), cache
+
+
+def affine_backward(dout, cache):
+    """Affine backward pass: ``(dx, dw, db)`` shaped like ``(x, w, b)``.
+
+    ``dx = (dout @ w.T).reshape(x.shape)``, ``dw = x.reshape(N, D).T @ dout``,
+    ``db = dout.sum(0)``.
+    """
+    (dout,) = _to_jax(dout)
+    return _np(*_affine_bwd(cache, dout))
+
+
+def relu_forward(x):
+    """ReLU forward pass: ``(out, cache)`` with ``out = max(x, 0)``; the cache is
+    a boolean mask (the seed keeps a float copy of ``x``)."""
+    (x,) = _to_jax(x)
+    require_float(x, "relu_forward", "x")
+    out, cache = _relu_fwd(x)
+    return np.asarray(out), cache
+
+
+def relu_backward(dout, cache):
+    """ReLU backward pass: ``dx = dout * (x > 0)``."""
+    (dout,) = _to_jax(dout)
+    return np.asarray(_relu_bwd(cache, dout)[0])
+
+
+def batchnorm_forward(x, gamma, beta, bn_param):
+    """Batchnorm forward pass (the seed's signature and semantics).
+
+    Args:
+      x: ``(N, D)``; gamma, beta: ``(D,)``.
+      bn_param: dict with ``'mode'`` (``'train'`` or ``'test'``, required),
+        optional ``'eps'`` (1e-5), ``'momentum'`` (0.9), ``'running_mean'``
+        and ``'running_var'`` (``(D,)``, default zeros, as in the seed).
+        The running statistics are updated IN PLACE in ``bn_param``.
+
+    Returns:
+      ``(out, cache)``; ``out`` of shape ``(N, D)`` (NumPy).
+
+    Raises:
+      ValueError: ``'Invalid forward batchnorm mode "<mode>"'`` for any other
+        mode, as the seed; shape errors as :func:`jaxlayers.batchnorm`.
+    """
+    mode = bn_param["mode"]
+    if mode not in ("train", "test"):
+        raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
+    eps = bn_param.get("eps", 1e-5)
+    momentum = bn_param.get("momentum", 0.9)
+    x, gamma, beta = _to_jax(x, gamma, beta)
+    if x.ndim != 2:
+        raise ValueError(f"batchnorm_forward: x must be 2-D (N, D), got shape {x.shape}")
+    d = x.shape[1]
+    running_mean = bn_param.get("running_mean", np.zeros(d, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(d, dtype=x.dtype))
+    state = BatchNormState(*_to_jax(running_mean, running_var))
+    train = mode == "train"
+    momentum, eps = _batchnorm_check(x, gamma, beta, state, train, momentum, eps)
+    (out, new_state), cache = _bn_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps)
+    bn_param["running_mean"] = np.asarray(new_state.mean)
+    bn_param["running_var"] = np.asarray(new_state.var)
+    return np.asarray(out), cache
+
+
+def batchnorm_backward(dout, cache):
+    """Batchnorm backward pass: ``(dx, dgamma, dbeta)``.
+
+    Train mode uses the closed form ``dx = gamma / sqrt(var + eps) * (dout -
+    mean(dout) - x_hat * mean(dout * x_hat))``; test mode ``dx = dout * gamma /
+    sqrt(running_var + eps)`` (the seed's formula is only right in train mode).
+    """
+    (dout,) = _to_jax(dout)
+    return _np(*_bn_bwd(cache, dout))
+
+
+def _dropout_config(dropout_param) -> tuple[float, str]:
+    p, mode = dropout_param["p"], dropout_param["mode"]
+    if not 0 < p <= 1:
+        raise ValueError(f"Dropout probability is not in (0,1]: dropout_param['p'] = {p!r}")
+    if mode not in ("train", "test"):
+        raise ValueError(f"Invalid dropout mode {mode!r}: expected 'train' or 'test'")
+    return float(p), mode
+
+
+def dropout_forward(x, dropout_param):
+    """Inverted dropout forward pass (the seed's signature).
+
+    Args:
+      x: any shape.
+      dropout_param: dict with ``'p'`` -- the probability of KEEPING each
+        unit, in ``(0, 1]`` --, ``'mode'`` (``'train'``/``'test'``) and
+        optional ``'seed'`` (int) for a deterministic mask.
+
+    Returns:
+      ``(out, cache)`` with ``cache = (dropout_param, residuals)``; in test
+      mode ``out = x``.
+
+    Raises:
+      ValueError: ``p`` outside ``(0, 1]`` or an unknown mode.
+    """
+    p, mode = _dropout_config(dropout_param)
+    (x,) = _to_jax(x)
+    if mode == "test":
+        return np.asarray(x), (dropout_param, None)
+    seed = dropout_param["seed"] if "seed" in dropout_param else np.random.randint(2**31 - 1)
+    out, residuals = _dropout_fwd(x, jax.random.key(seed), rate=1.0 - p, train=True)
+    return np.asarray(out), (dropout_param, residuals)
+
+
+def dropout_backward(dout, cache):
+    """Inverted dropout backward pass: ``dx = dout * mask / p`` (train),
+    ``dx = dout`` (test)."""
+    dropout_param, residuals = cache
+    _dropout_config(dropout_param)
+    (dout,) = _to_jax(dout)
+    if dropout_param["mode"] == "test" or residuals is None:
+        return np.asarray(dout)
+    return np.asarray(_dropout_bwd(residuals, dout)[0])
+
+
+def _loss(op: str, fwd, bwd, x, y):
+    (x,) = _to_jax(x)
+    y = jnp.asarray(np.asarray(y))
+    _losses._check(op, x, y)
+    loss, residuals = fwd(x, y)
+    dx, _ = bwd(residuals, jnp.ones((), loss.dtype))
+    return np.asarray(loss)[()], np.asarray(dx)
+
+
+def svm_loss(x, y):
+    """Multiclass SVM loss and gradient: ``(loss, dx)`` for scores ``x`` (N, C)
+    and labels ``y`` (N,), margin 1, mean over the batch."""
+    return _loss("svm_loss", _svm_fwd, _svm_bwd, x, y)
+
+
+def softmax_loss(x, y):
+    """Softmax loss and gradient: ``(loss, dx)`` for scores ``x`` (N, C) and
+    labels ``y`` (N,), mean over the batch (no 1e-8 clamp)."""
+    return _loss("softmax_loss", _softmax_fwd, _softmax_bwd, x, y)

@@ -1,0 +1,34 @@
+"""The seed's layers, one module each: reference, fwd, bwd, and the public op."""
+
+from jaxlayers.layers.affine import affine, affine_bwd, affine_fwd, affine_reference
+from jaxlayers.layers.batchnorm import (
+    BatchNormState,
+    batchnorm,
+    batchnorm_bwd,
+    batchnorm_fwd,
+    batchnorm_reference,
+    batchnorm_state,
+)
+from jaxlayers.layers.dropout import dropout, dropout_bwd, dropout_fwd, dropout_reference
+from jaxlayers.layers.relu import relu, relu_bwd, relu_fwd, relu_reference
+
+__all__ = [
+    "BatchNormState",
+    "affine",
+    "affine_bwd",
+    "affine_fwd",
+    "affine_reference",
+    "batchnorm",
+    "batchnorm_bwd",
+    "batchnorm_fwd",
+    "batchnorm_reference",
+    "batchnorm_state",
+    "dropout",
+    "dropout_bwd",
+    "dropout_fwd",
+    "dropout_reference",
+    "relu",
+    "relu_bwd",
+    "relu_fwd",
+    "relu_reference",
+]

@@ -1,0 +1,124 @@
+"""Affine (fully connected) layer: ``out = x.reshape(N, D) @ w + b``.
+
+Source of the maths: the seed's ``affine_forward`` / ``affine_backward``
+(``shared/seed/layers_seed.txt``).
+
+Four parts, as every jaxlayers op:
+
+* :func:`affine_reference` -- plain ``jnp``; ``jax.grad`` of it is the oracle.
+* :func:`affine_fwd` -- ``(x, w, b) -> (out, residuals)``; the seed's cache.
+* :func:`affine_bwd` -- ``(residuals, g) -> (dx, dw, db)``; the seed's backward.
+* :func:`affine` -- the public op: checked, ``custom_vjp``, jit-compiled.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxlayers._checks import require, require_float, require_rank, shape_of
+
+__all__ = ["affine", "affine_reference", "affine_fwd", "affine_bwd", "AffineResiduals"]
+
+
+class AffineResiduals(NamedTuple):
+    """What the backward pass keeps: the inputs ``(x, w, b)``, the seed's cache.
+
+    All three are the op's own arguments, alive anyway, so saving them costs no
+    new memory; ``b`` is kept only for its dtype (``db`` just sums ``g``).
+    """
+
+    x: jax.Array
+    w: jax.Array
+    b: jax.Array
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    return x.reshape(x.shape[0], -1)
+
+
+def affine_reference(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """Plain-``jnp`` affine layer, differentiated by JAX (the oracle)."""
+    return _flatten(x) @ w + b
+
+
+def affine_fwd(x: jax.Array, w: jax.Array, b: jax.Array) -> tuple[jax.Array, AffineResiduals]:
+    """Forward pass: ``out = x.reshape(N, D) @ w + b``; residuals ``(x, w, b)``."""
+    return affine_reference(x, w, b), AffineResiduals(x, w, b)
+
+
+def affine_bwd(residuals: AffineResiduals, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Backward pass (the seed's ``affine_backward``).
+
+    ``dx = (g @ w.T).reshape(x.shape)``, ``dw = x.reshape(N, D).T @ g``,
+    ``db = sum_n g[n]``; each cast to its primal's dtype.
+    """
+    x, w, b = residuals
+    dx = (g @ w.T).reshape(x.shape).astype(x.dtype)
+    dw = (_flatten(x).T @ g).astype(w.dtype)
+    db = jnp.sum(g, axis=0).astype(b.dtype)
+    return dx, dw, db
+
+
+_affine_vjp = jax.custom_vjp(affine_reference)
+_affine_vjp.defvjp(affine_fwd, affine_bwd)
+
+_affine_jit = jax.jit(_affine_vjp)
+
+
+def _check(x, w, b) -> None:
+    op = "affine"
+    for name, arr in (("x", x), ("w", w), ("b", b)):
+        require_float(arr, op, name)
+    require_rank(x, op, "x", min_rank=2)
+    require_rank(w, op, "w", rank=2)
+    xs, ws, bs = shape_of(x), shape_of(w), shape_of(b)
+    d = 1
+    for s in xs[1:]:
+        d *= s
+    require(
+        ws[0] == d,
+        op,
+        f"w has {ws[0]} rows but x flattens to {d} features (x shape {xs}, w shape {ws})",
+    )
+    require(bs == (ws[1],), op, f"b must have shape ({ws[1]},) to match w's {ws[1]} columns, got {bs}")
+
+
+def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
+    """Affine (fully connected) layer with a hand-derived backward pass.
+
+    Args:
+      x: inputs, shape ``(N, d1, ..., dk)``, floating dtype. Each example is
+        flattened to ``D = d1 * ... * dk`` features, as the seed does.
+      w: weights, shape ``(D, M)``.
+      b: biases, shape ``(M,)``.
+
+    Returns:
+      ``out = x.reshape(N, D) @ w + b``, shape ``(N, M)``, dtype the promotion
+      of the inputs' dtypes.
+
+    Raises:
+      ValueError: at trace time, if ``x`` has rank < 2, ``w`` is not 2-D,
+        ``w.shape[0] != D`` or ``b.shape != (M,)``; the message names the
+        argument and the shapes seen.
+      TypeError: if an argument is not floating point.
+
+    Backward (``custom_vjp``), for cotangent ``g`` of shape ``(N, M)``::
+
+        dx = (g @ w.T).reshape(x.shape)     # (N, d1, ..., dk)
+        dw = x.reshape(N, D).T @ g          # (D, M)
+        db = g.sum(axis=0)                  # (M,)
+
+    Residuals: ``(x, w, b)``, the op's own arguments (no new memory).
+
+    Source: the seed's ``affine_forward`` / ``affine_backward``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxlayers as jl
+      >>> jl.affine(jnp.ones((2, 3, 4)), jnp.ones((12, 5)), jnp.zeros(5)).shape
+      (2, 5)
+    """
+    _check(x, w, b)
+    return _affine_jit(x, w, b)

@@ -1,0 +1,69 @@
+"""Rectified linear unit: ``out = max(x, 0)`` with ``relu'(0) = 0``.
+
+Source of the maths: the seed's ``relu_forward`` / ``relu_backward``
+(``dx = dout * (x > 0)``).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from jaxlayers._checks import require_float
+
+__all__ = ["relu", "relu_reference", "relu_fwd", "relu_bwd"]
+
+
+def _keep(x: jax.Array) -> jax.Array:
+    # ``not (x <= 0)`` rather than ``x > 0``: identical for numbers, but a NaN
+    # input is kept (and propagates) instead of being silently zeroed.
+    return jnp.logical_not(x <= 0)
+
+
+def relu_reference(x: jax.Array) -> jax.Array:
+    """Plain-``jnp`` ReLU. ``jnp.where`` (not ``jnp.maximum``, whose JAX
+    derivative at 0 is 0.5) pins the seed's subgradient ``relu'(0) = 0``."""
+    return jnp.where(_keep(x), x, jnp.zeros((), x.dtype))
+
+
+def relu_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Forward pass; the residual is the boolean mask ``x > 0`` (1 byte/element)."""
+    keep = _keep(x)
+    return jnp.where(keep, x, jnp.zeros((), x.dtype)), keep
+
+
+def relu_bwd(mask: jax.Array, g: jax.Array) -> tuple[jax.Array]:
+    """Backward pass: ``dx = g * (x > 0)``, as the seed."""
+    return (jnp.where(mask, g, jnp.zeros((), g.dtype)),)
+
+
+_relu_vjp = jax.custom_vjp(relu_reference)
+_relu_vjp.defvjp(relu_fwd, relu_bwd)
+_relu_jit = jax.jit(_relu_vjp)
+
+
+def relu(x: jax.Array) -> jax.Array:
+    """ReLU with a hand-derived backward pass.
+
+    Args:
+      x: any shape, floating dtype.
+
+    Returns:
+      ``max(x, 0)``, same shape and dtype as ``x``; NaN stays NaN.
+
+    Raises:
+      TypeError: if ``x`` is not floating point.
+
+    Backward (``custom_vjp``): ``dx = g * (x > 0)``, so ``relu'(0) = 0`` as in
+    the seed. Residual: a boolean mask (1 byte per element), not a float copy
+    of ``x`` (4 bytes in float32).
+
+    Source: the seed's ``relu_forward`` / ``relu_backward``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxlayers as jl
+      >>> jl.relu(jnp.array([-1.0, 0.0, 2.0]))
+      Array([0., 0., 2.], dtype=float32)
+    """
+    require_float(x, "relu", "x")
+    return _relu_jit(x)

@@ -1,0 +1,245 @@
+"""Classification losses over scores (logits): multiclass SVM and softmax.
+
+Both take ``scores`` of shape ``(N, C)`` and integer labels ``y`` of shape
+``(N,)`` and return the scalar MEAN loss over the batch, as the seed's
+``svm_loss`` / ``softmax_loss`` do. Each follows the four-part shape of the
+layers: ``<loss>_reference``, ``<loss>_fwd``, ``<loss>_bwd`` and the public
+``custom_vjp`` op.
+
+Out-of-range labels: an eager call raises ``ValueError``; under ``jit`` the
+labels cannot be inspected, so the loss (and its gradient) is NaN -- never a
+silently wrong finite number. (Plain ``jnp`` indexing would clamp the label.)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxlayers._checks import (
+    check_label_range,
+    require_float,
+    require_labels,
+    require_rank,
+    shape_of,
+    stats_dtype,
+)
+
+__all__ = [
+    "svm_loss",
+    "svm_loss_reference",
+    "svm_loss_fwd",
+    "svm_loss_bwd",
+    "softmax_loss",
+    "softmax_loss_reference",
+    "softmax_loss_fwd",
+    "softmax_loss_bwd",
+    "SvmResiduals",
+    "SoftmaxResiduals",
+]
+
+
+def _onehot(y: jax.Array, num_classes: int) -> jax.Array:
+    return y[:, None] == jnp.arange(num_classes, dtype=y.dtype)
+
+
+def _nan_unless_valid(y: jax.Array, num_classes: int, dtype) -> jax.Array:
+    """1 when every label lies in ``[0, C)``, NaN otherwise (0-d, ``dtype``)."""
+    valid = jnp.all((y >= 0) & (y < num_classes))
+    return jnp.where(valid, jnp.ones((), dtype), jnp.full((), jnp.nan, dtype))
+
+
+# --------------------------------------------------------------------------
+# Multiclass SVM (hinge) loss
+# --------------------------------------------------------------------------
+
+
+class SvmResiduals(NamedTuple):
+    """``positive``: bool (N, C), margins > 0 off the target; ``y``: labels;
+    ``scale``: 0-d, ``1/N`` (NaN for out-of-range labels), in scores' dtype."""
+
+    positive: jax.Array
+    y: jax.Array
+    scale: jax.Array
+
+
+def _svm_margins(scores, y):
+    sd = stats_dtype(scores.dtype)
+    s = scores.astype(sd)
+    onehot = _onehot(y, s.shape[1])
+    correct = jnp.sum(jnp.where(onehot, s, jnp.zeros((), sd)), axis=1, keepdims=True)
+    margins = s - correct + 1.0
+    # A margin counts only when strictly positive (the seed's subgradient);
+    # ``not (m <= 0)`` keeps NaN margins, so NaN input gives NaN loss.
+    positive = jnp.logical_not(onehot) & jnp.logical_not(margins <= 0)
+    return margins, positive, sd
+
+
+def svm_loss_reference(scores, y):
+    """Plain-``jnp`` multiclass SVM loss (margin 1), differentiated by JAX."""
+    n, c = scores.shape
+    margins, positive, sd = _svm_margins(scores, y)
+    loss = jnp.sum(jnp.where(positive, margins, jnp.zeros((), sd))) / n
+    return loss * _nan_unless_valid(y, c, sd)
+
+
+def svm_loss_fwd(scores, y):
+    """Forward pass: ``(loss, SvmResiduals)``."""
+    n, c = scores.shape
+    margins, positive, sd = _svm_margins(scores, y)
+    validity = _nan_unless_valid(y, c, sd)
+    loss = jnp.sum(jnp.where(positive, margins, jnp.zeros((), sd))) / n * validity
+    scale = (validity / n).astype(scores.dtype)
+    return loss, SvmResiduals(positive, y, scale)
+
+
+def svm_loss_bwd(residuals: SvmResiduals, g):
+    """Backward pass: ``(dscores, None)``.
+
+    With ``P[i, j] = 1`` where the margin ``s[i, j] - s[i, y_i] + 1 > 0``
+    (``j != y_i``)::
+
+        dscores[i, j]   = g / N * P[i, j]                 (j != y_i)
+        dscores[i, y_i] = -g / N * sum_j P[i, j]
+
+    Labels get no cotangent.
+    """
+    positive, y, scale = residuals
+    c = positive.shape[1]
+    pos = positive.astype(scale.dtype)
+    count = jnp.sum(pos, axis=1, keepdims=True)
+    dscores = (pos - _onehot(y, c) * count) * (g.astype(scale.dtype) * scale)
+    return dscores, None
+
+
+_svm_vjp = jax.custom_vjp(svm_loss_reference)
+_svm_vjp.defvjp(svm_loss_fwd, svm_loss_bwd)
+_svm_jit = jax.jit(_svm_vjp)
+
+
+# --------------------------------------------------------------------------
+# Softmax cross-entropy loss
+# --------------------------------------------------------------------------
+
+
+class SoftmaxResiduals(NamedTuple):
+    """``probs``: softmax of the scores, (N, C) in scores' dtype; ``y``: labels;
+    ``scale``: 0-d, ``1/N`` (NaN for out-of-range labels)."""
+
+    probs: jax.Array
+    y: jax.Array
+    scale: jax.Array
+
+
+def softmax_loss_reference(scores, y):
+    """Plain-``jnp`` softmax cross-entropy via ``jax.nn.logsumexp``, differentiated by JAX."""
+    n, c = scores.shape
+    sd = stats_dtype(scores.dtype)
+    s = scores.astype(sd)
+    correct = jnp.sum(jnp.where(_onehot(y, c), s, jnp.zeros((), sd)), axis=1)
+    loss = jnp.sum(jax.nn.logsumexp(s, axis=1) - correct) / n
+    return loss * _nan_unless_valid(y, c, sd)
+
+
+def softmax_loss_fwd(scores, y):
+    """Forward pass: ``(loss, SoftmaxResiduals)`` through a stable log-sum-exp."""
+    n, c = scores.shape
+    sd = stats_dtype(scores.dtype)
+    s = scores.astype(sd)
+    m = jnp.max(s, axis=1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), sd))  # rows of -inf: no inf - inf
+    e = jnp.exp(s - m)
+    sumexp = jnp.sum(e, axis=1, keepdims=True)
+    lse = jnp.log(sumexp) + m
+    correct = jnp.sum(jnp.where(_onehot(y, c), s, jnp.zeros((), sd)), axis=1, keepdims=True)
+    validity = _nan_unless_valid(y, c, sd)
+    loss = jnp.sum(lse - correct) / n * validity
+    probs = (e / sumexp).astype(scores.dtype)
+    return loss, SoftmaxResiduals(probs, y, (validity / n).astype(scores.dtype))
+
+
+def softmax_loss_bwd(residuals: SoftmaxResiduals, g):
+    """Backward pass: ``(dscores, None)`` with ``dscores = g / N * (softmax(s) - onehot(y))``."""
+    probs, y, scale = residuals
+    onehot = _onehot(y, probs.shape[1])
+    dscores = (probs - onehot.astype(probs.dtype)) * (g.astype(probs.dtype) * scale)
+    return dscores, None
+
+
+_softmax_vjp = jax.custom_vjp(softmax_loss_reference)
+_softmax_vjp.defvjp(softmax_loss_fwd, softmax_loss_bwd)
+_softmax_jit = jax.jit(_softmax_vjp)
+
+
+def _check(op: str, scores, y) -> None:
+    require_rank(scores, op, "scores", rank=2)
+    require_float(scores, op, "scores")
+    n, c = shape_of(scores)
+    require_labels(y, op, n)
+    check_label_range(y, c, op)
+
+
+def svm_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
+    """Multiclass SVM (hinge) loss with margin 1, mean over the batch.
+
+    ``L = 1/N sum_i sum_{j != y_i} max(0, s[i, j] - s[i, y_i] + 1)``
+
+    Args:
+      scores: shape ``(N, C)``, floating dtype; ``scores[i, j]`` is the score
+        of class ``j`` for example ``i``.
+      y: integer labels, shape ``(N,)``, each in ``[0, C)``.
+
+    Returns:
+      The scalar mean loss, in ``scores``' dtype (float32 for half inputs).
+
+    Raises:
+      ValueError: ``scores`` not 2-D, ``y.shape != (N,)``, or (eagerly)
+        labels outside ``[0, C)``. Under ``jit`` out-of-range labels give NaN.
+      TypeError: non-floating scores or non-integer labels.
+
+    Backward (``custom_vjp``): with ``P[i, j] = [margin > 0]`` (strictly, the
+    seed's subgradient at the kink), ``ds[i, j] = P[i, j] / N`` off the target
+    and ``ds[i, y_i] = -sum_j P[i, j] / N``. Residual: the boolean ``P``
+    (1 byte/element) and the labels.
+
+    Source: the seed's ``svm_loss`` (Weston & Watkins / Crammer & Singer
+    multiclass hinge, as in CS231n).
+    """
+    _check("svm_loss", scores, y)
+    return _svm_jit(scores, y)
+
+
+def softmax_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
+    """Softmax cross-entropy, mean over the batch, via a stable log-sum-exp.
+
+    ``L = 1/N sum_i (logsumexp_j s[i, j] - s[i, y_i])``
+
+    Deviation from the seed: the seed clamps the target probability at 1e-8,
+    capping each example's loss at ``-log(1e-8) ~= 18.4`` while its gradient is
+    not capped, so loss and gradient disagree for confident mistakes. Here the
+    loss is exact (computed from log-sum-exp, never from ``log(prob)``) and
+    consistent with its gradient; logits of +-1e4 give the exact finite loss,
+    and ``-inf`` in non-target logits contributes probability 0 (no NaN).
+
+    Args:
+      scores: logits, shape ``(N, C)``, floating dtype.
+      y: integer labels, shape ``(N,)``, each in ``[0, C)``.
+
+    Returns:
+      The scalar mean loss (nats), in ``scores``' dtype (float32 for half).
+
+    Raises:
+      ValueError: ``scores`` not 2-D, ``y.shape != (N,)``, or (eagerly)
+        labels outside ``[0, C)``. Under ``jit`` out-of-range labels give NaN.
+      TypeError: non-floating scores or non-integer labels.
+
+    Backward (``custom_vjp``): ``ds = (softmax(s) - onehot(y)) / N``.
+    Residual: the probabilities (N x C, scores' dtype) and the labels.
+
+    Source: the seed's ``softmax_loss``; log-sum-exp as in
+    ``optax.softmax_cross_entropy_with_integer_labels``.
+    """
+    _check("softmax_loss", scores, y)
+    return _softmax_jit(scores, y)
