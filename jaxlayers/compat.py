@@ -164,7 +164,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     """
     mode = bn_param["mode"]
     if mode not in ("train", "test"):
-        raise ValueError('Invalid forward batchnorm mode "%s"' % mode)
+        raise ValueError(f'Invalid forward batchnorm mode "{mode}"')
     eps = bn_param.get("eps", 1e-5)
     momentum = bn_param.get("momentum", 0.9)
     x, gamma, beta = _to_jax(x, gamma, beta)
@@ -222,7 +222,8 @@ def dropout_forward(x, dropout_param):
     (x,) = _to_jax(x)
     if mode == "test":
         return np.asarray(x), (dropout_param, None)
-    seed = dropout_param["seed"] if "seed" in dropout_param else np.random.randint(2**31 - 1)
+    # Without a 'seed', draw one from NumPy's global generator, as the seed's np.random would.
+    seed = dropout_param["seed"] if "seed" in dropout_param else np.random.randint(2**31 - 1)  # noqa: NPY002
     out, residuals = _dropout_fwd(x, jax.random.key(seed), rate=1.0 - p, train=True)
     return np.asarray(out), (dropout_param, residuals)
 

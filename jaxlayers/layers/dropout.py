@@ -10,17 +10,27 @@ Keras). The seed's ``dropout_param['p']`` is the probability of KEEPING; the
 seed's API in :mod:`jaxlayers.compat` keeps that meaning.
 
 How the mask is drawn: random bits are drawn as 32-bit words and split into
-8- or 16-bit lanes, so one threefry evaluation serves 4 (or 2) elements -- the
+``k``-bit lanes, so one Threefry evaluation serves ``32 / k`` elements -- the
 bits dominate dropout's cost on CPU. An element survives when its lane is
-below ``t = round(keep * 2**k)``; the survivors are scaled by ``2**k / t``, the
+below ``t = keep * 2**k``; the survivors are scaled by ``2**k / t``, the
 reciprocal of the *exact* keep probability, so ``E[out] = x`` holds exactly.
-``k = 8`` when ``keep`` is a multiple of 1/256 (0.5, 0.75, ...), else 16
-(``rate`` then rounds to the nearest 1/65536), else 32 when 16 bits would keep
-nothing (``rate > 1 - 2**-17``).
+``k`` is the smallest of 1, 2, 4, 8 for which ``keep * 2**k`` is a whole
+number (``rate = 0.5``: one bit per element; 0.25 or 0.75: two; multiples of
+1/256: eight), else 16 (``rate`` then rounds to the nearest 1/65536), else 32
+when 16 bits would keep nothing (``rate > 1 - 2**-17``). Element ``e`` of the
+flattened ``x`` reads lane ``e % (32 / k)`` (bits ``k * lane`` upwards) of
+word ``e // (32 / k)``.
 
-Residual: the boolean keep-mask, 1 byte per element. Recomputing it from the
-key in the backward pass would save those bytes but draw every random bit
-twice; the mask is cheaper than the draw, so it is kept.
+The words are exactly ``jax.random.bits(key, (m,), jnp.uint32)``. For
+Threefry keys (JAX's default) they are computed here with the Threefry-2x32
+hash written out round by round, which XLA fuses into one loop; JAX's own CPU
+lowering runs the hash as a rolled loop of separate kernels, about three
+times slower. Other key implementations go through ``jax.random.bits``.
+
+Residual: the keep-mask, bit-packed when that is free (``k = 1``: the mask
+*is* the random words, 1 bit per element) and otherwise as booleans (1 byte
+per element). Recomputing the mask from the key in the backward pass would
+draw every random bit twice; keeping it is cheaper.
 """
 
 from __future__ import annotations
@@ -39,7 +49,13 @@ __all__ = ["dropout", "dropout_reference", "dropout_fwd", "dropout_bwd", "Dropou
 
 
 class DropoutResiduals(NamedTuple):
-    """The boolean keep-mask (x's shape) and the 0-d survivor scale."""
+    """The keep-mask and the 0-d survivor scale ``1 / keep``.
+
+    ``mask`` is either boolean with ``x``'s shape or, bit-packed, uint32 of
+    shape ``(ceil(n / 32),)`` with ``n = x.size``: bit ``j`` of word ``i`` is
+    element ``32 * i + j`` of the flattened mask. The backward pass tells the
+    two apart by dtype.
+    """
 
     mask: jax.Array
     scale: jax.Array
@@ -51,27 +67,78 @@ def keep_threshold(rate: float) -> tuple[int, int]:
     The exact keep probability is ``t / 2**k``; see the module docstring.
     """
     keep = 1.0 - rate
-    t8 = keep * 2**8
-    if 0 < t8 < 2**8 and t8 == round(t8):
-        return 8, int(t8)
+    for k in (1, 2, 4, 8):
+        tk = keep * 2**k
+        if 0 < tk < 2**k and tk == round(tk):
+            return k, int(tk)
     t16 = round(keep * 2**16)
     if 0 < t16 < 2**16:
         return 16, t16
     return 32, max(1, min(round(keep * 2**32), 2**32 - 1))
 
 
-def _keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> tuple[jax.Array, float]:
-    """Boolean keep-mask of ``shape`` and the exact keep probability."""
+_THREEFRY_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The Threefry-2x32 hash (20 rounds; Salmon et al. 2011), unrolled: one XLA fusion."""
+
+    def rotl(v, r):
+        return (v << np.uint32(r)) | (v >> np.uint32(32 - r))
+
+    ks = (k0, k1, k0 ^ k1 ^ np.uint32(0x1BD11BDA))
+    x0, x1 = x0 + ks[0], x1 + ks[1]
+    for i in range(5):
+        for r in _THREEFRY_ROTATIONS[i % 2]:
+            x0 = x0 + x1
+            x1 = rotl(x1, r) ^ x0
+        x0 = x0 + ks[(i + 1) % 3]
+        x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return x0, x1
+
+
+def _random_words(key: jax.Array, m: int) -> jax.Array:
+    """``jax.random.bits(key, (m,), jnp.uint32)``, bit for bit; see the module docstring."""
+    if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+        impl, data = str(jax.random.key_impl(key)), jax.random.key_data(key)
+    else:  # a legacy uint32 key pair: the default implementation
+        impl, data = str(jax.config.jax_default_prng_impl), key
+    if impl != "threefry2x32" or data.shape != (2,) or not jax.config.jax_threefry_partitionable or m >= 2**32:
+        return jax.random.bits(key, (m,), jnp.uint32)
+    # jax.random.bits (partitionable Threefry): counter (hi, lo) = (0, i) for
+    # word i, and the word is the XOR of the hash's two outputs.
+    lo = lax.iota(jnp.uint32, m)
+    y0, y1 = _threefry2x32(data[0], data[1], jnp.zeros_like(lo), lo)
+    return y0 ^ y1
+
+
+def _keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> tuple[jax.Array, jax.Array | None, float]:
+    """``(mask, packed, keep)``: the boolean keep-mask of ``shape``; the same mask
+    bit-packed (``DropoutResiduals`` layout) when that costs nothing (``k = 1``),
+    else ``None``; and the exact keep probability."""
     k, t = keep_threshold(rate)
     n = int(np.prod(shape, dtype=np.int64))
-    if k == 32:
-        lanes = jax.random.bits(key, shape, jnp.uint32)
-        return lanes < jnp.uint32(t), t / 2.0**32
     per_word = 32 // k
-    words = jax.random.bits(key, (-(-n // per_word),), jnp.uint32)
-    lane_dtype = jnp.uint8 if k == 8 else jnp.uint16
-    lanes = lax.bitcast_convert_type(words, lane_dtype).reshape(-1)[:n].reshape(shape)
-    return lanes < jnp.asarray(t, lane_dtype), t / 2.0**k
+    words = _random_words(key, -(-n // per_word))
+    if k == 32:
+        return (words < jnp.uint32(t)).reshape(shape), None, t / 2.0**32
+    shifts = jnp.arange(per_word, dtype=jnp.uint32) * np.uint32(k)
+    lanes = (words[:, None] >> shifts) & np.uint32(2**k - 1)
+    mask = (lanes < np.uint32(t)).reshape(-1)
+    if mask.shape[0] != n:
+        mask = mask[:n]
+    packed = ~words if k == 1 else None  # k = 1, t = 1: kept where the bit is 0
+    return mask.reshape(shape), packed, t / 2.0**k
+
+
+def _unpack(packed: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The boolean mask of ``shape`` from its bit-packed words (see :class:`DropoutResiduals`)."""
+    n = int(np.prod(shape, dtype=np.int64))
+    bits = (packed[:, None] >> jnp.arange(32, dtype=jnp.uint32)) & np.uint32(1)
+    mask = (bits != 0).reshape(-1)
+    if mask.shape[0] != n:
+        mask = mask[:n]
+    return mask.reshape(shape)
 
 
 def dropout_reference(x, key, *, rate: float, train: bool):
@@ -80,7 +147,7 @@ def dropout_reference(x, key, *, rate: float, train: bool):
         return x
     if rate == 1.0:
         return jnp.zeros_like(x)
-    mask, keep = _keep_mask(key, x.shape, rate)
+    mask, _, keep = _keep_mask(key, x.shape, rate)
     return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
 
 
@@ -91,9 +158,10 @@ def dropout_fwd(x, key, *, rate: float, train: bool):
         return x, None
     if rate == 1.0:
         return jnp.zeros_like(x), None
-    mask, keep = _keep_mask(key, x.shape, rate)
+    mask, packed, keep = _keep_mask(key, x.shape, rate)
     scale = jnp.asarray(1.0 / keep, x.dtype)
-    return jnp.where(mask, x * scale, jnp.zeros((), x.dtype)), DropoutResiduals(mask, scale)
+    out = jnp.where(mask, x * scale, jnp.zeros((), x.dtype))
+    return out, DropoutResiduals(mask if packed is None else packed, scale)
 
 
 def dropout_bwd(residuals, g):
@@ -103,6 +171,8 @@ def dropout_bwd(residuals, g):
     returned ``None`` the op was the identity (``dx = g``) or zero (``dx = 0``).
     """
     mask, scale = residuals
+    if mask.dtype != jnp.bool_:
+        mask = _unpack(mask, g.shape)
     return (jnp.where(mask, g * scale.astype(g.dtype), jnp.zeros((), g.dtype)),)
 
 
@@ -158,7 +228,8 @@ def dropout(x, key, *, rate: float, train: bool):
         number, ``x`` not floating point.
 
     Backward (``custom_vjp``): ``dx = g * mask / (1 - rate)``; the key gets no
-    cotangent. Residual: the boolean mask (1 byte/element) and a scalar.
+    cotangent. Residual: the keep-mask -- 1 bit per element for
+    ``rate = 0.5``, else 1 byte -- and a scalar.
 
     Source: Srivastava et al. (2014); the seed's ``dropout_forward``.
     """

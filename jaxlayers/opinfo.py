@@ -1,0 +1,246 @@
+"""The op registry: one declaration per op, many generic checks.
+
+Modelled on PyTorch's OpInfo. Each :class:`OpInfo` names the public op, its
+plain-``jnp`` reference, which positional arguments are differentiable, how to
+pick the differentiable output, and a function producing :class:`Sample`
+inputs in a given dtype -- ordinary, odd shapes, ``N = 1``, exact kinks,
+large offsets. ``jaxlayers gradcheck`` and the test suite both iterate over
+:data:`OPS`; adding a layer means adding one entry here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlayers.layers.affine import affine, affine_reference
+from jaxlayers.layers.batchnorm import BatchNormState, batchnorm, batchnorm_reference
+from jaxlayers.layers.dropout import dropout, dropout_reference
+from jaxlayers.layers.relu import relu, relu_reference
+from jaxlayers.losses import softmax_loss, softmax_loss_reference, svm_loss, svm_loss_reference
+
+__all__ = ["OPS", "OpInfo", "Sample", "get_opinfo"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One input to an op.
+
+    Attributes:
+      name: what the sample exercises ("ordinary", "N=1", "kink", ...).
+      args: all positional arguments (arrays, keys, labels, states).
+      kwargs: static keyword configuration (``train``, ``rate``, ...).
+      smooth: False when an input sits exactly on a kink; finite differences
+        are then meaningless and only custom-vs-autodiff is compared.
+    """
+
+    name: str
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    smooth: bool = True
+
+
+def _first(out):
+    return out[0]
+
+
+def _identity(out):
+    return out
+
+
+@dataclass(frozen=True)
+class OpInfo:
+    """Declaration of one op for the generic checks.
+
+    Attributes:
+      name: display name (may include a mode, e.g. ``"batchnorm[train]"``).
+      op: the public ``custom_vjp`` op.
+      reference: the plain-``jnp`` reference with the same signature.
+      diff_argnums: positions of the differentiable (floating) arguments.
+      samples: ``samples(dtype) -> list[Sample]`` building inputs in ``dtype``.
+      output: picks the differentiable output from the op's result
+        (batchnorm returns ``(out, new_state)``; the state has no gradient).
+      random: the op draws from a PRNG key argument.
+      stateful: the op returns updated state besides its output.
+      batch_argnums: for ``vmap`` checks, the arguments that get a batch axis
+        (the rest are shared); defaults to ``diff_argnums``.
+    """
+
+    name: str
+    op: Callable[..., Any]
+    reference: Callable[..., Any]
+    diff_argnums: tuple[int, ...]
+    samples: Callable[[Any], list[Sample]]
+    output: Callable[[Any], Any] = _identity
+    random: bool = False
+    stateful: bool = False
+    batch_argnums: tuple[int, ...] | None = None
+
+    def bind(self, sample: Sample, *, reference: bool = False) -> Callable[..., Any]:
+        """``f(*diff_args) -> differentiable output`` with the other arguments fixed."""
+        fn = self.reference if reference else self.op
+        args, kwargs = sample.args, sample.kwargs
+
+        def f(*diff_args):
+            full = list(args)
+            for i, a in zip(self.diff_argnums, diff_args, strict=True):
+                full[i] = a
+            return self.output(fn(*full, **kwargs))
+
+        return f
+
+    def diff_args(self, sample: Sample) -> tuple[Any, ...]:
+        return tuple(sample.args[i] for i in self.diff_argnums)
+
+
+def _rng(seed: int) -> np.random.RandomState:
+    return np.random.RandomState(seed)
+
+
+def _arr(a, dtype):
+    return jnp.asarray(np.asarray(a), dtype)
+
+
+def _affine_samples(dtype) -> list[Sample]:
+    r = _rng(0)
+
+    def s(name, xshape, m, offset=0.0):
+        d = int(np.prod(xshape[1:]))
+        return Sample(
+            name,
+            (
+                _arr(r.randn(*xshape) + offset, dtype),
+                _arr(r.randn(d, m) / np.sqrt(d), dtype),
+                _arr(r.randn(m), dtype),
+            ),
+        )
+
+    return [
+        s("ordinary", (4, 6), 5),
+        s("odd shape (N, d1, d2, d3)", (3, 2, 3, 4), 7),
+        s("N=1", (1, 5), 3),
+        s("large offset", (4, 6), 5, offset=1e3),
+    ]
+
+
+def _relu_samples(dtype) -> list[Sample]:
+    r = _rng(1)
+    kink = r.randn(4, 6)
+    kink[:, ::2] = 0.0  # exact zeros: relu'(0) = 0
+    return [
+        Sample("ordinary", (_arr(r.randn(5, 7), dtype),)),
+        Sample("odd shape (N, d1, d2, d3)", (_arr(r.randn(2, 3, 4, 5), dtype),)),
+        Sample("N=1", (_arr(r.randn(1, 6), dtype),)),
+        Sample("kink x == 0", (_arr(kink, dtype),), smooth=False),
+        Sample("large magnitude", (_arr(r.randn(4, 6) * 1e4, dtype),)),
+    ]
+
+
+def _bn_samples(train: bool) -> Callable[[Any], list[Sample]]:
+    def samples(dtype) -> list[Sample]:
+        r = _rng(2)
+
+        def s(name, n, d, offset=0.0, scale=1.0):
+            state = BatchNormState(_arr(r.randn(d) * scale + offset, dtype), _arr(r.rand(d) * scale**2 + 0.5, dtype))
+            return Sample(
+                name,
+                (
+                    _arr(r.randn(n, d) * scale + offset, dtype),
+                    _arr(r.rand(d) + 0.5, dtype),
+                    _arr(r.randn(d), dtype),
+                    state,
+                ),
+                {"train": train},
+            )
+
+        samples = [s("ordinary", 8, 5), s("N=1", 1, 4), s("large offset", 6, 3, offset=100.0, scale=3.0)]
+        if not train:
+            samples.append(s("D=1", 5, 1))
+        return samples
+
+    return samples
+
+
+def _dropout_samples(dtype) -> list[Sample]:
+    r = _rng(3)
+    key = jax.random.key(7)
+    return [
+        Sample("ordinary, rate 0.5", (_arr(r.randn(6, 8), dtype), key), {"rate": 0.5, "train": True}),
+        Sample("odd shape, rate 0.3", (_arr(r.randn(2, 3, 4), dtype), key), {"rate": 0.3, "train": True}),
+        Sample("N=1, rate 0.9", (_arr(r.randn(1, 9), dtype), key), {"rate": 0.9, "train": True}),
+        Sample("test mode", (_arr(r.randn(3, 4), dtype), key), {"rate": 0.5, "train": False}),
+    ]
+
+
+def _labels(r, n, c):
+    return jnp.asarray(r.randint(0, c, size=n), jnp.int32)
+
+
+def _svm_samples(dtype) -> list[Sample]:
+    r = _rng(4)
+    y = _labels(r, 6, 5)
+    kink = r.randn(6, 5)
+    kink[np.arange(6), (np.asarray(y) + 1) % 5] = kink[np.arange(6), np.asarray(y)] - 1.0  # margin exactly 0
+    return [
+        Sample("ordinary", (_arr(r.randn(6, 5), dtype), y)),
+        Sample("N=1", (_arr(r.randn(1, 4), dtype), _labels(r, 1, 4))),
+        Sample("kink margin == 0", (_arr(kink, dtype), y), smooth=False),
+        Sample("large offset", (_arr(r.randn(6, 5) + 1e3, dtype), y)),
+    ]
+
+
+def _softmax_samples(dtype) -> list[Sample]:
+    r = _rng(5)
+    y = _labels(r, 6, 5)
+    return [
+        Sample("ordinary", (_arr(r.randn(6, 5), dtype), y)),
+        Sample("N=1", (_arr(r.randn(1, 4), dtype), _labels(r, 1, 4))),
+        Sample("large logits", (_arr(r.randn(6, 5) * 30 + 1e3, dtype), y)),
+        Sample("two classes", (_arr(r.randn(5, 2), dtype), _labels(r, 5, 2))),
+    ]
+
+
+OPS: tuple[OpInfo, ...] = (
+    OpInfo("affine", affine, affine_reference, (0, 1, 2), _affine_samples),
+    OpInfo("relu", relu, relu_reference, (0,), _relu_samples),
+    OpInfo(
+        "batchnorm[train]",
+        batchnorm,
+        batchnorm_reference,
+        (0, 1, 2),
+        _bn_samples(True),
+        output=_first,
+        stateful=True,
+        batch_argnums=(0,),
+    ),
+    OpInfo(
+        "batchnorm[test]",
+        batchnorm,
+        batchnorm_reference,
+        (0, 1, 2),
+        _bn_samples(False),
+        output=_first,
+        stateful=True,
+        batch_argnums=(0,),
+    ),
+    OpInfo("dropout", dropout, dropout_reference, (0,), _dropout_samples, random=True, batch_argnums=(0, 1)),
+    OpInfo("svm_loss", svm_loss, svm_loss_reference, (0,), _svm_samples, batch_argnums=(0, 1)),
+    OpInfo("softmax_loss", softmax_loss, softmax_loss_reference, (0,), _softmax_samples, batch_argnums=(0, 1)),
+)
+
+
+def get_opinfo(op: Callable[..., Any]) -> OpInfo:
+    """The first registry entry whose ``op`` is ``op``.
+
+    Raises:
+      KeyError: if ``op`` is not registered (pass ``reference=`` instead).
+    """
+    for info in OPS:
+        if info.op is op:
+            return info
+    raise KeyError(f"{getattr(op, '__name__', op)!r} is not in jaxlayers.opinfo.OPS; pass reference= explicitly")

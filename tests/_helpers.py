@@ -1,0 +1,72 @@
+"""Helpers shared by the op-registry tests."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlayers.opinfo import OPS, OpInfo, Sample
+
+
+def op_sample_params(ops=OPS, smooth: bool | None = None):
+    """``pytest.mark.parametrize`` values ``(info, sample_index)`` with readable ids.
+
+    ``smooth=True`` keeps only samples off kinks, ``False`` only kink samples.
+    """
+    import pytest
+
+    params = []
+    for info in ops:
+        for i, s in enumerate(info.samples(jnp.float32)):
+            if smooth is None or s.smooth == smooth:
+                params.append(pytest.param(info, i, id=f"{info.name}-{s.name}"))
+    return params
+
+
+def is_key(a) -> bool:
+    return hasattr(a, "dtype") and jax.dtypes.issubdtype(a.dtype, jax.dtypes.prng_key)
+
+
+def cotangent_like(out, seed: int = 0):
+    return jnp.asarray(np.random.RandomState(seed).randn(*np.shape(out)), out.dtype)
+
+
+def vjp_of(info: OpInfo, sample: Sample, ct, *, reference: bool = False):
+    """Gradient of ``<f(diff_args), ct>`` with respect to the differentiable arguments."""
+    f = info.bind(sample, reference=reference)
+    _, vjp = jax.vjp(f, *info.diff_args(sample))
+    return vjp(ct)
+
+
+def batched_args(info: OpInfo, sample: Sample, b: int):
+    """Stack ``b`` distinct variants of the batched arguments (others shared).
+
+    Returns ``(stacked_args, in_axes, per_item_args)``.
+    """
+    batch = info.batch_argnums if info.batch_argnums is not None else info.diff_argnums
+    per_item = [list(sample.args) for _ in range(b)]
+    stacked = list(sample.args)
+    in_axes = [None] * len(sample.args)
+    for i in batch:
+        a = sample.args[i]
+        if is_key(a):
+            items = list(jax.random.split(a, b))
+        elif jnp.issubdtype(a.dtype, jnp.integer):
+            items = [jnp.roll(a, k) for k in range(b)]
+        else:
+            items = [a * (1.0 + 0.25 * k) - 0.1 * k for k in range(b)]
+        for k in range(b):
+            per_item[k][i] = items[k]
+        stacked[i] = jnp.stack(items)
+        in_axes[i] = 0
+    return tuple(stacked), tuple(in_axes), [tuple(p) for p in per_item]
+
+
+def call(info: OpInfo, args, kwargs):
+    return info.output(info.op(*args, **kwargs))
+
+
+def tree_allclose(a, b, **kw):
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)
