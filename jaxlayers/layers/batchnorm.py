@@ -190,7 +190,8 @@ def batchnorm_bwd(residuals, g):
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def _batchnorm_vjp(x, gamma, beta, state, train, momentum, eps):
-    return batchnorm_reference(x, gamma, beta, state, train=train, momentum=momentum, eps=eps)
+    # Undifferentiated calls run the same forward code as differentiated ones.
+    return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps)[0]
 
 
 def _batchnorm_vjp_fwd(x, gamma, beta, state, train, momentum, eps):
