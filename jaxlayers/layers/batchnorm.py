@@ -93,18 +93,20 @@ def _new_state(state: BatchNormState, mean, var, momentum: float) -> BatchNormSt
     return jax.tree.map(lax.stop_gradient, new)
 
 
-def batchnorm_reference(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5):
+def batchnorm_reference(
+    x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None
+):
     """Plain-``jnp`` batchnorm, differentiated by JAX (the oracle).
 
     Same signature and results as :func:`batchnorm`; the running statistics
     are wrapped in ``stop_gradient`` so that, like the custom rule, they carry
-    no gradient.
+    no gradient. With ``axis_name`` the batch moments are ``lax.pmean``-ed.
     """
     sd = stats_dtype(x.dtype)
     xf = x.astype(sd)
     if train:
-        mean = jnp.mean(xf, axis=0)
-        var = jnp.mean((xf - mean) ** 2, axis=0)
+        mean = _pmean(jnp.mean(xf, axis=0), axis_name)
+        var = _pmean(jnp.mean((xf - mean) ** 2, axis=0), axis_name)
         new_state = _new_state(state, mean, var, momentum)
     else:
         mean = lax.stop_gradient(state.mean).astype(sd)
@@ -115,22 +117,32 @@ def batchnorm_reference(x, gamma, beta, state, *, train: bool, momentum: float =
     return out, new_state
 
 
-def _batch_stats(xf: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Two-pass mean and biased variance of ``xf`` over axis 0.
+def _pmean(v, axis_name):
+    return v if axis_name is None else lax.pmean(v, axis_name)
+
+
+def _psum(v, axis_name):
+    return v if axis_name is None else lax.psum(v, axis_name)
+
+
+def _batch_stats(xf: jax.Array, axis_name=None) -> tuple[jax.Array, jax.Array]:
+    """Two-pass mean and biased variance of ``xf`` over axis 0 (and ``axis_name``).
 
     The data are first shifted by their first row: for features with a large
     offset (mean 1e4, std 0.1 in float32) the sum of ``x - x[0]`` loses no
     digits to the offset, so the mean -- and the centred values the variance
     is built from -- keep float32 accuracy. Mathematically the shift cancels.
+    Across a mapped axis the (equal-sized) shards' means are averaged, then
+    the variance is taken about that global mean: still two passes.
     """
     shift = xf[0]
-    mean = shift + jnp.mean(xf - shift, axis=0)
+    mean = _pmean(shift + jnp.mean(xf - shift, axis=0), axis_name)
     xc = xf - mean
-    var = jnp.mean(xc * xc, axis=0)
+    var = _pmean(jnp.mean(xc * xc, axis=0), axis_name)
     return mean, var
 
 
-def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5):
+def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
     """Forward pass: ``((out, new_state), residuals)``.
 
     Train mode: ``mu, var`` = batch mean and biased (two-pass) variance,
@@ -138,12 +150,13 @@ def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, 
     running statistics updated with ``momentum``. Test mode: the running
     statistics replace ``mu, var`` and are returned unchanged. Statistics are
     computed in at least float32. Residuals: ``x_hat`` in ``x``'s dtype, the
-    ``(D,)`` vector ``inv_std``, and ``gamma``, ``beta``.
+    ``(D,)`` vector ``inv_std``, and ``gamma``, ``beta``. With ``axis_name``
+    the moments span every shard of the mapped axis.
     """
     sd = stats_dtype(x.dtype)
     xf = x.astype(sd)
     if train:
-        mean, var = _batch_stats(xf)
+        mean, var = _batch_stats(xf, axis_name)
         new_state = _new_state(state, mean, var, momentum)
         residual_type = BatchNormTrainResiduals
     else:
@@ -156,7 +169,17 @@ def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, 
     return (out, new_state), residual_type(x_hat.astype(x.dtype), inv_std, gamma, beta)
 
 
-def batchnorm_bwd(residuals, g):
+def _varies(a, axis_name) -> bool:
+    """Whether ``a``'s type says it varies over the manual axis ``axis_name``
+    (``shard_map`` with ``check_vma=True``); False where JAX tracks no such type."""
+    aval = jax.typeof(a)
+    manual = getattr(aval, "manual_axis_type", None)  # JAX >= 0.9; earlier: aval.vma
+    vma = manual.varying if manual is not None else getattr(aval, "vma", frozenset())
+    names = axis_name if isinstance(axis_name, tuple) else (axis_name,)
+    return any(name in vma for name in names)
+
+
+def batchnorm_bwd(residuals, g, *, axis_name=None):
     """Backward pass: ``(dx, dgamma, dbeta)`` from residuals and ``g = dL/dout``.
 
     With ``x_hat`` the normalised input and ``s = gamma / sqrt(var + eps)``::
@@ -170,6 +193,15 @@ def batchnorm_bwd(residuals, g):
     mean and variance (Ioffe & Szegedy 2015, section 3): one pass over ``g``
     and ``x_hat``. ``g`` may also be the pair ``(g_out, g_state)``; the state
     cotangent is ignored (running statistics carry no gradient).
+
+    With ``axis_name`` (train mode), ``N`` is the global batch and the two
+    sums inside ``dx`` are ``lax.psum``-ed, so each shard gets its rows of the
+    global ``dx``. ``dgamma``/``dbeta`` are this shard's share -- JAX sums the
+    shares when it transposes the replication of ``gamma`` (``vmap``, ``pmap``,
+    ``shard_map(check_vma=False)``) -- except where ``gamma`` is typed as
+    invariant over the axis while ``x`` varies (``shard_map``'s default
+    ``check_vma=True``): its cotangent must then be invariant, so the shares
+    are ``psum``-ed here.
     """
     if isinstance(g, tuple):
         g = g[0]
@@ -182,33 +214,40 @@ def batchnorm_bwd(residuals, g):
     scale = gamma.astype(sd) * inv_std
     if isinstance(residuals, BatchNormTrainResiduals):
         n = g.shape[0]
-        dx = scale * (gf - (dbeta + xh * dgamma) / n)
+        if axis_name is None:
+            dx = scale * (gf - (dbeta + xh * dgamma) / n)
+        else:
+            total_dbeta, total_dgamma = _psum((dbeta, dgamma), axis_name)
+            n = n * lax.psum(1, axis_name)
+            dx = scale * (gf - (total_dbeta + xh * total_dgamma) / n)
+            if _varies(x_hat, axis_name) and not _varies(gamma, axis_name):
+                dbeta, dgamma = total_dbeta, total_dgamma
     else:
         dx = scale * gf
     return dx.astype(x_hat.dtype), dgamma.astype(gamma.dtype), dbeta.astype(beta.dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
-def _batchnorm_vjp(x, gamma, beta, state, train, momentum, eps):
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
+def _batchnorm_vjp(x, gamma, beta, state, train, momentum, eps, axis_name):
     # Undifferentiated calls run the same forward code as differentiated ones.
-    return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps)[0]
+    return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)[0]
 
 
-def _batchnorm_vjp_fwd(x, gamma, beta, state, train, momentum, eps):
-    return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps)
+def _batchnorm_vjp_fwd(x, gamma, beta, state, train, momentum, eps, axis_name):
+    return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)
 
 
-def _batchnorm_vjp_bwd(train, momentum, eps, residuals, g):
+def _batchnorm_vjp_bwd(train, momentum, eps, axis_name, residuals, g):
     del train, momentum, eps  # the residuals' type carries the mode
-    dx, dgamma, dbeta = batchnorm_bwd(residuals, g[0])
+    dx, dgamma, dbeta = batchnorm_bwd(residuals, g[0], axis_name=axis_name)
     return dx, dgamma, dbeta, None  # no gradient for the running statistics
 
 
 _batchnorm_vjp.defvjp(_batchnorm_vjp_fwd, _batchnorm_vjp_bwd)
-_batchnorm_jit = jax.jit(_batchnorm_vjp, static_argnums=(4, 5, 6))
+_batchnorm_jit = jax.jit(_batchnorm_vjp, static_argnums=(4, 5, 6, 7))
 
 
-def _check(x, gamma, beta, state, train, momentum, eps) -> tuple[float, float]:
+def _check(x, gamma, beta, state, train, momentum, eps, axis_name=None) -> tuple[float, float]:
     op = "batchnorm"
     require_rank(x, op, "x", rank=2)
     for name, arr in (("x", x), ("gamma", gamma), ("beta", beta)):
@@ -231,10 +270,16 @@ def _check(x, gamma, beta, state, train, momentum, eps) -> tuple[float, float]:
     eps = require_real(eps, op, "eps")
     require(0.0 <= momentum <= 1.0, op, f"momentum must lie in [0, 1], got {momentum}")
     require(eps > 0.0, op, f"eps must be > 0, got {eps}")
+    require(
+        axis_name is None or isinstance(axis_name, str | tuple),
+        op,
+        f"axis_name must be None, a mapped axis name (str) or a tuple of them, got {axis_name!r}",
+        TypeError,
+    )
     return momentum, eps
 
 
-def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5):
+def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
     """Batch normalisation with a hand-derived backward pass.
 
     Args:
@@ -249,6 +294,13 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
       momentum: keyword, static, in ``[0, 1]``: ``running = momentum *
         running + (1 - momentum) * batch``.
       eps: keyword, static, ``> 0``, added to the variance.
+      axis_name: keyword, static: a mapped axis name (``shard_map``, ``pmap``,
+        ``vmap(..., axis_name=)``) or tuple of them. The train-mode batch mean
+        and variance then span the global batch -- every shard's rows, shards
+        of equal size -- and the backward pass ``psum``-s its two sums to
+        match. Under ``vmap`` take the gradient inside the map
+        (``vmap(grad(f))``): JAX cannot transpose a ``custom_vjp`` whose rule
+        uses collectives from outside a ``vmap`` (jax-ml/jax#7047).
 
     Returns:
       ``(out, new_state)``: ``out = gamma * (x - mu) / sqrt(var + eps) +
@@ -278,5 +330,5 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
 
     Source: Ioffe & Szegedy (2015); the seed's ``batchnorm_forward``.
     """
-    momentum, eps = _check(x, gamma, beta, state, train, momentum, eps)
-    return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps)
+    momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name)
+    return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)
