@@ -1,0 +1,437 @@
+"""Datasets for :mod:`jaxlayers.train`: train/val/test splits, standardised.
+
+``load(name)`` understands four names; none of them downloads anything:
+
+* ``"digits"`` -- scikit-learn's bundled 8x8 handwritten digits (1797
+  examples, 64 features, 10 classes); the embedded default.
+* ``"mnist1d"`` -- MNIST-1D (Greydanus 2020), built by the ``mnist1d``
+  package's procedural generator with its default arguments (5000 examples,
+  40 features, 10 classes; the package's own 4000/1000 train/test split).
+* ``"mnist:DIR"`` -- MNIST from the four IDX files in ``DIR``
+  (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+  ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``; raw or ``.gz``).
+* ``"cifar10:DIR"`` -- CIFAR-10, binary version: ``data_batch_1.bin`` ...
+  ``data_batch_5.bin`` and ``test_batch.bin`` in ``DIR`` (or in
+  ``DIR/cifar-10-batches-bin``). Never the pickled Python version.
+
+Every split is float32 features ``(N, D)`` and int32 labels ``(N,)``. The
+features are standardised per feature with the mean and standard deviation of
+the TRAINING split only (features with zero spread are only centred), so no
+statistic of the validation or test data leaks into training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import math
+import os
+import random
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["DATASETS", "Dataset", "load", "read_cifar10_bin", "read_idx", "standardize"]
+
+DATASETS = ("digits", "mnist1d", "mnist:DIR", "cifar10:DIR")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Train/validation/test splits of a classification dataset.
+
+    Attributes:
+      X_train, X_val, X_test: float32 features, shape ``(N_split, D)``,
+        standardised with training statistics.
+      y_train, y_val, y_test: int32 labels in ``[0, num_classes)``, shape
+        ``(N_split,)``.
+      name: the name :func:`load` was given.
+      mean, std: the training statistics used, float64, shape ``(D,)``.
+    """
+
+    X_train: np.ndarray
+    y_train: np.ndarray
+    X_val: np.ndarray
+    y_val: np.ndarray
+    X_test: np.ndarray
+    y_test: np.ndarray
+    name: str = ""
+    mean: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    std: np.ndarray | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def num_features(self) -> int:
+        """``D``, features per example."""
+        return int(self.X_train.shape[1])
+
+    @property
+    def num_classes(self) -> int:
+        """One more than the largest label in any split."""
+        return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
+
+    def summary(self) -> str:
+        """One line: name, split sizes, features, classes."""
+        return (
+            f"{self.name or 'dataset'}: train {len(self.y_train)}, val {len(self.y_val)}, "
+            f"test {len(self.y_test)}; {self.num_features} features, {self.num_classes} classes"
+        )
+
+
+# ---------------------------------------------------------------------------
+# Splitting and standardisation
+# ---------------------------------------------------------------------------
+
+
+def _stratified_split(X, y, fraction: float, seed: int):
+    """Split off a stratified ``fraction`` of ``(X, y)``: ``(X_keep, y_keep, X_out, y_out)``.
+
+    Falls back to a plain seeded random split when stratifying is impossible
+    (a class with one example, or fewer held-out examples than classes: only
+    tiny files do that).
+    """
+    from sklearn.model_selection import train_test_split
+
+    n = len(y)
+    n_out = math.ceil(fraction * n)
+    if n < 2 or n_out >= n:
+        raise ValueError(f"data.load: {n} examples are too few to split off a {fraction:.0%} validation/test part")
+    _, counts = np.unique(y, return_counts=True)
+    stratify = y if counts.min() >= 2 and len(counts) <= n_out and len(counts) <= n - n_out else None
+    X_keep, X_out, y_keep, y_out = train_test_split(X, y, test_size=n_out, stratify=stratify, random_state=seed)
+    return X_keep, y_keep, X_out, y_out
+
+
+def standardize(X_train: np.ndarray, *others: np.ndarray):
+    """Standardise features with the training split's statistics only.
+
+    Args:
+      X_train: ``(N, D)`` training features, any real dtype.
+      *others: more ``(M, D)`` arrays (validation, test) to transform with
+        the same statistics.
+
+    Returns:
+      ``(mean, std, X_train_std, *others_std)``: ``mean``/``std`` float64
+      ``(D,)`` (``std`` is 1 where a feature has zero spread in training,
+      so that feature is only centred); the arrays float32,
+      ``(X - mean) / std``.
+    """
+    mean = np.mean(X_train, axis=0, dtype=np.float64)
+    var = np.zeros_like(mean)
+    for start in range(0, X_train.shape[0], 8192):  # chunked: no float64 copy of a big X
+        chunk = X_train[start : start + 8192].astype(np.float64) - mean
+        var += np.sum(chunk * chunk, axis=0)
+    std = np.sqrt(var / max(X_train.shape[0], 1))
+    std = np.where(std > 1e-8, std, 1.0)
+    mean32, inv32 = mean.astype(np.float32), (1.0 / std).astype(np.float32)
+    out = []
+    for X in (X_train, *others):
+        Xs = np.asarray(X, dtype=np.float32).copy() if X.dtype != np.float32 else X.copy()
+        Xs -= mean32
+        Xs *= inv32
+        out.append(Xs)
+    return (mean, std, *out)
+
+
+def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test) -> Dataset:
+    mean, std, X_train, X_val, X_test = standardize(X_train, X_val, X_test)
+    as_labels = lambda y: np.asarray(y, dtype=np.int32)  # noqa: E731
+    return Dataset(
+        X_train,
+        as_labels(y_train),
+        X_val,
+        as_labels(y_val),
+        X_test,
+        as_labels(y_test),
+        name=name,
+        mean=mean,
+        std=std,
+    )
+
+
+def _check_fraction(name: str, value: float) -> float:
+    if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
+        raise ValueError(f"data.load: {name} must lie in (0, 1), got {value!r}")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------
+# digits and mnist1d: generated or bundled, no files
+# ---------------------------------------------------------------------------
+
+
+def load_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """scikit-learn's bundled 8x8 digits (no download).
+
+    Split: a stratified ``test_fraction`` (20%: 360 examples) is held out for
+    test, as in scikit-learn's usual 80/20 benchmark; a stratified
+    ``val_fraction`` (10%) of the remaining 80% is carved out for validation.
+    With the defaults: train 1293, val 144, test 360; 64 features (pixel
+    intensities 0..16, standardised), 10 classes. ``seed`` fixes the split.
+    """
+    from sklearn.datasets import load_digits as sk_load_digits
+
+    bunch = sk_load_digits()
+    X, y = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
+    X_rest, y_rest, X_test, y_test = _stratified_split(X, y, test_fraction, seed)
+    X_train, y_train, X_val, y_val = _stratified_split(X_rest, y_rest, val_fraction, seed)
+    return _finish("digits", X_train, y_train, X_val, y_val, X_test, y_test)
+
+
+def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """MNIST-1D from the ``mnist1d`` package's procedural generator (no download).
+
+    Calls ``mnist1d.data.make_dataset`` with the package's default arguments
+    (5000 signals of length 40, the generator's own seed 42), never its
+    download path. The generator seeds Python's and NumPy's global random
+    state; both are saved before and restored after, so loading leaves no
+    trace. Split: the package's 4000/1000 train/test split; a stratified
+    ``val_fraction`` (10%) of the 4000 is carved out for validation, giving
+    train 3600, val 400, test 1000.
+    """
+    try:
+        from mnist1d.data import get_dataset_args, make_dataset
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError("data.load('mnist1d') needs the mnist1d package: pip install mnist1d") from e
+
+    # mnist1d seeds NumPy's legacy global generator; save and restore it (noqa: that is the point).
+    np_state, py_state = np.random.get_state(), random.getstate()  # noqa: NPY002
+    try:
+        raw = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(np_state)  # noqa: NPY002
+        random.setstate(py_state)
+    X, y = np.asarray(raw["x"], np.float64), np.asarray(raw["y"], np.int64)
+    X_test, y_test = np.asarray(raw["x_test"], np.float64), np.asarray(raw["y_test"], np.int64)
+    X_train, y_train, X_val, y_val = _stratified_split(X, y, val_fraction, seed)
+    return _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test)
+
+
+# ---------------------------------------------------------------------------
+# MNIST: IDX files
+# ---------------------------------------------------------------------------
+
+_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4")}
+_IDX_DTYPES.update({0x0E: np.dtype(">f8")})
+
+
+def _read_bytes(path: Path) -> bytes:
+    """File contents, gunzipped when the file starts with the gzip magic."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError, zlib.error) as e:
+            raise ValueError(f"{path}: not a valid gzip file ({e}); expected a gzipped IDX file") from e
+    return data
+
+
+def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.ndarray:
+    """Read one IDX file (the MNIST format), raw or gzipped.
+
+    The header is big-endian: two zero bytes, a type byte (0x08 = uint8),
+    a byte giving the number of dimensions ``k``, then ``k`` uint32 sizes.
+    MNIST image files have magic ``2051`` (uint8, 3 dims), label files
+    ``2049`` (uint8, 1 dim).
+
+    Args:
+      path: the file.
+      expect_magic: if given, the file's first four bytes read as a
+        big-endian int must equal it.
+
+    Returns:
+      The data as a NumPy array of the header's shape and dtype.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: a bad magic number, a truncated header, or a payload whose
+        size disagrees with the header (message names the file).
+    """
+    path = Path(path)
+    data = _read_bytes(path)
+    if len(data) < 4:
+        raise ValueError(f"{path}: {len(data)} bytes is too short for an IDX header (expected at least 4)")
+    magic = int.from_bytes(data[:4], "big")
+    if expect_magic is not None and magic != expect_magic:
+        raise ValueError(
+            f"{path}: IDX magic number is {magic} (0x{magic:08x}), expected {expect_magic} (0x{expect_magic:08x})"
+        )
+    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise ValueError(f"{path}: not an IDX file (magic 0x{magic:08x}; expected 0x0000TTNN with a known type TT)")
+    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    header = 4 + 4 * ndim
+    if len(data) < header:
+        raise ValueError(f"{path}: truncated IDX header: {len(data)} bytes, expected {header} for {ndim} dimensions")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise ValueError(
+            f"{path}: IDX header says shape {shape} ({expected} bytes of data) but the file holds "
+            f"{len(data) - header} bytes after the header (truncated or corrupt)"
+        )
+    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+
+
+def _find(directory: Path, names: tuple[str, ...], what: str) -> Path:
+    for name in names:
+        candidate = directory / name
+        if candidate.is_file():
+            return candidate
+    raise FileNotFoundError(f"{directory}: missing {what}: expected one of {', '.join(names)}")
+
+
+def _mnist_split(directory: Path, prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    img_names = tuple(f"{prefix}-images{sep}idx3-ubyte{gz}" for sep in ("-", ".") for gz in ("", ".gz"))
+    lbl_names = tuple(f"{prefix}-labels{sep}idx1-ubyte{gz}" for sep in ("-", ".") for gz in ("", ".gz"))
+    img_path = _find(directory, img_names, f"MNIST {prefix} images (IDX, magic 2051)")
+    lbl_path = _find(directory, lbl_names, f"MNIST {prefix} labels (IDX, magic 2049)")
+    images = read_idx(img_path, expect_magic=2051)
+    labels = read_idx(lbl_path, expect_magic=2049)
+    if images.ndim != 3:
+        raise ValueError(f"{img_path}: expected 3 dimensions (N, rows, cols), got shape {images.shape}")
+    if labels.shape != (images.shape[0],):
+        raise ValueError(
+            f"{lbl_path}: holds {labels.shape[0] if labels.ndim else 0} labels but {img_path.name} holds "
+            f"{images.shape[0]} images"
+        )
+    if labels.size and labels.max() > 9:
+        raise ValueError(f"{lbl_path}: labels must lie in [0, 9], found {int(labels.max())}")
+    return images.reshape(images.shape[0], -1), labels.astype(np.int64)
+
+
+def load_mnist(directory: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """MNIST from its four IDX files in ``directory`` (raw or ``.gz``).
+
+    Features: the 28x28 pixels flattened row-major to 784, standardised.
+    Split: the files' 60000/10000 train/test split; a stratified
+    ``val_fraction`` (10%) of the training file is carved out for validation.
+
+    Raises:
+      FileNotFoundError: ``directory`` or one of the four files missing
+        (names the file expected).
+      ValueError: a malformed file (names it and what was expected).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"mnist: {directory} is not a directory (expected the four MNIST IDX files in it)")
+    X_tr, y_tr = _mnist_split(directory, "train")
+    X_test, y_test = _mnist_split(directory, "t10k")
+    if X_tr.shape[1] != X_test.shape[1]:
+        raise ValueError(f"{directory}: train images have {X_tr.shape[1]} pixels but test images {X_test.shape[1]}")
+    X_train, y_train, X_val, y_val = _stratified_split(X_tr, y_tr, val_fraction, seed)
+    return _finish(f"mnist:{directory}", X_train, y_train, X_val, y_val, X_test, y_test)
+
+
+# ---------------------------------------------------------------------------
+# CIFAR-10: the binary version
+# ---------------------------------------------------------------------------
+
+CIFAR_RECORD = 1 + 3 * 32 * 32
+
+
+def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """Read one CIFAR-10 binary batch file (never the pickled version).
+
+    Each record is 3073 bytes: one label byte (0..9), then 3072 pixel bytes,
+    the 32x32 red plane, then green, then blue (each row-major).
+
+    Returns:
+      ``(X, y)``: ``X`` uint8 ``(N, 3072)`` in that channel-major order,
+      ``y`` int64 ``(N,)``.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: empty, not a whole number of records, or labels > 9.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if len(data) == 0 or len(data) % CIFAR_RECORD:
+        raise ValueError(
+            f"{path}: {len(data)} bytes is not a whole, positive number of {CIFAR_RECORD}-byte CIFAR-10 records "
+            "(1 label byte + 3072 pixel bytes each); truncated, or not the binary version"
+        )
+    records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
+    y = records[:, 0].astype(np.int64)
+    if y.max() > 9:
+        bad = int(np.argmax(y > 9))
+        raise ValueError(f"{path}: record {bad} has label byte {int(y[bad])}, expected 0..9")
+    return records[:, 1:], y
+
+
+def load_cifar10(directory: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """CIFAR-10 from the binary batches in ``directory`` (or its ``cifar-10-batches-bin``).
+
+    Features: 3072 values per image in the files' order (R plane, G plane, B
+    plane), standardised. Split: ``data_batch_1..5.bin`` (50000) for training,
+    of which a stratified ``val_fraction`` (10%) is carved out for validation;
+    ``test_batch.bin`` (10000) for test.
+
+    Raises:
+      FileNotFoundError: the directory or any of the six files missing.
+      ValueError: a malformed file (names it).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"cifar10: {directory} is not a directory (expected data_batch_1..5.bin and test_batch.bin in it)"
+        )
+    if not (directory / "data_batch_1.bin").exists() and (directory / "cifar-10-batches-bin").is_dir():
+        directory = directory / "cifar-10-batches-bin"
+    names = [f"data_batch_{i}.bin" for i in range(1, 6)]
+    for name in [*names, "test_batch.bin"]:
+        if not (directory / name).is_file():
+            raise FileNotFoundError(
+                f"{directory / name}: missing CIFAR-10 binary batch (expected data_batch_1..5.bin and "
+                "test_batch.bin, the 'CIFAR-10 binary version'; the pickled Python version is not read)"
+            )
+    parts = [read_cifar10_bin(directory / n) for n in names]
+    X_tr = np.concatenate([p[0] for p in parts])
+    y_tr = np.concatenate([p[1] for p in parts])
+    X_test, y_test = read_cifar10_bin(directory / "test_batch.bin")
+    X_train, y_train, X_val, y_val = _stratified_split(X_tr, y_tr, val_fraction, seed)
+    return _finish(f"cifar10:{directory}", X_train, y_train, X_val, y_val, X_test, y_test)
+
+
+# ---------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------
+
+
+def load(name: str = "digits", *, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """Load a dataset by name as standardised train/val/test splits.
+
+    Args:
+      name: ``"digits"``, ``"mnist1d"``, ``"mnist:DIR"`` or ``"cifar10:DIR"``
+        (see the module docstring; nothing is downloaded).
+      val_fraction: fraction of the training portion held out, stratified,
+        for validation, in ``(0, 1)``.
+      seed: seed of the (deterministic) train/val and, for digits,
+        train/test splits. Does not affect MNIST-1D's generator.
+
+    Returns:
+      A :class:`Dataset`: float32 features ``(N, D)`` standardised with
+      training statistics only, int32 labels ``(N,)``.
+
+    Raises:
+      ValueError: an unknown name, a directory name without ``:DIR``, or a
+        malformed file (the message names the file and what was expected).
+      FileNotFoundError: a missing directory or file (named).
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"data.load: name must be a string such as 'digits', got {name!r}")
+    val_fraction = _check_fraction("val_fraction", val_fraction)
+    kind, sep, arg = name.partition(":")
+    kind = kind.strip().lower()
+    if kind == "digits" and not sep:
+        return load_digits(val_fraction=val_fraction, seed=seed)
+    if kind == "mnist1d" and not sep:
+        return load_mnist1d(val_fraction=val_fraction, seed=seed)
+    if kind in ("mnist", "cifar10"):
+        if not arg:
+            what = "the four MNIST IDX files" if kind == "mnist" else "the CIFAR-10 binary batches"
+            raise ValueError(
+                f"data.load: {kind!r} needs a directory, as '{kind}:DIR' with {what} in DIR (jaxlayers never downloads)"
+            )
+        loader = load_mnist if kind == "mnist" else load_cifar10
+        return loader(os.path.expanduser(arg), val_fraction=val_fraction, seed=seed)
+    raise ValueError(f"data.load: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")
