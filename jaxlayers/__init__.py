@@ -6,7 +6,7 @@ hand-derived one, registered with ``jax.custom_vjp`` and checked against
 The seed's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
-from jaxlayers import compat, gradcheck
+from jaxlayers import compat, data, gradcheck, train
 from jaxlayers.layers import (
     BatchNormState,
     affine,
@@ -16,18 +16,22 @@ from jaxlayers.layers import (
     relu,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
+from jaxlayers.models import FullyConnectedNet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchNormState",
+    "FullyConnectedNet",
     "affine",
     "batchnorm",
     "batchnorm_state",
     "compat",
+    "data",
     "dropout",
     "gradcheck",
     "relu",
     "softmax_loss",
     "svm_loss",
+    "train",
 ]

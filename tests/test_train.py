@@ -1,0 +1,286 @@
+"""jaxlayers.train: the step, evaluation, fit, determinism, checkpoints and bitwise resume."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlayers as jl
+from jaxlayers import train
+
+# One small network and a small slice of digits keep every fit here to a
+# couple of seconds; batchnorm and dropout are on so that resume has running
+# statistics and dropout keys to get exactly right.
+NET = jl.FullyConnectedNet(
+    hidden_dims=(32, 16), input_dim=64, num_classes=10, normalization="batchnorm", dropout_rate=0.2
+)
+CONFIG = train.TrainConfig(epochs=4, batch_size=50, learning_rate=3e-3, lr_decay=0.9, seed=7)
+
+
+@pytest.fixture(scope="module")
+def small():
+    ds = jl.data.load("digits")
+    return dataclasses.replace(ds, X_train=ds.X_train[:400], y_train=ds.y_train[:400])
+
+
+def _leaves(tree):
+    def host(a):
+        if jnp.issubdtype(a.dtype, jax.dtypes.prng_key):
+            a = jax.random.key_data(a)
+        return np.asarray(a)
+
+    return [host(a) for a in jax.tree.leaves(tree)]
+
+
+def assert_trees_bitwise_equal(a, b):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(_leaves(a), _leaves(b), strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_array_equal(x, y)
+
+
+def assert_results_equal(r1, r2):
+    assert_trees_bitwise_equal(r1.state, r2.state)
+    assert_trees_bitwise_equal(r1.best_params, r2.best_params)
+    assert_trees_bitwise_equal(r1.best_model_state, r2.best_model_state)
+    assert r1.history.loss == r2.history.loss
+    assert r1.history.train_acc == r2.history.train_acc
+    assert r1.history.val_acc == r2.history.val_acc
+    assert r1.history.lr == r2.history.lr
+    assert (r1.best_epoch, r1.best_val_acc) == (r2.best_epoch, r2.best_val_acc)
+
+
+# ---------------------------------------------------------------------------
+# The step and evaluation
+# ---------------------------------------------------------------------------
+
+
+def test_train_step_lowers_the_loss_and_updates_everything(small):
+    optimizer = train.make_optimizer(CONFIG, steps_per_epoch=8)
+    step = train.make_train_step(NET, optimizer)
+    state = train.init_train_state(NET, optimizer, jax.random.key(0))
+    before = jax.tree.map(np.asarray, (state.params, state.model_state))
+    x, y = jnp.asarray(small.X_train[:50]), jnp.asarray(small.y_train[:50])
+    losses = []
+    for _ in range(5):
+        state, metrics = step(state, x, y)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < losses[0]
+    assert int(state.step) == 5
+    assert 0.0 <= float(metrics["accuracy"]) <= 1.0
+    assert not np.array_equal(state.params["W1"], before[0]["W1"])
+    assert not np.array_equal(state.model_state["bn1"].mean, before[1]["bn1"].mean)
+
+
+def test_evaluate_matches_a_direct_argmax_with_padding(small):
+    params, model_state = NET.init(jax.random.key(1))
+    X, y = small.X_val[:137], small.y_val[:137]  # 137 = 2 * 64 + 9: a padded last batch
+    scores, _ = NET.apply(params, model_state, X, train=False)
+    expected = int(np.sum(np.argmax(np.asarray(scores), axis=1) == y)) / len(y)
+    assert train.evaluate(NET, params, model_state, X, y, batch_size=64) == expected
+    assert train.evaluate(NET, params, model_state, X, y, batch_size=1000) == expected
+    with pytest.raises(ValueError, match="y must have shape"):
+        train.evaluate(NET, params, model_state, X, y[:-1])
+
+
+def test_learning_rate_decays_once_per_epoch():
+    config = train.TrainConfig(learning_rate=0.1, lr_decay=0.5, optimizer="sgd")
+    opt = train.make_optimizer(config, steps_per_epoch=3)
+    params = {"w": jnp.zeros(())}
+    state = opt.init(params)
+    steps = []
+    for _ in range(7):
+        updates, state = opt.update({"w": jnp.ones(())}, state, params)
+        steps.append(-float(updates["w"]))
+    np.testing.assert_allclose(steps, [0.1, 0.1, 0.1, 0.05, 0.05, 0.05, 0.025], rtol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", train.OPTIMIZERS)
+def test_every_optimizer_trains(small, optimizer):
+    net = jl.FullyConnectedNet(hidden_dims=(16,), input_dim=64, num_classes=10)
+    lr = {"sgd": 0.1, "sgd_momentum": 0.05, "rmsprop": 1e-2, "adam": 1e-2}[optimizer]
+    config = train.TrainConfig(epochs=2, batch_size=50, optimizer=optimizer, learning_rate=lr)
+    result = train.fit(net, small, config)
+    assert len(result.history.loss) == 2 * 8 and len(result.history.val_acc) == 2
+    assert np.all(np.isfinite(result.history.loss))
+    assert result.history.val_acc[-1] > 0.5
+
+
+# ---------------------------------------------------------------------------
+# fit: history, best params, determinism, errors
+# ---------------------------------------------------------------------------
+
+
+def test_fit_history_best_params_and_determinism(small):
+    reports = []
+    r1 = train.fit(NET, small, CONFIG, callback=reports.append)
+    steps_per_epoch = 400 // 50
+    h = r1.history
+    assert len(h.loss) == 4 * steps_per_epoch and r1.steps_per_epoch == steps_per_epoch
+    assert len(h.train_acc) == len(h.val_acc) == len(h.lr) == len(h.epoch_time_s) == 4
+    np.testing.assert_allclose(h.lr, [3e-3 * 0.9**e for e in range(4)])
+    assert int(r1.state.step) == 4 * steps_per_epoch
+    assert [r.epoch for r in reports] == [1, 2, 3, 4] and reports[-1].steps == 32
+    assert r1.best_val_acc == max(h.val_acc) and h.val_acc[r1.best_epoch - 1] == r1.best_val_acc
+    assert r1.best_epoch == max(e + 1 for e, v in enumerate(h.val_acc) if v == r1.best_val_acc)  # latest on ties
+    val = train.evaluate(NET, r1.best_params, r1.best_model_state, small.X_val, small.y_val)
+    assert val == r1.best_val_acc
+    final_train = train.evaluate(NET, r1.state.params, r1.state.model_state, small.X_train, small.y_train)
+    assert final_train == h.train_acc[-1]
+
+    r2 = train.fit(NET, small, CONFIG)
+    assert_results_equal(r1, r2)  # same seed: bitwise the same run
+    r3 = train.fit(NET, small, dataclasses.replace(CONFIG, seed=8))
+    assert r3.history.loss != r1.history.loss
+
+
+def test_fit_rejects_data_that_disagree_with_the_net(small):
+    with pytest.raises(ValueError, match=r"batch_size 401 is larger than the 400 training examples"):
+        train.fit(NET, small, dataclasses.replace(CONFIG, batch_size=401))
+    wrong_features = dataclasses.replace(small, X_val=small.X_val[:, :63])
+    with pytest.raises(ValueError, match=r"data.X_val has shape \(144, 63\), i.e. 63 features .* input_dim=64"):
+        train.fit(NET, wrong_features, CONFIG)
+    wrong_labels = dataclasses.replace(small, y_train=np.where(small.y_train == 9, 10, small.y_train))
+    with pytest.raises(ValueError, match=r"data.y_train holds labels in \[0, 10\] .* num_classes=10"):
+        train.fit(NET, wrong_labels, CONFIG)
+    float_labels = dataclasses.replace(small, y_val=small.y_val.astype(np.float32))
+    with pytest.raises(TypeError, match="integer class labels"):
+        train.fit(NET, float_labels, CONFIG)
+    with pytest.raises(ValueError, match="TrainConfig: optimizer"):
+        train.TrainConfig(optimizer="lbfgs")
+    with pytest.raises(ValueError, match="TrainConfig: lr_decay"):
+        train.TrainConfig(lr_decay=0.0)
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small, tmp_path):
+    net = jl.FullyConnectedNet(hidden_dims=(8,), input_dim=64, num_classes=10)
+    config = dataclasses.replace(CONFIG, epochs=3)
+    train.fit(net, small, dataclasses.replace(config, epochs=1), checkpoint_dir=tmp_path)
+    before = (tmp_path / train.CHECKPOINT_NAME).read_bytes()
+    X = small.X_train.copy()
+    X[7] = np.inf  # every epoch's batches hold example 7: its scores, and the loss, are NaN
+    broken = dataclasses.replace(small, X_train=X)
+    with pytest.raises(train.NonFiniteLossError, match=r"the loss is nan at step \d+ \(epoch 1, iteration \d+ of 8\)"):
+        train.fit(net, broken, config)
+    with pytest.raises(train.NonFiniteLossError, match=r"epoch 2.*last checkpoint.*\(epoch 1\), is left intact"):
+        train.fit(net, broken, config, checkpoint_dir=tmp_path, resume=True)
+    assert (tmp_path / train.CHECKPOINT_NAME).read_bytes() == before
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints and resume
+# ---------------------------------------------------------------------------
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_resume_after_an_interruption_is_bitwise_equal_to_a_straight_run(small, tmp_path):
+    straight = train.fit(NET, small, CONFIG)
+
+    def stop_after_epoch_2(report):
+        if report.epoch == 2:
+            raise _Stop  # as if the process died right after epoch 2's checkpoint
+
+    with pytest.raises(_Stop):
+        train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, callback=stop_after_epoch_2)
+    assert train.read_checkpoint_metadata(tmp_path / train.CHECKPOINT_NAME)["epoch"] == 2
+    train._compiled.cache_clear()  # as in a fresh process: the resumed run compiles anew
+    resumed = train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
+    assert resumed.start_epoch == 2
+    assert_results_equal(straight, resumed)
+    # The final checkpoint holds the final state, bitwise.
+    template = train.init_train_state(NET, train.make_optimizer(CONFIG, 8), jax.random.key(0))
+    best_template = {"params": template.params, "model_state": template.model_state}
+    state, best, meta = train.load_checkpoint(tmp_path / train.CHECKPOINT_NAME, template, best_template)
+    assert_trees_bitwise_equal(state, straight.state)
+    assert_trees_bitwise_equal(best["params"], straight.best_params)
+    assert meta["epoch"] == 4 and meta["history"]["loss"] == straight.history.loss
+
+
+def test_resume_can_extend_a_finished_run(small, tmp_path):
+    straight = train.fit(NET, small, CONFIG)
+    train.fit(NET, small, dataclasses.replace(CONFIG, epochs=3), checkpoint_dir=tmp_path)
+    resumed = train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
+    assert_results_equal(straight, resumed)
+    done = train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)  # nothing left to do
+    assert done.start_epoch == 4 and done.history.loss == straight.history.loss
+
+
+def test_resume_refuses_another_run(small, tmp_path):
+    train.fit(NET, small, dataclasses.replace(CONFIG, epochs=1), checkpoint_dir=tmp_path)
+    with pytest.raises(
+        train.CheckpointError, match=r"training config differs .*learning_rate: checkpoint 0.003, now 0.01"
+    ):
+        train.fit(NET, small, dataclasses.replace(CONFIG, learning_rate=0.01), checkpoint_dir=tmp_path, resume=True)
+    other = dataclasses.replace(NET, dropout_rate=0.3)
+    with pytest.raises(train.CheckpointError, match=r"network differs .*dropout_rate"):
+        train.fit(other, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path / "empty", resume=True)
+    with pytest.raises(ValueError, match="needs checkpoint_dir"):
+        train.fit(NET, small, CONFIG, resume=True)
+
+
+def test_corrupt_checkpoints_are_refused(small, tmp_path):
+    train.fit(NET, small, dataclasses.replace(CONFIG, epochs=1), checkpoint_dir=tmp_path)
+    path = tmp_path / train.CHECKPOINT_NAME
+    good = path.read_bytes()
+    assert b"pickle" not in good and good[8:9] == b"{"  # safetensors: a JSON header, raw tensor bytes
+
+    def refused(blob, match):
+        path.write_bytes(blob)
+        with pytest.raises(train.CheckpointError, match=match):
+            train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
+
+    refused(good[: len(good) // 2], "checkpoint .*checkpoint.safetensors")  # truncated
+    refused(good[:5], "too short")
+    refused(good[:-1] + bytes([good[-1] ^ 1]), "SHA-256 check failed")  # one flipped bit in a tensor
+    header_len = int.from_bytes(good[:8], "little")
+    tampered = good.replace(b'\\"epoch\\": 1', b'\\"epoch\\": 3')
+    assert tampered != good and len(tampered) == len(good)
+    refused(tampered, "SHA-256 check failed")  # edited metadata
+    refused(b"\x10\x00\x00\x00\x00\x00\x00\x00not json at all!" + good[8 + header_len :], "not a readable")
+    refused(os.urandom(256), "checkpoint")
+
+
+def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(small, tmp_path, monkeypatch):
+    train.fit(NET, small, dataclasses.replace(CONFIG, epochs=2), checkpoint_dir=tmp_path)
+    path = tmp_path / train.CHECKPOINT_NAME
+    before = path.read_bytes()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies between writing the temporary file and the rename
+
+    monkeypatch.setattr(train.os, "replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [train.CHECKPOINT_NAME]  # no temporary left behind
+    straight = train.fit(NET, small, CONFIG)
+    assert_results_equal(straight, train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True))
+
+
+def test_checkpoint_metadata_is_json_with_the_run(small, tmp_path):
+    train.fit(NET, small, dataclasses.replace(CONFIG, epochs=1), checkpoint_dir=tmp_path)
+    meta = train.read_checkpoint_metadata(tmp_path / train.CHECKPOINT_NAME)
+    assert meta["net"] == json.loads(json.dumps(NET.to_dict()))
+    assert meta["train_config"]["seed"] == 7 and meta["epoch"] == 1
+    assert meta["data"]["shapes"]["X_train"] == [400, 64]
+
+
+def test_plot_history_writes_a_png(small, tmp_path):
+    history = train.History(loss=[2.0, 1.0, 0.5, 0.4], train_acc=[0.5, 0.8], val_acc=[0.4, 0.7], lr=[1e-3, 9e-4])
+    fig = train.plot_history(history, tmp_path / "curves.png", steps_per_epoch=2, title="t")
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    loss_ax, acc_ax = fig.axes
+    assert loss_ax.get_xlabel() == "iteration" and acc_ax.get_xlabel() == "epoch"
+    assert [t.get_text() for t in acc_ax.get_legend().get_texts()][:2] == ["train", "validation"]
