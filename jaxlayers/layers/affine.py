@@ -60,20 +60,29 @@ def _xt_g(x2: jax.Array, g: jax.Array) -> jax.Array:
     The product contracts the leading (batch) axis of both operands. XLA's CPU
     backend hands a matmul to its fast kernel library only when the left
     operand's contracted axis is its last, and runs this one ~20-30% slower
-    (up to 4x for narrow ``M``) in a generic loop. So on CPU ``x2.T`` is first
-    written out as a (D, N) array -- one cheap copy, kept from being folded back
-    into the dot by an optimization barrier -- and the dot is then the ordinary
-    kind. Other platforms and small products use the dot as it is.
+    (up to 4x for narrow ``M``) in a generic loop. So on CPU one operand is
+    first written out transposed -- a cheap copy, kept from being folded back
+    into the dot by an optimization barrier -- and the dot is the ordinary
+    kind: ``x2.T @ g`` with ``x2.T`` copied, or, when ``g`` and the (D, M)
+    result are together smaller than ``x2`` (a narrow layer: ``M`` << ``D``),
+    ``(g.T @ x2).T`` with ``g.T`` and the product copied. Other platforms and
+    small products use the dot as it is.
     """
     n, d = x2.shape
-    if n * d * g.shape[1] < _TRANSPOSE_MIN_MACS:
+    m = g.shape[1]
+    if n * d * m < _TRANSPOSE_MIN_MACS:
         return x2.T @ g
-    return lax.platform_dependent(
-        x2,
-        g,
-        cpu=lambda x2, g: lax.optimization_barrier(x2.T) @ g,
-        default=lambda x2, g: x2.T @ g,
-    )
+    if n * m + d * m < n * d:
+
+        def cpu(x2, g):
+            return lax.optimization_barrier(lax.optimization_barrier(g.T) @ x2).T
+
+    else:
+
+        def cpu(x2, g):
+            return lax.optimization_barrier(x2.T) @ g
+
+    return lax.platform_dependent(x2, g, cpu=cpu, default=lambda x2, g: x2.T @ g)
 
 
 def affine_bwd(residuals: AffineResiduals, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -12,8 +12,9 @@ seed's API in :mod:`jaxlayers.compat` keeps that meaning.
 How the mask is drawn: random bits are drawn as 32-bit words and split into
 ``k``-bit lanes, so one Threefry evaluation serves ``32 / k`` elements -- the
 bits dominate dropout's cost on CPU. An element survives when its lane is
-below ``t = keep * 2**k``; the survivors are scaled by ``2**k / t``, the
-reciprocal of the *exact* keep probability, so ``E[out] = x`` holds exactly.
+one of the top ``t = keep * 2**k`` values (``lane >= 2**k - t``); survivors
+are scaled by ``2**k / t``, the reciprocal of the *exact* keep probability,
+so ``E[out] = x`` holds exactly.
 ``k`` is the smallest of 1, 2, 4, 8 for which ``keep * 2**k`` is a whole
 number (``rate = 0.5``: one bit per element; 0.25 or 0.75: two; multiples of
 1/256: eight), else 16 (``rate`` then rounds to the nearest 1/65536), else 32
@@ -62,7 +63,7 @@ class DropoutResiduals(NamedTuple):
 
 
 def keep_threshold(rate: float) -> tuple[int, int]:
-    """``(k, t)``: lanes of ``k`` random bits, kept when below ``t``.
+    """``(k, t)``: lanes of ``k`` random bits, kept when ``lane >= 2**k - t``.
 
     The exact keep probability is ``t / 2**k``; see the module docstring.
     """
@@ -109,7 +110,14 @@ def _random_words(key: jax.Array, m: int) -> jax.Array:
     # word i, and the word is the XOR of the hash's two outputs.
     lo = lax.iota(jnp.uint32, m)
     y0, y1 = _threefry2x32(data[0], data[1], jnp.zeros_like(lo), lo)
-    return y0 ^ y1
+    # XLA fuses cheap elementwise producers into their consumers, and the
+    # consumers here read each word once per element it serves (32 times for
+    # k = 1), so the hash would be recomputed for every element. An integer
+    # division is "expensive" to XLA and never duplicated that way: ending the
+    # hash with a division by an all-ones array XLA cannot see through makes
+    # it compute and store each word once, in the same kernel as the hash.
+    ones = (lo | np.uint32(1)) // (lo | np.uint32(1))
+    return (y0 ^ y1) // ones
 
 
 def _keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> tuple[jax.Array, jax.Array | None, float]:
@@ -121,13 +129,13 @@ def _keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> tuple[jax
     per_word = 32 // k
     words = _random_words(key, -(-n // per_word))
     if k == 32:
-        return (words < jnp.uint32(t)).reshape(shape), None, t / 2.0**32
+        return (words >= jnp.uint32(2**32 - t)).reshape(shape), None, t / 2.0**32
     shifts = jnp.arange(per_word, dtype=jnp.uint32) * np.uint32(k)
     lanes = (words[:, None] >> shifts) & np.uint32(2**k - 1)
-    mask = (lanes < np.uint32(t)).reshape(-1)
+    mask = (lanes >= np.uint32(2**k - t)).reshape(-1)
     if mask.shape[0] != n:
         mask = mask[:n]
-    packed = ~words if k == 1 else None  # k = 1, t = 1: kept where the bit is 0
+    packed = words if k == 1 else None  # k = 1, t = 1: kept where the bit is 1
     return mask.reshape(shape), packed, t / 2.0**k
 
 
