@@ -91,7 +91,9 @@ def _matmul_fn():
     return call
 
 
-def run_workload(name: str, rounds: int, per_round: int, skip: set[str], with_matmul: bool) -> dict:
+def run_workload(
+    name: str, rounds: int, per_round: int, skip: set[str], with_matmul: bool, budget_s: float | None = None
+) -> dict:
     from bench.peers_jax import autodiff_peer, flax_peer
     from bench.peers_jaxlayers import jaxlayers_peer
     from bench.peers_other import NumpyStepper, TorchStepper
@@ -111,16 +113,32 @@ def run_workload(name: str, rounds: int, per_round: int, skip: set[str], with_ma
         steppers["torch"] = TorchStepper(w, p, x, y)
     if "numpy" not in skip:
         steppers["numpy"] = NumpyStepper(w, p, x, y)
-    fns = dict(steppers)
+    # Two interleaved groups: the JAX peers (and the matmul) first, then
+    # jaxlayers again with the PyTorch and NumPy peers. OpenMP and OpenBLAS
+    # worker threads spin after each call, which would tax whichever JAX peer
+    # runs next; in their own group they can only tax each other and the
+    # jaxlayers steps they are paired with. Every ratio is still paired within
+    # one group.
+    jax_peers = {k: v for k, v in steppers.items() if k in makers}
+    other_peers = {k: v for k, v in steppers.items() if k not in makers}
+    group1 = dict(jax_peers)
     if with_matmul:
-        fns["matmul"] = _matmul_fn()
-    log(f"  timing {', '.join(fns)}: {rounds} rounds x {per_round} calls ...")
+        group1["matmul"] = _matmul_fn()
+    log(f"  timing {', '.join(group1)}: {rounds} rounds x {per_round} calls ...")
     t0 = time.perf_counter()
-    times = interleaved(fns, rounds=rounds, per_round=per_round)
+    times = interleaved(group1, rounds=rounds, per_round=per_round, budget_s=budget_s)
     log(f"  ... {time.perf_counter() - t0:.0f} s")
+    times2 = {}
+    if other_peers:
+        group2 = {**({"jaxlayers": steppers["jaxlayers"]} if "jaxlayers" in steppers else {}), **other_peers}
+        log(f"  timing {', '.join(group2)}: up to {rounds} rounds x {per_round} calls ...")
+        t0 = time.perf_counter()
+        times2 = interleaved(group2, rounds=rounds, per_round=per_round, budget_s=budget_s)
+        log(f"  ... {time.perf_counter() - t0:.0f} s")
     rows = {}
     for peer in steppers:
-        ts = times[peer]
+        group = times if peer in times else times2
+        ts = group[peer]
         q1, q3 = iqr(ts)
         rows[peer] = {
             "ms": median(ts) * 1e3,
@@ -128,7 +146,7 @@ def run_workload(name: str, rounds: int, per_round: int, skip: set[str], with_ma
             "q3_ms": q3 * 1e3,
             "steps": len(ts),
             "gflops": w.flops / median(ts) / 1e9,
-            "ratio": paired_ratio(times["jaxlayers"], ts, per_round) if "jaxlayers" in times else float("nan"),
+            "ratio": paired_ratio(group["jaxlayers"], ts, per_round) if "jaxlayers" in group else float("nan"),
             "compile_s": compile_s.get(peer),
             "residual_new_mb": residuals[peer]["new"] / 1e6 if peer in residuals else None,
             "residual_args_mb": residuals[peer]["args"] / 1e6 if peer in residuals else None,
@@ -272,6 +290,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke test, not a measurement)")
     ap.add_argument("--no-ops", action="store_true", help="skip the per-op table")
     ap.add_argument("--no-fit", action="store_true", help="skip the fit-loop measurement")
+    ap.add_argument(
+        "--budget",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="stop a timing group after S seconds (at least 3 rounds); bounds the run when a peer "
+        "stalls on a loaded machine (default 60)",
+    )
     ap.add_argument("--json", metavar="PATH", help="also write the raw results as JSON")
     ap.add_argument("--markdown", metavar="PATH", help="also write the table as a Markdown file")
     args = ap.parse_args(argv)
@@ -290,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in [s for s in args.workloads.split(",") if s]:
         log(f"workload {name}")
         rounds, per_round = plan[name]
-        wres = run_workload(name, rounds, per_round, skip, with_matmul=(name == "wide"))
+        wres = run_workload(name, rounds, per_round, skip, with_matmul=(name == "wide"), budget_s=args.budget)
         results["workloads"].append(wres)
         if "matmul_gflops" in wres:
             results["matmul_gflops"] = wres["matmul_gflops"]
