@@ -154,3 +154,34 @@ def test_dropout_keeps_the_expected_value(rate):
     sigma = np.sqrt((1 - keep) / (keep * n))
     assert abs(float(jnp.mean(out)) - 1.0) <= 5 * sigma
     assert abs(float(jnp.mean(out != 0)) - keep) <= 5 * np.sqrt(keep * (1 - keep) / n)
+
+
+@pytest.mark.parametrize("m", [1, 7, 32, 1000, 4097])
+@pytest.mark.parametrize("legacy", [False, True])
+def test_dropout_random_words_are_jax_random_bits(m, legacy):
+    """Dropout hashes its own Threefry words (one fused kernel): they must be
+    jax.random.bits' words bit for bit, for typed and legacy keys, under vmap too."""
+    from jaxlayers.layers.dropout import _random_words
+
+    key = jax.random.PRNGKey(3) if legacy else jax.random.key(3)
+    np.testing.assert_array_equal(
+        np.asarray(jax.jit(_random_words, static_argnums=1)(key, m)),
+        np.asarray(jax.random.bits(key, (m,), jnp.uint32)),
+    )
+    keys = jax.random.split(key, 3)
+    batched = jax.vmap(lambda k: _random_words(k, m))(keys)
+    for i in range(3):
+        np.testing.assert_array_equal(np.asarray(batched[i]), np.asarray(jax.random.bits(keys[i], (m,), jnp.uint32)))
+
+
+@pytest.mark.parametrize("rate", [0.5, 0.25, 0.75, 0.3, 0.9])
+def test_dropout_mask_is_packed_bits_of_the_words(rate):
+    """The keep-mask is a deterministic function of the key (same key, same
+    mask); its packed residual decodes to the mask the forward used."""
+    x = jnp.ones((37, 13))
+    key = jax.random.key(11)
+    out1 = jl.dropout(x, key, rate=rate, train=True)
+    out2 = jax.jit(lambda x, k: jl.dropout(x, k, rate=rate, train=True))(x, key)
+    np.testing.assert_array_equal(np.asarray(out1), np.asarray(out2))
+    grad = jax.grad(lambda x: jnp.sum(jl.dropout(x, key, rate=rate, train=True)))(x)
+    np.testing.assert_array_equal(np.asarray(grad != 0), np.asarray(out1 != 0))
