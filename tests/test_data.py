@@ -62,8 +62,11 @@ def _check_standardised(ds: data.Dataset, n_features: int) -> None:
         assert np.all(np.isfinite(X))
     mean, std = ds.X_train.mean(axis=0), ds.X_train.std(axis=0)
     np.testing.assert_allclose(mean, 0.0, atol=1e-4)
-    varying = ds.std != 1.0
-    np.testing.assert_allclose(std[varying], 1.0, rtol=1e-3)
+    raw_std = (ds.X_train * ds.std + ds.mean).std(axis=0)
+    typical = raw_std > 0.5 * raw_std.mean() * (1 + 1e-6)  # above the floor: plain z-scores
+    assert typical.sum() > 0.5 * len(typical)
+    np.testing.assert_allclose(std[typical], 1.0, rtol=1e-3)
+    assert np.all(std[~typical] < 1.0 + 1e-3)  # floored features are scaled down, never up
 
 
 # ---------------------------------------------------------------------------
@@ -225,11 +228,14 @@ def test_bad_names(name, match):
 
 
 def test_standardize_uses_training_statistics_only():
-    X_train = np.array([[0.0, 5.0], [2.0, 5.0]])
-    X_test = np.array([[4.0, 7.0]])
+    X_train = np.array([[0.0, 5.0, 1.0], [2.0, 5.0, 3.0]])
+    X_test = np.array([[4.0, 7.0, 2.0]])
     mean, std, A, B = data.standardize(X_train, X_test)
-    np.testing.assert_array_equal(mean, [1.0, 5.0])
-    np.testing.assert_array_equal(std, [1.0, 1.0])  # the constant feature is only centred
-    np.testing.assert_array_equal(A, [[-1.0, 0.0], [1.0, 0.0]])
-    np.testing.assert_array_equal(B, [[3.0, 2.0]])
+    np.testing.assert_array_equal(mean, [1.0, 5.0, 2.0])
+    # stds (1, 0, 1): the constant feature is floored at 0.5 * mean std = 1/3
+    np.testing.assert_allclose(std, [1.0, 1 / 3, 1.0])
+    np.testing.assert_allclose(A, [[-1.0, 0.0, -1.0], [1.0, 0.0, 1.0]])
+    np.testing.assert_allclose(B, [[3.0, 6.0, 0.0]], rtol=1e-6)
     assert A.dtype == B.dtype == np.float32
+    _, std0, _ = data.standardize(X_train, std_floor=0.0)
+    np.testing.assert_array_equal(std0, [1.0, 1.0, 1.0])  # no floor: plain z-scores, constant only centred
