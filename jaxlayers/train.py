@@ -94,6 +94,8 @@ class NonFiniteLossError(FloatingPointError):
 class TrainConfig:
     """How to train (everything but the network and the data).
 
+    The defaults are ``jaxlayers train``'s, tuned on digits.
+
     Attributes:
       epochs: passes over the training data, ``>= 1``.
       batch_size: examples per step, ``>= 1`` and at most the training set
@@ -112,11 +114,11 @@ class TrainConfig:
       eval_batch_size: batch size of the test-mode accuracy passes.
     """
 
-    epochs: int = 40
-    batch_size: int = 64
-    optimizer: str = "adam"
-    learning_rate: float = 2e-3
-    lr_decay: float = 0.95
+    epochs: int = 80
+    batch_size: int = 32
+    optimizer: str = "sgd_momentum"
+    learning_rate: float = 0.04
+    lr_decay: float = 0.97
     momentum: float = 0.9
     seed: int = 0
     eval_batch_size: int = 1024
@@ -164,19 +166,24 @@ class TrainState(NamedTuple):
     key: jax.Array
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(
+    config: TrainConfig, steps_per_epoch: int, *, learning_rate: float | jax.Array | None = None
+) -> optax.GradientTransformation:
     """The optax optimizer ``config.optimizer`` with per-epoch learning-rate decay.
 
     Args:
       config: the training configuration.
       steps_per_epoch: steps between two decays, ``>= 1``.
+      learning_rate: replaces ``config.learning_rate`` when given; a float
+        or a scalar array, which may be traced (:func:`fit_many` vmaps over
+        it). Not validated: it must be finite and ``> 0``.
 
     Returns:
       An ``optax.GradientTransformation`` whose learning rate is
       ``learning_rate * lr_decay ** (step // steps_per_epoch)``.
     """
     schedule = optax.exponential_decay(
-        init_value=config.learning_rate,
+        init_value=config.learning_rate if learning_rate is None else learning_rate,
         transition_steps=max(int(steps_per_epoch), 1),
         decay_rate=config.lr_decay,
         staircase=True,
@@ -245,23 +252,30 @@ def make_train_step(net: FullyConnectedNet, optimizer: optax.GradientTransformat
 
 
 def _count_correct(net: FullyConnectedNet, params, model_state, X, y, batch_size: int) -> jax.Array:
-    """Traced: the number of test-mode correct predictions, in batches (``lax.map``)."""
+    """Traced: the number of test-mode correct predictions, in batches.
+
+    Full batches go through ``lax.map``; the remainder is one smaller batch
+    (no padded copy of the data). Test mode treats examples independently,
+    so the batch size does not change the result.
+    """
     n = X.shape[0]
-    if n == 0:
-        return jnp.zeros((), jnp.int32)
     X = X.reshape(n, -1)
-    bs = min(batch_size, n)
-    nb = -(-n // bs)
-    pad = nb * bs - n
-    Xp = jnp.pad(X, ((0, pad), (0, 0))).reshape(nb, bs, X.shape[1])
-    yp = jnp.pad(y.astype(jnp.int32), (0, pad), constant_values=-1).reshape(nb, bs)
+    y = y.astype(jnp.int32)
+    bs = max(1, min(batch_size, n))
+    nb, rem = divmod(n, bs)
 
     def batch(args):
         xb, yb = args
         scores, _ = net.apply(params, model_state, xb, train=False)
         return jnp.sum(jnp.argmax(scores, axis=1) == yb, dtype=jnp.int32)
 
-    return jnp.sum(lax.map(batch, (Xp, yp)))
+    total = jnp.zeros((), jnp.int32)
+    if nb:
+        full = (X[: nb * bs].reshape(nb, bs, X.shape[1]), y[: nb * bs].reshape(nb, bs))
+        total = total + jnp.sum(lax.map(batch, full))
+    if rem:
+        total = total + batch((X[nb * bs :], y[nb * bs :]))
+    return total
 
 
 @partial(jax.jit, static_argnames=("net", "batch_size"))
@@ -277,7 +291,7 @@ def evaluate(net: FullyConnectedNet, params, model_state, X, y, *, batch_size: i
       params, model_state: its parameters and running statistics.
       X: ``(N, input_dim)`` features (any float dtype; cast to ``net.dtype``).
       y: ``(N,)`` integer labels.
-      batch_size: examples per forward pass (the last batch is padded).
+      batch_size: examples per forward pass (the last batch may be smaller).
 
     Returns:
       The fraction of examples whose highest score is the label, a Python
@@ -381,7 +395,7 @@ def _digest(meta_json: str, tensors: dict[str, np.ndarray]) -> str:
     for name in sorted(tensors):
         arr = np.ascontiguousarray(tensors[name])
         h.update(f"\0{name}\0{arr.dtype.str}\0{arr.shape}\0".encode())
-        h.update(arr.tobytes())
+        h.update(arr.reshape(-1).view(np.uint8))  # the bytes, without a copy
     return h.hexdigest()
 
 
@@ -397,7 +411,10 @@ def atomic_write(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    umask = os.umask(0)  # mkstemp makes 0600 files; give the result the usual umask-based mode
+    os.umask(umask)
     try:
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -422,12 +439,54 @@ def save_checkpoint(path: str | os.PathLike, state: TrainState, best: dict, meta
     Raises:
       OSError: the file cannot be written.
     """
+    _write_checkpoint(Path(path), _checkpoint_tensors(state, best), metadata)
+
+
+def _checkpoint_tensors(state: TrainState, best: dict) -> dict[str, np.ndarray]:
+    """Host copies of everything a checkpoint holds, by name (taken before the buffers are donated)."""
+    return {**_flatten_named("state", state), **_flatten_named("best", best)}
+
+
+def _write_checkpoint(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
     from safetensors.numpy import save as st_save
 
-    tensors = {**_flatten_named("state", state), **_flatten_named("best", best)}
     meta_json = json.dumps({"format": _FORMAT, **metadata}, sort_keys=True, allow_nan=False)
     blob = st_save(tensors, metadata={"jaxlayers": meta_json, "sha256": _digest(meta_json, tensors)})
-    atomic_write(Path(path), blob)
+    atomic_write(path, blob)
+
+
+class _CheckpointWriter:
+    """Writes checkpoints on one background thread, one at a time, in order.
+
+    The host copies are taken by the caller before the next epoch is
+    dispatched; serialising, hashing and writing then overlap with that
+    epoch. ``submit`` first waits for the previous write (and re-raises its
+    error); ``close`` waits for the last one.
+    """
+
+    def __init__(self) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="jaxlayers-checkpoint")
+        self._pending = None
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def submit(self, path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(_write_checkpoint, path, tensors, metadata)
+
+    def close(self, *, raise_errors: bool = True) -> None:
+        try:
+            self.wait()
+        except BaseException:
+            if raise_errors:
+                raise
+        finally:
+            self._pool.shutdown(wait=True)
 
 
 def _read_verified(path: Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -645,6 +704,8 @@ def fit(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     callback: Callable[[EpochReport], None] | None = None,
+    mesh=None,
+    distributed=None,
 ) -> FitResult:
     """Train ``net`` on ``data`` for ``config.epochs`` epochs.
 
@@ -669,14 +730,29 @@ def fit(
         equal to an uninterrupted one.
       callback: called with an :class:`EpochReport` after every epoch (for
         progress display; it runs once per epoch, never per step).
+      mesh: a ``jax.sharding.Mesh`` (e.g. ``jaxlayers.parallel.make_data_mesh(8)``):
+        train data-parallel, every minibatch sharded over all its devices,
+        parameters and optimizer state replicated, batchnorm statistics over
+        the global batch; the result equals the one-device run's up to float
+        rounding (see :mod:`jaxlayers.parallel`). ``None``: the default device.
+      distributed: a ``jaxlayers.parallel.Distributed`` (coordinator, process
+        count and id): join a multi-process run first (before any JAX
+        computation in this process) and, if ``mesh`` is ``None``, train on
+        every device of every process. Every process calls ``fit`` with the
+        same arguments; each feeds only its slice of every global batch.
 
     Returns:
-      A :class:`FitResult`.
+      A :class:`FitResult`. With ``mesh``, ``state`` holds arrays replicated
+      on the mesh (``jaxlayers.parallel.host_copy`` gives host copies in any
+      process); ``best_params`` and ``best_model_state`` are local arrays.
 
     Raises:
       ValueError: data that disagree with the network (feature count, label
         range, shapes), ``batch_size`` larger than the training set, or
-        ``resume`` without ``checkpoint_dir``.
+        ``resume`` without ``checkpoint_dir``, or a ``batch_size`` that is not a
+        multiple of ``mesh``'s device count.
+      DistributedInitError: ``distributed`` given and the coordinator could
+        not be reached within its timeout.
       FileNotFoundError: ``resume`` with no checkpoint in ``checkpoint_dir``.
       CheckpointError: a checkpoint that is corrupt or from another run.
       NonFiniteLossError: a NaN or infinite loss; the message names the step
@@ -686,9 +762,18 @@ def fit(
         raise TypeError(f"fit: net must be a FullyConnectedNet, got {type(net).__name__}")
     if not isinstance(config, TrainConfig):
         raise TypeError(f"fit: config must be a TrainConfig, got {type(config).__name__}")
+    if distributed is not None:
+        from jaxlayers.parallel import initialize_distributed, make_data_mesh
+
+        initialize_distributed(distributed)
+        mesh = make_data_mesh() if mesh is None else mesh
     _check_data(net, data, config)
     n_train = int(np.shape(data.X_train)[0])
     steps_per_epoch = n_train // config.batch_size
+    if mesh is not None:
+        from jaxlayers.parallel import DataParallelEpochs
+
+        parallel_epochs = DataParallelEpochs(mesh, net, config, steps_per_epoch, data)
     init_fn, epoch_fn = _compiled(net, dataclasses.replace(config, epochs=1, seed=0), steps_per_epoch)
 
     state = init_fn(jax.random.key(config.seed))
@@ -718,59 +803,74 @@ def fit(
     if ckpt_path is not None:
         ckpt_path.parent.mkdir(parents=True, exist_ok=True)
 
-    arrays = [jnp.asarray(getattr(data, k)) for k in ("X_train", "y_train", "X_val", "y_val")]
+    if mesh is not None:
+        from jaxlayers.parallel import replicate
+
+        epoch_fn, arrays, state = parallel_epochs, [], replicate(state, parallel_epochs.mesh)
+    else:
+        arrays = [jnp.asarray(getattr(data, k)) for k in ("X_train", "y_train", "X_val", "y_val")]
     n_val = int(np.shape(data.X_val)[0])
 
-    for epoch in range(start_epoch, config.epochs):
-        t0 = time.perf_counter()
-        lr = config.learning_rate * config.lr_decay**epoch
-        state, metrics, train_correct, val_correct = epoch_fn(state, *arrays)
-        losses, train_correct, val_correct = jax.device_get((metrics["loss"], train_correct, val_correct))
-        if not np.all(np.isfinite(losses)):
-            i = int(np.argmax(~np.isfinite(losses)))
-            last = (
-                f"the last checkpoint, {ckpt_path} (epoch {epoch}), is left intact"
-                if ckpt_path is not None and ckpt_path.exists()
-                else "no checkpoint was written"
-            )
-            raise NonFiniteLossError(
-                f"fit: the loss is {losses[i]} at step {epoch * steps_per_epoch + i + 1} (epoch {epoch + 1}, "
-                f"iteration {i + 1} of {steps_per_epoch}); training stopped and {last}. "
-                "Try a smaller learning rate."
-            )
-        train_acc, val_acc = int(train_correct) / n_train, int(val_correct) / n_val
-        history.loss.extend(float(v) for v in losses)
-        history.train_acc.append(train_acc)
-        history.val_acc.append(val_acc)
-        history.lr.append(lr)
-        if val_acc >= best_val_acc:  # ties: the later, better-trained epoch
-            best_val_acc, best_epoch = val_acc, epoch + 1
-            best = {"params": _host_copy(state.params), "model_state": _host_copy(state.model_state)}
-        if ckpt_path is not None:
-            meta = {
-                **run_info,
-                "epoch": epoch + 1,
-                "history": {**history.to_dict(), "epoch_time_s": [*history.epoch_time_s, time.perf_counter() - t0]},
-                "best_val_acc": best_val_acc,
-                "best_epoch": best_epoch,
-            }
-            save_checkpoint(ckpt_path, state, best, meta)
-        history.epoch_time_s.append(time.perf_counter() - t0)
-        if callback is not None:
-            callback(
-                EpochReport(
-                    epoch=epoch + 1,
-                    epochs=config.epochs,
-                    steps=int((epoch + 1) * steps_per_epoch),
-                    loss=float(np.mean(losses)),
-                    train_acc=train_acc,
-                    val_acc=val_acc,
-                    best_val_acc=best_val_acc,
-                    lr=lr,
-                    epoch_time_s=history.epoch_time_s[-1],
-                    history=history,
+    writer = _CheckpointWriter() if ckpt_path is not None else None
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            lr = config.learning_rate * config.lr_decay**epoch
+            state, metrics, train_correct, val_correct = epoch_fn(state, *arrays)
+            losses, train_correct, val_correct = jax.device_get((metrics["loss"], train_correct, val_correct))
+            if not np.all(np.isfinite(losses)):
+                i = int(np.argmax(~np.isfinite(losses)))
+                if writer is not None:
+                    writer.wait()  # the previous epoch's checkpoint is complete before it is named
+                last = (
+                    f"the last checkpoint, {ckpt_path} (epoch {epoch}), is left intact"
+                    if ckpt_path is not None and ckpt_path.exists()
+                    else "no checkpoint was written"
                 )
-            )
+                raise NonFiniteLossError(
+                    f"fit: the loss is {losses[i]} at step {epoch * steps_per_epoch + i + 1} (epoch {epoch + 1}, "
+                    f"iteration {i + 1} of {steps_per_epoch}); training stopped and {last}. "
+                    "Try a smaller learning rate."
+                )
+            train_acc, val_acc = int(train_correct) / n_train, int(val_correct) / n_val
+            history.loss.extend(float(v) for v in losses)
+            history.train_acc.append(train_acc)
+            history.val_acc.append(val_acc)
+            history.lr.append(lr)
+            if val_acc >= best_val_acc:  # ties: the later, better-trained epoch
+                best_val_acc, best_epoch = val_acc, epoch + 1
+                best = {"params": _host_copy(state.params), "model_state": _host_copy(state.model_state)}
+            if writer is not None:
+                meta = {
+                    **run_info,
+                    "epoch": epoch + 1,
+                    "history": {**history.to_dict(), "epoch_time_s": [*history.epoch_time_s, time.perf_counter() - t0]},
+                    "best_val_acc": best_val_acc,
+                    "best_epoch": best_epoch,
+                }
+                writer.submit(ckpt_path, _checkpoint_tensors(state, best), meta)
+            history.epoch_time_s.append(time.perf_counter() - t0)
+            if callback is not None:
+                callback(
+                    EpochReport(
+                        epoch=epoch + 1,
+                        epochs=config.epochs,
+                        steps=int((epoch + 1) * steps_per_epoch),
+                        loss=float(np.mean(losses)),
+                        train_acc=train_acc,
+                        val_acc=val_acc,
+                        best_val_acc=best_val_acc,
+                        lr=lr,
+                        epoch_time_s=history.epoch_time_s[-1],
+                        history=history,
+                    )
+                )
+    except BaseException:
+        if writer is not None:
+            writer.close(raise_errors=False)  # finish the pending write; the original error wins
+        raise
+    if writer is not None:
+        writer.close()
 
     best_dev = jax.tree.map(jnp.asarray, best)
     return FitResult(
@@ -809,6 +909,7 @@ def plot_history(history: History, path: str | os.PathLike | None = None, *, ste
 
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
@@ -837,6 +938,7 @@ def plot_history(history: History, path: str | os.PathLike | None = None, *, ste
         best = int(np.argmax(np.asarray(history.val_acc)[::-1]))  # the latest maximum, as fit keeps
         best = n_epochs - 1 - best
         ax_acc.axvline(best + 1, color="gray", linestyle=":", label=f"best val (epoch {best + 1})")
+    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_acc.set_xlabel("epoch")
     ax_acc.set_ylabel("accuracy (test mode)")
     ax_acc.set_title("Train / validation accuracy")
@@ -849,3 +951,7 @@ def plot_history(history: History, path: str | os.PathLike | None = None, *, ste
         fig.savefig(buf, format="png")
         atomic_write(Path(path), buf.getvalue())
     return fig
+
+
+# fit_many lives in jaxlayers.sweep, which builds on this module; re-exported here.
+from jaxlayers.sweep import fit_many as fit_many  # noqa: E402

@@ -209,7 +209,7 @@ def test_overfits_50_examples():
     X, y = ds.X_train[:50], ds.y_train[:50]
     small = jl.data.Dataset(X, y, X, y, X, y, name="digits[:50]")
     net = jl.FullyConnectedNet(hidden_dims=(100, 100), input_dim=64, num_classes=10, normalization="batchnorm")
-    config = jl.train.TrainConfig(epochs=30, batch_size=25, learning_rate=1e-2, lr_decay=1.0, seed=0)
+    config = jl.train.TrainConfig(epochs=30, batch_size=25, optimizer="adam", learning_rate=1e-2, lr_decay=1.0, seed=0)
     result = jl.train.fit(net, small, config)
     assert jl.train.evaluate(net, result.state.params, result.state.model_state, X, y) == 1.0
     assert result.history.train_acc[-1] == 1.0

@@ -20,7 +20,7 @@ from jaxlayers import train
 NET = jl.FullyConnectedNet(
     hidden_dims=(32, 16), input_dim=64, num_classes=10, normalization="batchnorm", dropout_rate=0.2
 )
-CONFIG = train.TrainConfig(epochs=4, batch_size=50, learning_rate=3e-3, lr_decay=0.9, seed=7)
+CONFIG = train.TrainConfig(epochs=4, batch_size=50, optimizer="adam", learning_rate=3e-3, lr_decay=0.9, seed=7)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_train_step_lowers_the_loss_and_updates_everything(small):
     optimizer = train.make_optimizer(CONFIG, steps_per_epoch=8)
     step = train.make_train_step(NET, optimizer)
     state = train.init_train_state(NET, optimizer, jax.random.key(0))
-    before = jax.tree.map(np.asarray, (state.params, state.model_state))
+    before = jax.tree.map(np.array, (state.params, state.model_state))  # copies: state is donated
     x, y = jnp.asarray(small.X_train[:50]), jnp.asarray(small.y_train[:50])
     losses = []
     for _ in range(5):
@@ -78,9 +78,9 @@ def test_train_step_lowers_the_loss_and_updates_everything(small):
     assert not np.array_equal(state.model_state["bn1"].mean, before[1]["bn1"].mean)
 
 
-def test_evaluate_matches_a_direct_argmax_with_padding(small):
+def test_evaluate_matches_a_direct_argmax_in_uneven_batches(small):
     params, model_state = NET.init(jax.random.key(1))
-    X, y = small.X_val[:137], small.y_val[:137]  # 137 = 2 * 64 + 9: a padded last batch
+    X, y = small.X_val[:137], small.y_val[:137]  # 137 = 2 * 64 + 9: a smaller last batch
     scores, _ = NET.apply(params, model_state, X, train=False)
     expected = int(np.sum(np.argmax(np.asarray(scores), axis=1) == y)) / len(y)
     assert train.evaluate(NET, params, model_state, X, y, batch_size=64) == expected
