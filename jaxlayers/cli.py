@@ -18,17 +18,17 @@ def _gradcheck(args: argparse.Namespace) -> int:
 # Defaults of `jaxlayers train`: tuned on digits (see README, "Training").
 TRAIN_DEFAULTS = {
     "dataset": "digits",
-    "hidden_dims": [512, 512],
+    "hidden_dims": [1024, 1024],
     "normalization": "batchnorm",
     "dropout_rate": 0.5,
     "loss": "softmax",
     "weight_scale": None,
-    "reg": 0.0,
-    "optimizer": "adam",
-    "learning_rate": 2e-3,
-    "lr_decay": 0.95,
-    "epochs": 60,
-    "batch_size": 64,
+    "reg": 3e-3,
+    "optimizer": "sgd_momentum",
+    "learning_rate": 0.04,
+    "lr_decay": 0.97,
+    "epochs": 80,
+    "batch_size": 32,
     "seed": 0,
 }
 RUN_FILES = ("config.json", "metrics.jsonl", "curves.png", "checkpoint.safetensors", "summary.json")
@@ -222,8 +222,12 @@ def _train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
-        print(f"\ninterrupted; the last completed epoch is checkpointed in {ckpt}. Continue with:", file=sys.stderr)
-        print(f"  jaxlayers train --resume --output-dir {out}", file=sys.stderr)
+        if ckpt.is_file():
+            epoch = jl_train.read_checkpoint_metadata(ckpt)["epoch"]
+            print(f"\ninterrupted; epoch {epoch} is checkpointed in {ckpt}. Continue with:", file=sys.stderr)
+            print(f"  jaxlayers train --resume --output-dir {out}", file=sys.stderr)
+        else:
+            print("\ninterrupted before the first epoch ended; there is nothing to resume.", file=sys.stderr)
         return 130
     except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
         if bar is not None:
@@ -262,15 +266,21 @@ def _train(args: argparse.Namespace) -> int:
         "wall_time_s": wall,
         "resumed_from_epoch": result.start_epoch,
     }
+    summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in summary.items()}  # NaN -> null
     jl_train.atomic_write(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
 
     print(f"best epoch {result.best_epoch} of {summary['epochs']} (by validation accuracy); with its parameters:")
     print(f"  train acc {accs['train']:.4f}   val acc {accs['val']:.4f}   test acc {accs['test']:.4f}")
-    sps_text = f"{sps:.0f} steps/s after the first epoch" if sps == sps else "steps/s n/a (no epoch after the first)"
-    print(
-        f"wall time {wall:.1f} s (training {fit_time:.1f} s, first epoch incl. compilation {first:.1f} s); "
-        f"{summary['steps']} steps, {sps_text}"
-    )
+    print(f"  (the last epoch's parameters: test acc {final_test:.4f})")
+    ran = summary["epochs"] - result.start_epoch
+    if ran == 0:
+        print(f"nothing to train: the checkpoint already holds {summary['epochs']} epochs; wall time {wall:.1f} s")
+    else:
+        sps_text = f"{sps:.0f} steps/s after the first epoch" if ran > 1 else "steps/s n/a (one epoch)"
+        print(
+            f"wall time {wall:.1f} s (training {fit_time:.1f} s, first epoch incl. compilation {first:.1f} s); "
+            f"{ran * result.steps_per_epoch} steps, {sps_text}"
+        )
     print(f"run dir {out}: {', '.join(RUN_FILES)}")
     return 0
 
