@@ -6,7 +6,7 @@ hand-derived one, registered with ``jax.custom_vjp`` and checked against
 The seed's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
-from jaxlayers import compat, data, gradcheck, train
+from jaxlayers import compat, data, gradcheck, parallel, train
 from jaxlayers.layers import (
     BatchNormState,
     affine,
@@ -30,6 +30,7 @@ __all__ = [
     "data",
     "dropout",
     "gradcheck",
+    "parallel",
     "relu",
     "softmax_loss",
     "svm_loss",
