@@ -1,4 +1,4 @@
-"""The ``jaxlayers`` command: ``jaxlayers train`` and ``jaxlayers gradcheck``.
+"""The ``jaxlayers`` command: ``jaxlayers train``, ``jaxlayers sweep`` and ``jaxlayers gradcheck``.
 
 Nothing in the package imports this module.
 """
@@ -82,6 +82,28 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         help="continue the run in the output directory from its checkpoint; flags not given are taken from that run",
     )
     a("--quiet", "-q", action="store_true", help="no progress bar")
+    g = p.add_argument_group(
+        "scaling out",
+        "data-parallel training: every minibatch is split over the devices, batchnorm statistics span the "
+        "global batch, and the result equals the one-device run up to float rounding (README, 'Scaling out')",
+    )
+    g.add_argument(
+        "--devices",
+        type=int,
+        metavar="N",
+        help="train on N devices (all processes together); the batch size must be a multiple of N. "
+        "On a machine without accelerators N CPU devices are simulated (they share the cores)",
+    )
+    g.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: address of process 0's coordinator")
+    g.add_argument("--num-processes", type=int, metavar="P", help="multi-process run: number of processes")
+    g.add_argument("--process-id", type=int, metavar="I", help="multi-process run: this process's index in [0, P)")
+    g.add_argument(
+        "--init-timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="multi-process run: seconds to wait for the coordinator and the other processes (default 60)",
+    )
 
 
 def _resolve(args: argparse.Namespace) -> dict:
@@ -110,6 +132,36 @@ def _resolve(args: argparse.Namespace) -> dict:
             **{k: tc[k] for k in ("optimizer", "learning_rate", "lr_decay", "epochs", "batch_size", "seed")},
         )
     return {**base, **given, "output_dir": out}
+
+
+def _setup_devices(args: argparse.Namespace):
+    """``--devices`` / ``--coordinator``: join the run and build the mesh, before any JAX backend starts.
+
+    Returns the ``jax.sharding.Mesh``, or ``None`` (no flag: the default device).
+    Raises ``ValueError`` or ``jaxlayers.parallel.DistributedInitError``.
+    """
+    from jaxlayers import parallel
+
+    multi = (args.coordinator, args.num_processes, args.process_id)
+    if any(v is None for v in multi) and any(v is not None for v in multi):
+        raise ValueError("--coordinator, --num-processes and --process-id go together")
+    if args.devices is not None and args.devices < 1:
+        raise ValueError(f"--devices must be >= 1, got {args.devices}")
+    if args.coordinator is not None:
+        per = None
+        if args.devices is not None:
+            if args.devices % args.num_processes:
+                raise ValueError(f"--devices {args.devices} cannot be split evenly over {args.num_processes} processes")
+            per = args.devices // args.num_processes
+        dist = parallel.Distributed(
+            args.coordinator, args.num_processes, args.process_id, timeout_s=args.init_timeout, local_devices=per
+        )
+        parallel.initialize_distributed(dist)
+    elif args.devices is None:
+        return None
+    else:
+        parallel.request_cpu_devices(args.devices)
+    return parallel.make_data_mesh(args.devices)
 
 
 def _write_metrics(path, history, steps_per_epoch: int) -> None:
@@ -155,6 +207,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"jaxlayers train: error: {message}", file=sys.stderr)
         return code
 
+    try:
+        mesh = _setup_devices(args)
+    except (ValueError, RuntimeError) as e:  # RuntimeError: DistributedInitError
+        return fail(str(e), 1)
+    if jax.process_index() > 0:  # every process keeps its own copy of the run (and can resume from it)
+        out, args.quiet = out / f"process-{jax.process_index()}", True
     ckpt = out / jl_train.CHECKPOINT_NAME
     if args.resume and not ckpt.is_file():
         return fail(f"--resume: no checkpoint at {ckpt}; run without --resume to start")
@@ -177,6 +235,10 @@ def _train(args: argparse.Namespace) -> int:
         return fail(str(e))
 
     print(ds.summary())
+    if mesh is not None:
+        from jaxlayers.parallel import describe
+
+        print(f"devices: {describe(mesh)}")
     print(
         f"net: {net.input_dim} -> {' -> '.join(map(str, net.hidden_dims))} -> {net.num_classes}"
         f" | {net.normalization or 'no normalization'}, dropout {net.dropout_rate}, {net.loss_type} loss, reg {net.reg}"
@@ -195,6 +257,8 @@ def _train(args: argparse.Namespace) -> int:
         "splits": {k: len(getattr(ds, f"y_{k}")) for k in ("train", "val", "test")},
         "versions": {"jaxlayers": jaxlayers.__version__, "jax": jax.__version__},
         "backend": jax.default_backend(),
+        "devices": 1 if mesh is None else int(mesh.devices.size),
+        "processes": jax.process_count(),
         "command": sys.argv[1:] if sys.argv and sys.argv[0].endswith("jaxlayers") else None,
     }
     jl_train.atomic_write(out / "config.json", (json.dumps(run_config, indent=2) + "\n").encode())
@@ -218,7 +282,7 @@ def _train(args: argparse.Namespace) -> int:
 
     t_fit = time.perf_counter()
     try:
-        result = jl_train.fit(net, ds, config, checkpoint_dir=out, resume=args.resume, callback=on_epoch)
+        result = jl_train.fit(net, ds, config, checkpoint_dir=out, resume=args.resume, callback=on_epoch, mesh=mesh)
     except KeyboardInterrupt:
         if bar is not None:
             bar.close()
@@ -244,7 +308,12 @@ def _train(args: argparse.Namespace) -> int:
         )
         for split in ("train", "val", "test")
     }
-    final_test = jl_train.evaluate(net, result.state.params, result.state.model_state, ds.X_test, ds.y_test)
+    last = (result.state.params, result.state.model_state)
+    if mesh is not None:  # arrays on the mesh (maybe spanning processes) -> this process's copy
+        from jaxlayers.parallel import host_copy
+
+        last = jax.tree.map(jax.numpy.asarray, host_copy(last))
+    final_test = jl_train.evaluate(net, *last, ds.X_test, ds.y_test)
     jl_train.plot_history(
         result.history,
         out / "curves.png",
@@ -296,6 +365,163 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=_train)
 
 
+# `jaxlayers sweep`: one flag per fit_many list (--seeds, --weight-scales, ...).
+SWEEP_FLAGS = ("seeds", "weight_scales", "learning_rates", "dropout_rates", "regs")
+
+
+def _sweep_values(text: str) -> list:
+    """Comma-separated items, each a number, ``he`` (He init, for weight scales),
+    ``log:START:STOP:NUM`` (NUM log-spaced values) or ``lin:START:STOP:NUM``."""
+    import numpy as np
+
+    values = []
+    for item in text.replace(",", " ").split():
+        kind, _, rest = item.partition(":")
+        if kind in ("log", "lin"):
+            try:
+                start, stop, num = rest.split(":")
+                start, stop, num = float(start), float(stop), int(num)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"expected {kind}:START:STOP:NUM, got {item!r}") from None
+            if num < 1 or (kind == "log" and min(start, stop) <= 0):
+                raise argparse.ArgumentTypeError(f"{item!r}: NUM must be >= 1, and log bounds > 0")
+            values += [float(v) for v in (np.geomspace if kind == "log" else np.linspace)(start, stop, num)]
+        elif item.lower() == "he":
+            values.append(None)
+        else:
+            try:
+                values.append(float(item))
+            except ValueError:
+                raise argparse.ArgumentTypeError(
+                    f"expected numbers like 0.1,0.2 or log:1e-4:1:20, got {item!r}"
+                ) from None
+    if not values:
+        raise argparse.ArgumentTypeError("no values given")
+    return values
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    import json
+    import math
+    import time
+
+    t_start = time.perf_counter()
+    shared = {*TRAIN_DEFAULTS, *SWEEP_FLAGS, "grid", "output_dir", "quiet", "func", "command"}
+    defaults = vars(build_parser().parse_args(["sweep"]))
+    unsupported = [k for k, v in vars(args).items() if k not in shared and v != defaults.get(k)]
+    if unsupported:  # --resume (a sweep keeps no checkpoints), and train's device flags
+        flags = ", ".join("--" + k.replace("_", "-") for k in unsupported)
+        print(
+            f"jaxlayers sweep: error: {flags}: not supported by sweep (it keeps no checkpoints and runs on one device)",
+            file=sys.stderr,
+        )
+        return 2
+    opts = _resolve(args)
+
+    from jaxlayers import data as jl_data
+    from jaxlayers import sweep as jl_sweep
+    from jaxlayers import train as jl_train
+    from jaxlayers.models import FullyConnectedNet
+
+    lists = {flag: getattr(args, flag) for flag in SWEEP_FLAGS if getattr(args, flag) is not None}
+    try:
+        if not lists:
+            raise ValueError(f"give at least one of --{', --'.join(f.replace('_', '-') for f in SWEEP_FLAGS)}")
+        if "seeds" in lists:
+            if any(v is None or v != int(v) for v in lists["seeds"]):
+                raise ValueError(f"--seeds must be integers, got {lists['seeds']}")
+            lists["seeds"] = [int(v) for v in lists["seeds"]]
+        if args.grid:
+            lists = jl_sweep.grid(**lists)
+        ds = jl_data.load(opts["dataset"])
+        net = FullyConnectedNet(
+            hidden_dims=tuple(opts["hidden_dims"]),
+            input_dim=ds.num_features,
+            num_classes=max(ds.num_classes, 2),
+            normalization=None if opts["normalization"] == "none" else opts["normalization"],
+            dropout_rate=opts["dropout_rate"],
+            reg=opts["reg"],
+            loss_type=opts["loss"],
+            weight_scale=opts["weight_scale"],
+        )
+        config = jl_train.TrainConfig(
+            **{k: opts[k] for k in ("epochs", "batch_size", "optimizer", "learning_rate", "lr_decay", "seed")}
+        )
+        k_models = len(next(iter(lists.values())))
+        print(ds.summary())
+        print(
+            f"sweep: {k_models} models over {', '.join(lists)}; net {net.layer_dims}, {net.normalization or 'no norm'}"
+        )
+        bar = None
+        if not args.quiet:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=config.epochs, unit="epoch", desc=f"{k_models} models", file=sys.stderr)
+
+        def on_epoch(r: jl_sweep.SweepReport) -> None:
+            if bar is not None:
+                bar.set_postfix(best_val_acc=f"{float(max(r.val_acc)):.4f}", refresh=False)
+                bar.update(1)
+
+        result = jl_train.fit_many(net, ds, config, callback=on_epoch, **lists)
+        if bar is not None:
+            bar.close()
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"jaxlayers sweep: error: {e}", file=sys.stderr)
+        return 2
+    print(result.table())
+    times = result.history.epoch_time_s
+    steps = k_models * result.steps_per_epoch * (len(times) - 1)
+    rate = f"{steps / sum(times[1:]):.0f} model-steps/s after the first epoch" if len(times) > 1 else ""
+    print(f"wall time {time.perf_counter() - t_start:.1f} s (first epoch incl. compilation {times[0]:.1f} s); {rate}")
+    if not result.finite.all():
+        rows = [k for k in range(k_models) if not result.finite[k]]
+        print(f"{len(rows)} model(s) diverged (non-finite loss; their rows show nan): k = {rows}")
+    if args.output_dir:
+        out = opts["output_dir"]
+        out.mkdir(parents=True, exist_ok=True)
+        h = result.history
+        record = {
+            "dataset": opts["dataset"],
+            "net": net.to_dict(),
+            "train": config.to_dict(),
+            "models": [
+                {
+                    **result.settings(k),
+                    "best_val_acc": float(result.best_val_acc[k]),
+                    "best_epoch": int(result.best_epoch[k]),
+                }
+                for k in range(k_models)
+            ],
+            "history": {
+                "loss": [[v if math.isfinite(v) else None for v in row] for row in h.loss.tolist()],
+                "train_acc": h.train_acc.tolist(),
+                "val_acc": h.val_acc.tolist(),
+                "lr": h.lr.tolist(),
+                "epoch_time_s": list(h.epoch_time_s),
+            },
+        }
+        jl_train.atomic_write(out / "sweep.json", (json.dumps(record, indent=1) + "\n").encode())
+        print(f"wrote {out / 'sweep.json'}")
+    return 0
+
+
+def _add_sweep_parser(sub) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="train many variants at once (vmapped, one compiled program), e.g. --weight-scales log:1e-4:1:20",
+        description="Train K FullyConnectedNets that differ in seed, weight scale, learning rate, dropout rate or "
+        "reg with jaxlayers.train.fit_many: one compiled program per epoch, vmapped over the models. The other flags "
+        "are `jaxlayers train`'s and set what all models share; each swept list gives one value per model "
+        "(a,b,c or log:START:STOP:NUM or lin:START:STOP:NUM). Prints one row per model.",
+    )
+    _add_train_arguments(p)
+    for flag in SWEEP_FLAGS:
+        p.add_argument(f"--{flag.replace('_', '-')}", type=_sweep_values, metavar="VALUES", dest=flag)
+    p.add_argument("--grid", action="store_true", help="train every combination of the lists (default: zip them)")
+    p.set_defaults(func=_sweep)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxlayers", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -306,6 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="store_true", help="one row per sample, not per op")
     p.set_defaults(func=_gradcheck)
     _add_train_parser(sub)
+    _add_sweep_parser(sub)
     return parser
 
 
