@@ -102,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in res["results"].items():
         base = r["steps_per_s"]["none"]
         print(f"{name}: {' -> '.join(map(str, r['dims']))}, batch {r['batch']}, {r['steps_per_epoch']} steps/epoch")
-        print("| devices | steps/s | examples/s | vs one device (plain fit) |")
-        print("|---|---:|---:|---:|")
+        print("| devices | steps/s (median) | min - max over rounds | examples/s | vs plain fit |")
+        print("|---|---:|---:|---:|---:|")
         for k, v in r["steps_per_s"].items():
             label = "1, plain fit (no mesh)" if k == "none" else k
-            print(f"| {label} | {v:.1f} | {v * r['batch']:.0f} | {v / base:.2f}x |")
+            lo, hi = min(r["rounds"][k]), max(r["rounds"][k])
+            print(f"| {label} | {v:.1f} | {lo:.1f} - {hi:.1f} | {v * r['batch']:.0f} | {v / base:.2f}x |")
         print()
     return 0
 
