@@ -188,6 +188,27 @@ def _write_metrics(path, history, steps_per_epoch: int) -> None:
     atomic_write(path, ("\n".join(lines) + "\n").encode())
 
 
+def _net_and_config(opts: dict, ds):
+    """``(FullyConnectedNet, TrainConfig)`` that the resolved flags ``opts`` describe for dataset ``ds``."""
+    from jaxlayers import train as jl_train
+    from jaxlayers.models import FullyConnectedNet
+
+    net = FullyConnectedNet(
+        hidden_dims=tuple(opts["hidden_dims"]),
+        input_dim=ds.num_features,
+        num_classes=max(ds.num_classes, 2),
+        normalization=None if opts["normalization"] == "none" else opts["normalization"],
+        dropout_rate=opts["dropout_rate"],
+        reg=opts["reg"],
+        loss_type=opts["loss"],
+        weight_scale=opts["weight_scale"],
+    )
+    config = jl_train.TrainConfig(
+        **{k: opts[k] for k in ("epochs", "batch_size", "optimizer", "learning_rate", "lr_decay", "seed")}
+    )
+    return net, config
+
+
 def _train(args: argparse.Namespace) -> int:
     import json
     import time
@@ -201,7 +222,6 @@ def _train(args: argparse.Namespace) -> int:
     import jaxlayers
     from jaxlayers import data as jl_data
     from jaxlayers import train as jl_train
-    from jaxlayers.models import FullyConnectedNet
 
     def fail(message: str, code: int = 2) -> int:
         print(f"jaxlayers train: error: {message}", file=sys.stderr)
@@ -218,19 +238,7 @@ def _train(args: argparse.Namespace) -> int:
         return fail(f"--resume: no checkpoint at {ckpt}; run without --resume to start")
     try:
         ds = jl_data.load(opts["dataset"])
-        net = FullyConnectedNet(
-            hidden_dims=tuple(opts["hidden_dims"]),
-            input_dim=ds.num_features,
-            num_classes=max(ds.num_classes, 2),
-            normalization=None if opts["normalization"] == "none" else opts["normalization"],
-            dropout_rate=opts["dropout_rate"],
-            reg=opts["reg"],
-            loss_type=opts["loss"],
-            weight_scale=opts["weight_scale"],
-        )
-        config = jl_train.TrainConfig(
-            **{k: opts[k] for k in ("epochs", "batch_size", "optimizer", "learning_rate", "lr_decay", "seed")}
-        )
+        net, config = _net_and_config(opts, ds)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return fail(str(e))
 
@@ -421,7 +429,6 @@ def _sweep(args: argparse.Namespace) -> int:
     from jaxlayers import data as jl_data
     from jaxlayers import sweep as jl_sweep
     from jaxlayers import train as jl_train
-    from jaxlayers.models import FullyConnectedNet
 
     lists = {flag: getattr(args, flag) for flag in SWEEP_FLAGS if getattr(args, flag) is not None}
     try:
@@ -434,19 +441,7 @@ def _sweep(args: argparse.Namespace) -> int:
         if args.grid:
             lists = jl_sweep.grid(**lists)
         ds = jl_data.load(opts["dataset"])
-        net = FullyConnectedNet(
-            hidden_dims=tuple(opts["hidden_dims"]),
-            input_dim=ds.num_features,
-            num_classes=max(ds.num_classes, 2),
-            normalization=None if opts["normalization"] == "none" else opts["normalization"],
-            dropout_rate=opts["dropout_rate"],
-            reg=opts["reg"],
-            loss_type=opts["loss"],
-            weight_scale=opts["weight_scale"],
-        )
-        config = jl_train.TrainConfig(
-            **{k: opts[k] for k in ("epochs", "batch_size", "optimizer", "learning_rate", "lr_decay", "seed")}
-        )
+        net, config = _net_and_config(opts, ds)
         k_models = len(next(iter(lists.values())))
         print(ds.summary())
         print(
