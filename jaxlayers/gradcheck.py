@@ -42,16 +42,21 @@ __all__ = [
 TOLERANCES = {"custom_vs_autodiff": 1e-9, "custom_vs_numeric": 1e-7, "autodiff_vs_numeric": 1e-7}
 
 
+def _float64_pair(x, y, who: str) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(x, np.float64)
+    y = np.asarray(y, np.float64)
+    if x.shape != y.shape:
+        raise ValueError(f"{who}: shapes differ, {x.shape} vs {y.shape}")
+    return x, y
+
+
 def rel_error(x, y) -> float:
     """Max elementwise relative error ``|x - y| / max(1e-8, |x| + |y|)``.
 
     The seed ecosystem's ``rel_error``; 0 for two empty arrays. NaN anywhere
     (in one argument but not the other) gives ``inf``.
     """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"rel_error: shapes differ, {x.shape} vs {y.shape}")
+    x, y = _float64_pair(x, y, "rel_error")
     if x.size == 0:
         return 0.0
     both_nan = np.isnan(x) & np.isnan(y)
@@ -71,10 +76,7 @@ def norm_rel_error(x, y, scale: float | None = None) -> float:
     gradient with respect to all arguments, say). 0 when the scale is 0;
     NaN anywhere gives ``inf``.
     """
-    x = np.asarray(x, np.float64)
-    y = np.asarray(y, np.float64)
-    if x.shape != y.shape:
-        raise ValueError(f"norm_rel_error: shapes differ, {x.shape} vs {y.shape}")
+    x, y = _float64_pair(x, y, "norm_rel_error")
     if x.size == 0:
         return 0.0
     if np.isnan(x).any() or np.isnan(y).any():
