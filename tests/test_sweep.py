@@ -80,6 +80,22 @@ def test_fit_many_equals_separate_fits(small):
             assert (mine.best_epoch, mine.best_val_acc) == (one.best_epoch, one.best_val_acc)
 
 
+def test_fit_many_equals_separate_fits_in_float64(small):
+    # In float64 the summation order costs ~1e-16, so any hyperparameter that
+    # reached the vmapped program in another dtype or rounding than in fit
+    # (a float32 learning rate is fit's, for one) shows up far above it.
+    with jax.enable_x64(True):
+        net = dataclasses.replace(NET, hidden_dims=(16,), dropout_rate=0.2, dtype=jnp.float64)
+        config = dataclasses.replace(CONFIG, epochs=2)
+        many = train.fit_many(net, small, config, learning_rates=[0.03, 0.01], regs=[0.0, 1e-2], seeds=[3, 4])
+        for k in range(2):
+            one, mine = train.fit(many.nets[k], small, many.configs[k]), many.fit_result(k)
+            assert mine.state.params["W1"].dtype == jnp.float64
+            assert_trees_close(mine.state, one.state, rtol=1e-12, atol=1e-14)
+            np.testing.assert_allclose(mine.history.loss, one.history.loss, rtol=1e-12)
+            assert mine.history.val_acc == one.history.val_acc
+
+
 def test_fit_many_is_train_fit_many():
     assert train.fit_many is sweep.fit_many
     assert "Args:" in train.fit_many.__doc__ and "Raises:" in train.fit_many.__doc__
