@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python -m bench.sweep                  # about 4 minutes on 2 cores
+    python -m bench.sweep                  # about 2 minutes on 2 cores (--rounds 3: 7)
     python -m bench.sweep --quick          # K = 4: a smoke test, not a measurement
     python -m bench.sweep --markdown out.md
 
