@@ -6,7 +6,7 @@ hand-derived one, registered with ``jax.custom_vjp`` and checked against
 The seed's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
-from jaxlayers import compat, data, gradcheck, parallel, train
+from jaxlayers import compat, data, gradcheck, parallel, sweep, train
 from jaxlayers.layers import (
     BatchNormState,
     affine,
@@ -34,5 +34,6 @@ __all__ = [
     "relu",
     "softmax_loss",
     "svm_loss",
+    "sweep",
     "train",
 ]
