@@ -6,7 +6,9 @@ hand-derived one, registered with ``jax.custom_vjp`` and checked against
 The seed's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
-from jaxlayers import compat, data, gradcheck, parallel, sweep, train
+# train imports jaxlayers.sweep (fit_many) at its end, which makes jaxlayers.sweep
+# available here; importing sweep before train would be circular.
+from jaxlayers import compat, data, gradcheck, parallel, train
 from jaxlayers.layers import (
     BatchNormState,
     affine,
