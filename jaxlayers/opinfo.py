@@ -205,29 +205,25 @@ def _softmax_samples(dtype) -> list[Sample]:
     ]
 
 
+def _batchnorm_info(train: bool) -> OpInfo:
+    """batchnorm in one mode: its samples carry ``train``; only ``out`` is differentiated."""
+    return OpInfo(
+        f"batchnorm[{'train' if train else 'test'}]",
+        batchnorm,
+        batchnorm_reference,
+        (0, 1, 2),
+        _bn_samples(train),
+        output=_first,
+        stateful=True,
+        batch_argnums=(0,),
+    )
+
+
 OPS: tuple[OpInfo, ...] = (
     OpInfo("affine", affine, affine_reference, (0, 1, 2), _affine_samples),
     OpInfo("relu", relu, relu_reference, (0,), _relu_samples),
-    OpInfo(
-        "batchnorm[train]",
-        batchnorm,
-        batchnorm_reference,
-        (0, 1, 2),
-        _bn_samples(True),
-        output=_first,
-        stateful=True,
-        batch_argnums=(0,),
-    ),
-    OpInfo(
-        "batchnorm[test]",
-        batchnorm,
-        batchnorm_reference,
-        (0, 1, 2),
-        _bn_samples(False),
-        output=_first,
-        stateful=True,
-        batch_argnums=(0,),
-    ),
+    _batchnorm_info(train=True),
+    _batchnorm_info(train=False),
     OpInfo("dropout", dropout, dropout_reference, (0,), _dropout_samples, random=True, batch_argnums=(0, 1)),
     OpInfo("svm_loss", svm_loss, svm_loss_reference, (0,), _svm_samples, batch_argnums=(0, 1)),
     OpInfo("softmax_loss", softmax_loss, softmax_loss_reference, (0,), _softmax_samples, batch_argnums=(0, 1)),
