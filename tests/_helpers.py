@@ -63,6 +63,13 @@ def batched_args(info: OpInfo, sample: Sample, b: int):
     return tuple(stacked), tuple(in_axes), [tuple(p) for p in per_item]
 
 
+def value_and_vjp(info: OpInfo, args, kwargs, ct):
+    """``(out, grads)``: the op's output at ``args`` and the VJP of ``ct`` with respect to its differentiable args."""
+    f = info.bind(Sample("args", tuple(args), kwargs))
+    out, vjp = jax.vjp(f, *(args[j] for j in info.diff_argnums))
+    return out, vjp(ct)
+
+
 def call(info: OpInfo, args, kwargs):
     return info.output(info.op(*args, **kwargs))
 

@@ -10,7 +10,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from _helpers import batched_args, call, cotangent_like, op_sample_params, tree_allclose, vjp_of
+from _helpers import (
+    batched_args,
+    call,
+    cotangent_like,
+    op_sample_params,
+    tree_allclose,
+    value_and_vjp,
+    vjp_of,
+)
 
 from jaxlayers.gradcheck import norm_rel_error, numerical_gradient, rel_error
 
@@ -90,15 +98,7 @@ def test_vmap_of_op_and_of_gradient_matches_loop(info, i, x64):
     ct = cotangent_like(call(info, items[0], s.kwargs))
 
     def grad_fn(*a):
-        diff = tuple(a[j] for j in info.diff_argnums)
-
-        def f(*d):
-            full = list(a)
-            for j, v in zip(info.diff_argnums, d, strict=True):
-                full[j] = v
-            return call(info, full, s.kwargs)
-
-        return jax.vjp(f, *diff)[1](ct)
+        return value_and_vjp(info, a, s.kwargs, ct)[1]
 
     g_vmap = jax.vmap(grad_fn, in_axes=in_axes)(*stacked)
     for k, gv in enumerate(g_vmap):
@@ -115,16 +115,7 @@ def test_inside_lax_scan(info, i, x64):
     batched = [j for j, ax in enumerate(in_axes) if ax == 0]
 
     def value_and_grad(full):
-        diff = tuple(full[j] for j in info.diff_argnums)
-
-        def f(*d):
-            a = list(full)
-            for j, v in zip(info.diff_argnums, d, strict=True):
-                a[j] = v
-            return call(info, a, s.kwargs)
-
-        out, vjp = jax.vjp(f, *diff)
-        return out, vjp(ct)
+        return value_and_vjp(info, full, s.kwargs, ct)
 
     def body(carry, xs):
         full = list(s.args)
