@@ -1,0 +1,62 @@
+"""Training, the public face: ``jl.train.fit``, ``fit_many``, ``evaluate`` and the pieces they are made of.
+
+The pieces, smallest first (each in its own module of :mod:`jaxlayers.training`):
+
+* :class:`TrainConfig`, :func:`make_optimizer` -- how to train; the optax
+  optimizer keeps the learning rate in its state (``inject_hyperparams``).
+* :class:`TrainState`, :func:`init_train_state`, :func:`make_train_step` --
+  everything that changes while training, and one jit-compiled step; each
+  compiled once per (model structure, optimizer).
+* :func:`run_epoch` -- the one pure epoch function (shuffle, ``lax.scan`` of
+  the step over the minibatches gathered on device, validation count, best
+  epoch), which every strategy compiles: one device, ``K`` models vmapped
+  (:func:`fit_many`), a device mesh (``fit(..., mesh=)``).
+* :func:`fit`, :func:`fit_many`, :func:`evaluate` -- the one host loop in
+  the manner of the course's ``Solver``: history, the best parameters by
+  validation accuracy, a checkpoint after every epoch, bitwise-exact resume.
+* :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`atomic_write`,
+  :func:`plot_history`.
+
+Any model of the model protocol (:mod:`jaxlayers.model`) trains here.
+"""
+
+from __future__ import annotations
+
+from jaxlayers.training.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    atomic_write,
+    load_checkpoint,
+    read_checkpoint_metadata,
+    save_checkpoint,
+)
+from jaxlayers.training.config import OPTIMIZERS, TrainConfig, make_optimizer
+from jaxlayers.training.epoch import run_epoch
+from jaxlayers.training.loop import evaluate, fit, fit_many
+from jaxlayers.training.plots import plot_history
+from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError
+from jaxlayers.training.state import TrainState, init_train_state, make_train_step
+
+__all__ = [
+    "CHECKPOINT_NAME",
+    "OPTIMIZERS",
+    "CheckpointError",
+    "EpochReport",
+    "FitResult",
+    "History",
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainState",
+    "atomic_write",
+    "evaluate",
+    "fit",
+    "fit_many",
+    "init_train_state",
+    "load_checkpoint",
+    "make_optimizer",
+    "make_train_step",
+    "plot_history",
+    "read_checkpoint_metadata",
+    "run_epoch",
+    "save_checkpoint",
+]
