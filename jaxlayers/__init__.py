@@ -14,7 +14,9 @@ from jaxlayers.layers import (
     affine,
     batchnorm,
     batchnorm_state,
+    conv2d,
     dropout,
+    max_pool2d,
     relu,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
@@ -38,4 +40,7 @@ __all__ = [
     "svm_loss",
     "sweep",
     "train",
+    # issue 11, convolutional networks
+    "conv2d",
+    "max_pool2d",
 ]
