@@ -211,6 +211,10 @@ def render(results: dict) -> str:
                 f"| {r['ratio_q1']:.3f}–{r['ratio_q3']:.3f} | {r['kernels_custom']} / {r['kernels_autodiff']} |"
             )
         lines.append("")
+    if results.get("conv"):  # issue 11, convolutional networks
+        from bench.conv import render_conv
+
+        lines.extend(render_conv(results["conv"]))
     if results.get("fit"):
         lines.append("### Epoch loop: `jaxlayers.train.fit` vs the bare `make_train_step` step")
         lines.append("")
@@ -280,6 +284,10 @@ def evaluate_targets(results: dict) -> dict:
         t[name] = (worst, goal, ok)
     if results.get("fit"):
         add("fit loop: per-step / bare step", max(r["ratio"] for r in results["fit"].values()))
+    if results.get("conv"):  # issue 11, convolutional networks
+        from bench.conv import conv_targets
+
+        t.update(conv_targets(results["conv"]))
     return t
 
 
@@ -290,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="fewer rounds (a smoke test, not a measurement)")
     ap.add_argument("--no-ops", action="store_true", help="skip the per-op table")
     ap.add_argument("--no-fit", action="store_true", help="skip the fit-loop measurement")
+    ap.add_argument("--no-conv", action="store_true", help="skip the conv2d / max_pool2d per-op table")
     ap.add_argument(
         "--budget",
         type=float,
@@ -329,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("per-op table")
         results["ops"] = run_ops(rounds=4 if args.quick else 30, per_round=1, log=log)
+    if not args.no_conv:  # issue 11, convolutional networks
+        from bench.conv import run_conv
+
+        log("conv per-op table")
+        results["conv"] = run_conv(rounds=4 if args.quick else 20, log=log)
     if not args.no_fit:
         from bench.peers_jaxlayers import fit_vs_step
 
