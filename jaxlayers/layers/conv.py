@@ -17,30 +17,25 @@ Four parts, as every jaxlayers op:
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from functools import partial
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxlayers._checks import require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers._checks import (
+    int_pair,
+    require,
+    require_float,
+    require_int_pair,
+    require_rank,
+    shape_of,
+    stats_dtype,
+)
 
-__all__ = ["conv2d", "conv2d_reference", "conv2d_fwd", "conv2d_bwd", "ConvResiduals", "conv_output_size"]
+__all__ = ["conv2d", "conv2d_reference", "conv2d_fwd", "conv2d_bwd", "ConvResiduals"]
 
 _NCHW = ("NCHW", "OIHW", "NCHW")
-
-
-def _pair(v) -> tuple[int, int]:
-    """``int`` or pair of ints -> ``(vertical, horizontal)``; no checks (see :func:`_check`)."""
-    if isinstance(v, tuple | list):
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """``1 + (size + 2 * padding - kernel) // stride``: the output length along one axis."""
-    return 1 + (size + 2 * padding - kernel) // stride
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["x", "w"], meta_fields=["stride", "padding"])
@@ -64,7 +59,7 @@ def conv2d_reference(x, w, b, *, stride=1, padding=0):
 
     Same signature and result as :func:`conv2d`; no argument checks.
     """
-    (sh, sw), (ph, pw) = _pair(stride), _pair(padding)
+    (sh, sw), (ph, pw) = int_pair(stride), int_pair(padding)
     dtype = jnp.result_type(x, w, b)
     out = lax.conv_general_dilated(
         x.astype(dtype), w.astype(dtype), (sh, sw), ((ph, ph), (pw, pw)), dimension_numbers=_NCHW
@@ -80,7 +75,7 @@ def conv2d_fwd(x, w, b, *, stride=1, padding=0) -> tuple[jax.Array, ConvResidual
     (``preferred_element_type``) and the bias added there too; the result is
     cast to the inputs' dtype once, at the end.
     """
-    stride, padding = _pair(stride), _pair(padding)
+    stride, padding = int_pair(stride), int_pair(padding)
     (ph, pw) = padding
     acc = stats_dtype(x.dtype)
     out = lax.conv_general_dilated(
@@ -166,31 +161,14 @@ def _conv2d_jit(x, w, b, stride, padding):
     return _conv2d_vjp(x.astype(dtype), w.astype(dtype), b.astype(dtype), stride, padding)
 
 
-def _static_pair(value, op: str, name: str, minimum: int) -> tuple[int, int]:
-    """Validate an ``int`` or pair of ints ``>= minimum``; return the pair."""
-    items = tuple(value) if isinstance(value, tuple | list) else (value, value)
-
-    def is_int(v):
-        return isinstance(v, numbers.Integral) and not isinstance(v, bool)
-
-    require(
-        len(items) == 2 and all(is_int(v) for v in items),
-        op,
-        f"{name} must be a Python int or a pair of ints (static under jit), got {value!r}",
-        TypeError,
-    )
-    require(all(v >= minimum for v in items), op, f"{name} must be >= {minimum}, got {value!r}")
-    return int(items[0]), int(items[1])
-
-
 def _check(x, w, b, stride, padding) -> tuple[tuple[int, int], tuple[int, int]]:
     op = "conv2d"
     for name, arr in (("x", x), ("w", w), ("b", b)):
         require_float(arr, op, name)
     require_rank(x, op, "x", rank=4)
     require_rank(w, op, "w", rank=4)
-    stride = _static_pair(stride, op, "stride", 1)
-    padding = _static_pair(padding, op, "padding", 0)
+    stride = require_int_pair(stride, op, "stride", 1)
+    padding = require_int_pair(padding, op, "padding", 0)
     xs, ws, bs = shape_of(x), shape_of(w), shape_of(b)
     require(
         ws[1] == xs[1],

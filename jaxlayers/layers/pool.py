@@ -27,8 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlayers._checks import require, require_float, require_rank, shape_of
-from jaxlayers.layers.conv import _pair, _static_pair
+from jaxlayers._checks import int_pair, require, require_float, require_int_pair, require_rank, shape_of
 
 __all__ = ["max_pool2d", "max_pool2d_reference", "max_pool2d_fwd", "max_pool2d_bwd", "MaxPoolResiduals"]
 
@@ -66,7 +65,7 @@ def max_pool2d_reference(x, *, pool_size=(2, 2), stride=2):
     JAX differentiates it with ``select_and_scatter_add`` (comparison ``>=``),
     which sends each window's gradient to its first maximum in window order.
     """
-    (ph, pw), (sh, sw) = _pair(pool_size), _pair(stride)
+    (ph, pw), (sh, sw) = int_pair(pool_size), int_pair(stride)
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, ph, pw), (1, 1, sh, sw), "VALID")
 
 
@@ -93,7 +92,7 @@ def max_pool2d_fwd(x, *, pool_size=(2, 2), stride=2) -> tuple[jax.Array, MaxPool
     pw)`` reshape (which read ``x`` twice). A NaN replaces the running value
     too, so a window holding NaN gives NaN, as ``lax.max`` does.
     """
-    (ph, pw), (sh, sw) = _pair(pool_size), _pair(stride)
+    (ph, pw), (sh, sw) = int_pair(pool_size), int_pair(stride)
     _, _, h, w = x.shape
     ho, wo = _out_size(h, ph, sh), _out_size(w, pw, sw)
     idt = _index_dtype(ph, pw)
@@ -180,8 +179,8 @@ def _check(x, pool_size, stride) -> tuple[tuple[int, int], tuple[int, int]]:
     op = "max_pool2d"
     require_float(x, op, "x")
     require_rank(x, op, "x", rank=4)
-    pool_size = _static_pair(pool_size, op, "pool_size", 1)
-    stride = _static_pair(stride, op, "stride", 1)
+    pool_size = require_int_pair(pool_size, op, "pool_size", 1)
+    stride = require_int_pair(stride, op, "stride", 1)
     xs = shape_of(x)
     require(
         xs[2] >= pool_size[0] and xs[3] >= pool_size[1],
