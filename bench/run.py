@@ -218,6 +218,10 @@ def render(results: dict) -> str:
         from bench.conv import render_conv
 
         lines.extend(render_conv(results["conv"]))
+    if results.get("convnet"):  # issue 11: the ConvNet training step against Flax and PyTorch
+        from bench.convnet import render_convnet
+
+        lines.extend(render_convnet(results["convnet"]))
     if results.get("fit"):
         lines.append("### Epoch loop: `jaxlayers.train.fit` vs the bare `make_train_step` step")
         lines.append("")
@@ -303,6 +307,10 @@ def evaluate_targets(results: dict) -> dict:
         from bench.conv import conv_targets
 
         t.update(conv_targets(results["conv"]))
+    if results.get("convnet"):
+        from bench.convnet import convnet_targets
+
+        t.update(convnet_targets(results["convnet"]))
     return t
 
 
@@ -315,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-fit", action="store_true", help="skip the fit-loop measurement")
     ap.add_argument("--only-fit", action="store_true", help="only the fit-loop measurement and the loop costs")
     ap.add_argument("--no-conv", action="store_true", help="skip the conv2d / max_pool2d per-op table")
+    ap.add_argument("--no-convnet", action="store_true", help="skip the ConvNet training-step comparison")
     ap.add_argument(
         "--budget",
         type=float,
@@ -359,6 +368,13 @@ def main(argv: list[str] | None = None) -> int:
 
         log("conv per-op table")
         results["conv"] = run_conv(rounds=4 if args.quick else 20, log=log)
+    if not args.no_convnet and not args.only_fit:
+        from bench.convnet import run_convnet
+
+        skip_cn = {p for p in skip if p in ("flax", "torch")}
+        results["convnet"] = run_convnet(
+            rounds=3 if args.quick else 12, per_round=2 if args.quick else 3, skip=skip_cn, log=log
+        )
     if not args.no_fit:
         from bench.peers_jaxlayers import fit_vs_step, loop_costs
 
