@@ -15,7 +15,10 @@ from jaxlayers.layers import (
     batchnorm,
     batchnorm_state,
     dropout,
+    groupnorm,
+    layernorm,
     relu,
+    spatial_batchnorm,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
 from jaxlayers.models import FullyConnectedNet
@@ -38,4 +41,8 @@ __all__ = [
     "svm_loss",
     "sweep",
     "train",
+    # normalisation layers (issue 11)
+    "groupnorm",
+    "layernorm",
+    "spatial_batchnorm",
 ]
