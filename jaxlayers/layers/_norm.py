@@ -89,7 +89,8 @@ def normalize(xf: jax.Array, axes: tuple[int, ...], eps: float, axis_name=None) 
     magnitude 1e19..3e38, whose squares overflow, ``x_hat`` and ``inv_std`` stay
     finite and right (only ``var`` itself, beyond float32's range, is ``inf``).
     A constant set has ``d == 0`` exactly, so ``x_hat == 0`` exactly. ``s`` is
-    capped at ``2**(maxexp - 28)`` so that ``1 / s`` is a normal number.
+    capped at ``2**(maxexp - 28)`` so that ``1 / s`` is a normal number (``|d|``
+    is then at most ``2**29``, its square still far from overflow).
 
     With ``axis_name`` the spread, mean and variance span every shard (the
     shards hold equal numbers of elements).

@@ -79,9 +79,12 @@ class BatchNormTrainResiduals(NamedTuple):
 
 
 class BatchNormEvalResiduals(NamedTuple):
-    """Test-mode residuals: same fields as train mode; the backward differs."""
+    """Test-mode residuals: ``x`` itself (an input, alive anyway), the running
+    ``mean`` and ``inv_std`` (D,), ``gamma``, ``beta``. ``x_hat`` is recomputed
+    inside the ``dgamma`` sum: the forward pass writes nothing but ``out``."""
 
-    x_hat: jax.Array
+    x: jax.Array
+    mean: jax.Array
     inv_std: jax.Array
     gamma: jax.Array
     beta: jax.Array
@@ -141,8 +144,9 @@ def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, 
     in the state's dtype). Test mode: the running statistics replace ``mu,
     var`` and are returned unchanged. Statistics are computed in at least
     float32, without overflow for any finite input (see
-    :func:`jaxlayers.layers._norm.normalize`). Residuals: ``x_hat`` in ``x``'s
-    dtype, the ``(D,)`` vector ``inv_std``, and ``gamma``, ``beta``. With
+    :func:`jaxlayers.layers._norm.normalize`). Residuals (train): ``x_hat`` in
+    ``x``'s dtype, the ``(D,)`` vector ``inv_std``, and ``gamma``, ``beta``;
+    (test): ``x`` itself, the running ``mean`` and ``inv_std``. With
     ``axis_name`` the moments span every shard of the mapped axis.
 
     Rank-generic: statistics are over every axis but axis 1, so this is also
@@ -155,15 +159,15 @@ def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, 
         x_hat, inv_std, mean, var = normalize(xf, _stat_axes(nd), eps, axis_name)
         inv_std = inv_std.reshape(-1)
         new_state = _new_state(state, mean.reshape(-1), var.reshape(-1), momentum)
-        residual_type = BatchNormTrainResiduals
+        residuals = BatchNormTrainResiduals(x_hat.astype(x.dtype), inv_std, gamma, beta)
     else:
         mean, var = state.mean.astype(sd), state.var.astype(sd)
         inv_std = lax.rsqrt(var + eps)
         x_hat = (xf - _channel(mean, nd)) * _channel(inv_std, nd)
         new_state = state
-        residual_type = BatchNormEvalResiduals
+        residuals = BatchNormEvalResiduals(x, mean, inv_std, gamma, beta)
     out = (_channel(gamma, nd) * x_hat + _channel(beta, nd)).astype(x.dtype)
-    return (out, new_state), residual_type(x_hat.astype(x.dtype), inv_std, gamma, beta)
+    return (out, new_state), residuals
 
 
 def _varies(a, axis_name) -> bool:
@@ -207,21 +211,22 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
     """
     if isinstance(g, tuple):
         g = g[0]
-    x_hat, inv_std, gamma, beta = residuals
-    nd = x_hat.ndim
+    x_like, inv_std, gamma, beta = residuals[0], residuals.inv_std, residuals.gamma, residuals.beta
+    nd = x_like.ndim
     axes = _stat_axes(nd)
     inv_std_b, gamma_b = _channel(inv_std, nd), _channel(gamma, nd)
     if isinstance(residuals, BatchNormTrainResiduals):
-        dx, dgamma, dbeta = normalized_vjp(g, x_hat, inv_std_b, gamma_b, axes, axes, axis_name)
-        if axis_name is not None and _varies(x_hat, axis_name) and not _varies(gamma, axis_name):
+        dx, dgamma, dbeta = normalized_vjp(g, x_like, inv_std_b, gamma_b, axes, axes, axis_name)
+        if axis_name is not None and _varies(x_like, axis_name) and not _varies(gamma, axis_name):
             dgamma, dbeta = psum((dgamma, dbeta), axis_name)
     else:
         sd = inv_std.dtype
         gf = g.astype(sd)
+        x_hat = (x_like.astype(sd) - _channel(residuals.mean, nd)) * inv_std_b
         dbeta = jnp.sum(gf, axis=axes)
-        dgamma = jnp.sum(gf * x_hat.astype(sd), axis=axes)
+        dgamma = jnp.sum(gf * x_hat, axis=axes)
         dx = (gamma_b.astype(sd) * inv_std_b) * gf
-    return dx.astype(x_hat.dtype), dgamma.reshape(-1).astype(gamma.dtype), dbeta.reshape(-1).astype(beta.dtype)
+    return dx.astype(x_like.dtype), dgamma.reshape(-1).astype(gamma.dtype), dbeta.reshape(-1).astype(beta.dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
@@ -352,8 +357,9 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
     enters the running state as ``inf``). In test mode ``N = 0`` gives an
     empty output (and empty ``dx``).
 
-    Residuals: ``x_hat`` (N x D, in ``x``'s dtype) and ``inv_std`` (D,) --
-    ``gamma``/``beta`` are arguments, alive anyway.
+    Residuals: train mode ``x_hat`` (N x D, in ``x``'s dtype) and ``inv_std``
+    (D,); test mode only (D,) vectors beside ``x`` -- ``x``, ``gamma``,
+    ``beta`` are arguments, alive anyway.
 
     Source: Ioffe & Szegedy (2015); the seed's ``batchnorm_forward``.
     """

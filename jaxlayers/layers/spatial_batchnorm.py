@@ -53,9 +53,10 @@ def spatial_batchnorm_fwd(
     ``x_hat = (x - mu_c) / sqrt(var_c + eps)`` with ``mu_c, var_c`` the mean
     and biased two-pass variance of channel ``c`` over ``(N, H, W)`` (train) or
     the running statistics (test); ``out = gamma_c * x_hat + beta_c``.
-    Residuals: ``x_hat`` ``(N, C, H, W)`` in ``x``'s dtype and ``inv_std``
-    ``(C,)`` (plus ``gamma``, ``beta``): a ``BatchNormTrainResiduals`` or
-    ``BatchNormEvalResiduals``, as ``batchnorm_fwd``.
+    Residuals, as ``batchnorm_fwd``: train mode a ``BatchNormTrainResiduals``
+    -- ``x_hat`` ``(N, C, H, W)`` in ``x``'s dtype and ``inv_std`` ``(C,)`` (plus
+    ``gamma``, ``beta``); test mode a ``BatchNormEvalResiduals`` -- ``x``, the
+    running mean and ``inv_std`` ``(C,)``.
     """
     return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)
 
@@ -116,7 +117,8 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
         dx     = s * (g - (dbeta + x_hat * dgamma) / M)   # train
         dx     = s * g                                     # test
 
-    Residuals: ``x_hat`` (``x``'s shape and dtype) and ``inv_std`` ``(C,)``.
+    Residuals: train mode ``x_hat`` (``x``'s shape and dtype) and ``inv_std``
+    ``(C,)``; test mode ``x`` itself and two ``(C,)`` vectors.
     A constant channel gives ``out = beta`` exactly and finite gradients; test
     mode on ``N = 0`` gives an empty output.
 
