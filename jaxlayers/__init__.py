@@ -14,8 +14,11 @@ from jaxlayers.layers import (
     batchnorm_state,
     conv2d,
     dropout,
+    groupnorm,
+    layernorm,
     max_pool2d,
     relu,
+    spatial_batchnorm,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
 from jaxlayers.model import Model, register_model
@@ -45,4 +48,8 @@ __all__ = [
     # issue 11, convolutional networks
     "conv2d",
     "max_pool2d",
+    # normalisation layers (issue 11)
+    "groupnorm",
+    "layernorm",
+    "spatial_batchnorm",
 ]
