@@ -22,13 +22,15 @@ from jaxlayers.layers import (
 )
 from jaxlayers.losses import softmax_loss, svm_loss
 from jaxlayers.model import Model, register_model
-from jaxlayers.models import FullyConnectedNet
+from jaxlayers.models import ConvNet, FullyConnectedNet, ThreeLayerConvNet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchNormState",
+    "ConvNet",
     "FullyConnectedNet",
+    "ThreeLayerConvNet",
     "Model",
     "affine",
     "batchnorm",
