@@ -38,7 +38,10 @@ def residual_bytes(loss_fn: Callable, params, *args) -> dict[str, Any]:
 
     Traced once with :func:`jax.make_jaxpr`; a residual that *is* one of the
     function's inputs (a parameter, the minibatch) costs no new memory and is
-    counted apart from the new intermediates the backward pass keeps alive.
+    counted apart from the new intermediates the backward pass keeps alive. So
+    is a reshape of an input (``jnp.vdot`` ravels its operands, a model's flat
+    view of an image batch): XLA lowers a row-major reshape to a bitcast of the
+    same buffer, no copy.
 
     Returns ``{"new": bytes, "args": bytes, "count": n, "items": [(shape, dtype, is_arg)]}``.
     """
@@ -49,17 +52,46 @@ def residual_bytes(loss_fn: Callable, params, *args) -> dict[str, Any]:
 
     closed = jax.make_jaxpr(vjp_residuals)(params, *args)
     jaxpr = closed.jaxpr
-    invars = set(jaxpr.invars)
+    aliases = _input_aliases(jaxpr, {v: v for v in (*jaxpr.invars, *jaxpr.constvars)})
     items = []
     seen = set()
     for v in jaxpr.outvars:
-        if isinstance(v, jex_core.Literal) or v in seen:
+        # An input, or a view of one, counts once: the same buffer.
+        key = aliases.get(v, v) if not isinstance(v, jex_core.Literal) else None
+        if key is None or key in seen:
             continue
-        seen.add(v)
-        items.append((tuple(v.aval.shape), str(v.aval.dtype), v in invars or v in jaxpr.constvars))
+        seen.add(key)
+        items.append((tuple(v.aval.shape), str(v.aval.dtype), v in aliases))
     new = sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for s, d, a in items if not a)
     arg = sum(int(np.prod(s, dtype=np.int64)) * np.dtype(d).itemsize for s, d, a in items if a)
     return {"new": new, "args": arg, "count": len(items), "items": items}
+
+
+_VIEWS = {"reshape", "squeeze", "expand_dims"}
+
+
+def _input_aliases(jaxpr, roots: dict) -> dict:
+    """``{var: input}`` for the variables of ``jaxpr`` that are reshapes (possibly inside nested jits) of an
+    input in ``roots`` (``{var: input}``): the same buffer in XLA."""
+    alias = dict(roots)
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        src = eqn.invars[0] if eqn.invars else None
+        if name in _VIEWS or (name == "convert_element_type" and eqn.params["new_dtype"] == src.aval.dtype):
+            if not isinstance(src, jex_core.Literal) and src in alias:
+                alias[eqn.outvars[0]] = alias[src]
+        elif name in ("pjit", "jit") and "jaxpr" in eqn.params:
+            inner = eqn.params["jaxpr"].jaxpr
+            inner_roots = {
+                iv: alias[ov]
+                for iv, ov in zip(inner.invars, eqn.invars, strict=True)
+                if not isinstance(ov, jex_core.Literal) and ov in alias
+            }
+            inner_alias = _input_aliases(inner, inner_roots)
+            for iv, ov in zip(inner.outvars, eqn.outvars, strict=True):
+                if not isinstance(iv, jex_core.Literal) and iv in inner_alias:
+                    alias[ov] = inner_alias[iv]
+    return alias
 
 
 def compile_seconds(jitted, *args) -> float:
