@@ -3,7 +3,7 @@
 Each notebook is executed, in a copy, with nbclient on the ``python3``
 kernel (ipykernel, a test dependency, running this interpreter); any cell
 that raises fails the test with the cell and its traceback. The committed
-files are not modified. Together they take about a minute on 2 CPU cores.
+files are not modified. Together they take about two minutes on 2 quiet CPU cores.
 """
 
 from __future__ import annotations
