@@ -8,6 +8,7 @@ key)`` and draws a fresh dropout key inside the step.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -96,6 +97,8 @@ def _input_aliases(jaxpr, roots: dict) -> dict:
 
 def compile_seconds(jitted, *args) -> float:
     """Seconds to trace, lower and compile ``jitted`` for ``args``."""
+    if isinstance(jitted, functools.partial):  # make_train_step: partial(jitted step, model leaves)
+        jitted, args = jitted.func, (*jitted.args, *args)
     t0 = time.perf_counter()
     jitted.lower(*args).compile()
     return time.perf_counter() - t0
