@@ -33,7 +33,17 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATASETS", "Dataset", "load", "read_cifar10_bin", "read_idx", "standardize"]
+__all__ = [
+    "CIFAR10_CLASSES",
+    "DATASETS",
+    "Dataset",
+    "apply_standardization",
+    "load",
+    "preprocessing_record",
+    "read_cifar10_bin",
+    "read_idx",
+    "standardize",
+]
 
 DATASETS = ("digits", "mnist1d", "mnist:DIR", "cifar10:DIR")
 
@@ -48,7 +58,9 @@ class Dataset:
       y_train, y_val, y_test: int32 labels in ``[0, num_classes)``, shape
         ``(N_split,)``.
       name: the name :func:`load` was given.
-      mean, std: the training statistics used, float64, shape ``(D,)``.
+      mean, std: the training statistics used, float64, shape ``(D,)``
+        (``X = apply_standardization(X_raw, mean, std)``).
+      class_names: a name per class (``class_names[label]``), or ``None``.
     """
 
     X_train: np.ndarray
@@ -60,6 +72,12 @@ class Dataset:
     name: str = ""
     mean: np.ndarray | None = dataclasses.field(default=None, repr=False)
     std: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example, ``X_train.shape[1:]`` (what a trained model expects)."""
+        return tuple(int(d) for d in self.X_train.shape[1:])
 
     @property
     def num_features(self) -> int:
@@ -134,17 +152,60 @@ def standardize(X_train: np.ndarray, *others: np.ndarray, std_floor: float = 0.5
     std = np.sqrt(var / max(X_train.shape[0], 1))
     std = np.maximum(std, std_floor * float(np.mean(std)) if std.size else 0.0)
     std = np.where(std > 1e-12, std, 1.0)
-    mean32, inv32 = mean.astype(np.float32), (1.0 / std).astype(np.float32)
-    out = []
-    for X in (X_train, *others):
-        Xs = np.asarray(X, dtype=np.float32).copy() if X.dtype != np.float32 else X.copy()
-        Xs -= mean32
-        Xs *= inv32
-        out.append(Xs)
-    return (mean, std, *out)
+    return (mean, std, *(apply_standardization(X, mean, std) for X in (X_train, *others)))
 
 
-def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test) -> Dataset:
+def apply_standardization(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(X - mean) / std`` in float32, exactly as :func:`standardize` computes it.
+
+    The arithmetic is fixed so that a model loaded back
+    (:func:`jaxlayers.load_run`) sees bit for bit the inputs it was trained
+    and evaluated on: ``X`` cast to float32, minus ``float32(mean)``, times
+    ``float32(1 / std)``.
+
+    Args:
+      X: ``(N, *shape)`` raw features, any real dtype.
+      mean, std: float64 statistics whose shape broadcasts against one
+        example (``(D,)`` for ``(N, D)`` features); ``std > 0``.
+
+    Returns:
+      A new float32 array of ``X``'s shape.
+    """
+    Xs = np.array(X, dtype=np.float32, copy=True)
+    Xs -= np.asarray(mean, np.float64).astype(np.float32)
+    Xs *= (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+    return Xs
+
+
+def preprocessing_record(data) -> dict:
+    """What a trained model needs to see new raw inputs as it saw its training data, JSON-ready.
+
+    Checkpoints store it (:func:`jaxlayers.train.fit`), and
+    :func:`jaxlayers.load_run` applies it: ``Run.predict(X_raw)`` standardises
+    ``X_raw`` with ``mean`` and ``std`` by :func:`apply_standardization`.
+
+    Args:
+      data: a :class:`Dataset`, or any object with ``X_train`` (and
+        optionally ``mean``, ``std``, ``class_names``).
+
+    Returns:
+      ``{"mean": nested lists or None, "std": ..., "input_shape": list,
+      "class_names": list of str or None}``; ``mean``/``std`` are ``None``
+      for data that carry no standardisation (the inputs are used as given),
+      ``input_shape`` is ``X_train.shape[1:]``.
+    """
+    mean, std = getattr(data, "mean", None), getattr(data, "std", None)
+    names = getattr(data, "class_names", None)
+    as_list = lambda a: None if a is None else np.asarray(a, np.float64).tolist()  # noqa: E731
+    return {
+        "mean": as_list(mean) if std is not None else None,
+        "std": as_list(std) if mean is not None else None,
+        "input_shape": [int(d) for d in np.shape(data.X_train)[1:]],
+        "class_names": None if names is None else [str(c) for c in names],
+    }
+
+
+def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test, class_names=None) -> Dataset:
     mean, std, X_train, X_val, X_test = standardize(X_train, X_val, X_test)
     as_labels = lambda y: np.asarray(y, dtype=np.int32)  # noqa: E731
     return Dataset(
@@ -157,6 +218,7 @@ def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test) -> Dataset:
         name=name,
         mean=mean,
         std=std,
+        class_names=None if class_names is None else tuple(str(c) for c in class_names),
     )
 
 
@@ -186,7 +248,7 @@ def load_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: 
     X, y = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
     X_rest, y_rest, X_test, y_test = _stratified_split(X, y, test_fraction, seed)
     X_train, y_train, X_val, y_val = _stratified_split(X_rest, y_rest, val_fraction, seed)
-    return _finish("digits", X_train, y_train, X_val, y_val, X_test, y_test)
+    return _finish("digits", X_train, y_train, X_val, y_val, X_test, y_test, bunch.target_names)
 
 
 def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
@@ -215,7 +277,7 @@ def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
     X, y = np.asarray(raw["x"], np.float64), np.asarray(raw["y"], np.int64)
     X_test, y_test = np.asarray(raw["x_test"], np.float64), np.asarray(raw["y_test"], np.int64)
     X_train, y_train, X_val, y_val = _stratified_split(X, y, val_fraction, seed)
-    return _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test)
+    return _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test, range(10))
 
 
 # ---------------------------------------------------------------------------
@@ -330,7 +392,7 @@ def load_mnist(directory: str | os.PathLike, *, val_fraction: float = 0.1, seed:
     if X_tr.shape[1] != X_test.shape[1]:
         raise ValueError(f"{directory}: train images have {X_tr.shape[1]} pixels but test images {X_test.shape[1]}")
     X_train, y_train, X_val, y_val = _stratified_split(X_tr, y_tr, val_fraction, seed)
-    return _finish(f"mnist:{directory}", X_train, y_train, X_val, y_val, X_test, y_test)
+    return _finish(f"mnist:{directory}", X_train, y_train, X_val, y_val, X_test, y_test, range(10))
 
 
 # ---------------------------------------------------------------------------
@@ -338,6 +400,19 @@ def load_mnist(directory: str | os.PathLike, *, val_fraction: float = 0.1, seed:
 # ---------------------------------------------------------------------------
 
 CIFAR_RECORD = 1 + 3 * 32 * 32
+# The label names of CIFAR-10 (its batches.meta.txt), by label.
+CIFAR10_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
 def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -400,7 +475,7 @@ def load_cifar10(directory: str | os.PathLike, *, val_fraction: float = 0.1, see
     y_tr = np.concatenate([p[1] for p in parts])
     X_test, y_test = read_cifar10_bin(directory / "test_batch.bin")
     X_train, y_train, X_val, y_val = _stratified_split(X_tr, y_tr, val_fraction, seed)
-    return _finish(f"cifar10:{directory}", X_train, y_train, X_val, y_val, X_test, y_test)
+    return _finish(f"cifar10:{directory}", X_train, y_train, X_val, y_val, X_test, y_test, CIFAR10_CLASSES)
 
 
 # ---------------------------------------------------------------------------

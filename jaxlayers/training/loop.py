@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlayers._checks import check_instance, require
+from jaxlayers.data import preprocessing_record
 from jaxlayers.model import check_model, model_record, split_model
 from jaxlayers.parallel import Distributed, host_copy, initialize_distributed, make_data_mesh
 from jaxlayers.training.checkpoint import (
@@ -208,6 +209,8 @@ def _run_info(kind: str, models, configs, data) -> dict[str, Any]:
             "name": str(getattr(data, "name", "")),
             "shapes": {k: list(np.shape(getattr(data, k))) for k in ("X_train", "y_train", "X_val", "y_val")},
         },
+        # what load_run needs to apply the model to raw inputs (not compared on resume)
+        "preprocessing": preprocessing_record(data),
     }
 
 
