@@ -20,7 +20,7 @@ import numpy as np
 from jaxlayers._checks import check_choice, check_float_dtype, check_int, check_number, require, stats_dtype
 from jaxlayers.layers import BatchNormState, affine, batchnorm, batchnorm_state, dropout, relu
 from jaxlayers.losses import softmax_loss, svm_loss
-from jaxlayers.model import register_model
+from jaxlayers.model import PREDICT_BATCH_SIZE, predict, predict_proba, register_model
 
 __all__ = ["FullyConnectedNet", "LayerModel", "init_std"]
 
@@ -178,6 +178,23 @@ class LayerModel:
             f"a PRNG key is required for dropout (dropout_rate={dropout_rate}) in train mode: pass key=",
         )
         return use_dropout
+
+    def predict(self, params: Params, state: State, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Predicted labels, int32 ``(N,)``: :func:`jaxlayers.model.predict` of this model.
+
+        ``x`` as :meth:`apply` (standardised as in training); any ``N``,
+        ``0`` included; jitted batches of ``batch_size``, the last padded.
+        """
+        return predict(self, params, state, x, batch_size=batch_size)
+
+    def predict_proba(self, params: Params, state: State, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities ``(N, num_classes)``: :func:`jaxlayers.model.predict_proba` of this model.
+
+        The softmax of the test-mode scores; with ``loss_type="svm"`` the
+        softmax of the SVM scores, which is uncalibrated (a ranking, not a
+        confidence).
+        """
+        return predict_proba(self, params, state, x, batch_size=batch_size)
 
     def _data_loss(self, scores, y):
         return softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
