@@ -18,6 +18,7 @@ from jaxlayers.layers import (
 from jaxlayers.losses import softmax_loss, svm_loss
 from jaxlayers.model import Model, register_model
 from jaxlayers.models import FullyConnectedNet
+from jaxlayers.training.run import Run, load_run
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "BatchNormState",
     "FullyConnectedNet",
     "Model",
+    "Run",
     "affine",
     "batchnorm",
     "batchnorm_state",
@@ -32,6 +34,7 @@ __all__ = [
     "data",
     "dropout",
     "gradcheck",
+    "load_run",
     "model",
     "parallel",
     "register_model",

@@ -16,6 +16,8 @@ The pieces, smallest first (each in its own module of :mod:`jaxlayers.training`)
   validation accuracy, a checkpoint after every epoch, bitwise-exact resume.
 * :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`atomic_write`,
   :func:`plot_history`.
+* :func:`load_run` -- after training: a run back in one call, as a
+  :class:`Run` that predicts and evaluates on raw inputs.
 
 Any model of the model protocol (:mod:`jaxlayers.model`) trains here.
 """
@@ -35,6 +37,7 @@ from jaxlayers.training.epoch import run_epoch
 from jaxlayers.training.loop import evaluate, fit, fit_many
 from jaxlayers.training.plots import plot_history
 from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError
+from jaxlayers.training.run import Preprocessing, Run, load_run
 from jaxlayers.training.state import TrainState, init_train_state, make_train_step
 
 __all__ = [
@@ -45,6 +48,8 @@ __all__ = [
     "FitResult",
     "History",
     "NonFiniteLossError",
+    "Preprocessing",
+    "Run",
     "TrainConfig",
     "TrainState",
     "atomic_write",
@@ -53,6 +58,7 @@ __all__ = [
     "fit_many",
     "init_train_state",
     "load_checkpoint",
+    "load_run",
     "make_optimizer",
     "make_train_step",
     "plot_history",

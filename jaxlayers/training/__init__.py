@@ -2,6 +2,8 @@
 
 From the top:
 
+* :mod:`~jaxlayers.training.run` -- after training: ``load_run`` -> ``Run``
+  (model, parameters, preprocessing, history; ``predict`` on raw inputs).
 * :mod:`~jaxlayers.training.loop` -- the one host loop: ``fit``, ``fit_many``,
   ``evaluate``, data checks, checkpoint/resume, history and callbacks.
 * :mod:`~jaxlayers.training.plots` -- ``plot_history`` (matplotlib, Agg).

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "atomic_write",
     "checkpoint_tensors",
     "load_checkpoint",
+    "load_checkpoint_trees",
     "read_checkpoint_metadata",
     "save_checkpoint",
 ]
@@ -241,3 +243,34 @@ def load_checkpoint(path: str | os.PathLike, state_template, best_template):
     if names != expected:
         raise CheckpointError(f"{where}: unexpected tensors {sorted(names - expected)}")
     return state, best, metadata
+
+
+def load_checkpoint_trees(
+    path: str | os.PathLike, templates: dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Read and verify a checkpoint, and rebuild only some of its trees (no optimizer state needed).
+
+    Args:
+      path: the checkpoint file.
+      templates: ``{prefix: template}``, e.g. ``{"best.params": params_shapes}``,
+        or a function of the verified metadata returning it (to build the
+        templates from the model the file records, reading the file once):
+        each template a pytree of arrays or ``jax.ShapeDtypeStruct`` (from
+        ``jax.eval_shape(model.init, key)``, say) whose leaves are stored as
+        ``prefix + keystr(path)``. The file's other tensors are verified
+        but not loaded.
+
+    Returns:
+      ``({prefix: tree of arrays on the default device}, metadata)``.
+
+    Raises:
+      FileNotFoundError: no such file.
+      CheckpointError: as :func:`load_checkpoint`, or a tensor a template
+        names that is missing or has another shape or dtype.
+    """
+    path = Path(path)
+    tensors, metadata = _read_verified(path)
+    where = f"checkpoint {path}"
+    if callable(templates):
+        templates = templates(metadata)
+    return {prefix: _unflatten_named(prefix, t, tensors, where) for prefix, t in templates.items()}, metadata
