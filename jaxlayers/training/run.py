@@ -59,7 +59,7 @@ def _stat(values, input_shape: tuple[int, ...], name: str, where: str) -> np.nda
     raise CheckpointError(f"{where}: the stored {name} has shape {a.shape}, which does not fit inputs {input_shape}")
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Preprocessing:
     """What a run's model expects of an input, and how to get there from a raw one.
 
@@ -129,7 +129,7 @@ class Preprocessing:
         return cls(shape, mean, std, None if names is None else tuple(str(c) for c in names))
 
 
-@dataclasses.dataclass(frozen=True, repr=False)
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class Run:
     """A trained run, loaded back by :func:`load_run`.
 
