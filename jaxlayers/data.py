@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 __all__ = [
-    "CIFAR10_CLASSES",
     "DATASETS",
     "Dataset",
     "apply_standardization",
@@ -60,7 +59,12 @@ class Dataset:
       name: the name :func:`load` was given.
       mean, std: the training statistics used, float64, shape ``(D,)``
         (``X = apply_standardization(X_raw, mean, std)``).
-      class_names: a name per class (``class_names[label]``), or ``None``.
+      image_shape: ``(C, H, W)`` of one example as an image (digits
+        ``(1, 8, 8)``, MNIST ``(1, 28, 28)``, CIFAR-10 ``(3, 32, 32)``,
+        MNIST-1D ``(1, 1, 40)``); ``D = C * H * W``. :meth:`as_images` gives the
+        splits in that shape, for convolutional models; the flat ``(N, D)``
+        features are what the fully connected net takes.
+      class_names: the name of every class, index = label.
     """
 
     X_train: np.ndarray
@@ -72,17 +76,32 @@ class Dataset:
     name: str = ""
     mean: np.ndarray | None = dataclasses.field(default=None, repr=False)
     std: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    image_shape: tuple[int, ...] | None = None
     class_names: tuple[str, ...] | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one example, ``X_train.shape[1:]`` (what a trained model expects)."""
-        return tuple(int(d) for d in self.X_train.shape[1:])
+        """The shape of one example as stored: ``X_train.shape[1:]``."""
+        return tuple(self.X_train.shape[1:])
+
+    def as_images(self) -> Dataset:
+        """The same splits with features reshaped to ``(N, *image_shape)`` (no copy), for conv models.
+
+        Raises:
+          ValueError: the dataset has no ``image_shape``.
+        """
+        if self.image_shape is None:
+            raise ValueError(f"Dataset {self.name!r} has no image_shape; it cannot be given to a convolutional model")
+        shape = tuple(self.image_shape)
+        return dataclasses.replace(
+            self,
+            **{f"X_{s}": getattr(self, f"X_{s}").reshape(-1, *shape) for s in ("train", "val", "test")},
+        )
 
     @property
     def num_features(self) -> int:
-        """``D``, features per example."""
-        return int(self.X_train.shape[1])
+        """``D``, features per example (the product of the example shape)."""
+        return int(np.prod(self.X_train.shape[1:]))
 
     @property
     def num_classes(self) -> int:
@@ -186,26 +205,27 @@ def preprocessing_record(data) -> dict:
 
     Args:
       data: a :class:`Dataset`, or any object with ``X_train`` (and
-        optionally ``mean``, ``std``, ``class_names``).
+        optionally ``mean``, ``std``, ``class_names``, ``image_shape``).
 
     Returns:
       ``{"mean": nested lists or None, "std": ..., "input_shape": list,
-      "class_names": list of str or None}``; ``mean``/``std`` are ``None``
-      for data that carry no standardisation (the inputs are used as given),
-      ``input_shape`` is ``X_train.shape[1:]``.
+      "image_shape": list or None, "class_names": list of str or None}``;
+      ``mean``/``std`` are ``None`` for data that carry no standardisation
+      (the inputs are used as given), ``input_shape`` is ``X_train.shape[1:]``.
     """
     mean, std = getattr(data, "mean", None), getattr(data, "std", None)
-    names = getattr(data, "class_names", None)
+    names, image_shape = getattr(data, "class_names", None), getattr(data, "image_shape", None)
     as_list = lambda a: None if a is None else np.asarray(a, np.float64).tolist()  # noqa: E731
     return {
         "mean": as_list(mean) if std is not None else None,
         "std": as_list(std) if mean is not None else None,
         "input_shape": [int(d) for d in np.shape(data.X_train)[1:]],
+        "image_shape": None if image_shape is None else [int(d) for d in image_shape],
         "class_names": None if names is None else [str(c) for c in names],
     }
 
 
-def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test, class_names=None) -> Dataset:
+def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test, *, image_shape, class_names=None) -> Dataset:
     mean, std, X_train, X_val, X_test = standardize(X_train, X_val, X_test)
     as_labels = lambda y: np.asarray(y, dtype=np.int32)  # noqa: E731
     return Dataset(
@@ -218,7 +238,8 @@ def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test, class_names=No
         name=name,
         mean=mean,
         std=std,
-        class_names=None if class_names is None else tuple(str(c) for c in class_names),
+        image_shape=tuple(image_shape),
+        class_names=tuple(class_names) if class_names is not None else tuple(str(i) for i in range(10)),
     )
 
 
@@ -248,7 +269,7 @@ def load_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: 
     X, y = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
     X_rest, y_rest, X_test, y_test = _stratified_split(X, y, test_fraction, seed)
     X_train, y_train, X_val, y_val = _stratified_split(X_rest, y_rest, val_fraction, seed)
-    return _finish("digits", X_train, y_train, X_val, y_val, X_test, y_test, bunch.target_names)
+    return _finish("digits", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=(1, 8, 8))
 
 
 def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
@@ -277,7 +298,7 @@ def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
     X, y = np.asarray(raw["x"], np.float64), np.asarray(raw["y"], np.int64)
     X_test, y_test = np.asarray(raw["x_test"], np.float64), np.asarray(raw["y_test"], np.int64)
     X_train, y_train, X_val, y_val = _stratified_split(X, y, val_fraction, seed)
-    return _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test, range(10))
+    return _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=(1, 1, X.shape[1]))
 
 
 # ---------------------------------------------------------------------------
@@ -392,7 +413,9 @@ def load_mnist(directory: str | os.PathLike, *, val_fraction: float = 0.1, seed:
     if X_tr.shape[1] != X_test.shape[1]:
         raise ValueError(f"{directory}: train images have {X_tr.shape[1]} pixels but test images {X_test.shape[1]}")
     X_train, y_train, X_val, y_val = _stratified_split(X_tr, y_tr, val_fraction, seed)
-    return _finish(f"mnist:{directory}", X_train, y_train, X_val, y_val, X_test, y_test, range(10))
+    side = math.isqrt(X_tr.shape[1])
+    shape = (1, side, side) if side * side == X_tr.shape[1] else (1, 1, X_tr.shape[1])
+    return _finish(f"mnist:{directory}", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=shape)
 
 
 # ---------------------------------------------------------------------------
@@ -400,19 +423,7 @@ def load_mnist(directory: str | os.PathLike, *, val_fraction: float = 0.1, seed:
 # ---------------------------------------------------------------------------
 
 CIFAR_RECORD = 1 + 3 * 32 * 32
-# The label names of CIFAR-10 (its batches.meta.txt), by label.
-CIFAR10_CLASSES = (
-    "airplane",
-    "automobile",
-    "bird",
-    "cat",
-    "deer",
-    "dog",
-    "frog",
-    "horse",
-    "ship",
-    "truck",
-)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -475,7 +486,17 @@ def load_cifar10(directory: str | os.PathLike, *, val_fraction: float = 0.1, see
     y_tr = np.concatenate([p[1] for p in parts])
     X_test, y_test = read_cifar10_bin(directory / "test_batch.bin")
     X_train, y_train, X_val, y_val = _stratified_split(X_tr, y_tr, val_fraction, seed)
-    return _finish(f"cifar10:{directory}", X_train, y_train, X_val, y_val, X_test, y_test, CIFAR10_CLASSES)
+    return _finish(
+        f"cifar10:{directory}",
+        X_train,
+        y_train,
+        X_val,
+        y_val,
+        X_test,
+        y_test,
+        image_shape=(3, 32, 32),
+        class_names=CIFAR10_CLASSES,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -8,7 +8,6 @@ reported test accuracy exactly.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import warnings
 
@@ -190,6 +189,16 @@ def test_data_without_statistics_store_none_and_predict_takes_inputs_as_given(tm
     np.testing.assert_array_equal(run.standardize(digits.X_test), digits.X_test)
 
 
-def test_dataset_replace_keeps_preprocessing_fields(digits):
-    small = dataclasses.replace(digits, X_train=digits.X_train[:10])
-    assert small.class_names == digits.class_names and small.input_shape == (64,)
+def test_a_run_trained_on_image_shaped_inputs_takes_raw_images(tmp_path, digits, raw_test):
+    X_raw, y = raw_test
+    images = digits.as_images()  # (N, 1, 8, 8), as convolutional models take them
+    net = jl.FullyConnectedNet(hidden_dims=(16,), input_dim=64, num_classes=10)
+    result = train.fit(net, images, train.TrainConfig(epochs=1, batch_size=100), checkpoint_dir=tmp_path)
+    run = jl.load_run(tmp_path)
+    assert run.preprocessing.input_shape == (1, 8, 8) and run.preprocessing.image_shape == (1, 8, 8)
+    best = train.evaluate(net, result.best_params, result.best_model_state, images.X_test, images.y_test)
+    assert run.evaluate(X_raw.reshape(-1, 1, 8, 8), y) == best
+    with pytest.raises(
+        ValueError, match=r"X has shape \(360, 64\), but this run's model takes inputs of shape \(N, 1, 8, 8\)"
+    ):
+        run.predict(X_raw)

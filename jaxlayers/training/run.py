@@ -70,6 +70,8 @@ class Preprocessing:
         broadcasting against ``input_shape``; ``None`` when the training data
         carried none (the model then takes its inputs as given).
       class_names: a name per label, or ``None``.
+      image_shape: ``(C, H, W)`` of one example as an image, if the dataset
+        had one (``Dataset.image_shape``), else ``None``.
       stored: ``False`` for a checkpoint written before jaxlayers stored the
         preprocessing: ``mean``/``std`` are then unknown, and inputs must be
         standardised already.
@@ -79,6 +81,7 @@ class Preprocessing:
     mean: np.ndarray | None = dataclasses.field(default=None, repr=False)
     std: np.ndarray | None = dataclasses.field(default=None, repr=False)
     class_names: tuple[str, ...] | None = None
+    image_shape: tuple[int, ...] | None = None
     stored: bool = True
 
     @property
@@ -125,8 +128,14 @@ class Preprocessing:
                 raise CheckpointError(f"{where}: the stored standardisation has non-finite values or std <= 0")
         else:
             mean = std = None
-        names = record.get("class_names")
-        return cls(shape, mean, std, None if names is None else tuple(str(c) for c in names))
+        names, image = record.get("class_names"), record.get("image_shape")
+        return cls(
+            shape,
+            mean,
+            std,
+            class_names=None if names is None else tuple(str(c) for c in names),
+            image_shape=None if image is None else tuple(int(d) for d in image),
+        )
 
 
 @dataclasses.dataclass(frozen=True, repr=False, eq=False)
