@@ -401,12 +401,17 @@ def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
       ValueError: empty, not a whole number of records, or labels > 9.
     """
     path = Path(path)
+
+    def check_size(size: int) -> None:
+        if size == 0 or size % CIFAR_RECORD:
+            raise ValueError(
+                f"{path}: {size} bytes is not a whole, positive number of {CIFAR_RECORD}-byte CIFAR-10 records "
+                "(1 label byte + 3072 pixel bytes each); truncated, or not the binary version"
+            )
+
+    check_size(path.stat().st_size)  # before anything is read: a huge wrong file costs nothing
     data = path.read_bytes()
-    if len(data) == 0 or len(data) % CIFAR_RECORD:
-        raise ValueError(
-            f"{path}: {len(data)} bytes is not a whole, positive number of {CIFAR_RECORD}-byte CIFAR-10 records "
-            "(1 label byte + 3072 pixel bytes each); truncated, or not the binary version"
-        )
+    check_size(len(data))  # the file may have changed in between
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
     y = records[:, 0].astype(np.int64)
     if y.max() > 9:
