@@ -5,9 +5,11 @@ parameters flattened with ``jax.tree_util`` key paths (``state.params['W1']``,
 ``best.params['W1']``, ...; PRNG keys as their uint32 key data) -- and, in the
 safetensors metadata, the run's JSON description (format, models, configs,
 data shapes, epoch, history, best epoch) and a SHA-256 digest over both. No
-pickle anywhere. :func:`atomic_write` writes a temporary file in the same
-directory, fsyncs it and renames it over the old one, so a crash mid-write
-leaves the previous checkpoint intact.
+pickle anywhere. A load checks the header's size and tensor count before
+parsing anything, then the digest, then the metadata, field by field
+(:func:`check_run_metadata`). :func:`atomic_write` writes a temporary file in
+the same directory, fsyncs it and renames it over the old one, so a crash
+mid-write leaves the previous checkpoint intact.
 """
 
 from __future__ import annotations
@@ -212,12 +214,18 @@ def _int_field(where: str, field: str, v, lo: int, hi: int | None = None) -> int
 
 
 def _record(where: str, field: str, v, keys: tuple[str, ...] = ()) -> dict:
+    """``v`` must be a JSON object holding ``keys``; ``field`` is its name (``""``: the metadata itself)."""
     if not isinstance(v, dict):
-        _fail(where, field, f"is {type(v).__name__} {v!r:.80}, expected a JSON object")
-    missing = [k for k in keys if k not in v]
-    if missing:
-        _fail(where, field, f"lacks {missing}")
+        _fail(where, field or "metadata", f"is {type(v).__name__} {v!r:.80}, expected a JSON object")
+    for k in keys:
+        if k not in v:
+            _fail(where, f"{field}.{k}" if field else k, "is missing")
     return v
+
+
+def _number_field(where: str, field: str, v, lo: float, hi: float) -> None:
+    if not (_is_number(v) and lo <= v <= hi):
+        _fail(where, field, f"is {v!r}, expected a finite number in [{lo}, {hi}]")
 
 
 def _numbers(where: str, field: str, v, length: int, lo: float, hi: float, *, allow_none: bool = False) -> None:
@@ -226,8 +234,8 @@ def _numbers(where: str, field: str, v, length: int, lo: float, hi: float, *, al
         got = f"a list of {len(v)}" if isinstance(v, list) else type(v).__name__
         _fail(where, field, f"is {got}, expected a list of {length} (from the epoch and steps per epoch)")
     for i, x in enumerate(v):
-        if not ((x is None and allow_none) or (_is_number(x) and lo <= x <= hi)):
-            _fail(where, f"{field}[{i}]", f"is {x!r}, expected a finite number in [{lo}, {hi}]")
+        if not (x is None and allow_none):
+            _number_field(where, f"{field}[{i}]", x, lo, hi)
 
 
 def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
@@ -256,7 +264,7 @@ def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
       CheckpointError: naming the first field that is missing, of the wrong
         type, out of range, or inconsistent with the others.
     """
-    _record(where, "metadata", meta, ("kind", "models", "train_configs", "data", "epoch", "history"))
+    _record(where, "", meta, ("kind", "models", "train_configs", "data", "epoch", "history"))
     kind = meta["kind"]
     if kind not in KINDS:
         _fail(where, "kind", f"is {kind!r}, expected one of {list(KINDS)}")
@@ -304,12 +312,10 @@ def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
             _numbers(where, field, row, length, lo, hi, allow_none=name == "loss")
     _numbers(where, "history.epoch_time_s", history["epoch_time_s"], epoch, 0, math.inf)
     for name, check in (
-        ("best_val_acc", lambda f, v: _numbers(where, f, [v], 1, -1, 1)),
+        ("best_val_acc", lambda f, v: _number_field(where, f, v, -1, 1)),
         ("best_epoch", lambda f, v: _int_field(where, f, v, 0, epoch)),
     ):
-        if name not in meta:
-            _fail(where, name, "is missing")
-        values = meta[name]
+        values = _record(where, "", meta, (name,))[name]
         if many and (not isinstance(values, list) or len(values) != K):
             _fail(where, name, f"is {values!r:.80}, expected a list of {K} (one per model)")
         for k, v in enumerate(values if many else [values]):
@@ -340,11 +346,14 @@ def _read_bounded(path: Path) -> bytes:
             raise CheckpointError(
                 f"{where}: header of {n} bytes, more than the {MAX_HEADER_BYTES} any checkpoint holds (not a run's file)"
             )
-        objects = f.read(n).count(b"{")
+        objects, left = 0, n
+        while left and objects <= MAX_TENSORS:  # 1 MB at a time: no copy of a huge header
+            chunk = f.read(min(left, 1 << 20))
+            objects, left = objects + chunk.count(b"{"), left - len(chunk)
         if objects > MAX_TENSORS:
             raise CheckpointError(
-                f"{where}: header of {objects} JSON objects (one per tensor), more than the "
-                f"{MAX_TENSORS} tensors any run checkpoints (not a run's file)"
+                f"{where}: its header holds more than {MAX_TENSORS} JSON objects, one per tensor; "
+                "no run checkpoints that many tensors (not a run's file)"
             )
         f.seek(0)
         return f.read()
