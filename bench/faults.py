@@ -40,7 +40,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from safetensors.numpy import load_file
+
+from jaxlayers import cli
 from jaxlayers.cli import RUN_FILES
+from jaxlayers.train import read_checkpoint_metadata
 
 CHECKPOINT = "checkpoint.safetensors"
 TMP_PREFIX = f".{CHECKPOINT}."
@@ -72,9 +76,7 @@ def _child(fsync_delay: float, train_args: list[str]) -> int:
         time.sleep(fsync_delay)
         real_fsync(fd)
 
-    os.fsync = slow_fsync
-    from jaxlayers import cli  # imported after the patch, as the command would be
-
+    os.fsync = slow_fsync  # looked up at each call: every atomic write of the run waits
     return cli.main(["train", *train_args])
 
 
@@ -116,10 +118,6 @@ def _run(run_dir: Path, train_args, fsync_delay: float, resume: bool, kill_at=No
 
 
 def _read(run_dir: Path):
-    from safetensors.numpy import load_file
-
-    from jaxlayers.train import read_checkpoint_metadata
-
     path = run_dir / CHECKPOINT
     return load_file(path), read_checkpoint_metadata(path)
 

@@ -233,7 +233,10 @@ def _numbers(where: str, field: str, v, length: int, lo: float, hi: float, *, al
     if not isinstance(v, list) or len(v) != length:
         got = f"a list of {len(v)}" if isinstance(v, list) else type(v).__name__
         _fail(where, field, f"is {got}, expected a list of {length} (from the epoch and steps per epoch)")
-    for i, x in enumerate(v):
+    number = (int, float)  # exact types: no bools; one pass in a generator (a sweep's history has millions)
+    if all((type(x) in number and math.isfinite(x) and lo <= x <= hi) or (x is None and allow_none) for x in v):
+        return
+    for i, x in enumerate(v):  # name the first bad entry
         if not (x is None and allow_none):
             _number_field(where, f"{field}[{i}]", x, lo, hi)
 
