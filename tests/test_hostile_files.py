@@ -229,6 +229,16 @@ FIT_CASES = {
     "best_val_acc missing": (_set("best_val_acc", _DELETE), "'best_val_acc' is missing"),
     "best_val_acc NaN": (_set("best_val_acc", float("nan")), "'best_val_acc' is nan"),
     "preprocessing not an object": (_set("preprocessing", 3), "'preprocessing' is int"),
+    "preprocessing std 0": (_set("preprocessing", {"std": [[1.0, 0.0]]}), "'preprocessing.std' holds 0.0"),
+    "preprocessing mean NaN": (_set("preprocessing", {"mean": [float("nan")]}), "'preprocessing.mean' holds nan"),
+    "preprocessing shape": (
+        _set("preprocessing", {"input_shape": [8, 0]}),
+        "'preprocessing.input_shape' is \\[8, 0\\]",
+    ),
+    "preprocessing names": (
+        _set("preprocessing", {"class_names": [0, 1]}),
+        "'preprocessing.class_names' is \\[0, 1\\]",
+    ),
 }
 
 
@@ -266,8 +276,9 @@ def test_resigned_checkpoints_that_pass_the_schema_load(fit_checkpoint, sweep_ch
     for blob in (fit_checkpoint, sweep_checkpoint):
         path = tmp_path / train.CHECKPOINT_NAME
         path.write_bytes(blob)
-        rewrite_metadata(path, _set("preprocessing", {"mean": [0.0], "std": [1.0]}))
-        assert train.read_checkpoint_metadata(path)["preprocessing"]["std"] == [1.0]
+        record = {"mean": [[0.0, 1.5]], "std": [[1.0, 2.0]], "input_shape": [1, 2], "image_shape": None}
+        rewrite_metadata(path, _set("preprocessing", {**record, "class_names": ["a", "b"]}))
+        assert train.read_checkpoint_metadata(path)["preprocessing"]["std"] == [[1.0, 2.0]]
 
 
 def test_resume_refuses_an_edited_epoch_instead_of_training(small, fit_checkpoint, tmp_path):

@@ -256,7 +256,10 @@ def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
     ``train_acc``, ``val_acc`` in [0, 1] and ``lr`` of ``epoch`` numbers, each
     per model for ``"fit_many"``; ``epoch_time_s`` of ``epoch`` numbers >= 0);
     ``best_val_acc`` in [-1, 1] and ``best_epoch`` in ``[0, epoch]`` (a list of
-    one per model for ``"fit_many"``); optional ``preprocessing`` (an object).
+    one per model for ``"fit_many"``); optional ``preprocessing`` (an object:
+    ``input_shape``/``image_shape`` lists of sizes >= 1, ``class_names``
+    strings, ``mean`` finite numbers and ``std`` numbers > 0, in nested
+    lists; each may be ``None`` or absent).
     Other keys are ignored.
 
     Args:
@@ -324,7 +327,31 @@ def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
         for k, v in enumerate(values if many else [values]):
             check(f"{name}[{k}]" if many else name, v)
     if "preprocessing" in meta:
-        _record(where, "preprocessing", meta["preprocessing"])
+        _check_preprocessing(where, _record(where, "preprocessing", meta["preprocessing"]))
+
+
+def _check_preprocessing(where: str, pre: dict) -> None:
+    """The optional preprocessing record: shapes of ints >= 1, class names, finite mean and std > 0 (any may be None)."""
+    for key in ("input_shape", "image_shape"):
+        shape = pre.get(key)
+        if shape is not None and not (isinstance(shape, list) and all(_is_int(d) and d >= 1 for d in shape)):
+            _fail(where, f"preprocessing.{key}", f"is {shape!r:.80}, expected a list of sizes >= 1")
+    names = pre.get("class_names")
+    if names is not None and not (isinstance(names, list) and all(isinstance(c, str) for c in names)):
+        _fail(where, "preprocessing.class_names", f"is {names!r:.80}, expected a list of strings")
+    for key, lo in (("mean", -math.inf), ("std", 0.0)):
+        values = pre.get(key)
+        if values is None:
+            continue
+        if not isinstance(values, list):
+            _fail(where, f"preprocessing.{key}", f"is {values!r:.80}, expected (nested) lists of numbers")
+        flat, stack = [], [values]
+        while stack:  # nested lists of numbers, of any depth
+            v = stack.pop()
+            (stack.extend if isinstance(v, list) else flat.append)(v)
+        bad = [v for v in flat if not (_is_number(v) and v > lo)]
+        if bad:
+            _fail(where, f"preprocessing.{key}", f"holds {bad[0]!r:.80}, expected finite numbers > {lo}")
 
 
 def _read_bounded(path: Path) -> bytes:
