@@ -202,3 +202,15 @@ def test_a_run_trained_on_image_shaped_inputs_takes_raw_images(tmp_path, digits,
         ValueError, match=r"X has shape \(360, 64\), but this run's model takes inputs of shape \(N, 1, 8, 8\)"
     ):
         run.predict(X_raw)
+
+
+def test_a_conv_net_run_loads_back_and_predicts_raw_images(tmp_path, digits, raw_test):
+    X_raw, y = raw_test
+    images = digits.as_images()
+    net = jl.ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=4, filter_size=3, hidden_dim=16, weight_scale=None)
+    result = train.fit(net, images, train.TrainConfig(epochs=1, batch_size=100), checkpoint_dir=tmp_path)
+    run = jl.load_run(tmp_path)
+    assert isinstance(run.model, jl.ThreeLayerConvNet) and run.model == net
+    best = train.evaluate(net, result.best_params, result.best_model_state, images.X_test, images.y_test)
+    assert run.evaluate(X_raw.reshape(-1, 1, 8, 8), y) == best
+    assert run.predict(X_raw.reshape(-1, 1, 8, 8)[:3]).shape == (3,)
