@@ -76,12 +76,13 @@ def _nan_unless_valid(y: jax.Array, num_classes: int, dtype) -> jax.Array:
 
 class SvmResiduals(NamedTuple):
     """``positive``: bool (N, C), margins > 0 off the target; ``y``: labels
-    (int32/int64); ``scale``: 0-d, ``1/N`` (NaN for out-of-range labels), in
-    float32 for half-precision scores (else the scores' dtype)."""
+    (int32/int64); ``valid``: 0-d, 1 (NaN for out-of-range labels), in the
+    scores' dtype -- the backward pass forms ``1/N`` itself, in float32 for
+    half-precision scores, from the static N."""
 
     positive: jax.Array
     y: jax.Array
-    scale: jax.Array
+    valid: jax.Array
 
 
 def _svm_margins(scores, y):
@@ -112,7 +113,7 @@ def svm_loss_fwd(scores, y):
     margins, positive, sd = _svm_margins(scores, y)
     validity = _nan_unless_valid(y, c, sd)
     loss = jnp.sum(jnp.where(positive, margins, jnp.zeros((), sd))) / n * validity
-    return loss, SvmResiduals(positive, y, validity * mean_scale(n, sd))
+    return loss, SvmResiduals(positive, y, validity.astype(scores.dtype))
 
 
 def svm_loss_bwd(residuals: SvmResiduals, g):
@@ -124,15 +125,17 @@ def svm_loss_bwd(residuals: SvmResiduals, g):
         dscores[i, j]   = g / N * P[i, j]                 (j != y_i)
         dscores[i, y_i] = -g / N * sum_j P[i, j]
 
-    Labels get no cotangent. Computed in ``scale``'s dtype (float32 for
-    half-precision scores), cast to the scores' dtype (``g``'s) once.
+    Labels get no cotangent. Computed in float32 for half-precision scores
+    (``1/N`` included) and cast to the scores' dtype once.
     """
-    positive, y, scale = residuals
-    c = positive.shape[1]
-    pos = positive.astype(scale.dtype)
+    positive, y, valid = residuals
+    n, c = positive.shape
+    acc = stats_dtype(valid.dtype)
+    pos = positive.astype(acc)
     count = jnp.sum(pos, axis=1, keepdims=True)
-    dscores = (pos - _onehot(y, c) * count) * (g.astype(scale.dtype) * scale)
-    return dscores.astype(g.dtype), None
+    scale = g.astype(acc) * (valid.astype(acc) * mean_scale(n, acc))
+    dscores = (pos - _onehot(y, c) * count) * scale
+    return dscores.astype(valid.dtype), None
 
 
 # The primal is the fwd rule's output, so undifferentiated calls run the same
@@ -150,12 +153,13 @@ _svm_jit = jax.jit(_svm_vjp)
 class SoftmaxResiduals(NamedTuple):
     """``probs``: softmax of the scores, (N, C), in float32 for half-precision
     scores (else the scores' dtype: rounding them to bfloat16 would lose the
-    target's gradient); ``y``: labels (int32/int64); ``scale``: 0-d, ``1/N``
-    (NaN for out-of-range labels), in the probabilities' dtype."""
+    target's gradient); ``y``: labels (int32/int64); ``valid``: 0-d, 1 (NaN
+    for out-of-range labels), in the scores' dtype; the backward pass forms
+    ``1/N`` itself, in the probabilities' dtype, from the static N."""
 
     probs: jax.Array
     y: jax.Array
-    scale: jax.Array
+    valid: jax.Array
 
 
 def softmax_loss_reference(scores, y):
@@ -183,19 +187,21 @@ def softmax_loss_fwd(scores, y):
     correct = jnp.sum(jnp.where(_onehot(y, c), s, jnp.zeros((), sd)), axis=1, keepdims=True)
     validity = _nan_unless_valid(y, c, sd)
     loss = jnp.sum(lse - correct) / n * validity
-    return loss, SoftmaxResiduals(e / sumexp, y, validity * mean_scale(n, sd))
+    return loss, SoftmaxResiduals(e / sumexp, y, validity.astype(scores.dtype))
 
 
 def softmax_loss_bwd(residuals: SoftmaxResiduals, g):
     """Backward pass: ``(dscores, None)`` with ``dscores = g / N * (softmax(s) - onehot(y))``.
 
-    Computed in the probabilities' dtype (float32 for half-precision scores)
-    and cast to the scores' dtype (``g``'s) once.
+    Computed in the probabilities' dtype (float32 for half-precision scores),
+    ``1/N`` included, and cast to the scores' dtype once.
     """
-    probs, y, scale = residuals
-    onehot = _onehot(y, probs.shape[1])
-    dscores = (probs - onehot.astype(probs.dtype)) * (g.astype(probs.dtype) * scale)
-    return dscores.astype(g.dtype), None
+    probs, y, valid = residuals
+    n, c = probs.shape
+    acc = probs.dtype
+    scale = g.astype(acc) * (valid.astype(acc) * mean_scale(n, acc))
+    dscores = (probs - _onehot(y, c).astype(acc)) * scale
+    return dscores.astype(valid.dtype), None
 
 
 _softmax_vjp = jax.custom_vjp(lambda scores, y: softmax_loss_fwd(scores, y)[0])
