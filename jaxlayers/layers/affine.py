@@ -1,7 +1,7 @@
 """Affine (fully connected) layer: ``out = x.reshape(N, D) @ w + b``.
 
-Source of the maths: the seed's ``affine_forward`` / ``affine_backward``
-(``shared/seed/layers_seed.txt``).
+Source of the maths: the NumPy original's ``affine_forward`` /
+``affine_backward``.
 
 Four parts, as every jaxlayers op:
 
