@@ -3,6 +3,14 @@
 Every public op validates its inputs here before anything is traced, so a
 wrong shape fails with ``ValueError: <op>: <arg> ...`` and the shapes seen,
 never deep inside XLA.
+
+Hostile input, handled once here for every op: :func:`as_array` (array-likes
+in, arrays out, or a ``TypeError`` naming the argument), :func:`require_key`
+(one PRNG key, not a batch), :func:`require_real` (finite static numbers,
+NumPy scalars included), :func:`require_batch` (``ValueError`` for N = 0 where
+the op is undefined), :func:`as_index_labels` (labels widened before they meet
+class indices), :func:`compute_dtype` / :func:`mean_scale` (half-precision
+arithmetic in float32), :func:`flat_features` (no ``reshape(N, -1)``).
 """
 
 from __future__ import annotations
@@ -115,8 +123,9 @@ def stats_dtype(dtype) -> jnp.dtype:
 # Hostile input (issue 12): one mechanism every op calls.
 # --------------------------------------------------------------------------
 
-# Python and NumPy scalars, both: ``numbers.Real`` includes ``np.floating`` and
-# ``np.integer`` (NumPy registers them), but not ``bool`` / ``np.bool_``.
+# Arrays passed through unchanged (tracers are jax.Array instances). Scalars:
+# ``numbers.Number`` includes NumPy's (NumPy registers np.floating and
+# np.integer with the ``numbers`` ABCs; ``np.bool_`` is listed separately).
 _ARRAY_TYPES = (jax.Array, np.ndarray)
 
 
