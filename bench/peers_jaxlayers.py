@@ -14,7 +14,15 @@ import jaxlayers as jl
 from bench.common import Workload, median, paired_ratio
 from bench.peers_jax import compile_seconds, residual_bytes
 from jaxlayers.models import FullyConnectedNet
-from jaxlayers.train import TrainConfig, TrainState, evaluate, fit, make_train_step
+from jaxlayers.train import (
+    TrainConfig,
+    TrainState,
+    evaluate,
+    fit,
+    init_train_state,
+    make_optimizer,
+    make_train_step,
+)
 
 
 def make_net(w: Workload) -> FullyConnectedNet:
@@ -65,7 +73,8 @@ def fit_vs_step(w: Workload, epochs: int = 6, batches: int = 24, seed: int = 0, 
     minibatch) is trained with Adam for ``epochs`` epochs; after every epoch
     (inside ``fit``'s callback, outside its timing) the same number of bare
     ``make_train_step`` steps is timed. The first epoch (compilation) is dropped.
-    ``fit`` also measures train and validation accuracy after every epoch; that
+    ``fit`` also measures validation accuracy after every epoch (its training
+    accuracy is the steps' own running count, no second pass); that
     evaluation is timed on its own (``jaxlayers.train.evaluate``) to show how
     much of the per-step time it accounts for.
     """
@@ -78,8 +87,6 @@ def fit_vs_step(w: Workload, epochs: int = 6, batches: int = 24, seed: int = 0, 
     config = TrainConfig(epochs=epochs, batch_size=w.batch, optimizer="adam", learning_rate=w.lr, lr_decay=1.0)
 
     # The bare step, same net and optimizer, on device-held minibatches.
-    from jaxlayers.train import init_train_state, make_optimizer
-
     opt = make_optimizer(config, batches)
     step = make_train_step(net, opt)
     state = init_train_state(net, opt, jax.random.key(1))
@@ -107,12 +114,11 @@ def fit_vs_step(w: Workload, epochs: int = 6, batches: int = 24, seed: int = 0, 
     fit_step = [e / batches for e in epoch_s]
     bare_blocks = [sum(bare[(i + 1) * batches : (i + 2) * batches]) / batches for i in range(len(epoch_s))]
     # What an epoch spends on its evaluation: fit measures test-mode accuracy on
-    # the whole training set and the validation set after every epoch.
+    # the validation set after every epoch.
     eval_s = []
     for _ in range(4):
         t1 = time.perf_counter()
-        for Xs, ys in ((data.X_train, data.y_train), (data.X_val, data.y_val)):
-            evaluate(net, result.state.params, result.state.model_state, Xs, ys, batch_size=config.eval_batch_size)
+        evaluate(net, result.state.params, result.state.model_state, data.X_val, data.y_val)
         eval_s.append(time.perf_counter() - t1)
     eval_per_epoch = median(eval_s[1:])
     out = {
@@ -130,5 +136,56 @@ def fit_vs_step(w: Workload, epochs: int = 6, batches: int = 24, seed: int = 0, 
         f"  fit {out['fit_step_ms']:.3f} ms/step ({out['steps_per_s']:.1f} steps/s), "
         f"bare step {out['bare_step_ms']:.3f} ms, fit/bare {out['ratio']:.3f}; "
         f"evaluation {out['eval_ms_per_epoch']:.1f} ms/epoch, fit without it / bare {out['ratio_without_eval']:.3f}"
+    )
+    return out
+
+
+def loop_costs(w: Workload, log=print) -> dict:
+    """What the loop costs besides the steps: ``init_train_state``'s second call, and the
+    compilations of a second ``fit`` that changes only the learning rate, ``reg`` and weight scale."""
+    import dataclasses
+    import logging
+
+    rng = np.random.default_rng(0)
+    n = w.batch * 4
+    X = rng.standard_normal((n, w.input_dim), dtype=np.float32)
+    y = rng.integers(0, w.classes, size=n).astype(np.int32)
+    data = types.SimpleNamespace(name="synthetic", X_train=X, y_train=y, X_val=X[: w.batch], y_val=y[: w.batch])
+    net = make_net(w)
+    config = TrainConfig(epochs=1, batch_size=w.batch, optimizer="adam", learning_rate=w.lr)
+    opt = make_optimizer(config, 4)
+    t0 = time.perf_counter()
+    jax.block_until_ready(init_train_state(net, opt, jax.random.key(0)))
+    first = time.perf_counter() - t0
+    seconds = []
+    for seed in range(1, 6):
+        t0 = time.perf_counter()
+        jax.block_until_ready(init_train_state(net, opt, jax.random.key(seed)))
+        seconds.append(time.perf_counter() - t0)
+    fit(net, data, config)
+
+    compiles: list[str] = []
+
+    class Handler(logging.Handler):
+        def emit(self, record):
+            if "Finished XLA compilation" in record.getMessage():
+                compiles.append(record.getMessage())
+
+    handler = Handler()
+    logging.getLogger("jax").addHandler(handler)
+    try:
+        with jax.log_compiles(True):
+            again = dataclasses.replace(net, weight_scale=w.weight_scale * 2, reg=1e-4)
+            fit(again, data, dataclasses.replace(config, learning_rate=w.lr * 3, seed=1))
+    finally:
+        logging.getLogger("jax").removeHandler(handler)
+    out = {
+        "init_first_s": first,
+        "init_second_ms": median(seconds) * 1e3,
+        "compilations_second_fit": len(compiles),
+    }
+    log(
+        f"  init_train_state: first call {first:.2f} s, second {out['init_second_ms']:.2f} ms; "
+        f"a second fit with a new learning rate, reg and weight scale compiled {len(compiles)} program(s)"
     )
     return out

@@ -6,9 +6,7 @@ hand-derived one, registered with ``jax.custom_vjp`` and checked against
 The seed's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
-# train imports jaxlayers.sweep (fit_many) at its end, which makes jaxlayers.sweep
-# available here; importing sweep before train would be circular.
-from jaxlayers import compat, data, gradcheck, parallel, train
+from jaxlayers import compat, data, gradcheck, model, parallel, sweep, train
 from jaxlayers.layers import (
     BatchNormState,
     affine,
@@ -18,6 +16,7 @@ from jaxlayers.layers import (
     relu,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
+from jaxlayers.model import Model, register_model
 from jaxlayers.models import FullyConnectedNet
 
 __version__ = "0.1.0"
@@ -25,6 +24,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BatchNormState",
     "FullyConnectedNet",
+    "Model",
     "affine",
     "batchnorm",
     "batchnorm_state",
@@ -32,7 +32,9 @@ __all__ = [
     "data",
     "dropout",
     "gradcheck",
+    "model",
     "parallel",
+    "register_model",
     "relu",
     "softmax_loss",
     "svm_loss",

@@ -15,6 +15,7 @@ arithmetic in float32), :func:`flat_features` (no ``reshape(N, -1)``).
 
 from __future__ import annotations
 
+import math
 import numbers
 
 import jax
@@ -248,3 +249,99 @@ def flat_features(shape: tuple[int, ...]) -> int:
     for s in shape[1:]:
         d *= int(s)
     return d
+
+
+# ---------------------------------------------------------------------------
+# Configuration values (models, TrainConfig, Distributed): the same idiom as the
+# ops -- ``require(cond, owner, message)`` -- so every error reads
+# ``<Owner>: <field> must ..., got <value>``. NumPy scalars are accepted
+# wherever a Python number is.
+# ---------------------------------------------------------------------------
+
+
+def is_int(value) -> bool:
+    """A Python or NumPy integer, not a bool."""
+    return isinstance(value, numbers.Integral | np.integer) and not isinstance(value, bool | np.bool_)
+
+
+def is_real(value) -> bool:
+    """A Python or NumPy real number, not a bool."""
+    return isinstance(value, numbers.Real | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def check_int(value, owner: str, name: str, *, minimum: int | None = None) -> int:
+    """``int(value)``; raise unless ``value`` is an integer ``>= minimum``."""
+    bound = f" >= {minimum}" if minimum is not None else ""
+    require(is_int(value), owner, f"{name} must be an int{bound}, got {value!r}", TypeError)
+    require(minimum is None or value >= minimum, owner, f"{name} must be an int{bound}, got {value!r}")
+    return int(value)
+
+
+def check_number(
+    value,
+    owner: str,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    what: str = "",
+) -> float:
+    """``float(value)``; raise unless ``value`` is a finite real number in the given interval.
+
+    ``what`` (e.g. ``"(1 = no decay)"``) is appended to the message.
+    """
+    if low is not None and high is not None:
+        interval = f" in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    elif low is not None:
+        interval = f" {'>' if low_open else '>='} {low:g}"
+    elif high is not None:
+        interval = f" {'<' if high_open else '<='} {high:g}"
+    else:
+        interval = ""
+    message = f"{name} must be a finite number{interval}{' ' + what if what else ''}, got {value!r}"
+    require(is_real(value), owner, message, TypeError)
+    v = float(value)
+    ok = math.isfinite(v)
+    if ok and low is not None:
+        ok = v > low if low_open else v >= low
+    if ok and high is not None:
+        ok = v < high if high_open else v <= high
+    require(ok, owner, message)
+    return v
+
+
+def check_choice(value, owner: str, name: str, choices) -> None:
+    """Raise unless ``value`` is one of ``choices``."""
+    require(
+        value in tuple(choices),
+        owner,
+        f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}",
+    )
+
+
+def check_instance(value, owner: str, name: str, cls, hint: str = "") -> None:
+    """Raise ``TypeError`` unless ``isinstance(value, cls)``."""
+    names = " or ".join(c.__name__ for c in (cls if isinstance(cls, tuple) else (cls,)))
+    require(
+        isinstance(value, cls),
+        owner,
+        f"{name} must be a {names}{hint}, got {type(value).__name__}",
+        TypeError,
+    )
+
+
+def check_float_dtype(dtype, owner: str, name: str = "dtype") -> np.dtype:
+    """``np.dtype(dtype)``; raise unless it is a floating dtype."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    require(
+        dt is not None and jnp.issubdtype(dt, jnp.floating),
+        owner,
+        f"{name} must be a floating dtype such as 'float32', got {dtype!r}",
+        TypeError,
+    )
+    return dt

@@ -15,8 +15,9 @@ def _gradcheck(args: argparse.Namespace) -> int:
     return gradcheck_main(verbose=args.verbose)
 
 
-# Defaults of `jaxlayers train`: tuned on digits (see README, "Training").
-TRAIN_DEFAULTS = {
+# Defaults of `jaxlayers train`: the network's, tuned on digits (see README, "Training"); the
+# training flags take TrainConfig's defaults (tuned there too), read from the dataclass.
+MODEL_DEFAULTS = {
     "dataset": "digits",
     "hidden_dims": [1024, 1024],
     "normalization": "batchnorm",
@@ -24,13 +25,19 @@ TRAIN_DEFAULTS = {
     "loss": "softmax",
     "weight_scale": None,
     "reg": 3e-3,
-    "optimizer": "sgd_momentum",
-    "learning_rate": 0.04,
-    "lr_decay": 0.97,
-    "epochs": 80,
-    "batch_size": 32,
-    "seed": 0,
 }
+TRAIN_FLAGS = ("optimizer", "learning_rate", "lr_decay", "epochs", "batch_size", "seed")
+
+
+def _train_defaults() -> dict:
+    import dataclasses
+
+    from jaxlayers.training.config import TrainConfig  # lazy: `jaxlayers --help` need not import JAX
+
+    fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    return {**MODEL_DEFAULTS, **{k: fields[k] for k in TRAIN_FLAGS}}
+
+
 RUN_FILES = ("config.json", "metrics.jsonl", "curves.png", "checkpoint.safetensors", "summary.json")
 
 
@@ -45,9 +52,9 @@ def _hidden_dims(text: str) -> list[int]:
 
 
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
-    d = TRAIN_DEFAULTS
+    d = _train_defaults()
     # Every default is None here and filled in by _resolve: from the checkpoint's
-    # run with --resume, else from TRAIN_DEFAULTS (shown in the help).
+    # run with --resume, else from _train_defaults() (shown in the help).
     a = p.add_argument
     a("--dataset", help=f"digits | mnist1d | mnist:DIR | cifar10:DIR (default {d['dataset']})")
     a(
@@ -107,20 +114,21 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _resolve(args: argparse.Namespace) -> dict:
-    """Flags given > the checkpointed run's settings (with --resume) > TRAIN_DEFAULTS."""
+    """Flags given > the checkpointed run's settings (with --resume) > the defaults."""
     from pathlib import Path
 
     from jaxlayers.train import CHECKPOINT_NAME, read_checkpoint_metadata
 
-    given = {k: v for k, v in vars(args).items() if k in TRAIN_DEFAULTS and v is not None}
+    defaults = _train_defaults()
+    given = {k: v for k, v in vars(args).items() if k in defaults and v is not None}
     if given.get("hidden_dims") is not None:
         given["hidden_dims"] = [h for part in given["hidden_dims"] for h in part]
-    base = dict(TRAIN_DEFAULTS)
+    base = dict(defaults)
     dataset = given.get("dataset", base["dataset"])
     out = Path(args.output_dir or Path("runs") / dataset.partition(":")[0])
     if args.resume and (out / CHECKPOINT_NAME).is_file():
         meta = read_checkpoint_metadata(out / CHECKPOINT_NAME)
-        net, tc = meta["net"], meta["train_config"]
+        net, tc = meta["models"][0]["config"], meta["train_configs"][0]
         base.update(
             dataset=meta["data"]["name"] or base["dataset"],
             hidden_dims=net["hidden_dims"],
@@ -129,7 +137,7 @@ def _resolve(args: argparse.Namespace) -> dict:
             loss=net["loss_type"],
             weight_scale=net["weight_scale"],
             reg=net["reg"],
-            **{k: tc[k] for k in ("optimizer", "learning_rate", "lr_decay", "epochs", "batch_size", "seed")},
+            **{k: tc[k] for k in TRAIN_FLAGS},
         )
     return {**base, **given, "output_dir": out}
 
@@ -203,9 +211,7 @@ def _net_and_config(opts: dict, ds):
         loss_type=opts["loss"],
         weight_scale=opts["weight_scale"],
     )
-    config = jl_train.TrainConfig(
-        **{k: opts[k] for k in ("epochs", "batch_size", "optimizer", "learning_rate", "lr_decay", "seed")}
-    )
+    config = jl_train.TrainConfig(**{k: opts[k] for k in TRAIN_FLAGS})
     return net, config
 
 
@@ -326,6 +332,7 @@ def _train(args: argparse.Namespace) -> int:
         result.history,
         out / "curves.png",
         steps_per_epoch=steps_per_epoch,
+        best_epoch=result.best_epoch,
         title=f"{ds.name}: {net.input_dim}-{'-'.join(map(str, net.hidden_dims))}-{net.num_classes}, {config.optimizer}",
     )
     sps = result.steps_per_second()
@@ -373,10 +380,6 @@ def _add_train_parser(sub) -> None:
     p.set_defaults(func=_train)
 
 
-# `jaxlayers sweep`: one flag per fit_many list (--seeds, --weight-scales, ...).
-SWEEP_FLAGS = ("seeds", "weight_scales", "learning_rates", "dropout_rates", "regs")
-
-
 def _sweep_values(text: str) -> list:
     """Comma-separated items, each a number, ``he`` (He init, for weight scales),
     ``log:START:STOP:NUM`` (NUM log-spaced values) or ``lin:START:STOP:NUM``."""
@@ -414,7 +417,9 @@ def _sweep(args: argparse.Namespace) -> int:
     import time
 
     t_start = time.perf_counter()
-    shared = {*TRAIN_DEFAULTS, *SWEEP_FLAGS, "grid", "output_dir", "quiet", "func", "command"}
+    from jaxlayers.sweep import SWEPT
+
+    shared = {*_train_defaults(), *SWEPT, "grid", "output_dir", "quiet", "func", "command"}
     defaults = vars(build_parser().parse_args(["sweep"]))
     unsupported = [k for k, v in vars(args).items() if k not in shared and v != defaults.get(k)]
     if unsupported:  # --resume (a sweep keeps no checkpoints), and train's device flags
@@ -430,10 +435,10 @@ def _sweep(args: argparse.Namespace) -> int:
     from jaxlayers import sweep as jl_sweep
     from jaxlayers import train as jl_train
 
-    lists = {flag: getattr(args, flag) for flag in SWEEP_FLAGS if getattr(args, flag) is not None}
+    lists = {flag: getattr(args, flag) for flag in SWEPT if getattr(args, flag) is not None}
     try:
         if not lists:
-            raise ValueError(f"give at least one of --{', --'.join(f.replace('_', '-') for f in SWEEP_FLAGS)}")
+            raise ValueError(f"give at least one of --{', --'.join(f.replace('_', '-') for f in SWEPT)}")
         if "seeds" in lists:
             if any(v is None or v != int(v) for v in lists["seeds"]):
                 raise ValueError(f"--seeds must be integers, got {lists['seeds']}")
@@ -453,7 +458,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
             bar = tqdm(total=config.epochs, unit="epoch", desc=f"{k_models} models", file=sys.stderr)
 
-        def on_epoch(r: jl_sweep.SweepReport) -> None:
+        def on_epoch(r: jl_train.EpochReport) -> None:
             if bar is not None:
                 bar.set_postfix(best_val_acc=f"{float(max(r.val_acc)):.4f}", refresh=False)
                 bar.update(1)
@@ -511,7 +516,9 @@ def _add_sweep_parser(sub) -> None:
         "(a,b,c or log:START:STOP:NUM or lin:START:STOP:NUM). Prints one row per model.",
     )
     _add_train_arguments(p)
-    for flag in SWEEP_FLAGS:
+    from jaxlayers.sweep import SWEPT  # the one list of sweepable settings
+
+    for flag in SWEPT:
         p.add_argument(f"--{flag.replace('_', '-')}", type=_sweep_values, metavar="VALUES", dest=flag)
     p.add_argument("--grid", action="store_true", help="train every combination of the lists (default: zip them)")
     p.set_defaults(func=_sweep)

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
-from typing import Any
+from typing import Any, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlayers._checks import check_choice, check_float_dtype, check_int, check_number, require, stats_dtype
 from jaxlayers.layers import BatchNormState, affine, batchnorm, batchnorm_state, dropout, relu
 from jaxlayers.losses import softmax_loss, svm_loss
+from jaxlayers.model import register_model
 
-__all__ = ["FullyConnectedNet"]
+__all__ = ["FullyConnectedNet", "LayerModel", "init_std"]
 
 _NORMALIZATIONS = (None, "batchnorm")
 _LOSSES = ("softmax", "svm")
@@ -30,20 +31,195 @@ Params = dict[str, jax.Array]
 State = dict[str, BatchNormState]
 
 
-def _fail(message: str, exc: type[Exception] = ValueError):
-    raise exc(f"FullyConnectedNet: {message}")
+def _set(obj, name: str, value) -> None:
+    object.__setattr__(obj, name, value)
 
 
-def _is_int(value) -> bool:
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+def init_std(weight_scale, fan_in: int, dtype) -> jax.Array | float:
+    """The standard deviation of a weight initialisation: ``weight_scale``, or He's ``sqrt(2 / fan_in)`` for ``None``.
+
+    ``weight_scale`` may be traced (a model's pytree leaf); it is cast to
+    ``dtype`` so the product with a ``dtype`` draw rounds the same way whether
+    it came in as a Python float or an array (He, He et al. 2015).
+    """
+    if weight_scale is None:
+        return math.sqrt(2.0 / fan_in)
+    return jnp.asarray(weight_scale, dtype)
 
 
-def _is_real(value) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+class LayerModel:
+    """What jaxlayers' models share (a mixin for frozen dataclasses).
+
+    * A **pytree**: the fields in ``_TRACED`` (``reg``, ``weight_scale``) are
+      its leaves and reach compiled training programs as traced values (a new
+      value compiles nothing; ``fit_many`` stacks them); every other field is
+      static. ``weight_scale=None`` (He init) has no leaf.
+    * ``to_dict`` / ``from_dict``, the L2 penalty over the ``W*`` parameters,
+      and the checks of ``params`` / ``state`` against :meth:`param_shapes`.
+
+    Subclasses define ``_OWNER`` (the name in error messages),
+    ``param_shapes()`` and ``state_keys()``.
+    """
+
+    _TRACED: ClassVar[tuple[str, ...]] = ("reg", "weight_scale")
+    _OWNER: ClassVar[str] = "model"
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        jax.tree_util.register_pytree_node(cls, cls._tree_flatten, cls._tree_unflatten)
+
+    def _tree_flatten(self):
+        fields = [f.name for f in dataclasses.fields(self)]
+        static = tuple((n, getattr(self, n)) for n in fields if n not in self._TRACED)
+        return tuple(getattr(self, n) for n in self._TRACED), static
+
+    @classmethod
+    def _tree_unflatten(cls, static, leaves):
+        obj = object.__new__(cls)  # no __post_init__: leaves may be tracers or vmapped arrays
+        for name, value in static:
+            _set(obj, name, value)
+        for name, value in zip(cls._TRACED, leaves, strict=True):
+            _set(obj, name, value)
+        return obj
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready values (tuples as lists, ``dtype`` by name)."""
+        d = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = v.name if isinstance(v, np.dtype) else list(v) if isinstance(v, tuple) else v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+          ValueError / TypeError: unknown fields, or values the constructor refuses.
+        """
+        names = {f.name for f in dataclasses.fields(cls)}
+        require(isinstance(d, dict), cls.__name__, f"from_dict needs a dict, got {type(d).__name__}", TypeError)
+        unknown = sorted(set(d) - names)
+        require(not unknown, cls.__name__, f"from_dict: unknown fields {unknown}; known: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def state_keys(self) -> set[str]:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def num_params(self) -> int:
+        """The number of parameters (scalars) of the model."""
+        return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def l2_penalty(self, params: Params) -> jax.Array:
+        """``0.5 * reg * sum_i sum(Wi**2)`` over the weight tensors ``W*`` (a scalar in ``dtype``).
+
+        ``reg`` may be traced; it is always applied (``reg = 0`` adds an exact 0).
+        """
+        # vdot(W, W), not sum(W**2): its VJP keeps W itself (an input), not a new 2*W array.
+        names = [n for n in self.param_shapes() if n.startswith("W")]
+        total = sum(jnp.vdot(params[n], params[n]) for n in names)
+        return 0.5 * jnp.asarray(self.reg, self.dtype) * total
+
+    def _check_dtype_available(self) -> None:
+        available = jax.dtypes.canonicalize_dtype(self.dtype)
+        require(
+            available == self.dtype,
+            self._OWNER,
+            f"dtype {self.dtype} is not available: JAX's x64 mode is off, so it would silently run in "
+            f"{available}. Wrap the calls in `with jax.enable_x64(True):`",
+            TypeError,
+        )
+
+    def _check_params(self, params, state) -> None:
+        owner = self._OWNER
+        expected = self.param_shapes()
+        require(
+            isinstance(params, dict),
+            owner,
+            f"params must be a dict of arrays by name (from init), got {type(params).__name__}",
+            TypeError,
+        )
+        missing = sorted(set(expected) - set(params))
+        extra = sorted(set(params) - set(expected))
+        require(
+            not missing and not extra,
+            owner,
+            f"params do not match this model ({self._describe()}): missing {missing}, unexpected {extra}",
+        )
+        for name, shape in expected.items():
+            got = tuple(np.shape(params[name]))
+            require(got == shape, owner, f"params[{name!r}] must have shape {shape} ({self._describe()}), got {got}")
+        want_state = self.state_keys()
+        got_state = sorted(state) if isinstance(state, dict) else type(state).__name__
+        require(
+            isinstance(state, dict) and set(state) == want_state,
+            owner,
+            f"state must be a dict with keys {sorted(want_state)} (from init), got {got_state}",
+        )
+
+    def _describe(self) -> str:
+        return self._OWNER
+
+    def _check_train_key(self, train, key, dropout_rate: float) -> bool:
+        """Whether dropout is active; raise for a non-bool ``train`` or a missing key."""
+        require(
+            isinstance(train, bool | np.bool_),
+            self._OWNER,
+            f"train must be a Python bool (static), got {train!r}",
+            TypeError,
+        )
+        use_dropout = bool(train) and dropout_rate > 0.0
+        require(
+            not (use_dropout and key is None),
+            self._OWNER,
+            f"a PRNG key is required for dropout (dropout_rate={dropout_rate}) in train mode: pass key=",
+        )
+        return use_dropout
+
+    def _data_loss(self, scores, y):
+        return softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
+
+    def loss(
+        self,
+        params: Params,
+        state: State,
+        x: jax.Array,
+        y: jax.Array,
+        *,
+        key: jax.Array | None = None,
+    ) -> tuple[jax.Array, tuple[State, jax.Array]]:
+        """Training objective: data loss (train mode) plus the L2 penalty.
+
+        Shaped for ``jax.value_and_grad(model.loss, has_aux=True)``.
+
+        Args:
+          params, state: as :meth:`apply`.
+          x: inputs, as :meth:`apply`.
+          y: integer labels, shape ``(N,)``, each in ``[0, num_classes)``.
+          key: PRNG key for dropout (required when ``dropout_rate > 0``).
+
+        Returns:
+          ``(loss, (new_state, scores))``: the scalar mean data loss plus
+          ``0.5 * reg * sum(W**2)``; the updated running statistics; the
+          train-mode scores ``(N, num_classes)``.
+
+        Raises:
+          ValueError: as :meth:`apply`; labels of the wrong shape; concrete
+            labels outside ``[0, num_classes)`` (under ``jit`` the loss is NaN
+            instead, see :func:`jaxlayers.softmax_loss`).
+          TypeError: non-integer labels.
+        """
+        scores, new_state = self.apply(params, state, x, train=True, key=key)
+        data_loss = self._data_loss(scores, y)
+        return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (new_state, scores)
 
 
+@register_model
 @dataclasses.dataclass(frozen=True)
-class FullyConnectedNet:
+class FullyConnectedNet(LayerModel):
     """A fully connected classifier: ``{affine - [batchnorm] - relu - [dropout]} x (L-1) - affine - loss``.
 
     A frozen, hashable configuration with pure methods; parameters and running
@@ -99,49 +275,46 @@ class FullyConnectedNet:
     weight_scale: float | None = None
     dtype: Any = jnp.float32
 
+    _OWNER: ClassVar[str] = "FullyConnectedNet"
+
     def __post_init__(self) -> None:
+        owner = self._OWNER
         dims = self.hidden_dims
-        if isinstance(dims, (str, bytes)) or not hasattr(dims, "__iter__"):
-            _fail(f"hidden_dims must be a sequence of positive ints, got {dims!r}", TypeError)
+        require(
+            not isinstance(dims, str | bytes) and hasattr(dims, "__iter__"),
+            owner,
+            f"hidden_dims must be a sequence of positive ints, got {dims!r}",
+            TypeError,
+        )
         dims = tuple(dims)
-        for i, h in enumerate(dims):
-            if not _is_int(h) or h <= 0:
-                _fail(f"hidden_dims[{i}] must be a positive int, got {h!r} (hidden_dims={dims!r})")
-        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in dims))
-        if not _is_int(self.input_dim) or self.input_dim <= 0:
-            _fail(f"input_dim must be a positive int, got {self.input_dim!r}")
-        if not _is_int(self.num_classes) or self.num_classes < 2:
-            _fail(f"num_classes must be an int >= 2, got {self.num_classes!r}")
-        object.__setattr__(self, "input_dim", int(self.input_dim))
-        object.__setattr__(self, "num_classes", int(self.num_classes))
+        _set(
+            self, "hidden_dims", tuple(check_int(h, owner, f"hidden_dims[{i}]", minimum=1) for i, h in enumerate(dims))
+        )
+        _set(self, "input_dim", check_int(self.input_dim, owner, "input_dim", minimum=1))
+        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
         norm = self.normalization
         if isinstance(norm, str) and norm.lower() == "none":
             norm = None
-        if norm not in _NORMALIZATIONS:
-            _fail(f"normalization must be None or 'batchnorm', got {self.normalization!r}")
-        object.__setattr__(self, "normalization", norm)
-        if not _is_real(self.dropout_rate) or not 0.0 <= self.dropout_rate < 1.0:
-            _fail(
-                f"dropout_rate (probability of dropping a unit) must lie in [0, 1), got {self.dropout_rate!r}; "
-                "use 0 to disable dropout"
-            )
-        object.__setattr__(self, "dropout_rate", float(self.dropout_rate))
-        if not _is_real(self.reg) or not (self.reg >= 0.0 and math.isfinite(self.reg)):
-            _fail(f"reg (L2 strength) must be a finite number >= 0, got {self.reg!r}")
-        object.__setattr__(self, "reg", float(self.reg))
-        if self.loss_type not in _LOSSES:
-            _fail(f"loss_type must be 'softmax' or 'svm', got {self.loss_type!r}")
+        check_choice(norm, owner, "normalization", _NORMALIZATIONS)
+        _set(self, "normalization", norm)
+        rate = check_number(
+            self.dropout_rate,
+            owner,
+            "dropout_rate (probability of dropping a unit)",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+            what="; use 0 to disable dropout",
+        )
+        _set(self, "dropout_rate", rate)
+        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
+        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
         if self.weight_scale is not None:
-            if not _is_real(self.weight_scale) or not (self.weight_scale > 0.0 and math.isfinite(self.weight_scale)):
-                _fail(f"weight_scale must be a positive number or None (He init), got {self.weight_scale!r}")
-            object.__setattr__(self, "weight_scale", float(self.weight_scale))
-        try:
-            dtype = np.dtype(self.dtype)
-        except TypeError:
-            _fail(f"dtype must be a floating dtype such as 'float32', got {self.dtype!r}", TypeError)
-        if not jnp.issubdtype(dtype, jnp.floating):
-            _fail(f"dtype must be a floating dtype, got {dtype}", TypeError)
-        object.__setattr__(self, "dtype", dtype)
+            scale = check_number(
+                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
+            )
+            _set(self, "weight_scale", scale)
+        _set(self, "dtype", check_float_dtype(self.dtype, owner))
 
     # ------------------------------------------------------------------ helpers
 
@@ -171,57 +344,27 @@ class FullyConnectedNet:
                 shapes[f"beta{i}"] = (dims[i],)
         return shapes
 
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as JSON-ready values (``dtype`` by name)."""
-        d = dataclasses.asdict(self)
-        d["hidden_dims"] = list(self.hidden_dims)
-        d["dtype"] = self.dtype.name
-        return d
+    def state_keys(self) -> set[str]:
+        """The keys of the running-statistics dict: ``bn1 .. bn{L-1}`` with batchnorm, else none."""
+        return {f"bn{i}" for i in range(1, self.num_layers)} if self.use_batchnorm else set()
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> FullyConnectedNet:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{**d, "hidden_dims": tuple(d["hidden_dims"])})
-
-    def _check_dtype_available(self) -> None:
-        available = jax.dtypes.canonicalize_dtype(self.dtype)
-        if available != self.dtype:
-            _fail(
-                f"dtype {self.dtype} is not available: JAX's x64 mode is off, so it would silently run in "
-                f"{available}. Wrap the calls in `with jax.enable_x64(True):`",
-                TypeError,
-            )
-
-    def _check_params(self, params, state) -> None:
-        expected = self.param_shapes()
-        if not isinstance(params, dict):
-            _fail(f"params must be a dict of arrays by name (from init), got {type(params).__name__}", TypeError)
-        missing = sorted(set(expected) - set(params))
-        extra = sorted(set(params) - set(expected))
-        if missing or extra:
-            _fail(
-                f"params do not match this network (layer dims {self.layer_dims}, normalization "
-                f"{self.normalization!r}): missing {missing}, unexpected {extra}"
-            )
-        for name, shape in expected.items():
-            got = tuple(np.shape(params[name]))
-            if got != shape:
-                _fail(f"params[{name!r}] must have shape {shape} for layer dims {self.layer_dims}, got {got}")
-        want_state = {f"bn{i}" for i in range(1, self.num_layers)} if self.use_batchnorm else set()
-        if not isinstance(state, dict) or set(state) != want_state:
-            got_state = sorted(state) if isinstance(state, dict) else type(state).__name__
-            _fail(f"state must be a dict with keys {sorted(want_state)} (from init), got {got_state}")
+    def _describe(self) -> str:
+        return f"layer dims {self.layer_dims}, normalization {self.normalization!r}"
 
     def _check_x(self, x) -> None:
         shape = tuple(np.shape(x))
-        if len(shape) < 2:
-            _fail(f"x must have shape (N, {self.input_dim}) (or (N, d1, ..., dk) flattening to it), got {shape}")
+        require(
+            len(shape) >= 2,
+            self._OWNER,
+            f"x must have shape (N, {self.input_dim}) (or (N, d1, ..., dk) flattening to it), got {shape}",
+        )
         d = math.prod(shape[1:])
-        if d != self.input_dim:
-            _fail(
-                f"x has {d} features per example (shape {shape}) but the network was built with "
-                f"input_dim={self.input_dim}; build it with input_dim={d} or fix the data"
-            )
+        require(
+            d == self.input_dim,
+            self._OWNER,
+            f"x has {d} features per example (shape {shape}) but the network was built with "
+            f"input_dim={self.input_dim}; build it with input_dim={d} or fix the data",
+        )
 
     # ------------------------------------------------------------------ API
 
@@ -248,13 +391,13 @@ class FullyConnectedNet:
         state: State = {}
         for i in range(1, self.num_layers + 1):
             fan_in, fan_out = dims[i - 1], dims[i]
-            std = self.weight_scale if self.weight_scale is not None else math.sqrt(2.0 / fan_in)
+            std = init_std(self.weight_scale, fan_in, self.dtype)
             params[f"W{i}"] = std * jax.random.normal(keys[i - 1], (fan_in, fan_out), self.dtype)
             params[f"b{i}"] = jnp.zeros((fan_out,), self.dtype)
             if self.use_batchnorm and i < self.num_layers:
                 params[f"gamma{i}"] = jnp.ones((fan_out,), self.dtype)
                 params[f"beta{i}"] = jnp.zeros((fan_out,), self.dtype)
-                state[f"bn{i}"] = batchnorm_state(fan_out, self.dtype)
+                state[f"bn{i}"] = batchnorm_state(fan_out, stats_dtype(self.dtype))
         return params, state
 
     def apply(
@@ -287,13 +430,9 @@ class FullyConnectedNet:
           ValueError: ``x``'s features differ from ``input_dim``; params or
             state do not match the network; no ``key`` when dropout needs one.
         """
-        if not isinstance(train, (bool, np.bool_)):
-            _fail(f"train must be a Python bool (static), got {train!r}", TypeError)
+        use_dropout = self._check_train_key(train, key, self.dropout_rate)
         self._check_x(x)
         self._check_params(params, state)
-        use_dropout = bool(train) and self.dropout_rate > 0.0
-        if use_dropout and key is None:
-            _fail(f"a PRNG key is required for dropout (dropout_rate={self.dropout_rate}) in train mode: pass key=")
         x = jnp.asarray(x)
         h = x.reshape(x.shape[0], -1).astype(self.dtype)
         hidden = self.num_layers - 1
@@ -310,45 +449,3 @@ class FullyConnectedNet:
                 h = dropout(h, keys[i - 1], rate=self.dropout_rate, train=True)
         scores = affine(h, params[f"W{self.num_layers}"], params[f"b{self.num_layers}"])
         return scores, new_state
-
-    def l2_penalty(self, params: Params) -> jax.Array:
-        """``0.5 * reg * sum_i sum(Wi**2)`` over the weight matrices (a scalar in ``dtype``)."""
-        if self.reg == 0.0:  # static: no pass over the weights and no saved copy of them in the step
-            return jnp.zeros((), self.dtype)
-        # vdot(W, W), not sum(W**2): its VJP keeps W itself (an input), not a new 2*W array.
-        total = sum(jnp.vdot(params[f"W{i}"], params[f"W{i}"]) for i in range(1, self.num_layers + 1))
-        return 0.5 * self.reg * total
-
-    def loss(
-        self,
-        params: Params,
-        state: State,
-        x: jax.Array,
-        y: jax.Array,
-        *,
-        key: jax.Array | None = None,
-    ) -> tuple[jax.Array, tuple[State, jax.Array]]:
-        """Training objective: data loss (train mode) plus the L2 penalty.
-
-        Shaped for ``jax.value_and_grad(net.loss, has_aux=True)``.
-
-        Args:
-          params, state: as :meth:`apply`.
-          x: inputs, as :meth:`apply`.
-          y: integer labels, shape ``(N,)``, each in ``[0, num_classes)``.
-          key: PRNG key for dropout (required when ``dropout_rate > 0``).
-
-        Returns:
-          ``(loss, (new_state, scores))``: the scalar mean data loss plus
-          ``0.5 * reg * sum(W**2)``; the updated running statistics; the
-          train-mode scores ``(N, num_classes)``.
-
-        Raises:
-          ValueError: as :meth:`apply`; labels of the wrong shape; concrete
-            labels outside ``[0, num_classes)`` (under ``jit`` the loss is NaN
-            instead, see :func:`jaxlayers.softmax_loss`).
-          TypeError: non-integer labels.
-        """
-        scores, new_state = self.apply(params, state, x, train=True, key=key)
-        data_loss = softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
-        return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (new_state, scores)

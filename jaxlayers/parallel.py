@@ -28,14 +28,14 @@ the whole dataset in host memory and draws the same permutation from the
 replicated PRNG key, so the global batches are the one-process run's.
 
 Entry points: :func:`make_data_mesh`, :func:`initialize_distributed`,
-:func:`replicate`, :func:`host_copy`, and ``jaxlayers.train.fit(..., mesh=)``
-(which uses :class:`DataParallelEpochs`).
+:func:`replicate`, :func:`host_copy`, and ``jaxlayers.train.fit(..., mesh=)``,
+whose epoch is the one-device epoch compiled over the mesh
+(:class:`jaxlayers.training.strategies.DataMesh`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import socket
 import sys
@@ -45,13 +45,14 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxlayers._checks import check_int, check_number, require
+
 __all__ = [
     "DATA_AXIS",
-    "DataParallelEpochs",
+    "as_auto_mesh",
     "Distributed",
     "DistributedInitError",
     "check_batch_size",
@@ -99,23 +100,18 @@ class Distributed:
 
     def __post_init__(self) -> None:
         _parse_address(self.coordinator)
-        for name in ("num_processes", "process_id"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool):
-                raise TypeError(f"Distributed: {name} must be an int, got {v!r}")
-        if self.num_processes < 1:
-            raise ValueError(f"Distributed: num_processes must be >= 1, got {self.num_processes}")
-        if not 0 <= self.process_id < self.num_processes:
-            raise ValueError(
-                f"Distributed: process_id must lie in [0, num_processes) = [0, {self.num_processes}), "
-                f"got {self.process_id}"
-            )
-        if not (isinstance(self.timeout_s, (int, float)) and 0 < self.timeout_s < math.inf):
-            raise ValueError(f"Distributed: timeout_s must be a finite number > 0, got {self.timeout_s!r}")
-        if self.local_devices is not None and (
-            not isinstance(self.local_devices, (int, np.integer)) or self.local_devices < 1
-        ):
-            raise ValueError(f"Distributed: local_devices must be None or an int >= 1, got {self.local_devices!r}")
+        owner = "Distributed"
+        object.__setattr__(self, "num_processes", check_int(self.num_processes, owner, "num_processes", minimum=1))
+        pid = check_int(self.process_id, owner, "process_id", minimum=0)
+        require(
+            pid < self.num_processes,
+            owner,
+            f"process_id must lie in [0, num_processes) = [0, {self.num_processes}), got {pid}",
+        )
+        object.__setattr__(self, "process_id", pid)
+        object.__setattr__(self, "timeout_s", check_number(self.timeout_s, owner, "timeout_s", low=0.0, low_open=True))
+        if self.local_devices is not None:
+            object.__setattr__(self, "local_devices", check_int(self.local_devices, owner, "local_devices", minimum=1))
 
 
 def _parse_address(address: str) -> tuple[str, int]:
@@ -322,7 +318,7 @@ def request_cpu_devices(n: int) -> bool:
     return True
 
 
-def _auto(mesh: Mesh) -> Mesh:
+def as_auto_mesh(mesh: Mesh) -> Mesh:
     """The same devices and axis names with every axis ``Auto`` (GSPMD places the collectives)."""
     if not isinstance(mesh, Mesh):
         raise TypeError(f"mesh must be a jax.sharding.Mesh (e.g. jaxlayers.parallel.make_data_mesh()), got {mesh!r}")
@@ -391,166 +387,6 @@ def host_copy(tree):
         return np.array(leaf, copy=True)
 
     return jax.tree.map(get, tree)
-
-
-def _process_rows(sharding: NamedSharding, shape: tuple[int, ...], axis: int) -> np.ndarray:
-    """Sorted indices along ``axis`` that this process's devices hold of a global array of ``shape``.
-
-    This is the order ``jax.make_array_from_process_local_data`` expects the
-    process-local data in.
-    """
-    rows = set()
-    for index in sharding.addressable_devices_indices_map(shape).values():
-        rows.update(range(*index[axis].indices(shape[axis])))
-    return np.array(sorted(rows), dtype=np.int64)
-
-
-# ---------------------------------------------------------------------------
-# The data-parallel epoch
-# ---------------------------------------------------------------------------
-
-
-def _eval_layout(n: int, eval_batch_size: int, num_devices: int) -> tuple[int, int]:
-    """``(batches, rows)``: the fewest batches of at most ~``eval_batch_size`` examples that
-    hold ``n``, each of ``rows`` examples, a multiple of the device count (the rest is padding)."""
-    batches = math.ceil(n / max(1, min(eval_batch_size, n)))
-    rows = math.ceil(math.ceil(n / batches) / num_devices) * num_devices
-    return batches, rows
-
-
-def _count_correct_padded(net, params, model_state, X, y) -> jax.Array:
-    """Traced: test-mode correct predictions over ``X (batches, rows, D)``; padding rows have label -1."""
-
-    def batch(args):
-        xb, yb = args
-        scores, _ = net.apply(params, model_state, xb, train=False)
-        return jnp.sum(jnp.argmax(scores, axis=1) == yb, dtype=jnp.int32)
-
-    return jnp.sum(lax.map(batch, (X, y)))
-
-
-@functools.lru_cache(maxsize=8)
-def _epoch_fn(net, config, steps_per_epoch: int, mesh: Mesh):
-    """The jitted data-parallel epoch (cached per network, config, steps and mesh)."""
-    from jaxlayers.train import _step_fn, make_optimizer
-
-    step = _step_fn(net, make_optimizer(config, steps_per_epoch))
-    repl = NamedSharding(mesh, P())
-    rows = NamedSharding(mesh, P(None, mesh.axis_names))
-    row = NamedSharding(mesh, P(mesh.axis_names))
-
-    def epoch(state, xb, yb, X_train, y_train, X_val, y_val):
-        key, _ = jax.random.split(state.key)  # the permutation key's twin was used on the host
-
-        def body(st, batch):
-            x, y = batch
-            return step(st, lax.with_sharding_constraint(x, row), lax.with_sharding_constraint(y, row))
-
-        state, metrics = lax.scan(body, state._replace(key=key), (xb, yb))
-        train_correct = _count_correct_padded(net, state.params, state.model_state, X_train, y_train)
-        val_correct = _count_correct_padded(net, state.params, state.model_state, X_val, y_val)
-        return state, metrics, train_correct, val_correct
-
-    return jax.jit(
-        epoch,
-        in_shardings=(repl, rows, rows, rows, rows, rows, rows),
-        out_shardings=(repl, repl, repl, repl),
-        donate_argnums=0,
-    )
-
-
-@functools.partial(jax.jit, static_argnames=("n",))
-def _permutation(key, n: int):
-    """The training permutation of an epoch, exactly as ``jaxlayers.train.make_epoch_fn`` draws it."""
-    _, perm_key = jax.random.split(key)
-    return jax.random.permutation(perm_key, n)
-
-
-class DataParallelEpochs:
-    """Runs :func:`jaxlayers.train.fit`'s epochs data-parallel over a mesh.
-
-    Holds the host copy of the training data and, on the devices, the
-    evaluation sets laid out in batches sharded over the mesh (padding rows
-    carry label -1 and never count). Each call draws the epoch's permutation
-    from the state's key on the host (the same integers the one-device epoch
-    draws on device), gathers this process's rows of every global batch,
-    places them (``(steps, B, D)`` sharded on ``B``), and runs the jitted epoch:
-    ``lax.scan`` of the training step, then the test-mode accuracy counts.
-
-    Args:
-      mesh: the device mesh; the batch is sharded over all its axes.
-      net: the :class:`jaxlayers.FullyConnectedNet`.
-      config: the :class:`jaxlayers.train.TrainConfig` (``batch_size`` must
-        be a multiple of the mesh's device count).
-      steps_per_epoch: ``N_train // batch_size``.
-      data: ``X_train, y_train, X_val, y_val`` (host arrays, the same in
-        every process).
-
-    Raises:
-      ValueError: the batch size is not a multiple of the device count.
-      TypeError: ``mesh`` is not a ``jax.sharding.Mesh``.
-    """
-
-    def __init__(self, mesh: Mesh, net, config, steps_per_epoch: int, data) -> None:
-        mesh = _auto(mesh)
-        check_batch_size(mesh, config.batch_size, "fit: batch_size")
-        self.mesh = mesh
-        self.steps = int(steps_per_epoch)
-        self.batch_size = int(config.batch_size)
-        self._rows = NamedSharding(mesh, P(None, mesh.axis_names))
-        self._fn = _epoch_fn(net, dataclasses.replace(config, epochs=1, seed=0), self.steps, mesh)
-        x_dtype = jax.dtypes.canonicalize_dtype(np.asarray(data.X_train).dtype)
-        self._X = np.asarray(data.X_train, dtype=x_dtype).reshape(np.shape(data.X_train)[0], -1)
-        self._y = np.asarray(data.y_train, dtype=np.int32)
-        shape = (self.steps, self.batch_size)
-        self._batch_rows = _process_rows(self._rows, shape, 1)
-        self._eval = [
-            *self._eval_arrays(self._X, self._y, config.eval_batch_size),
-            *self._eval_arrays(data.X_val, data.y_val, config.eval_batch_size),
-        ]
-
-    def _eval_arrays(self, X, y, eval_batch_size: int) -> tuple[jax.Array, jax.Array]:
-        X = np.asarray(X)
-        X = X.reshape(X.shape[0], -1)
-        X = X.astype(jax.dtypes.canonicalize_dtype(X.dtype), copy=False)
-        n, d = X.shape
-        nb, rows = _eval_layout(n, eval_batch_size, self.mesh.devices.size)
-        mine = _process_rows(self._rows, (nb, rows), 1)
-        index = np.arange(nb * rows).reshape(nb, rows)[:, mine]  # global example index per local slot
-        valid = index < n
-        Xl = np.where(valid[..., None], X[np.minimum(index, n - 1)], 0).astype(X.dtype)
-        yl = np.where(valid, np.asarray(y, dtype=np.int32)[np.minimum(index, n - 1)], -1).astype(np.int32)
-        return (
-            jax.make_array_from_process_local_data(self._rows, Xl, (nb, rows, d)),
-            jax.make_array_from_process_local_data(self._rows, yl, (nb, rows)),
-        )
-
-    def batches(self, state) -> tuple[jax.Array, jax.Array]:
-        """The epoch's global minibatches ``(steps, B, D)`` and ``(steps, B)``, sharded on ``B``.
-
-        This process gathers and transfers only its rows of each batch.
-        """
-        key = state.key
-        key_data = host_copy(jax.random.key_data(key))
-        local_key = jax.random.wrap_key_data(key_data, impl=jax.random.key_impl(key))
-        perm = np.asarray(_permutation(local_key, self._X.shape[0]))
-        idx = perm[: self.steps * self.batch_size].reshape(self.steps, self.batch_size)[:, self._batch_rows]
-        shape = (self.steps, self.batch_size)
-        return (
-            jax.make_array_from_process_local_data(self._rows, self._X[idx], (*shape, self._X.shape[1])),
-            jax.make_array_from_process_local_data(self._rows, self._y[idx], shape),
-        )
-
-    def __call__(self, state):
-        """One epoch: ``state -> (state, metrics, train_correct, val_correct)``.
-
-        ``state`` (replicated on the mesh) is donated; ``metrics`` (``loss`` and
-        ``accuracy``, ``(steps,)`` each) and the two counts come back as host
-        NumPy values, the same in every process.
-        """
-        xb, yb = self.batches(state)
-        state, metrics, train_correct, val_correct = self._fn(state, xb, yb, *self._eval)
-        return (state, *host_copy((metrics, train_correct, val_correct)))
 
 
 def describe(mesh: Mesh) -> str:

@@ -66,17 +66,17 @@ def test_fit_many_equals_separate_fits(small):
             reg=settings["regs"][k],
         )
         config_k = dataclasses.replace(CONFIG, seed=settings["seeds"][k], learning_rate=settings["learning_rates"][k])
-        assert (many.nets[k], many.configs[k]) == (net_k, config_k)
-        one, mine = train.fit(net_k, small, config_k), many.fit_result(k)
+        assert (many.models[k], many.configs[k]) == (net_k, config_k)
+        one, mine = train.fit(net_k, small, config_k), many[k]
         assert_trees_close(mine.state, one.state)  # params, running stats, optimizer state, step, key
         assert_trees_close(mine.best_params, one.best_params)
         assert_trees_close(mine.best_model_state, one.best_model_state)
         np.testing.assert_allclose(mine.history.loss, one.history.loss, rtol=1e-5)
-        assert mine.history.lr == one.history.lr
+        np.testing.assert_array_equal(mine.history.lr, one.history.lr)
         # Accuracies are counts of argmaxes: equal unless a float32 rounding flips one example.
         np.testing.assert_allclose(mine.history.train_acc, one.history.train_acc, atol=1.01 / n_train)
         np.testing.assert_allclose(mine.history.val_acc, one.history.val_acc, atol=1.01 / n_val)
-        if mine.history.val_acc == one.history.val_acc:
+        if np.array_equal(mine.history.val_acc, one.history.val_acc):
             assert (mine.best_epoch, mine.best_val_acc) == (one.best_epoch, one.best_val_acc)
 
 
@@ -89,11 +89,11 @@ def test_fit_many_equals_separate_fits_in_float64(small):
         config = dataclasses.replace(CONFIG, epochs=2)
         many = train.fit_many(net, small, config, learning_rates=[0.03, 0.01], regs=[0.0, 1e-2], seeds=[3, 4])
         for k in range(2):
-            one, mine = train.fit(many.nets[k], small, many.configs[k]), many.fit_result(k)
+            one, mine = train.fit(many.models[k], small, many.configs[k]), many[k]
             assert mine.state.params["W1"].dtype == jnp.float64
             assert_trees_close(mine.state, one.state, rtol=1e-12, atol=1e-14)
             np.testing.assert_allclose(mine.history.loss, one.history.loss, rtol=1e-12)
-            assert mine.history.val_acc == one.history.val_acc
+            np.testing.assert_array_equal(mine.history.val_acc, one.history.val_acc)
 
 
 def test_fit_many_is_train_fit_many():
@@ -120,6 +120,7 @@ def test_a_diverging_model_is_recorded_and_the_others_train_on(small):
         ({"seeds": []}, ValueError, "seeds is empty"),
         ({"seeds": 3}, TypeError, "seeds must be a sequence"),
         ({"dropout_rates": [0.1, 1.0]}, ValueError, r"model 1: FullyConnectedNet: dropout_rate"),
+        ({"learning_rates": [0.1, float("nan")]}, ValueError, r"model 1: TrainConfig: learning_rate"),
         ({"learning_rates": [0.1, -1.0]}, ValueError, r"model 1: TrainConfig: learning_rate"),
         ({"weight_scales": [0.0]}, ValueError, r"model 0: FullyConnectedNet: weight_scale"),
     ],

@@ -10,9 +10,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 import jaxlayers as jl
 from jaxlayers import train
+from jaxlayers.training import checkpoint, strategies
+from jaxlayers.training import state as state_module
 
 # One small network and a small slice of digits keep every fit here to a
 # couple of seconds; batchnorm and dropout are on so that resume has running
@@ -49,10 +52,8 @@ def assert_results_equal(r1, r2):
     assert_trees_bitwise_equal(r1.state, r2.state)
     assert_trees_bitwise_equal(r1.best_params, r2.best_params)
     assert_trees_bitwise_equal(r1.best_model_state, r2.best_model_state)
-    assert r1.history.loss == r2.history.loss
-    assert r1.history.train_acc == r2.history.train_acc
-    assert r1.history.val_acc == r2.history.val_acc
-    assert r1.history.lr == r2.history.lr
+    for name in ("loss", "train_acc", "val_acc", "lr"):
+        np.testing.assert_array_equal(getattr(r1.history, name), getattr(r2.history, name))
     assert (r1.best_epoch, r1.best_val_acc) == (r2.best_epoch, r2.best_val_acc)
 
 
@@ -131,23 +132,37 @@ def test_fit_history_best_params_and_determinism(small):
     assert r1.best_epoch == max(e + 1 for e, v in enumerate(h.val_acc) if v == r1.best_val_acc)  # latest on ties
     val = train.evaluate(NET, r1.best_params, r1.best_model_state, small.X_val, small.y_val)
     assert val == r1.best_val_acc
-    final_train = train.evaluate(NET, r1.state.params, r1.state.model_state, small.X_train, small.y_train)
-    assert final_train == h.train_acc[-1]
+    final_val = train.evaluate(NET, r1.state.params, r1.state.model_state, small.X_val, small.y_val)
+    assert final_val == h.val_acc[-1]
 
     r2 = train.fit(NET, small, CONFIG)
     assert_results_equal(r1, r2)  # same seed: bitwise the same run
     r3 = train.fit(NET, small, dataclasses.replace(CONFIG, seed=8))
-    assert r3.history.loss != r1.history.loss
+    assert not np.array_equal(r3.history.loss, r1.history.loss)
+
+
+def test_train_accuracy_is_the_running_accuracy_of_the_steps(small):
+    # No dropout, no batchnorm and a learning rate too small to move any weight: train mode is
+    # test mode and the parameters stay the initial ones, so the running accuracy of an epoch whose
+    # 8 batches of 50 cover all 400 examples equals a test-mode pass over the training set.
+    net = jl.FullyConnectedNet(hidden_dims=(16,), input_dim=64, num_classes=10)
+    config = train.TrainConfig(epochs=1, batch_size=50, optimizer="sgd", learning_rate=1e-30, seed=3)
+    result = train.fit(net, small, config)
+    init = train.init_train_state(net, train.make_optimizer(config, 8), jax.random.key(3))
+    for name, w in init.params.items():  # moved by ~1e-30 at most
+        np.testing.assert_allclose(result.state.params[name], w, rtol=0, atol=1e-25)
+    expected = train.evaluate(net, init.params, init.model_state, small.X_train, small.y_train)
+    assert result.history.train_acc[0] == expected
 
 
 def test_fit_rejects_data_that_disagree_with_the_net(small):
     with pytest.raises(ValueError, match=r"batch_size 401 is larger than the 400 training examples"):
         train.fit(NET, small, dataclasses.replace(CONFIG, batch_size=401))
     wrong_features = dataclasses.replace(small, X_val=small.X_val[:, :63])
-    with pytest.raises(ValueError, match=r"data.X_val has shape \(144, 63\), i.e. 63 features .* input_dim=64"):
+    with pytest.raises(ValueError, match=r"data.X_val has shape \(144, 63\), which the model refuses: .* input_dim=64"):
         train.fit(NET, wrong_features, CONFIG)
     wrong_labels = dataclasses.replace(small, y_train=np.where(small.y_train == 9, 10, small.y_train))
-    with pytest.raises(ValueError, match=r"data.y_train holds labels in \[0, 10\] .* num_classes=10"):
+    with pytest.raises(ValueError, match=r"data.y_train holds labels in \[0, 10\] but the model has 10 classes"):
         train.fit(NET, wrong_labels, CONFIG)
     float_labels = dataclasses.replace(small, y_val=small.y_val.astype(np.float32))
     with pytest.raises(TypeError, match="integer class labels"):
@@ -164,7 +179,7 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_the_checkpoint(small, tmp
     train.fit(net, small, dataclasses.replace(config, epochs=1), checkpoint_dir=tmp_path)
     before = (tmp_path / train.CHECKPOINT_NAME).read_bytes()
     X = small.X_train.copy()
-    X[7] = np.inf  # every epoch's batches hold example 7: its scores, and the loss, are NaN
+    X[7] = 3e38  # finite, but every epoch's batches hold example 7: its scores overflow, the loss is NaN
     broken = dataclasses.replace(small, X_train=X)
     with pytest.raises(train.NonFiniteLossError, match=r"the loss is nan at step \d+ \(epoch 1, iteration \d+ of 8\)"):
         train.fit(net, broken, config)
@@ -192,17 +207,19 @@ def test_resume_after_an_interruption_is_bitwise_equal_to_a_straight_run(small, 
     with pytest.raises(_Stop):
         train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, callback=stop_after_epoch_2)
     assert train.read_checkpoint_metadata(tmp_path / train.CHECKPOINT_NAME)["epoch"] == 2
-    train._compiled.cache_clear()  # as in a fresh process: the resumed run compiles anew
+    strategies._compiled.cache_clear()  # as in a fresh process: the resumed run compiles anew
+    state_module.jitted_init.cache_clear()
     resumed = train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
     assert resumed.start_epoch == 2
     assert_results_equal(straight, resumed)
-    # The final checkpoint holds the final state, bitwise.
-    template = train.init_train_state(NET, train.make_optimizer(CONFIG, 8), jax.random.key(0))
-    best_template = {"params": template.params, "model_state": template.model_state}
-    state, best, meta = train.load_checkpoint(tmp_path / train.CHECKPOINT_NAME, template, best_template)
-    assert_trees_bitwise_equal(state, straight.state)
-    assert_trees_bitwise_equal(best["params"], straight.best_params)
-    assert meta["epoch"] == 4 and meta["history"]["loss"] == straight.history.loss
+    # The final checkpoint holds the final state and the best parameters, bitwise.
+    tensors = load_file(tmp_path / train.CHECKPOINT_NAME)
+    for name, value in straight.state.params.items():
+        np.testing.assert_array_equal(tensors[f"state.params['{name}']"], value)
+        np.testing.assert_array_equal(tensors[f"best.params['{name}']"], straight.best_params[name])
+    np.testing.assert_array_equal(tensors["state.key"], jax.random.key_data(straight.state.key))
+    meta = train.read_checkpoint_metadata(tmp_path / train.CHECKPOINT_NAME)
+    assert meta["epoch"] == 4 and meta["history"]["loss"] == straight.history.loss.tolist()
 
 
 def test_resume_can_extend_a_finished_run(small, tmp_path):
@@ -211,7 +228,8 @@ def test_resume_can_extend_a_finished_run(small, tmp_path):
     resumed = train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
     assert_results_equal(straight, resumed)
     done = train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)  # nothing left to do
-    assert done.start_epoch == 4 and done.history.loss == straight.history.loss
+    assert done.start_epoch == 4
+    np.testing.assert_array_equal(done.history.loss, straight.history.loss)
 
 
 def test_resume_refuses_another_run(small, tmp_path):
@@ -221,7 +239,7 @@ def test_resume_refuses_another_run(small, tmp_path):
     ):
         train.fit(NET, small, dataclasses.replace(CONFIG, learning_rate=0.01), checkpoint_dir=tmp_path, resume=True)
     other = dataclasses.replace(NET, dropout_rate=0.3)
-    with pytest.raises(train.CheckpointError, match=r"network differs .*dropout_rate"):
+    with pytest.raises(train.CheckpointError, match=r"model differs .*config.dropout_rate"):
         train.fit(other, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path / "empty", resume=True)
@@ -259,7 +277,7 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(small, tmp_p
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the process dies between writing the temporary file and the rename
 
-    monkeypatch.setattr(train.os, "replace", killed)
+    monkeypatch.setattr(checkpoint.os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         train.fit(NET, small, CONFIG, checkpoint_dir=tmp_path, resume=True)
     monkeypatch.undo()
@@ -272,15 +290,46 @@ def test_a_crash_while_writing_a_checkpoint_leaves_the_previous_one(small, tmp_p
 def test_checkpoint_metadata_is_json_with_the_run(small, tmp_path):
     train.fit(NET, small, dataclasses.replace(CONFIG, epochs=1), checkpoint_dir=tmp_path)
     meta = train.read_checkpoint_metadata(tmp_path / train.CHECKPOINT_NAME)
-    assert meta["net"] == json.loads(json.dumps(NET.to_dict()))
-    assert meta["train_config"]["seed"] == 7 and meta["epoch"] == 1
+    assert meta["kind"] == "fit"
+    assert meta["models"] == [{"class": "FullyConnectedNet", "config": json.loads(json.dumps(NET.to_dict()))}]
+    assert meta["train_configs"][0]["seed"] == 7 and meta["epoch"] == 1
     assert meta["data"]["shapes"]["X_train"] == [400, 64]
 
 
 def test_plot_history_writes_a_png(small, tmp_path):
-    history = train.History(loss=[2.0, 1.0, 0.5, 0.4], train_acc=[0.5, 0.8], val_acc=[0.4, 0.7], lr=[1e-3, 9e-4])
-    fig = train.plot_history(history, tmp_path / "curves.png", steps_per_epoch=2, title="t")
+    history = train.History.empty()
+    history.append([2.0, 1.0], 0.5, 0.4, 1e-3, 0.1)
+    history.append([0.5, 0.4], 0.8, 0.7, 9e-4, 0.1)
+    fig = train.plot_history(history, tmp_path / "curves.png", steps_per_epoch=2, best_epoch=2, title="t")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     loss_ax, acc_ax = fig.axes
     assert loss_ax.get_xlabel() == "iteration" and acc_ax.get_xlabel() == "epoch"
-    assert [t.get_text() for t in acc_ax.get_legend().get_texts()][:2] == ["train", "validation"]
+    labels = [t.get_text() for t in acc_ax.get_legend().get_texts()]
+    assert labels == ["train (running, train mode)", "validation", "best val (epoch 2)"]
+
+
+def test_nan_features_and_bad_labels_are_refused_by_fit_and_evaluate(small):
+    X_val = small.X_val.copy()
+    X_val[3, 5] = np.nan
+    with pytest.raises(
+        ValueError, match=r"fit: data.X_val holds NaN or infinite values \(1 example\(s\), the first at index \[3\]\)"
+    ):
+        train.fit(NET, dataclasses.replace(small, X_val=X_val), CONFIG)
+    params, model_state = NET.init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"evaluate: X holds NaN"):
+        train.evaluate(NET, params, model_state, X_val, small.y_val)
+    with pytest.raises(ValueError, match=r"evaluate: y holds labels in \[1, 12\] but the model has 10 classes"):
+        train.evaluate(NET, params, model_state, small.X_val, np.where(small.y_val == 0, 12, small.y_val))
+    with pytest.raises(ValueError, match=r"evaluate: y holds labels in \[-1, 9\]"):
+        train.evaluate(NET, params, model_state, small.X_val, np.where(small.y_val == 0, -1, small.y_val))
+    with pytest.raises(TypeError, match=r"evaluate: y must hold integer class labels, got dtype float32"):
+        train.evaluate(NET, params, model_state, small.X_val, small.y_val.astype(np.float32))
+
+
+def test_numpy_scalars_configure_like_python_numbers():
+    config = train.TrainConfig(learning_rate=np.float32(0.01), epochs=np.int64(3), momentum=np.float64(0.5))
+    assert config.learning_rate == pytest.approx(0.01) and config.epochs == 3 and type(config.epochs) is int
+    with pytest.raises(ValueError, match=r"TrainConfig: learning_rate must be a finite number > 0, got inf"):
+        train.TrainConfig(learning_rate=float("inf"))
+    with pytest.raises(ValueError, match=r"TrainConfig: seed must be an int in \[0, 2\*\*32\)"):
+        train.TrainConfig(seed=2**32)

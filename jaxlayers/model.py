@@ -1,0 +1,185 @@
+"""The model protocol: what a model gives the training loop, the CLI and checkpoints.
+
+Any object with these five members trains through :func:`jaxlayers.train.fit`
+(one device or a device mesh), :func:`jaxlayers.train.fit_many` (``K``
+models vmapped), :func:`jaxlayers.train.evaluate`, checkpoints and resume;
+jaxlayers' own models (:class:`~jaxlayers.FullyConnectedNet`, the conv nets)
+are instances, not special cases:
+
+``init(key) -> (params, model_state)``
+    Fresh parameters (a pytree of float arrays) and running statistics (a
+    pytree, ``{}`` if none) from a PRNG key.
+``apply(params, model_state, x, *, train, key=None) -> (scores, new_model_state)``
+    Class scores ``(N, C)`` for a batch ``x`` (``(N, ...)``). ``train`` is a
+    static Python bool (batch statistics and dropout when ``True``); ``key``
+    the dropout key. Examples must be independent in test mode
+    (``train=False``): evaluation runs in batches of any size.
+``loss(params, model_state, x, y, *, key=None) -> (loss, (new_model_state, scores))``
+    The scalar training objective in train mode, shaped for
+    ``jax.value_and_grad(model.loss, has_aux=True)``; ``scores`` are the
+    train-mode scores (the loop counts the batch's correct predictions from
+    them, so training accuracy costs no second pass).
+``to_dict() -> dict`` and ``from_dict(d)`` (a classmethod)
+    The configuration as JSON values, and back: checkpoints and run
+    directories record it, resume compares it, :func:`model_from_record`
+    rebuilds the model.
+
+How the loop holds a model. A model is either
+
+* a **pytree** (jaxlayers' models are: ``jax.tree_util`` flattens them), whose
+  leaves -- numbers or arrays such as ``reg`` and ``weight_scale`` -- reach the
+  compiled program as *traced* values: a second ``fit`` that changes only them
+  compiles nothing, and ``fit_many`` stacks them over the models; its treedef
+  (the rest of the configuration) keys the compilation cache; or
+* any other **hashable** object (a frozen dataclass, say), which is static:
+  every distinct value compiles its own program.
+
+:func:`split_model` / :func:`merge_model` are that split, used by every
+compiled function of the training side.
+
+Records. :func:`model_record` is ``{"class": name, "config": to_dict()}``;
+:func:`model_from_record` looks the class name up in a registry -- jaxlayers'
+models are registered; register your own with :func:`register_model`. Nothing
+is imported by a name read from a file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import jax
+
+from jaxlayers._checks import require
+
+__all__ = [
+    "Model",
+    "check_model",
+    "merge_model",
+    "model_from_record",
+    "model_record",
+    "register_model",
+    "registered_models",
+    "split_model",
+]
+
+
+@runtime_checkable
+class Model(Protocol):
+    """The model protocol (see the module docstring for the contract of each member)."""
+
+    def init(self, key: jax.Array) -> tuple[Any, Any]: ...
+
+    def apply(self, params, model_state, x, *, train: bool, key: jax.Array | None = None) -> tuple[jax.Array, Any]: ...
+
+    def loss(self, params, model_state, x, y, *, key: jax.Array | None = None) -> tuple[jax.Array, tuple[Any, Any]]: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Model: ...
+
+
+_MEMBERS = ("init", "apply", "loss", "to_dict", "from_dict")
+
+
+def check_model(model, where: str) -> None:
+    """Raise ``TypeError`` unless ``model`` provides the protocol's members (naming the missing ones)."""
+    missing = [m for m in _MEMBERS if not callable(getattr(model, m, None))]
+    require(
+        not missing,
+        where,
+        f"model must provide the model protocol (init, apply, loss, to_dict, from_dict; see jaxlayers.model); "
+        f"{type(model).__name__} lacks {', '.join(missing)}",
+        TypeError,
+    )
+
+
+class _Static:
+    """The treedef stand-in for a model that is not a pytree: the model itself, hashed by value."""
+
+    __slots__ = ("model",)
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def __hash__(self) -> int:
+        return hash((type(self.model), self.model))
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, _Static) and type(other.model) is type(self.model) and other.model == self.model
+
+
+def split_model(model, where: str = "model") -> tuple[Any, list]:
+    """``(static, leaves)``: the hashable part of ``model`` that keys compilation, and its traced leaves.
+
+    A pytree model gives its treedef and leaves; any other object is all
+    static (``leaves == []``) and must be hashable.
+
+    Raises:
+      TypeError: a non-pytree model that is not hashable.
+    """
+    leaves, treedef = jax.tree_util.tree_flatten(model)
+    if len(leaves) == 1 and leaves[0] is model:  # not a pytree: the model is its own leaf
+        try:
+            static = _Static(model)
+            hash(static)
+        except TypeError:
+            raise TypeError(
+                f"{where}: {type(model).__name__} must be hashable (e.g. a frozen dataclass) or a pytree, "
+                "so that its compiled training program can be cached"
+            ) from None
+        return static, []
+    return treedef, leaves
+
+
+def merge_model(static, leaves):
+    """Inverse of :func:`split_model` (``leaves`` may be tracers)."""
+    if isinstance(static, _Static):
+        return static.model
+    return jax.tree_util.tree_unflatten(static, leaves)
+
+
+_REGISTRY: dict[str, type] = {}
+
+
+def register_model(cls: type) -> type:
+    """Register a model class so checkpoints and run directories can rebuild it by name (a decorator).
+
+    Raises:
+      ValueError: another class is registered under the same name.
+    """
+    name = cls.__name__
+    require(
+        _REGISTRY.get(name, cls) is cls,
+        "register_model",
+        f"a different class is already registered as {name!r} ({_REGISTRY.get(name)!r})",
+    )
+    _REGISTRY[name] = cls
+    return cls
+
+
+def registered_models() -> dict[str, type]:
+    """The registered model classes by name."""
+    return dict(_REGISTRY)
+
+
+def model_record(model) -> dict[str, Any]:
+    """``{"class": type name, "config": model.to_dict()}``, JSON-ready."""
+    return {"class": type(model).__name__, "config": model.to_dict()}
+
+
+def model_from_record(record: dict[str, Any]):
+    """Rebuild a model from :func:`model_record`'s output.
+
+    Raises:
+      ValueError: an unregistered class name (register it with
+        :func:`register_model`), or a config its ``from_dict`` refuses.
+    """
+    name = record.get("class") if isinstance(record, dict) else None
+    require(
+        name in _REGISTRY,
+        "model_from_record",
+        f"unknown model class {name!r}; known: {', '.join(sorted(_REGISTRY))} "
+        "(register your own with jaxlayers.model.register_model)",
+    )
+    return _REGISTRY[name].from_dict(record["config"])

@@ -1,0 +1,20 @@
+"""The training side, one module per reason to change; each imports only the floors below it.
+
+From the top:
+
+* :mod:`~jaxlayers.training.loop` -- the one host loop: ``fit``, ``fit_many``,
+  ``evaluate``, data checks, checkpoint/resume, history and callbacks.
+* :mod:`~jaxlayers.training.plots` -- ``plot_history`` (matplotlib, Agg).
+* :mod:`~jaxlayers.training.strategies` -- how the one epoch function runs:
+  on one device, vmapped over ``K`` models, or sharded over a device mesh;
+  the only compile cache.
+* :mod:`~jaxlayers.training.epoch` -- the pure epoch: the permutation-key
+  rule, the scanned steps, the validation count, the best-epoch rule.
+* :mod:`~jaxlayers.training.state` -- ``TrainState``, the step, ``init_train_state``.
+* :mod:`~jaxlayers.training.config` -- ``TrainConfig`` and the optax optimizer.
+* :mod:`~jaxlayers.training.checkpoint` -- the safetensors format, atomic writes.
+* :mod:`~jaxlayers.training.results` -- ``History``, ``EpochReport``, ``FitResult``.
+
+``jaxlayers.train`` re-exports the public names. The layering is enforced by
+import-linter (``[tool.importlinter]`` in ``pyproject.toml``).
+"""

@@ -1,0 +1,635 @@
+"""The one host loop: :func:`fit`, :func:`fit_many` and :func:`evaluate`.
+
+``fit`` (one model, on one device or a mesh) and ``fit_many`` (``K`` models,
+vmapped) are the same loop, :func:`_run`, over a strategy from
+:mod:`jaxlayers.training.strategies`: per epoch one compiled call, one fetch
+of the per-step losses and counts, the history, the checkpoint (written on a
+background thread), the callback. They differ in what a non-finite loss does:
+``fit`` stops with :class:`NonFiniteLossError` and its last checkpoint intact;
+in a sweep the model is only marked (:attr:`FitResult.finite`) and the others
+train on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlayers._checks import check_instance, require
+from jaxlayers.model import check_model, model_record, split_model
+from jaxlayers.parallel import Distributed, host_copy, initialize_distributed, make_data_mesh
+from jaxlayers.training.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    CheckpointWriter,
+    checkpoint_tensors,
+    load_checkpoint,
+)
+from jaxlayers.training.config import TrainConfig, make_optimizer
+from jaxlayers.training.epoch import pad_eval
+from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError
+from jaxlayers.training.strategies import DataMesh, ManyModels, SingleDevice, compiled_count
+
+__all__ = ["SWEPT", "as_dataset", "check_data", "evaluate", "fit", "fit_many", "grid"]
+
+# fit_many's per-model lists: the keyword, and the field of the model (or of the TrainConfig) it sets.
+SWEPT = {
+    "seeds": ("config", "seed"),
+    "weight_scales": ("model", "weight_scale"),
+    "learning_rates": ("config", "learning_rate"),
+    "dropout_rates": ("model", "dropout_rate"),
+    "regs": ("model", "reg"),
+}
+_SPLITS = ("train", "val")
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def as_dataset(data, where: str):
+    """``data`` itself if it has ``X_train, y_train, X_val, y_val`` attributes; the course
+    ``Solver``'s dict ``{'X_train', 'y_train', 'X_val', 'y_val'}`` as such an object.
+
+    Raises:
+      TypeError: neither.
+    """
+    keys = ("X_train", "y_train", "X_val", "y_val")
+    if isinstance(data, dict):
+        missing = [k for k in keys if k not in data]
+        require(not missing, where, f"the data dict lacks {missing} (it needs {', '.join(keys)})", TypeError)
+        return SimpleNamespace(**{k: data[k] for k in keys}, name=str(data.get("name", "")))
+    missing = [k for k in keys if not hasattr(data, k)]
+    require(
+        not missing,
+        where,
+        f"data must be a jaxlayers.data.Dataset, or any object or dict with {', '.join(keys)}; "
+        f"{type(data).__name__} lacks {missing}",
+        TypeError,
+    )
+    return data
+
+
+def _num_classes(model, X, where: str, x_name: str) -> int:
+    """The model's class count, from the abstract shape of its scores on one example (nothing runs)."""
+    try:
+        shapes = jax.eval_shape(model.init, jax.random.key(0))
+        scores, _ = jax.eval_shape(lambda p, s, x: model.apply(p, s, x, train=False), *shapes, X[:1])
+    except (ValueError, TypeError) as e:
+        raise type(e)(f"{where}: {x_name} has shape {X.shape}, which the model refuses: {e}") from None
+    return int(scores.shape[-1])
+
+
+def _check_split(
+    model, X, y, where: str, x_name: str = "X", y_name: str = "y", *, allow_empty: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Host arrays ``X, y`` after the checks every split gets: shapes, integer labels in
+    ``[0, C)``, finite features, a shape the model accepts."""
+    X, y = np.asarray(X), np.asarray(y)
+    xs = X.shape
+    require(len(xs) >= 2, where, f"{x_name} must have shape (N, ...), got {xs}")
+    require(y.shape == (xs[0],), where, f"{y_name} must have shape ({xs[0]},) to match {x_name} {xs}, got {y.shape}")
+    require(
+        np.issubdtype(y.dtype, np.integer),
+        where,
+        f"{y_name} must hold integer class labels, got dtype {y.dtype}",
+        TypeError,
+    )
+    require(
+        np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer),
+        where,
+        f"{x_name} must be numeric, got dtype {X.dtype}",
+        TypeError,
+    )
+    if xs[0] == 0:
+        require(allow_empty, where, f"{x_name} is empty")
+        return X, y
+    if np.issubdtype(X.dtype, np.floating):
+        bad = np.flatnonzero(~np.isfinite(X.reshape(xs[0], -1)).all(axis=1))
+        require(
+            bad.size == 0,
+            where,
+            f"{x_name} holds NaN or infinite values ({bad.size} example(s), the first at index {bad[:1].tolist()})",
+        )
+    num_classes = _num_classes(model, X, where, x_name)
+    lo, hi = int(y.min()), int(y.max())
+    require(
+        lo >= 0 and hi < num_classes,
+        where,
+        f"{y_name} holds labels in [{lo}, {hi}] but the model has {num_classes} classes; "
+        f"labels must lie in [0, {num_classes})",
+    )
+    return X, y
+
+
+def check_data(model, data, config: TrainConfig, where: str = "fit"):
+    """Check ``data`` against ``model`` and ``config`` (as ``fit`` does before compiling anything).
+
+    Returns:
+      The dataset (``as_dataset(data)``).
+
+    Raises:
+      TypeError: data of the wrong kind; float labels.
+      ValueError: an empty split, NaN/inf features, labels outside
+        ``[0, num_classes)``, a feature shape the model refuses, or a
+        ``batch_size`` larger than the training set.
+    """
+    data = as_dataset(data, where)
+    for split in _SPLITS:
+        _check_split(
+            model, getattr(data, f"X_{split}"), getattr(data, f"y_{split}"), where, f"data.X_{split}", f"data.y_{split}"
+        )
+    n = np.shape(data.y_train)[0]
+    require(
+        config.batch_size <= n,
+        where,
+        f"batch_size {config.batch_size} is larger than the {n} training examples; use batch_size <= {n}",
+    )
+    return data
+
+
+# ---------------------------------------------------------------------------
+# Evaluation
+# ---------------------------------------------------------------------------
+
+
+def evaluate(model, params, model_state, X, y, *, batch_size: int = 1024) -> float:
+    """Test-mode classification accuracy, computed on device in batches.
+
+    Args:
+      model: any model of the model protocol.
+      params, model_state: its parameters and running statistics.
+      X: ``(N, ...)`` features the model accepts (cast to its dtype).
+      y: ``(N,)`` integer labels in ``[0, num_classes)``.
+      batch_size: examples per forward pass (the last batch is padded; padding never counts).
+
+    Returns:
+      The fraction of examples whose highest score is the label, a Python
+      float in ``[0, 1]`` (``nan`` for ``N = 0``).
+
+    Raises:
+      ValueError: ``X``/``y`` shapes that disagree with each other or the
+        model; labels outside ``[0, num_classes)``; NaN or infinite features.
+      TypeError: non-integer labels; a model without the protocol.
+    """
+    check_model(model, "evaluate")
+    X, y = _check_split(model, X, y, "evaluate", allow_empty=True)
+    n = X.shape[0]
+    if n == 0:
+        return float("nan")
+    Xp, yp = pad_eval(X, y, int(batch_size))
+    static, leaves = split_model(model, "evaluate")
+    return int(compiled_count(static)(leaves, params, model_state, Xp, yp)) / n
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+
+def _run_info(kind: str, models, configs, data) -> dict[str, Any]:
+    return {
+        "kind": kind,
+        "models": [model_record(m) for m in models],
+        "train_configs": [c.to_dict() for c in configs],
+        "data": {
+            "name": str(getattr(data, "name", "")),
+            "shapes": {k: list(np.shape(getattr(data, k))) for k in ("X_train", "y_train", "X_val", "y_val")},
+        },
+    }
+
+
+def _compare(what: str, saved, now, ignore: tuple[str, ...] = ()) -> None:
+    """Raise :class:`CheckpointError` naming every field in which ``saved`` differs from ``now``."""
+    now = json.loads(json.dumps(now))  # the checkpoint's side went through JSON
+    if isinstance(saved, list) and isinstance(now, list):
+        if len(saved) != len(now):
+            raise CheckpointError(f"resume: the checkpoint holds {len(saved)} {what}s, this run {len(now)}")
+        for k, (a, b) in enumerate(zip(saved, now, strict=True)):
+            _compare(f"{what} {k}" if len(now) > 1 else what, a, b, ignore)
+        return
+    if not isinstance(saved, dict):
+        raise CheckpointError(f"resume: the checkpoint's {what} is {saved!r}, not a record")
+    flat_saved, flat_now = _flatten_dict(saved), _flatten_dict(now)
+    keys = sorted((set(flat_saved) | set(flat_now)) - set(ignore))
+    diffs = [
+        f"{k}: checkpoint {flat_saved.get(k)!r}, now {flat_now.get(k)!r}"
+        for k in keys
+        if flat_saved.get(k) != flat_now.get(k)
+    ]
+    if diffs:
+        raise CheckpointError(f"resume: the {what} differs from the checkpoint's ({'; '.join(diffs)})")
+
+
+def _flatten_dict(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten_dict(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _run(
+    strategy,
+    models: Sequence,
+    configs: Sequence[TrainConfig],
+    data,
+    *,
+    kind: str,
+    checkpoint_dir,
+    resume: bool,
+    callback: Callable[[EpochReport], None] | None,
+    where: str,
+) -> FitResult:
+    """The host loop shared by ``fit`` and ``fit_many`` (see the module docstring)."""
+    many = kind == "fit_many"
+    K = len(models)
+    config = configs[0]
+    n_train, n_val = int(np.shape(data.y_train)[0]), int(np.shape(data.y_val)[0])
+    steps = n_train // config.batch_size
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    run_info = _run_info(kind, models, configs, data)
+    if resume:
+        require(ckpt_path is not None, where, "resume=True needs checkpoint_dir")
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{where}: resume=True but there is no checkpoint at {ckpt_path}")
+
+    strategy.place(data)
+    state, best = strategy.init([c.seed for c in configs], [c.learning_rate for c in configs])
+    history = History.empty(K if many else None)
+    best_val_acc, best_epoch, start_epoch = np.full(K, -1.0), np.zeros(K, np.int64), 0
+    if resume:
+        host_state, host_best = strategy.to_host(state, best)
+        host_state, host_best, meta = load_checkpoint(ckpt_path, host_state, host_best)
+        if meta.get("kind") != kind:
+            raise CheckpointError(f"resume: the checkpoint is from {meta.get('kind')!r}, not {kind!r}")
+        _compare("model", meta["models"], run_info["models"])
+        _compare("training config", meta["train_configs"], run_info["train_configs"], ignore=("epochs",))
+        _compare("data", meta["data"], run_info["data"])
+        state, best = strategy.from_host(jax.device_get(host_state), jax.device_get(host_best))
+        history = History.from_dict(meta["history"])
+        best_val_acc = np.asarray(meta["best_val_acc"], np.float64).reshape(K)
+        best_epoch = np.asarray(meta["best_epoch"], np.int64).reshape(K)
+        start_epoch = int(meta["epoch"])
+    if ckpt_path is not None:
+        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def per_model(a):
+        return a if many else a[0]
+
+    writer = CheckpointWriter() if ckpt_path is not None else None
+    try:
+        for epoch in range(start_epoch, config.epochs):
+            t0 = time.perf_counter()
+            state, best, out = strategy.epoch(state, best)
+            losses = np.asarray(out.loss, np.float64)  # (K, steps)
+            if not many and not np.all(np.isfinite(losses)):
+                i = int(np.argmax(~np.isfinite(losses[0])))
+                if writer is not None:
+                    writer.wait()  # the previous epoch's checkpoint is complete before it is named
+                last = (
+                    f"the last checkpoint, {ckpt_path} (epoch {epoch}), is left intact"
+                    if ckpt_path is not None and ckpt_path.exists()
+                    else "no checkpoint was written"
+                )
+                raise NonFiniteLossError(
+                    f"{where}: the loss is {losses[0, i]} at step {epoch * steps + i + 1} (epoch {epoch + 1}, "
+                    f"iteration {i + 1} of {steps}); training stopped and {last}. Try a smaller learning rate."
+                )
+            train_acc = np.sum(out.correct, axis=1) / (steps * config.batch_size)
+            val_acc = np.asarray(out.val_correct) / n_val
+            improved = np.asarray(out.improved, bool)
+            best_val_acc[improved] = val_acc[improved]
+            best_epoch[improved] = epoch + 1
+            lrs = np.array([c.lr_at(epoch) for c in configs])
+            history.append(per_model(losses), per_model(train_acc), per_model(val_acc), per_model(lrs), 0.0)
+            if writer is not None:
+                tensors = checkpoint_tensors(*strategy.to_host(state, best))
+                history.epoch_time_s[-1] = time.perf_counter() - t0
+                meta = {
+                    **run_info,
+                    "epoch": epoch + 1,
+                    "history": history.to_dict(),
+                    "best_val_acc": per_model(best_val_acc).tolist(),
+                    "best_epoch": per_model(best_epoch).tolist(),
+                }
+                writer.submit(ckpt_path, tensors, meta)
+            history.epoch_time_s[-1] = time.perf_counter() - t0
+            if callback is not None:
+                callback(
+                    EpochReport(
+                        epoch=epoch + 1,
+                        epochs=config.epochs,
+                        steps=(epoch + 1) * steps,
+                        loss=per_model(losses.mean(axis=1)) if many else float(losses.mean()),
+                        train_acc=per_model(train_acc) if many else float(train_acc[0]),
+                        val_acc=per_model(val_acc) if many else float(val_acc[0]),
+                        best_val_acc=best_val_acc.copy() if many else float(best_val_acc[0]),
+                        lr=lrs if many else float(lrs[0]),
+                        epoch_time_s=float(history.epoch_time_s[-1]),
+                        history=history,
+                    )
+                )
+    except BaseException:
+        if writer is not None:
+            writer.close(raise_errors=False)  # finish the pending write; the original error wins
+        raise
+    if writer is not None:
+        writer.close()
+
+    state, best = strategy.result(state, best)
+    return FitResult(
+        models=tuple(models),
+        configs=tuple(configs),
+        state=state,
+        best_params=best.params,
+        best_model_state=best.model_state,
+        best_val_acc=best_val_acc if many else float(best_val_acc[0]),
+        best_epoch=best_epoch if many else int(best_epoch[0]),
+        history=history,
+        start_epoch=start_epoch,
+        steps_per_epoch=steps,
+        many=many,
+    )
+
+
+# ---------------------------------------------------------------------------
+# fit and fit_many
+# ---------------------------------------------------------------------------
+
+
+def _optimizer(config: TrainConfig, steps: int):
+    """The optimizer the loops compile with: ``config``'s, with a placeholder base learning rate
+    (each run's rate goes into its state, see :mod:`jaxlayers.training.config`)."""
+    return make_optimizer(config, steps, learning_rate=1.0)
+
+
+def fit(
+    model,
+    data,
+    config: TrainConfig | None = None,
+    *,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    callback: Callable[[EpochReport], None] | None = None,
+    mesh=None,
+    distributed: Distributed | None = None,
+) -> FitResult:
+    """Train ``model`` on ``data`` for ``config.epochs`` epochs.
+
+    Each epoch is one jit-compiled call (:func:`jaxlayers.training.epoch.run_epoch`):
+    the training data stay on device, minibatches come from a permutation
+    drawn from the state's key, and the per-step losses and correct counts
+    are fetched once, at the end of the epoch. After every epoch the
+    validation accuracy is measured (test mode), the parameters are kept if
+    it is the best so far (ties: the later epoch), and (with
+    ``checkpoint_dir``) a checkpoint is written atomically. Learning rate,
+    ``reg`` and ``weight_scale`` are traced: a second ``fit`` that changes only
+    them compiles nothing.
+
+    Args:
+      model: any model of the model protocol (:mod:`jaxlayers.model`), e.g.
+        :class:`jaxlayers.FullyConnectedNet`; it must accept the data's
+        feature shape and have at least as many classes as the labels need.
+      data: a :class:`jaxlayers.data.Dataset` (or anything with ``X_train,
+        y_train, X_val, y_val``, or the course Solver's dict of them):
+        features ``(N, ...)``, integer labels.
+      config: the :class:`TrainConfig` (``None``: the defaults).
+      checkpoint_dir: a directory (created if needed) for
+        ``checkpoint.safetensors``, rewritten after every epoch. ``None``:
+        no checkpoints.
+      resume: continue from the checkpoint in ``checkpoint_dir``. The model,
+        data shapes and config must be those of the checkpointed run, except
+        ``epochs``, which may grow; the run then ends bitwise equal to an
+        uninterrupted one.
+      callback: called with an :class:`EpochReport` after every epoch.
+      mesh: a ``jax.sharding.Mesh`` (e.g. ``jaxlayers.parallel.make_data_mesh(8)``):
+        train data-parallel, the same epoch sharded over its devices
+        (:class:`jaxlayers.training.strategies.DataMesh`); equal to the
+        one-device run up to float rounding, bitwise on a one-device mesh.
+      distributed: a ``jaxlayers.parallel.Distributed``: join a multi-process
+        run first (before any JAX computation in this process) and, if
+        ``mesh`` is ``None``, train on every device of every process. Every
+        process calls ``fit`` with the same arguments.
+
+    Returns:
+      A :class:`FitResult` (no model axis). With ``mesh``, ``state`` holds
+      arrays replicated on the mesh (``jaxlayers.parallel.host_copy`` gives
+      host copies in any process); ``best_params`` and ``best_model_state``
+      are local arrays.
+
+    Raises:
+      TypeError: a model without the protocol, a config that is not a
+        ``TrainConfig``, data of the wrong kind or float labels.
+      ValueError: data that disagree with the model (feature shape, label
+        range), NaN/inf features, ``batch_size`` larger than the training set
+        or not a multiple of the mesh's device count, ``resume`` without
+        ``checkpoint_dir``.
+      DistributedInitError: the coordinator could not be reached.
+      FileNotFoundError: ``resume`` with no checkpoint in ``checkpoint_dir``.
+      CheckpointError: a checkpoint that is corrupt or from another run.
+      NonFiniteLossError: a NaN or infinite loss; the message names the step
+        and the last checkpoint, which is left intact.
+    """
+    check_model(model, "fit")
+    config = TrainConfig() if config is None else config
+    check_instance(config, "fit", "config", TrainConfig)
+    if distributed is not None:
+        initialize_distributed(distributed)
+        mesh = make_data_mesh() if mesh is None else mesh
+    data = check_data(model, data, config, "fit")
+    steps = int(np.shape(data.y_train)[0]) // config.batch_size
+    kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
+    optimizer = _optimizer(config, steps)
+    strategy = SingleDevice(model, optimizer, **kw) if mesh is None else DataMesh(model, optimizer, mesh=mesh, **kw)
+    result = _run(
+        strategy,
+        [model],
+        [config],
+        data,
+        kind="fit",
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        callback=callback,
+        where="fit",
+    )
+    if mesh is not None:  # best as local arrays, usable in any process
+        result.best_params, result.best_model_state = jax.tree.map(
+            jnp.asarray, host_copy((result.best_params, result.best_model_state))
+        )
+    return result
+
+
+def grid(**lists: Sequence) -> dict[str, list]:
+    """The Cartesian product of per-setting lists, as :func:`fit_many`'s keyword arguments.
+
+    Args:
+      **lists: any of ``seeds, weight_scales, learning_rates, dropout_rates,
+        regs``, each a sequence of values.
+
+    Returns:
+      The same keys, each a list of ``prod(len(v))`` values; the last key
+      varies fastest. ``grid(dropout_rates=[0, 0.5], seeds=[0, 1])`` is
+      ``{"dropout_rates": [0, 0, 0.5, 0.5], "seeds": [0, 1, 0, 1]}``.
+
+    Raises:
+      ValueError: an unknown key or no lists.
+    """
+    unknown = sorted(set(lists) - set(SWEPT))
+    require(bool(lists) and not unknown, "grid", f"give lists for some of {', '.join(SWEPT)}; got {unknown or 'none'}")
+    rows = list(itertools.product(*(list(v) for v in lists.values())))
+    return {name: [row[i] for row in rows] for i, name in enumerate(lists)}
+
+
+def _sweep_values(name: str, values) -> list | None:
+    if values is None:
+        return None
+    require(
+        not isinstance(values, str | bytes) and isinstance(values, Sequence | np.ndarray),
+        "fit_many",
+        f"{name} must be a sequence of per-model values, got {type(values).__name__}",
+        TypeError,
+    )
+    values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    require(bool(values), "fit_many", f"{name} is empty; give one value per model")
+    return values
+
+
+def fit_many(
+    model,
+    data,
+    config: TrainConfig | None = None,
+    *,
+    seeds: Sequence[int] | None = None,
+    weight_scales: Sequence[float | None] | None = None,
+    learning_rates: Sequence[float] | None = None,
+    dropout_rates: Sequence[float] | None = None,
+    regs: Sequence[float] | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
+    callback: Callable[[EpochReport], None] | None = None,
+) -> FitResult:
+    """Train ``K`` variants of ``model`` at once: one compiled program per epoch, vmapped over the models.
+
+    Model ``k`` is ``model`` with ``weight_scales[k]``, ``dropout_rates[k]``
+    and ``regs[k]`` (fields of the model, set with ``dataclasses.replace``),
+    trained with ``config`` with ``seeds[k]`` and ``learning_rates[k]``; a
+    list not given takes the model's or config's value for every model.
+    ``model`` may also be a sequence of ``K`` models of one architecture.
+    Each model runs exactly ``fit``'s epoch, vmapped over the stacked states:
+    the same initialisation, data order (per model, from its seed), dropout
+    masks, steps and best-epoch rule, so model ``k`` equals ``fit(model_k,
+    data, config_k)`` up to the summation order of batched matmuls (float32
+    rounding; ``1e-12`` in float64). Seeds, learning rates (in each state),
+    weight scales and regs (the models' traced leaves) are per-model arrays;
+    models whose static structure differs (dropout rate, He init vs an
+    explicit scale) run as separate vmapped groups inside the one compiled
+    epoch.
+
+    Unlike ``fit``, a model whose loss turns non-finite is not an error: its
+    history holds ``nan``/``inf`` from that step on, :attr:`FitResult.finite`
+    is ``False`` for it, and the other models train on.
+
+    Args:
+      model: the base model (or a sequence of models).
+      data: as :func:`fit`.
+      config: the base :class:`TrainConfig` (epochs, batch size, optimizer,
+        decay and momentum are shared); ``None``: the defaults.
+      seeds, weight_scales, learning_rates, dropout_rates, regs: per-model
+        values, one list length ``K`` for all given.
+      checkpoint_dir, resume: as :func:`fit`: a checkpoint of all ``K``
+        models after every epoch; resume continues the sweep bitwise.
+      callback: called with an :class:`EpochReport` (``(K,)`` arrays) after every epoch.
+
+    Returns:
+      A :class:`FitResult` with a leading model axis; ``result[k]`` is model
+      ``k`` as the result of a separate ``fit``.
+
+    Raises:
+      ValueError: no list given (and no sequence of models), lists of
+        different lengths, an empty list, a value the model or
+        ``TrainConfig`` rejects (naming the model and field), models of
+        different architectures, or data that disagree with the model.
+      TypeError: as :func:`fit`; a list that is not a sequence; a swept field
+        the model does not have.
+
+    Example:
+      >>> import jaxlayers as jl
+      >>> ds = jl.data.load("digits")
+      >>> net = jl.FullyConnectedNet(hidden_dims=(64,), input_dim=64, num_classes=10)
+      >>> sweep = jl.train.fit_many(net, ds, jl.train.TrainConfig(epochs=3), learning_rates=[0.01, 0.03, 0.1])
+      >>> sweep.history.val_acc.shape
+      (3, 3)
+    """
+    base_models = list(model) if isinstance(model, list | tuple) else [model]
+    for m in base_models:
+        check_model(m, "fit_many")
+    config = TrainConfig() if config is None else config
+    check_instance(config, "fit_many", "config", TrainConfig)
+    lists = {
+        name: _sweep_values(name, v)
+        for name, v in zip(SWEPT, (seeds, weight_scales, learning_rates, dropout_rates, regs), strict=True)
+    }
+    given = {name: len(v) for name, v in lists.items() if v is not None}
+    if len(base_models) > 1:
+        given = {"models": len(base_models), **given}
+    require(
+        bool(given), "fit_many", f"give at least one of {', '.join(SWEPT)} (one value per model), or a list of models"
+    )
+    require(len(set(given.values())) == 1, "fit_many", f"the swept lists must have one length, got {given}")
+    K = next(iter(given.values()))
+    models, configs = [], []
+    for k in range(K):
+        m = base_models[k if len(base_models) > 1 else 0]
+        model_fields, config_fields = {}, {}
+        for name, (target, field) in SWEPT.items():
+            if lists[name] is not None:
+                (model_fields if target == "model" else config_fields)[field] = lists[name][k]
+        try:
+            if model_fields:
+                require(
+                    dataclasses.is_dataclass(m)
+                    and all(f in {x.name for x in dataclasses.fields(m)} for f in model_fields),
+                    "fit_many",
+                    f"{type(m).__name__} has no field(s) {sorted(model_fields)} to sweep",
+                    TypeError,
+                )
+                m = dataclasses.replace(m, **model_fields)
+            configs.append(dataclasses.replace(config, **config_fields))
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"fit_many: model {k}: {e}") from None
+        models.append(m)
+    data = check_data(models[0], data, config, "fit_many")
+    steps = int(np.shape(data.y_train)[0]) // config.batch_size
+    strategy = ManyModels(
+        models,
+        _optimizer(config, steps),
+        steps=steps,
+        batch_size=config.batch_size,
+        eval_batch_size=config.eval_batch_size,
+    )
+    return _run(
+        strategy,
+        models,
+        configs,
+        data,
+        kind="fit_many",
+        checkpoint_dir=checkpoint_dir,
+        resume=resume,
+        callback=callback,
+        where="fit_many",
+    )
