@@ -124,6 +124,20 @@ class LayerModel:
         require(not unknown, cls.__name__, f"from_dict: unknown fields {unknown}; known: {sorted(names)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
+    def _check_shared_fields(self) -> None:
+        """Validate (and normalise) the fields every jaxlayers model has: ``num_classes``, ``reg``,
+        ``weight_scale``, ``loss_type``, ``dtype``; raise naming the field."""
+        owner = self._OWNER
+        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
+        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
+        if self.weight_scale is not None:
+            scale = check_number(
+                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
+            )
+            _set(self, "weight_scale", scale)
+        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
+        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:  # pragma: no cover - defined by subclasses
         raise NotImplementedError
 
@@ -329,7 +343,6 @@ class FullyConnectedNet(LayerModel):
             self, "hidden_dims", tuple(check_int(h, owner, f"hidden_dims[{i}]", minimum=1) for i, h in enumerate(dims))
         )
         _set(self, "input_dim", check_int(self.input_dim, owner, "input_dim", minimum=1))
-        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
         norm = self.normalization
         if isinstance(norm, str) and norm.lower() == "none":
             norm = None
@@ -345,14 +358,7 @@ class FullyConnectedNet(LayerModel):
             what="; use 0 to disable dropout",
         )
         _set(self, "dropout_rate", rate)
-        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
-        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
-        if self.weight_scale is not None:
-            scale = check_number(
-                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
-            )
-            _set(self, "weight_scale", scale)
-        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        self._check_shared_fields()
 
     # ------------------------------------------------------------------ helpers
 
@@ -568,15 +574,7 @@ class ThreeLayerConvNet(_ImageModel):
         require(self.filter_size % 2 == 1, owner, f"filter_size must be odd (same padding), got {self.filter_size}")
         _, h, w = self.input_dim
         require(h >= 2 and w >= 2, owner, f"input_dim {self.input_dim} is too small for a 2x2 pool")
-        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
-        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
-        if self.weight_scale is not None:
-            scale = check_number(
-                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
-            )
-            _set(self, "weight_scale", scale)
-        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
-        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        self._check_shared_fields()
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         c, h, w = self.input_dim
@@ -718,19 +716,11 @@ class ConvNet(_ImageModel):
         if self.conv_norm == "groupnorm":
             bad = [f for f in self.conv_channels if f % self.groups]
             require(not bad, owner, f"groups={self.groups} must divide every conv channel count, not {bad}")
-        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
         rate = check_number(
             self.dropout_rate, owner, "dropout_rate (probability of dropping a unit)", low=0.0, high=1.0, high_open=True
         )
         _set(self, "dropout_rate", rate)
-        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
-        if self.weight_scale is not None:
-            scale = check_number(
-                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
-            )
-            _set(self, "weight_scale", scale)
-        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
-        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        self._check_shared_fields()
         _, h, w = self.input_dim
         ph, pw = self.pool_size
         for i, _f in enumerate(self.conv_channels, 1):
