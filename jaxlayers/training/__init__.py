@@ -2,6 +2,9 @@
 
 From the top:
 
+* :mod:`~jaxlayers.training.rundir` -- the run directory (config, metrics,
+  curves, checkpoint, summary), its lock and ``fit(..., run_dir=, verbose=)``;
+  the CLI and the library write it through this one module.
 * :mod:`~jaxlayers.training.loop` -- the one host loop: ``fit``, ``fit_many``,
   ``evaluate``, data checks, checkpoint/resume, history and callbacks.
 * :mod:`~jaxlayers.training.plots` -- ``plot_history`` (matplotlib, Agg).
@@ -14,6 +17,7 @@ From the top:
 * :mod:`~jaxlayers.training.config` -- ``TrainConfig`` and the optax optimizer.
 * :mod:`~jaxlayers.training.checkpoint` -- the safetensors format, atomic writes.
 * :mod:`~jaxlayers.training.results` -- ``History``, ``EpochReport``, ``FitResult``.
+* :mod:`~jaxlayers.training.signals` -- SIGINT/SIGTERM deferred to epoch boundaries.
 
 ``jaxlayers.train`` re-exports the public names. The layering is enforced by
 import-linter (``[tool.importlinter]`` in ``pyproject.toml``).
