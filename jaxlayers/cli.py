@@ -50,6 +50,12 @@ EXIT_CODES = """exit status:
   2    usage error: a bad flag or value, a run directory that holds another run (see --overwrite)
   130  interrupted (SIGINT, Ctrl-C): the running epoch finishes and is checkpointed first
   143  terminated (SIGTERM): as Ctrl-C"""
+SWEEP_EXIT_CODES = """exit status:
+  0    success
+  1    runtime error: a file that cannot be written
+  2    usage error: a bad flag or value
+  130  interrupted (SIGINT, Ctrl-C) at the end of the running epoch; nothing is written
+  143  terminated (SIGTERM): as Ctrl-C"""
 
 
 class _Terminated(KeyboardInterrupt):
@@ -316,6 +322,16 @@ def _train(args: argparse.Namespace) -> int:
         f"net: {net.input_dim} -> {' -> '.join(map(str, net.hidden_dims))} -> {net.num_classes}"
         f" | {net.normalization or 'no normalization'}, dropout {net.dropout_rate}, {net.loss_type} loss, reg {net.reg}"
     )
+    if hasattr(net, "summary"):
+        print(net.summary())
+    from jaxlayers.training import memory
+
+    try:  # before anything is compiled or allocated
+        estimate = memory.estimate_memory(net, config, ds)
+        print(f"memory: {estimate.describe()}")
+        memory.check_memory(estimate, "jaxlayers train")
+    except MemoryError as e:
+        return fail(str(e), 1)
     print(
         f"train: {config.optimizer}, lr {config.learning_rate} x {config.lr_decay}/epoch, "
         f"{config.epochs} epochs of batch {config.batch_size}, seed {config.seed} | run dir {out}",
@@ -481,9 +497,15 @@ def _sweep(args: argparse.Namespace) -> int:
                 bar.set_postfix(best_val_acc=f"{float(max(r.val_acc)):.4f}", refresh=False)
                 bar.update(1)
 
-        result = jl_train.fit_many(net, ds, config, callback=on_epoch, **lists)
-        if bar is not None:
-            bar.close()
+        try:
+            result = jl_train.fit_many(net, ds, config, callback=on_epoch, **lists)
+        except jl_train.TrainingInterrupted as e:
+            name = "SIGTERM" if e.signum == signal.SIGTERM else "SIGINT"
+            print(f"\n{name}: the sweep stopped after epoch {e.epoch}; nothing was written", file=sys.stderr)
+            return 128 + int(e.signum)
+        finally:
+            if bar is not None:
+                bar.close()
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"jaxlayers sweep: error: {e}", file=sys.stderr)
         return 2
@@ -538,7 +560,7 @@ def _add_sweep_parser(sub, suppress: bool) -> None:
         "reg with jaxlayers.train.fit_many: one compiled program per epoch, vmapped over the models. The other flags "
         "are `jaxlayers train`'s and set what all models share; each swept list gives one value per model "
         "(a,b,c or log:START:STOP:NUM or lin:START:STOP:NUM). Prints one row per model and writes sweep.json.",
-        epilog=EXIT_CODES,
+        epilog=SWEEP_EXIT_CODES,
         formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )

@@ -40,6 +40,7 @@ from jaxlayers.training.checkpoint import (
 )
 from jaxlayers.training.config import TrainConfig, make_optimizer
 from jaxlayers.training.epoch import pad_eval
+from jaxlayers.training.memory import check_run_memory
 from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError, TrainingInterrupted
 from jaxlayers.training.signals import SIGNAL_NAMES, DeferredSignals
 from jaxlayers.training.strategies import DataMesh, ManyModels, SingleDevice, compiled_count
@@ -522,6 +523,9 @@ def fit(
       NonFiniteLossError: a NaN or infinite loss; the message names the step
         and the last checkpoint, which is left intact.
       TrainingInterrupted: SIGINT or SIGTERM (see above).
+      InsufficientMemoryError: parameters, optimizer state and activations
+        (estimated with ``jax.eval_shape``, before anything is allocated)
+        exceed the device's available memory.
     """
     check_model(model, "fit")
     config = TrainConfig() if config is None else config
@@ -530,6 +534,7 @@ def fit(
         initialize_distributed(distributed)
         mesh = make_data_mesh() if mesh is None else mesh
     data = check_data(model, data, config, "fit")
+    check_run_memory(model, config, data, "fit")
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
     kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
     optimizer = _optimizer(config, steps)
@@ -694,6 +699,7 @@ def fit_many(
             raise type(e)(f"fit_many: model {k}: {e}") from None
         models.append(m)
     data = check_data(models[0], data, config, "fit_many")
+    check_run_memory(models[0], config, data, "fit_many", num_models=K)
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
     strategy = ManyModels(
         models,

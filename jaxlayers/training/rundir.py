@@ -43,6 +43,7 @@ from jaxlayers.training.checkpoint import CHECKPOINT_NAME, atomic_write, read_ch
 from jaxlayers.training.config import TrainConfig
 from jaxlayers.training.loop import as_dataset, check_resume_metadata, evaluate, run_info
 from jaxlayers.training.loop import fit as _fit
+from jaxlayers.training.memory import check_run_memory
 from jaxlayers.training.plots import plot_history
 from jaxlayers.training.results import EpochReport, FitResult, History, TrainingInterrupted
 from jaxlayers.training.signals import DeferredSignals
@@ -178,7 +179,7 @@ def prepare_run_dir(run_dir: str | os.PathLike, where: str = "run_dir") -> Path:
     require(str(run_dir) != "", where, "the run directory is an empty path; give a directory such as runs/mine")
     out = Path(run_dir)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(errno.ENOTDIR, f"{where}: {out} is a file, not a directory", str(out))
+        raise NotADirectoryError(errno.ENOTDIR, f"{out} is a file, not a directory", str(out))
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -283,6 +284,7 @@ def train_run(
     data = as_dataset(data, where)
     out = prepare_run_dir(run_dir, where)
     ckpt = out / CHECKPOINT_NAME
+    check_run_memory(model, config, data, where)
     with RunDirLock(out):
         remove_stale_temp_files(out)
         _check_config_json(out)
