@@ -90,16 +90,19 @@ def _kernels(jitted, args) -> int:
     return sum(1 for m in re.finditer(r"^\s+(?:ROOT )?%\S+ = \S+ ([\w-]+)\(", entry, re.M) if m.group(1) not in skip)
 
 
-def run_ops(rounds: int = 30, per_round: int = 1, n: int = 4096, d: int = 1024, log=print) -> list[dict]:
+def run_ops(
+    rounds: int = 30, per_round: int = 1, n: int = 4096, d: int = 1024, log=print, cases: dict | None = None
+) -> list[dict]:
     """Time every op's custom fwd+bwd against ``jax.vjp`` of its reference. Returns table rows.
 
     Each row has both medians, the paired ratio (median over rounds of
     custom / autodiff) with its interquartile range, and the number of
     kernels XLA made of each side: where those match the two sides usually
     compiled to the same program, and the ratio is 1 within the noise.
+    ``cases`` (same form as :func:`op_cases`) replaces the default ops.
     """
     rows = []
-    for name, (op, ref, diff, other, ct) in op_cases(n, d).items():
+    for name, (op, ref, diff, other, ct) in (op_cases(n, d) if cases is None else cases).items():
         fns, kernels = {}, {}
         for side, f in (("custom", op), ("autodiff", ref)):
             jitted = _fwd_bwd(f, len(diff))

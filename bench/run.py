@@ -214,6 +214,10 @@ def render(results: dict) -> str:
                 f"| {r['ratio_q1']:.3f}–{r['ratio_q3']:.3f} | {r['kernels_custom']} / {r['kernels_autodiff']} |"
             )
         lines.append("")
+    if results.get("conv"):  # issue 11, convolutional networks
+        from bench.conv import render_conv
+
+        lines.extend(render_conv(results["conv"]))
     if results.get("fit"):
         lines.append("### Epoch loop: `jaxlayers.train.fit` vs the bare `make_train_step` step")
         lines.append("")
@@ -295,6 +299,10 @@ def evaluate_targets(results: dict) -> dict:
     if results.get("loop"):
         add("init_train_state second call (ms)", results["loop"]["init_second_ms"])
         add("compilations of a second fit (new lr, reg, weight scale)", results["loop"]["compilations_second_fit"])
+    if results.get("conv"):  # issue 11, convolutional networks
+        from bench.conv import conv_targets
+
+        t.update(conv_targets(results["conv"]))
     return t
 
 
@@ -306,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-ops", action="store_true", help="skip the per-op table")
     ap.add_argument("--no-fit", action="store_true", help="skip the fit-loop measurement")
     ap.add_argument("--only-fit", action="store_true", help="only the fit-loop measurement and the loop costs")
+    ap.add_argument("--no-conv", action="store_true", help="skip the conv2d / max_pool2d per-op table")
     ap.add_argument(
         "--budget",
         type=float,
@@ -345,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
 
         log("per-op table")
         results["ops"] = run_ops(rounds=4 if args.quick else 30, per_round=1, log=log)
+    if not args.no_conv and not args.only_fit:  # issue 11, convolutional networks
+        from bench.conv import run_conv
+
+        log("conv per-op table")
+        results["conv"] = run_conv(rounds=4 if args.quick else 20, log=log)
     if not args.no_fit:
         from bench.peers_jaxlayers import fit_vs_step, loop_costs
 

@@ -12,7 +12,9 @@ from jaxlayers.layers import (
     affine,
     batchnorm,
     batchnorm_state,
+    conv2d,
     dropout,
+    max_pool2d,
     relu,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
@@ -40,4 +42,7 @@ __all__ = [
     "svm_loss",
     "sweep",
     "train",
+    # issue 11, convolutional networks
+    "conv2d",
+    "max_pool2d",
 ]

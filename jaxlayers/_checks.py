@@ -203,3 +203,24 @@ def check_float_dtype(dtype, owner: str, name: str = "dtype") -> np.dtype:
         TypeError,
     )
     return dt
+
+
+def int_pair(value) -> tuple[int, int]:
+    """An int or a pair of ints -> ``(vertical, horizontal)``; no checks (see :func:`require_int_pair`)."""
+    if isinstance(value, tuple | list):
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def require_int_pair(value, op: str, name: str, minimum: int) -> tuple[int, int]:
+    """A static window parameter (stride, padding, pool size): a Python int or a
+    pair of ints, each ``>= minimum``; returns the pair."""
+    items = tuple(value) if isinstance(value, tuple | list) else (value, value)
+    require(
+        len(items) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items),
+        op,
+        f"{name} must be a Python int or a pair of ints (static under jit), got {value!r}",
+        TypeError,
+    )
+    require(all(v >= minimum for v in items), op, f"{name} must be >= {minimum}, got {value!r}")
+    return int(items[0]), int(items[1])

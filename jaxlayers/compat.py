@@ -42,7 +42,11 @@ from jaxlayers.layers.affine import _check as _affine_check
 from jaxlayers.layers.affine import affine_bwd, affine_fwd
 from jaxlayers.layers.batchnorm import BatchNormState, batchnorm_bwd, batchnorm_fwd
 from jaxlayers.layers.batchnorm import _check as _batchnorm_check
+from jaxlayers.layers.conv import _check as _conv_check
+from jaxlayers.layers.conv import conv2d_bwd, conv2d_fwd
 from jaxlayers.layers.dropout import dropout_bwd, dropout_fwd
+from jaxlayers.layers.pool import _check as _pool_check
+from jaxlayers.layers.pool import max_pool2d_bwd, max_pool2d_fwd
 from jaxlayers.layers.relu import relu_bwd, relu_fwd
 
 __all__ = [
@@ -56,6 +60,21 @@ __all__ = [
     "dropout_backward",
     "svm_loss",
     "softmax_loss",
+    # issue 11, convolutional networks
+    "conv_forward_naive",
+    "conv_backward_naive",
+    "conv_forward_fast",
+    "conv_backward_fast",
+    "max_pool_forward_naive",
+    "max_pool_backward_naive",
+    "max_pool_forward_fast",
+    "max_pool_backward_fast",
+    "affine_relu_forward",
+    "affine_relu_backward",
+    "conv_relu_forward",
+    "conv_relu_backward",
+    "conv_relu_pool_forward",
+    "conv_relu_pool_backward",
 ]
 
 _warned_float64 = False
@@ -258,3 +277,134 @@ def softmax_loss(x, y):
     """Softmax loss and gradient: ``(loss, dx)`` for scores ``x`` (N, C) and
     labels ``y`` (N,), mean over the batch (no 1e-8 clamp)."""
     return _loss("softmax_loss", _softmax_fwd, _softmax_bwd, x, y)
+
+
+# --------------------------------------------------------------------------
+# issue 11, convolutional networks: the course's convolution and max-pooling
+# layers and its "sandwich" layers (layer_utils), NCHW.
+# --------------------------------------------------------------------------
+
+_conv_fwd = jax.jit(conv2d_fwd, static_argnames=("stride", "padding"))
+_conv_bwd = jax.jit(conv2d_bwd)
+_pool_fwd = jax.jit(max_pool2d_fwd, static_argnames=("pool_size", "stride"))
+_pool_bwd = jax.jit(max_pool2d_bwd)
+
+
+def conv_forward_naive(x, w, b, conv_param):
+    """Convolution forward pass (the NumPy original's signature), NCHW.
+
+    Args:
+      x: ``(N, C, H, W)``; w: ``(F, C, HH, WW)``; b: ``(F,)``.
+      conv_param: dict with ``'stride'`` and ``'pad'`` (ints; zeros are
+        padded on both sides of ``H`` and ``W``).
+
+    Returns:
+      ``(out, cache)``: ``out`` of shape ``(N, F, 1 + (H + 2 pad - HH) //
+      stride, 1 + (W + 2 pad - WW) // stride)`` (NumPy), ``out[n, f, i, j] =
+      b[f] + sum_{c, u, v} w[f, c, u, v] * xpad[n, c, stride*i + u, stride*j + v]``;
+      ``cache`` the residuals (``x``, ``w``, stride, pad).
+
+    Raises:
+      ValueError / TypeError: as :func:`jaxlayers.conv2d`.
+    """
+    stride, pad = conv_param["stride"], conv_param["pad"]
+    x, w, b = _to_jax(x, w, b)
+    dtype = jnp.result_type(x, w, b)
+    x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)
+    stride, pad = _conv_check(x, w, b, stride, pad)
+    out, cache = _conv_fwd(x, w, b, stride=stride, padding=pad)
+    return np.asarray(out), cache
+
+
+def conv_backward_naive(dout, cache):
+    """Convolution backward pass: ``(dx, dw, db)`` shaped like ``(x, w, b)``.
+
+    ``db = dout.sum((0, 2, 3))``; ``dw`` the correlation of the padded ``x``
+    with ``dout``; ``dx`` the transposed convolution of ``dout`` with ``w``
+    (see :func:`jaxlayers.conv2d`).
+    """
+    (dout,) = _to_jax(dout)
+    return _np(*_conv_bwd(cache, dout))
+
+
+def max_pool_forward_naive(x, pool_param):
+    """Max-pooling forward pass (the NumPy original's signature), NCHW.
+
+    Args:
+      x: ``(N, C, H, W)``.
+      pool_param: dict with ``'pool_height'``, ``'pool_width'`` and
+        ``'stride'`` (ints).
+
+    Returns:
+      ``(out, cache)``: ``out`` of shape ``(N, C, 1 + (H - pool_height) //
+      stride, 1 + (W - pool_width) // stride)`` (NumPy), the maximum of each
+      window; ``cache`` the argmax of every window (uint8), not ``x``.
+
+    Raises:
+      ValueError / TypeError: as :func:`jaxlayers.max_pool2d`.
+    """
+    pool_size = (pool_param["pool_height"], pool_param["pool_width"])
+    (x,) = _to_jax(x)
+    pool_size, stride = _pool_check(x, pool_size, pool_param["stride"])
+    out, cache = _pool_fwd(x, pool_size=pool_size, stride=stride)
+    return np.asarray(out), cache
+
+
+def max_pool_backward_naive(dout, cache):
+    """Max-pooling backward pass: ``dx``, each window's ``dout`` at its maximum.
+
+    A window with several equal maxima sends its gradient to the first one
+    in row-major window order (``np.argmax`` of the flattened window).
+    """
+    (dout,) = _to_jax(dout)
+    return np.asarray(_pool_bwd(cache, dout)[0])
+
+
+# The course's "fast" layers compute the same functions; here one
+# implementation serves both names.
+conv_forward_fast = conv_forward_naive
+conv_backward_fast = conv_backward_naive
+max_pool_forward_fast = max_pool_forward_naive
+max_pool_backward_fast = max_pool_backward_naive
+
+
+def affine_relu_forward(x, w, b):
+    """Affine then ReLU: ``(out, cache)`` with ``cache = (fc_cache, relu_cache)``."""
+    a, fc_cache = affine_forward(x, w, b)
+    out, relu_cache = relu_forward(a)
+    return out, (fc_cache, relu_cache)
+
+
+def affine_relu_backward(dout, cache):
+    """Backward pass of :func:`affine_relu_forward`: ``(dx, dw, db)``."""
+    fc_cache, relu_cache = cache
+    return affine_backward(relu_backward(dout, relu_cache), fc_cache)
+
+
+def conv_relu_forward(x, w, b, conv_param):
+    """Convolution then ReLU: ``(out, cache)`` with ``cache = (conv_cache, relu_cache)``."""
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    out, relu_cache = relu_forward(a)
+    return out, (conv_cache, relu_cache)
+
+
+def conv_relu_backward(dout, cache):
+    """Backward pass of :func:`conv_relu_forward`: ``(dx, dw, db)``."""
+    conv_cache, relu_cache = cache
+    return conv_backward_fast(relu_backward(dout, relu_cache), conv_cache)
+
+
+def conv_relu_pool_forward(x, w, b, conv_param, pool_param):
+    """Convolution, ReLU, max pooling: ``(out, cache)`` with
+    ``cache = (conv_cache, relu_cache, pool_cache)``."""
+    a, conv_cache = conv_forward_fast(x, w, b, conv_param)
+    s, relu_cache = relu_forward(a)
+    out, pool_cache = max_pool_forward_fast(s, pool_param)
+    return out, (conv_cache, relu_cache, pool_cache)
+
+
+def conv_relu_pool_backward(dout, cache):
+    """Backward pass of :func:`conv_relu_pool_forward`: ``(dx, dw, db)``."""
+    conv_cache, relu_cache, pool_cache = cache
+    ds = max_pool_backward_fast(dout, pool_cache)
+    return conv_backward_fast(relu_backward(ds, relu_cache), conv_cache)

@@ -49,6 +49,12 @@ class Dataset:
         ``(N_split,)``.
       name: the name :func:`load` was given.
       mean, std: the training statistics used, float64, shape ``(D,)``.
+      image_shape: ``(C, H, W)`` of one example as an image (digits
+        ``(1, 8, 8)``, MNIST ``(1, 28, 28)``, CIFAR-10 ``(3, 32, 32)``,
+        MNIST-1D ``(1, 1, 40)``); ``D = C * H * W``. :meth:`as_images` gives the
+        splits in that shape, for convolutional models; the flat ``(N, D)``
+        features are what the fully connected net takes.
+      class_names: the name of every class, index = label.
     """
 
     X_train: np.ndarray
@@ -60,11 +66,32 @@ class Dataset:
     name: str = ""
     mean: np.ndarray | None = dataclasses.field(default=None, repr=False)
     std: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    image_shape: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """The shape of one example as stored: ``X_train.shape[1:]``."""
+        return tuple(self.X_train.shape[1:])
+
+    def as_images(self) -> Dataset:
+        """The same splits with features reshaped to ``(N, *image_shape)`` (no copy), for conv models.
+
+        Raises:
+          ValueError: the dataset has no ``image_shape``.
+        """
+        if self.image_shape is None:
+            raise ValueError(f"Dataset {self.name!r} has no image_shape; it cannot be given to a convolutional model")
+        shape = tuple(self.image_shape)
+        return dataclasses.replace(
+            self,
+            **{f"X_{s}": getattr(self, f"X_{s}").reshape(-1, *shape) for s in ("train", "val", "test")},
+        )
 
     @property
     def num_features(self) -> int:
-        """``D``, features per example."""
-        return int(self.X_train.shape[1])
+        """``D``, features per example (the product of the example shape)."""
+        return int(np.prod(self.X_train.shape[1:]))
 
     @property
     def num_classes(self) -> int:
@@ -144,7 +171,7 @@ def standardize(X_train: np.ndarray, *others: np.ndarray, std_floor: float = 0.5
     return (mean, std, *out)
 
 
-def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test) -> Dataset:
+def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test, *, image_shape, class_names=None) -> Dataset:
     mean, std, X_train, X_val, X_test = standardize(X_train, X_val, X_test)
     as_labels = lambda y: np.asarray(y, dtype=np.int32)  # noqa: E731
     return Dataset(
@@ -157,6 +184,8 @@ def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test) -> Dataset:
         name=name,
         mean=mean,
         std=std,
+        image_shape=tuple(image_shape),
+        class_names=tuple(class_names) if class_names is not None else tuple(str(i) for i in range(10)),
     )
 
 
@@ -186,7 +215,7 @@ def load_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: 
     X, y = bunch.data.astype(np.float64), bunch.target.astype(np.int64)
     X_rest, y_rest, X_test, y_test = _stratified_split(X, y, test_fraction, seed)
     X_train, y_train, X_val, y_val = _stratified_split(X_rest, y_rest, val_fraction, seed)
-    return _finish("digits", X_train, y_train, X_val, y_val, X_test, y_test)
+    return _finish("digits", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=(1, 8, 8))
 
 
 def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
@@ -215,7 +244,7 @@ def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
     X, y = np.asarray(raw["x"], np.float64), np.asarray(raw["y"], np.int64)
     X_test, y_test = np.asarray(raw["x_test"], np.float64), np.asarray(raw["y_test"], np.int64)
     X_train, y_train, X_val, y_val = _stratified_split(X, y, val_fraction, seed)
-    return _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test)
+    return _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=(1, 1, X.shape[1]))
 
 
 # ---------------------------------------------------------------------------
@@ -330,7 +359,9 @@ def load_mnist(directory: str | os.PathLike, *, val_fraction: float = 0.1, seed:
     if X_tr.shape[1] != X_test.shape[1]:
         raise ValueError(f"{directory}: train images have {X_tr.shape[1]} pixels but test images {X_test.shape[1]}")
     X_train, y_train, X_val, y_val = _stratified_split(X_tr, y_tr, val_fraction, seed)
-    return _finish(f"mnist:{directory}", X_train, y_train, X_val, y_val, X_test, y_test)
+    side = math.isqrt(X_tr.shape[1])
+    shape = (1, side, side) if side * side == X_tr.shape[1] else (1, 1, X_tr.shape[1])
+    return _finish(f"mnist:{directory}", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=shape)
 
 
 # ---------------------------------------------------------------------------
@@ -338,6 +369,7 @@ def load_mnist(directory: str | os.PathLike, *, val_fraction: float = 0.1, seed:
 # ---------------------------------------------------------------------------
 
 CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 
 
 def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
@@ -400,7 +432,17 @@ def load_cifar10(directory: str | os.PathLike, *, val_fraction: float = 0.1, see
     y_tr = np.concatenate([p[1] for p in parts])
     X_test, y_test = read_cifar10_bin(directory / "test_batch.bin")
     X_train, y_train, X_val, y_val = _stratified_split(X_tr, y_tr, val_fraction, seed)
-    return _finish(f"cifar10:{directory}", X_train, y_train, X_val, y_val, X_test, y_test)
+    return _finish(
+        f"cifar10:{directory}",
+        X_train,
+        y_train,
+        X_val,
+        y_val,
+        X_test,
+        y_test,
+        image_shape=(3, 32, 32),
+        class_names=CIFAR10_CLASSES,
+    )
 
 
 # ---------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import numpy as np
 
 from jaxlayers.layers.affine import affine, affine_reference
 from jaxlayers.layers.batchnorm import BatchNormState, batchnorm, batchnorm_reference
+from jaxlayers.layers.conv import conv2d, conv2d_reference
 from jaxlayers.layers.dropout import dropout, dropout_reference
+from jaxlayers.layers.pool import max_pool2d, max_pool2d_reference
 from jaxlayers.layers.relu import relu, relu_reference
 from jaxlayers.losses import softmax_loss, softmax_loss_reference, svm_loss, svm_loss_reference
 
@@ -227,6 +229,9 @@ OPS: tuple[OpInfo, ...] = (
     OpInfo("dropout", dropout, dropout_reference, (0,), _dropout_samples, random=True, batch_argnums=(0, 1)),
     OpInfo("svm_loss", svm_loss, svm_loss_reference, (0,), _svm_samples, batch_argnums=(0, 1)),
     OpInfo("softmax_loss", softmax_loss, softmax_loss_reference, (0,), _softmax_samples, batch_argnums=(0, 1)),
+    # issue 11, convolutional networks
+    OpInfo("conv2d", conv2d, conv2d_reference, (0, 1, 2), lambda dtype: _conv_samples(dtype)),
+    OpInfo("max_pool2d", max_pool2d, max_pool2d_reference, (0,), lambda dtype: _pool_samples(dtype)),
 )
 
 
@@ -240,3 +245,55 @@ def get_opinfo(op: Callable[..., Any]) -> OpInfo:
         if info.op is op:
             return info
     raise KeyError(f"{getattr(op, '__name__', op)!r} is not in jaxlayers.opinfo.OPS; pass reference= explicitly")
+
+
+# issue 11, convolutional networks: conv2d and max_pool2d samples (tiny: the
+# float64 finite differences cost 4 evaluations per input element).
+
+
+def _conv_samples(dtype) -> list[Sample]:
+    r = _rng(11)
+
+    def s(name, xshape, wshape, offset=0.0, **kwargs):
+        fan_in = int(np.prod(wshape[1:]))
+        return Sample(
+            name,
+            (
+                _arr(r.randn(*xshape) + offset, dtype),
+                _arr(r.randn(*wshape) / np.sqrt(fan_in), dtype),
+                _arr(r.randn(wshape[0]), dtype),
+            ),
+            kwargs,
+        )
+
+    return [
+        s("ordinary 3x3", (2, 2, 5, 5), (3, 2, 3, 3)),
+        s("stride 2, rows unread", (2, 2, 6, 6), (2, 2, 3, 3), stride=2),
+        s("stride (1,2), padding (2,1)", (2, 2, 5, 6), (2, 2, 3, 3), stride=(1, 2), padding=(2, 1)),
+        s("non-square kernel 2x3", (2, 2, 5, 6), (3, 2, 2, 3), padding=(0, 1)),
+        s("N=1, padding 1", (1, 2, 4, 4), (2, 2, 3, 3), padding=1),
+        s("large offset", (2, 2, 5, 5), (2, 2, 3, 3), offset=1e3),
+    ]
+
+
+def _pool_samples(dtype) -> list[Sample]:
+    r = _rng(12)
+
+    def distinct(*shape):
+        # Values 0.02 apart or more: every window's maximum is unique and stays
+        # the maximum under the finite differences' steps.
+        n = int(np.prod(shape))
+        return _arr((r.permutation(n) / n * 4.0 - 2.0).reshape(shape), dtype)
+
+    def ties(*shape):
+        return _arr(r.randint(0, 3, size=shape).astype(np.float64), dtype)  # many equal maxima
+
+    return [
+        Sample("2x2 stride 2", (distinct(2, 2, 4, 4),), {"pool_size": (2, 2), "stride": 2}),
+        Sample("overlapping 3x3 stride 2", (distinct(2, 2, 7, 7),), {"pool_size": 3, "stride": 2}),
+        Sample("H, W not divisible", (distinct(2, 2, 5, 7),), {"pool_size": (2, 2), "stride": 2}),
+        Sample("2x3 stride (3,2), gaps", (distinct(2, 2, 7, 8),), {"pool_size": (2, 3), "stride": (3, 2)}),
+        Sample("N=1, 2x3 stride (2,3)", (distinct(1, 3, 4, 6),), {"pool_size": (2, 3), "stride": (2, 3)}),
+        Sample("ties 2x2 stride 2", (ties(2, 2, 6, 6),), {"pool_size": (2, 2), "stride": 2}, smooth=False),
+        Sample("ties overlapping 3x3 stride 1", (ties(2, 2, 6, 6),), {"pool_size": 3, "stride": 1}, smooth=False),
+    ]

@@ -9,7 +9,7 @@ import pytest
 import seed_numpy as seed
 
 from jaxlayers import compat
-from jaxlayers.gradcheck import rel_error
+from jaxlayers.gradcheck import norm_rel_error, rel_error
 
 TOL = 1e-9
 
@@ -204,5 +204,159 @@ def test_star_import_gives_the_seed_names():
         "dropout_backward",
         "svm_loss",
         "softmax_loss",
+    ]:
+        assert callable(namespace[name])
+
+
+# --------------------------------------------------------------------------
+# issue 11, convolutional networks: compat == a NumPy transcription of the
+# course's naive loops (tests/seed_numpy_conv.py), plus finite differences.
+# --------------------------------------------------------------------------
+
+import seed_numpy_conv as naive  # noqa: E402
+
+CONV_CASES = [
+    ((2, 3, 5, 5), (4, 3, 3, 3), {"stride": 1, "pad": 1}),
+    ((2, 2, 7, 6), (3, 2, 3, 3), {"stride": 2, "pad": 0}),  # bottom row never read
+    ((1, 2, 6, 7), (2, 2, 2, 3), {"stride": 2, "pad": 2}),
+]
+POOL_CASES = [
+    ((2, 3, 4, 6), {"pool_height": 2, "pool_width": 2, "stride": 2}),
+    ((2, 2, 7, 7), {"pool_height": 3, "pool_width": 3, "stride": 2}),  # overlapping
+    ((1, 2, 5, 7), {"pool_height": 2, "pool_width": 3, "stride": 2}),  # H, W not divisible
+]
+
+
+def _numeric(f, x, dout, h=1e-5):
+    """Central differences of ``sum(f(x) * dout)`` (the course's eval_numerical_gradient_array).
+
+    Compared normwise (:func:`norm_rel_error`): their absolute round-off is set by ``|f|``, not by each element.
+    """
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + h
+        pos = np.sum(f(x) * dout)
+        x[i] = old - h
+        neg = np.sum(f(x) * dout)
+        x[i] = old
+        grad[i] = (pos - neg) / (2 * h)
+    return grad
+
+
+@pytest.mark.parametrize(("xs", "ws", "conv_param"), CONV_CASES)
+def test_conv_matches_naive_loops(rng, x64, xs, ws, conv_param):
+    x, w, b = rng.randn(*xs), rng.randn(*ws), rng.randn(ws[0])
+    out, cache = compat.conv_forward_naive(x, w, b, conv_param)
+    out_s, cache_s = naive.conv_forward_naive(x, w, b, conv_param)
+    assert isinstance(out, np.ndarray) and out.dtype == np.float64 and out.shape == out_s.shape
+    assert rel_error(out, out_s) <= TOL
+    dout = rng.randn(*out.shape)
+    for g, g_s in zip(compat.conv_backward_naive(dout, cache), naive.conv_backward_naive(dout, cache_s), strict=True):
+        assert isinstance(g, np.ndarray) and g.shape == g_s.shape and rel_error(g, g_s) <= TOL
+    # The "fast" names are the same layer.
+    out_f, cache_f = compat.conv_forward_fast(x, w, b, conv_param)
+    np.testing.assert_array_equal(out_f, out)
+    np.testing.assert_array_equal(
+        compat.conv_backward_fast(dout, cache_f)[1], compat.conv_backward_naive(dout, cache)[1]
+    )
+
+
+@pytest.mark.parametrize(("xs", "pool_param"), POOL_CASES)
+def test_max_pool_matches_naive_loops(rng, x64, xs, pool_param):
+    x = rng.randn(*xs)
+    out, cache = compat.max_pool_forward_naive(x, pool_param)
+    out_s, cache_s = naive.max_pool_forward_naive(x, pool_param)
+    assert out.shape == out_s.shape and rel_error(out, out_s) <= TOL
+    dout = rng.randn(*out.shape)
+    dx = compat.max_pool_backward_naive(dout, cache)
+    assert dx.shape == x.shape and rel_error(dx, naive.max_pool_backward_naive(dout, cache_s)) <= TOL
+    out_f, cache_f = compat.max_pool_forward_fast(x, pool_param)
+    np.testing.assert_array_equal(out_f, out)
+    np.testing.assert_array_equal(compat.max_pool_backward_fast(dout, cache_f), dx)
+
+
+def test_max_pool_ties_go_to_the_first_maximum_like_np_argmax(rng, x64):
+    x = rng.randint(0, 2, size=(2, 2, 6, 6)).astype(np.float64)  # windows full of equal maxima
+    param = {"pool_height": 2, "pool_width": 2, "stride": 2}
+    out, cache = compat.max_pool_forward_naive(x, param)
+    dout = rng.randn(*out.shape)
+    _, cache_s = naive.max_pool_forward_naive(x, param)
+    np.testing.assert_array_equal(
+        compat.max_pool_backward_naive(dout, cache), naive.max_pool_backward_naive(dout, cache_s)
+    )
+
+
+def test_conv_and_pool_numeric_gradients(rng, x64):
+    x, w, b = rng.randn(2, 2, 5, 5), rng.randn(3, 2, 3, 3), rng.randn(3)
+    conv_param = {"stride": 2, "pad": 1}
+    out, cache = compat.conv_forward_naive(x, w, b, conv_param)
+    dout = rng.randn(*out.shape)
+    dx, dw, db = compat.conv_backward_naive(dout, cache)
+    assert norm_rel_error(dx, _numeric(lambda a: naive.conv_forward_naive(a, w, b, conv_param)[0], x, dout)) <= 1e-8
+    assert norm_rel_error(dw, _numeric(lambda a: naive.conv_forward_naive(x, a, b, conv_param)[0], w, dout)) <= 1e-8
+    assert norm_rel_error(db, _numeric(lambda a: naive.conv_forward_naive(x, w, a, conv_param)[0], b, dout)) <= 1e-8
+    xp = rng.permutation(2 * 2 * 5 * 5).reshape(2, 2, 5, 5) / 10.0  # distinct values, no ties
+    pool_param = {"pool_height": 3, "pool_width": 3, "stride": 2}
+    out, cache = compat.max_pool_forward_naive(xp, pool_param)
+    dout = rng.randn(*out.shape)
+    num = _numeric(lambda a: naive.max_pool_forward_naive(a, pool_param)[0], xp, dout)
+    assert norm_rel_error(compat.max_pool_backward_naive(dout, cache), num) <= 1e-8
+
+
+def test_sandwich_layers_match_the_course(rng, x64):
+    x, w, b = rng.randn(3, 2, 4), rng.randn(8, 5), rng.randn(5)
+    out, cache = compat.affine_relu_forward(x, w, b)
+    out_s, cache_s = naive.affine_relu_forward(x, w, b)
+    assert rel_error(out, out_s) <= TOL
+    dout = rng.randn(*out.shape)
+    for g, g_s in zip(compat.affine_relu_backward(dout, cache), naive.affine_relu_backward(dout, cache_s), strict=True):
+        assert g.shape == g_s.shape and rel_error(g, g_s) <= TOL
+
+    x, w, b = rng.randn(2, 3, 8, 8), rng.randn(3, 3, 3, 3), rng.randn(3)
+    conv_param, pool_param = {"stride": 1, "pad": 1}, {"pool_height": 2, "pool_width": 2, "stride": 2}
+    for fwd, bwd, extra in (
+        ("conv_relu_forward", "conv_relu_backward", (conv_param,)),
+        ("conv_relu_pool_forward", "conv_relu_pool_backward", (conv_param, pool_param)),
+    ):
+        out, cache = getattr(compat, fwd)(x, w, b, *extra)
+        out_s, cache_s = getattr(naive, fwd)(x, w, b, *extra)
+        assert isinstance(out, np.ndarray) and rel_error(out, out_s) <= TOL
+        dout = rng.randn(*out.shape)
+        grads = getattr(compat, bwd)(dout, cache)
+        for g, g_s in zip(grads, getattr(naive, bwd)(dout, cache_s), strict=True):
+            assert g.shape == g_s.shape and rel_error(g, g_s) <= TOL
+        num = _numeric(lambda a, fwd=fwd, extra=extra: getattr(naive, fwd)(x, a, b, *extra)[0], w, dout)
+        assert norm_rel_error(grads[1], num) <= 1e-8
+
+
+def test_conv_compat_errors_name_the_shapes():
+    x, w, b = np.ones((2, 3, 5, 5), np.float32), np.ones((4, 2, 3, 3), np.float32), np.zeros(4, np.float32)
+    with pytest.raises(ValueError, match=r"conv2d: w has 2 input channels but x has 3"):
+        compat.conv_forward_naive(x, w, b, {"stride": 1, "pad": 0})
+    with pytest.raises(ValueError, match=r"max_pool2d: pool_size \(6, 2\) is larger"):
+        compat.max_pool_forward_naive(x, {"pool_height": 6, "pool_width": 2, "stride": 2})
+
+
+def test_star_import_gives_the_conv_names():
+    namespace: dict = {}
+    exec("from jaxlayers.compat import *", namespace)
+    for name in [
+        "conv_forward_naive",
+        "conv_backward_naive",
+        "conv_forward_fast",
+        "conv_backward_fast",
+        "max_pool_forward_naive",
+        "max_pool_backward_naive",
+        "max_pool_forward_fast",
+        "max_pool_backward_fast",
+        "affine_relu_forward",
+        "affine_relu_backward",
+        "conv_relu_forward",
+        "conv_relu_backward",
+        "conv_relu_pool_forward",
+        "conv_relu_pool_backward",
     ]:
         assert callable(namespace[name])

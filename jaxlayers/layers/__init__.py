@@ -9,7 +9,9 @@ from jaxlayers.layers.batchnorm import (
     batchnorm_reference,
     batchnorm_state,
 )
+from jaxlayers.layers.conv import conv2d, conv2d_bwd, conv2d_fwd, conv2d_reference
 from jaxlayers.layers.dropout import dropout, dropout_bwd, dropout_fwd, dropout_reference
+from jaxlayers.layers.pool import max_pool2d, max_pool2d_bwd, max_pool2d_fwd, max_pool2d_reference
 from jaxlayers.layers.relu import relu, relu_bwd, relu_fwd, relu_reference
 
 __all__ = [
@@ -31,4 +33,13 @@ __all__ = [
     "relu_bwd",
     "relu_fwd",
     "relu_reference",
+    # issue 11, convolutional networks
+    "conv2d",
+    "conv2d_bwd",
+    "conv2d_fwd",
+    "conv2d_reference",
+    "max_pool2d",
+    "max_pool2d_bwd",
+    "max_pool2d_fwd",
+    "max_pool2d_reference",
 ]

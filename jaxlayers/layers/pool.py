@@ -1,0 +1,239 @@
+"""2-D max pooling, NCHW, VALID windows: ``out[n, c, i, j] = max of one window``.
+
+Source of the maths: the NumPy original's ``max_pool_forward_naive`` /
+``max_pool_backward_naive``: the gradient of each window goes to its
+maximum. Where a window holds several equal maxima, the gradient goes to
+exactly one of them, the *first* in window order (row by row, left to right)
+-- the element XLA's ``select_and_scatter_add`` with a ``>=`` comparison
+picks, i.e. the one ``jax.grad`` of ``lax.reduce_window(x, -inf, lax.max,
+...)`` picks, and the one ``np.argmax`` of the flattened window picks.
+
+Four parts, as every jaxlayers op:
+
+* :func:`max_pool2d_reference` -- ``lax.reduce_window``; ``jax.grad`` of it is the oracle.
+* :func:`max_pool2d_fwd` -- ``x -> (out, residuals)``; the residual is one
+  window position per output (uint8), not a float copy of ``x``.
+* :func:`max_pool2d_bwd` -- ``(residuals, g) -> (dx,)``: each ``g`` routed to its window's argmax.
+* :func:`max_pool2d` -- the public op: checked, ``custom_vjp``, jit-compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxlayers._checks import int_pair, require, require_float, require_int_pair, require_rank, shape_of
+
+__all__ = ["max_pool2d", "max_pool2d_reference", "max_pool2d_fwd", "max_pool2d_bwd", "MaxPoolResiduals"]
+
+
+@partial(jax.tree_util.register_dataclass, data_fields=["index"], meta_fields=["in_hw", "pool_size", "stride"])
+@dataclasses.dataclass(frozen=True)
+class MaxPoolResiduals:
+    """What the backward pass keeps: the argmax of every window.
+
+    ``index[n, c, i, j] = u * pw + v`` for the window element ``(u, v)``
+    (row-major) holding the first maximum; shape ``(N, C, Ho, Wo)``, uint8
+    (int32 for windows of more than 255 elements) -- a quarter of a byte per
+    input element for 2x2 windows, against 4 for a float32 copy of ``x``.
+    ``in_hw = (H, W)``, ``pool_size`` and ``stride`` are static, carried in
+    the pytree's structure.
+    """
+
+    index: jax.Array
+    in_hw: tuple[int, int]
+    pool_size: tuple[int, int]
+    stride: tuple[int, int]
+
+
+def _out_size(size: int, k: int, s: int) -> int:
+    return 1 + (size - k) // s
+
+
+def _index_dtype(ph: int, pw: int):
+    return jnp.uint8 if ph * pw <= 255 else jnp.int32
+
+
+def max_pool2d_reference(x, *, pool_size=(2, 2), stride=2):
+    """``lax.reduce_window`` max over VALID windows, differentiated by JAX (the oracle).
+
+    JAX differentiates it with ``select_and_scatter_add`` (comparison ``>=``),
+    which sends each window's gradient to its first maximum in window order.
+    """
+    (ph, pw), (sh, sw) = int_pair(pool_size), int_pair(stride)
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, ph, pw), (1, 1, sh, sw), "VALID")
+
+
+def _window_offsets(ph: int, pw: int) -> list[tuple[int, int]]:
+    return [(u, v) for u in range(ph) for v in range(pw)]
+
+
+def _strided(x, u: int, v: int, ho: int, wo: int, sh: int, sw: int) -> jax.Array:
+    """``x[:, :, u + sh*i, v + sw*j]`` for ``i < ho``, ``j < wo``: element ``(u, v)`` of every window."""
+    n, c = x.shape[0], x.shape[1]
+    return lax.slice(x, (0, 0, u, v), (n, c, u + (ho - 1) * sh + 1, v + (wo - 1) * sw + 1), (1, 1, sh, sw))
+
+
+def max_pool2d_fwd(x, *, pool_size=(2, 2), stride=2) -> tuple[jax.Array, MaxPoolResiduals]:
+    """Forward pass: ``out = max over each window``; residual the first argmax per window.
+
+    One elementwise pass over the ``ph * pw`` strided views ``x[:, :, u::sh,
+    v::sw]`` (window element ``(u, v)`` of every window), in window order,
+    keeping a running maximum and its position: a later element replaces it
+    only when strictly greater, so the position is the *first* maximum. XLA
+    fuses this into one kernel with two outputs; for 2x2/2 pooling at (64, 64,
+    32, 32) float32 it runs 2-3x faster than ``lax.reduce_window`` alone and
+    4-8x faster than max and argmax as reductions over a ``(N, C, Ho, ph, Wo,
+    pw)`` reshape (which read ``x`` twice). A NaN replaces the running value
+    too, so a window holding NaN gives NaN, as ``lax.max`` does.
+    """
+    (ph, pw), (sh, sw) = int_pair(pool_size), int_pair(stride)
+    _, _, h, w = x.shape
+    ho, wo = _out_size(h, ph, sh), _out_size(w, pw, sw)
+    idt = _index_dtype(ph, pw)
+    offsets = _window_offsets(ph, pw)
+    out = _strided(x, *offsets[0], ho, wo, sh, sw)
+    index = jnp.zeros(out.shape, idt)
+    for k, (u, v) in enumerate(offsets[1:], start=1):
+        s = _strided(x, u, v, ho, wo, sh, sw)
+        take = (s > out) | jnp.isnan(s)
+        out = jnp.where(take, s, out)
+        index = jnp.where(take, np.asarray(k, idt), index)
+    # XLA fuses cheap elementwise producers into their consumers; the
+    # backward pass reads each index once per window element, so under one
+    # jit with it the argmax would be recomputed ph * pw times from x (10x
+    # slower for 2x2/2 at (64, 64, 32, 32)). An integer division is
+    # "expensive" to XLA and never duplicated that way: ending the pass with
+    # a division by ones XLA cannot see through makes it store the index once.
+    ones = (index | np.asarray(1, idt)) // (index | np.asarray(1, idt))
+    index = index // ones
+    return out, MaxPoolResiduals(index, (h, w), (ph, pw), (sh, sw))
+
+
+def max_pool2d_bwd(residuals: MaxPoolResiduals, g: jax.Array) -> tuple[jax.Array]:
+    """Backward pass: ``dx[n, c, sh*i + u, sw*j + v] += g[n, c, i, j]`` where ``(u, v)`` is the window's argmax.
+
+    Every other element of a window gets nothing from it; rows and columns
+    no window covers (VALID drops the remainder) get zero. Non-overlapping
+    windows: a one-hot of ``index`` (a comparison with an iota over the window
+    positions) times ``g``, reshaped to ``(N, C, Ho * ph, Wo * pw)`` and
+    zero-padded to ``(H, W)`` -- no scatter. Overlapping windows: for each
+    window position ``k = (u, v)`` the map ``where(index == k, g, 0)`` is
+    spread over ``x``'s grid with ``lax.pad`` (offset ``(u, v)``, ``s - 1``
+    zeros between elements) and the ``ph * pw`` maps are summed, in the order
+    that adds an element's contributions window by window, row-major, as
+    ``select_and_scatter_add`` does (so float sums match it bit for bit).
+    """
+    index = residuals.index
+    h, w = residuals.in_hw
+    (ph, pw), (sh, sw) = residuals.pool_size, residuals.stride
+    n, c, ho, wo = index.shape
+    idt = index.dtype
+    zero = jnp.zeros((), g.dtype)
+    if (sh, sw) == (ph, pw):
+        pos = (lax.iota(idt, ph)[:, None] * np.asarray(pw, idt) + lax.iota(idt, pw)[None, :])[:, None, :]
+        dxw = jnp.where(index[:, :, :, None, :, None] == pos, g[:, :, :, None, :, None], zero)
+        dx = dxw.reshape(n, c, ho * ph, wo * pw)
+        if (h, w) != (ho * ph, wo * pw):
+            dx = jnp.pad(dx, ((0, 0), (0, 0), (0, h - ho * ph), (0, w - wo * pw)))
+        return (dx,)
+    dx = None
+    # Position (y, x) gets its contributions from windows (i, j) = ((y - u) / sh, (x - v) / sw):
+    # the last window position first is the first window (row-major) first.
+    for k, (u, v) in reversed(list(enumerate(_window_offsets(ph, pw)))):
+        part = jnp.where(index == np.asarray(k, idt), g, zero)
+        spread = lax.pad(
+            part,
+            zero,
+            ((0, 0, 0), (0, 0, 0), (u, h - u - (ho - 1) * sh - 1, sh - 1), (v, w - v - (wo - 1) * sw - 1, sw - 1)),
+        )
+        dx = spread if dx is None else dx + spread
+    return (dx,)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
+def _max_pool2d_vjp(x, pool_size, stride):
+    # Undifferentiated calls run the same forward code as differentiated ones.
+    return max_pool2d_fwd(x, pool_size=pool_size, stride=stride)[0]
+
+
+def _max_pool2d_vjp_fwd(x, pool_size, stride):
+    return max_pool2d_fwd(x, pool_size=pool_size, stride=stride)
+
+
+def _max_pool2d_vjp_bwd(pool_size, stride, residuals, g):
+    del pool_size, stride  # carried by the residuals
+    return max_pool2d_bwd(residuals, g)
+
+
+_max_pool2d_vjp.defvjp(_max_pool2d_vjp_fwd, _max_pool2d_vjp_bwd)
+_max_pool2d_jit = jax.jit(_max_pool2d_vjp, static_argnums=(1, 2))
+
+
+def _check(x, pool_size, stride) -> tuple[tuple[int, int], tuple[int, int]]:
+    op = "max_pool2d"
+    require_float(x, op, "x")
+    require_rank(x, op, "x", rank=4)
+    pool_size = require_int_pair(pool_size, op, "pool_size", 1)
+    stride = require_int_pair(stride, op, "stride", 1)
+    xs = shape_of(x)
+    require(
+        xs[2] >= pool_size[0] and xs[3] >= pool_size[1],
+        op,
+        f"pool_size {pool_size} is larger than x's (H, W) = {xs[2:]} (x shape {xs}); the output would be empty",
+    )
+    return pool_size, stride
+
+
+def max_pool2d(x: jax.Array, *, pool_size=(2, 2), stride=2) -> jax.Array:
+    """2-D max pooling over VALID windows (NCHW) with a hand-derived backward pass.
+
+    Args:
+      x: inputs, shape ``(N, C, H, W)``, floating dtype.
+      pool_size: keyword, static: an int ``>= 1`` or a pair ``(ph, pw)``.
+      stride: keyword, static: an int ``>= 1`` or a pair ``(sh, sw)``.
+        Windows may overlap (``stride < pool_size``) or skip elements.
+
+    Returns:
+      ``out[n, c, i, j] = max_{u < ph, v < pw} x[n, c, sh*i + u, sw*j + v]``,
+      shape ``(N, C, Ho, Wo)`` with ``Ho = 1 + (H - ph) // sh`` and ``Wo = 1 +
+      (W - pw) // sw`` (no padding; rows and columns no window reaches are
+      dropped), ``x``'s dtype.
+
+    Raises:
+      ValueError: at trace time, if ``x`` is not 4-D, ``pool_size < 1``,
+        ``stride < 1`` or the window is larger than ``(H, W)``; the message
+        names the argument and the shapes seen.
+      TypeError: non-floating ``x``; ``pool_size``/``stride`` not an int or
+        a pair of ints.
+
+    Backward (``custom_vjp``), for cotangent ``g`` of shape ``(N, C, Ho, Wo)``::
+
+        (u*, v*) = first argmax of x[n, c, sh*i : sh*i + ph, sw*j : sw*j + pw]   # row-major
+        dx[n, c, sh*i + u*, sw*j + v*] += g[n, c, i, j]                      # all else 0
+
+    Ties: a window with several equal maxima sends its gradient to the first
+    one in row-major window order -- the element ``jax.grad`` of
+    ``lax.reduce_window`` (``select_and_scatter_add`` with ``>=``) picks.
+    Overlapping windows add their contributions.
+
+    Residuals: one window position per output, uint8 (for 2x2/2 pooling a
+    quarter of a byte per element of ``x``); ``jax.grad`` of the reference
+    keeps ``x`` itself and recomputes the argmax in the backward pass.
+
+    Source: the NumPy original's ``max_pool_forward_naive`` /
+    ``max_pool_backward_naive``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxlayers as jl
+      >>> jl.max_pool2d(jnp.arange(16.0).reshape(1, 1, 4, 4))
+      Array([[[[ 5.,  7.],
+               [13., 15.]]]], dtype=float32)
+    """
+    pool_size, stride = _check(x, pool_size, stride)
+    return _max_pool2d_jit(x, pool_size, stride)
