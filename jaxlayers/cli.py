@@ -1,4 +1,4 @@
-"""The ``jaxlayers`` command: ``jaxlayers train``, ``jaxlayers sweep`` and ``jaxlayers gradcheck``.
+"""The ``jaxlayers`` command: ``train``, ``sweep``, ``evaluate``, ``predict`` and ``gradcheck``.
 
 Nothing in the package imports this module.
 """
@@ -585,6 +585,194 @@ def _add_sweep_parser(sub, suppress: bool) -> None:
     p.set_defaults(func=_sweep)
 
 
+def _load_run(run_dir: str, which: str):
+    """``jaxlayers.load_run(run_dir, which)``; a run that cannot be loaded is one line (exit 1)."""
+    import jaxlayers
+
+    if not hasattr(jaxlayers, "load_run"):  # the library side lands separately
+        raise RuntimeError("this jaxlayers has no load_run; update jaxlayers")
+    return jaxlayers.load_run(run_dir, which)
+
+
+def _run_errors(command: str, action):
+    """Run ``action()``; errors a user can cause become one line: 1 for a run or file that cannot be read or
+    written, 2 for an input of the wrong shape or kind."""
+    try:
+        return action()
+    except FileNotFoundError as e:
+        return _fail(command, _os_message(e) if e.filename else str(e), 1)
+    except OSError as e:
+        return _fail(command, _os_message(e), 1)
+    except (ValueError, TypeError) as e:
+        from jaxlayers.train import CheckpointError
+
+        return _fail(command, str(e), 1 if isinstance(e, CheckpointError) else 2)
+    except RuntimeError as e:
+        return _fail(command, str(e), 1)
+
+
+def _predict_labels(run, X, batch_size: int = 1024):
+    """Labels of the model on inputs ``X`` that are already standardised, in test mode."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    labels = []
+    for i in range(0, len(X), batch_size):
+        scores, _ = run.model.apply(run.params, run.model_state, jnp.asarray(X[i : i + batch_size]), train=False)
+        labels.append(np.asarray(jnp.argmax(scores, axis=-1)))
+    return np.concatenate(labels) if labels else np.zeros(0, np.int64)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    def action() -> int:
+        import numpy as np
+
+        from jaxlayers import data as jl_data
+        from jaxlayers.training.plots import confusion_matrix, plot_confusion
+
+        run = _load_run(args.run_dir, args.which)
+        name = args.dataset or (run.metadata.get("data") or {}).get("name") or (run.config or {}).get("dataset")
+        if not name:
+            raise ValueError(f"{args.run_dir}: the run does not record its dataset; give --dataset")
+        ds = jl_data.load(name)
+        X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
+        want = tuple(run.preprocessing.input_shape)
+        if tuple(X.shape[1:]) != want:
+            raise ValueError(
+                f"dataset {name!r} has examples of shape {tuple(X.shape[1:])}, but the run's model takes {want}"
+            )
+        # The loader standardises with the training statistics, as training did: the model sees what it saw.
+        pred = _predict_labels(run, X)
+        num_classes = int(max(pred.max(initial=0), y.max(initial=0)) + 1)
+        num_classes = max(num_classes, len(run.class_names or ()))
+        matrix = confusion_matrix(y, pred, num_classes)
+        names = list(run.class_names) if run.class_names else [str(i) for i in range(num_classes)]
+        acc = float(np.trace(matrix) / max(matrix.sum(), 1))
+        print(
+            f"{run.which} parameters (epoch {run.epoch}) of {args.run_dir} on {name} {args.split} ({len(y)} examples)"
+        )
+        print(f"accuracy {acc:.4f} ({int(np.trace(matrix))}/{int(matrix.sum())})")
+        print("per class: " + "  ".join(
+            f"{names[c]} {matrix[c, c] / matrix[c].sum():.3f}" if matrix[c].sum() else f"{names[c]} n/a"
+            for c in range(num_classes)
+        ))  # fmt: skip
+        width = max(max(len(n) for n in names), len(str(int(matrix.max(initial=0)))), 3)
+        print("confusion matrix (rows: true, columns: predicted):")
+        print(" " * (width + 1) + " ".join(n.rjust(width) for n in names))
+        for c in range(num_classes):
+            print(names[c].rjust(width) + " " + " ".join(str(int(v)).rjust(width) for v in matrix[c]))
+        out = Path(args.output) if args.output else Path(args.run_dir) / "confusion.png"
+        try:
+            plot_confusion(matrix, out, class_names=names, title=f"{name} {args.split}: accuracy {acc:.4f}")
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
+        print(f"wrote {out}")
+        return 0
+
+    return _run_errors("evaluate", action)
+
+
+def _read_inputs(path: Path):
+    """Examples from ``.npy``, ``.npz`` (its one array, or ``X``) or ``.csv`` (one example per row, an optional
+    header line)."""
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            key = "X" if "X" in keys else "x" if "x" in keys else keys[0] if len(keys) == 1 else None
+            if key is None:
+                raise ValueError(f"{path}: holds arrays {keys}; name the inputs X (or save only one array)")
+            return z[key]
+    if suffix == ".csv":
+        try:
+            return np.loadtxt(path, delimiter=",", ndmin=2)
+        except ValueError:
+            try:
+                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)  # a header line
+            except ValueError as e:
+                raise ValueError(f"{path}: not a CSV of numbers, one example per row ({e})") from None
+    raise ValueError(f"{path}: unknown input format {suffix or '(no suffix)'!r}; give a .npy, .npz or .csv file")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    def action() -> int:
+        import math
+
+        import numpy as np
+
+        path = Path(args.input)
+        if not path.is_file():
+            raise FileNotFoundError(2, f"no input file {path}", str(path))
+        X = _read_inputs(path)
+        run = _load_run(args.run_dir, args.which)
+        want = tuple(run.preprocessing.input_shape)
+        if X.ndim >= 1 and tuple(X.shape[1:]) != want:
+            if X.ndim == 2 and X.shape[1] == math.prod(want):  # flat rows (a CSV) of image inputs
+                X = X.reshape((X.shape[0], *want))
+            else:
+                got = tuple(X.shape[1:]) if X.ndim > 1 else "a single row"
+                raise ValueError(
+                    f"{path}: examples of shape {got} (array {X.shape}), but the run's model takes {want} "
+                    f"({math.prod(want)} features): give an (N, {', '.join(map(str, want))}) array"
+                )
+        if not np.issubdtype(X.dtype, np.number):
+            raise TypeError(f"{path}: inputs must be numbers, got dtype {X.dtype}")
+        proba = np.asarray(run.predict_proba(X))
+        labels = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
+        names = list(run.class_names) if run.class_names else None
+        header = ["index", "label"] + (["class"] if names else []) + [f"p_{c}" for c in range(proba.shape[1])]
+        lines = [",".join(header)]
+        for i, (label, p) in enumerate(zip(labels, proba, strict=True)):
+            row = [str(i), str(int(label))] + ([f'"{names[label]}"'] if names else []) + [f"{v:.6g}" for v in p]
+            lines.append(",".join(row))
+        out = Path(args.output)
+        from jaxlayers.train import atomic_write
+
+        try:
+            atomic_write(out, ("\n".join(lines) + "\n").encode())
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
+        print(f"wrote {len(labels)} predictions ({run.which} parameters, epoch {run.epoch}) to {out}")
+        return 0
+
+    return _run_errors("predict", action)
+
+
+def _add_run_parsers(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy, per-class accuracy and confusion matrix of a trained run on a dataset split",
+        description="Load a run directory written by `jaxlayers train` (or fit(run_dir=)) and evaluate it on a "
+        "split of a dataset (default: the run's own): accuracy, per-class accuracy, the confusion matrix "
+        "(printed, and drawn to confusion.png in the run directory).",
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or its checkpoint.safetensors)")
+    p.add_argument("--dataset", default=None, help="digits | mnist1d | mnist:DIR | cifar10:DIR; None: the run's")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split")
+    p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
+    p.add_argument("--output", "-o", default=None, help="the confusion plot (None: RUN_DIR/confusion.png)")
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser(
+        "predict",
+        help="labels and class probabilities of a trained run for raw inputs (.npy, .npz, .csv)",
+        description="Load a run directory and predict raw inputs (as the dataset's loader reads them; the run's "
+        "stored standardisation is applied): one CSV row per example with its label and the class probabilities.",
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or its checkpoint.safetensors)")
+    p.add_argument("input", metavar="INPUT", help=".npy, .npz (array X) or .csv (one example per row) of raw inputs")
+    p.add_argument("--output", "-o", default="predictions.csv", help="the CSV to write")
+    p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
+    p.set_defaults(func=_predict)
+
+
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the help, and the exit-status epilog as written."""
 
@@ -618,6 +806,7 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
     p.set_defaults(func=_gradcheck)
     _add_train_parser(sub, suppress)
     _add_sweep_parser(sub, suppress)
+    _add_run_parsers(sub)
     return parser
 
 
