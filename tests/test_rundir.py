@@ -185,6 +185,16 @@ def test_a_fresh_run_does_not_replace_a_run_without_overwrite(tmp_path, capsys, 
     assert sorted(p.name for p in run_dir.iterdir()) == sorted(cli.RUN_FILES)
 
 
+def test_files_of_a_run_stopped_before_its_first_epoch_are_replaced(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text('{"old": true}')
+    (run_dir / "metrics.jsonl").write_text("")
+    code, _, err = _run(capsys, *SMALL, "-o", str(run_dir))
+    assert code == 0, err
+    assert "old" not in json.loads((run_dir / "config.json").read_text())
+
+
 def test_stale_temp_files_are_removed_on_start_and_resume(tmp_path, capsys, one_epoch):
     run_dir = _copy(one_epoch, tmp_path / "run")
     stale = [run_dir / ".checkpoint.safetensors.k2j3h4.tmp", run_dir / ".metrics.jsonl.abc.tmp"]

@@ -14,6 +14,8 @@ From the top:
 * :mod:`~jaxlayers.training.epoch` -- the pure epoch: the permutation-key
   rule, the scanned steps, the validation count, the best-epoch rule.
 * :mod:`~jaxlayers.training.state` -- ``TrainState``, the step, ``init_train_state``.
+* :mod:`~jaxlayers.training.memory` -- the memory a run needs (``jax.eval_shape``,
+  nothing allocated) and the refusal of one that cannot fit.
 * :mod:`~jaxlayers.training.config` -- ``TrainConfig`` and the optax optimizer.
 * :mod:`~jaxlayers.training.checkpoint` -- the safetensors format, atomic writes.
 * :mod:`~jaxlayers.training.results` -- ``History``, ``EpochReport``, ``FitResult``.

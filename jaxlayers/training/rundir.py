@@ -301,13 +301,11 @@ def train_run(
             history0 = History.from_dict(meta["history"])
         else:
             present = [name for name in RUN_FILES if (out / name).exists()]
-            if present and not overwrite:
-                held = ""
-                if ckpt.is_file():
-                    try:
-                        held = f" (checkpoint at epoch {read_checkpoint_metadata(ckpt)['epoch']})"
-                    except Exception:  # a corrupt checkpoint is still a run to protect
-                        held = " (an unreadable checkpoint)"
+            if ckpt.exists() and not overwrite:  # a finished or resumable run (files without one: a run
+                try:  # stopped before its first epoch, nothing to keep)
+                    held = f" (checkpoint at epoch {read_checkpoint_metadata(ckpt)['epoch']})"
+                except Exception:  # a corrupt checkpoint is still a run to protect
+                    held = " (an unreadable checkpoint)"
                 raise RunExists(
                     f"{out} already holds a run{held}: {', '.join(present)}; continue it with --resume "
                     "(resume=True), or replace it with --overwrite (overwrite=True)"
