@@ -12,6 +12,8 @@ code.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
 
@@ -55,6 +57,12 @@ class DeferredSignals:
     def _handle(self, signum: int, frame) -> None:
         if self.received is None:
             self.received = signum
+            name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+            # os.write, not print: a handler may run while the main thread is inside sys.stderr's own write
+            with contextlib.suppress(OSError):
+                os.write(
+                    2, f"\n{name} received: stopping after the running epoch (send it again to stop at once)\n".encode()
+                )
             return
         self._restore()
         old = signal.getsignal(signum)
