@@ -78,6 +78,7 @@ def op_cases(n: int = 4096, d: int = 1024, seed: int = 0):
         ),
         "svm_loss": (jl.svm_loss, losses.svm_loss_reference, (x,), (y,), g_scalar),
         "softmax_loss": (jl.softmax_loss, losses.softmax_loss_reference, (x,), (y,), g_scalar),
+        **norm_op_cases(seed),
     }
 
 
@@ -101,8 +102,12 @@ def run_ops(
     compiled to the same program, and the ratio is 1 within the noise.
     ``cases`` (same form as :func:`op_cases`) replaces the default ops.
     """
+    return _run_cases(op_cases(n, d) if cases is None else cases, rounds, per_round, log)
+
+
+def _run_cases(cases: dict, rounds: int, per_round: int, log) -> list[dict]:
     rows = []
-    for name, (op, ref, diff, other, ct) in (op_cases(n, d) if cases is None else cases).items():
+    for name, (op, ref, diff, other, ct) in cases.items():
         fns, kernels = {}, {}
         for side, f in (("custom", op), ("autodiff", ref)):
             jitted = _fwd_bwd(f, len(diff))
@@ -138,5 +143,95 @@ def run_ops(
     return rows
 
 
+# --- normalisation layers (issue 11) ---------------------------------------------------------
+
+NORM_SHAPES = {"nchw": (64, 64, 32, 32), "groups": 8, "layernorm": (4096, 1024)}
+
+
+def norm_op_cases(seed: int = 0):
+    """The norm ops at the sizes a convnet meets: spatial_batchnorm and groupnorm
+    (groups=8) on (64, 64, 32, 32), layernorm on (4096, 1024); float32."""
+    rng = np.random.default_rng(seed + 1)
+
+    def normal(*shape):
+        return jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
+
+    nchw, groups, nd = NORM_SHAPES["nchw"], NORM_SHAPES["groups"], NORM_SHAPES["layernorm"]
+    x4, g4 = normal(*nchw), normal(*nchw)
+    c = nchw[1]
+    gamma_c, beta_c = 1.0 + 0.1 * normal(c), 0.1 * normal(c)
+    state = jl.BatchNormState(0.1 * normal(c), 1.0 + jnp.abs(normal(c)))
+    x2, g2 = normal(*nd), normal(*nd)
+    gamma_d, beta_d = 1.0 + 0.1 * normal(nd[1]), 0.1 * normal(nd[1])
+    ct_state = (g4, jax.tree.map(jnp.zeros_like, state))
+
+    def sbn(train):
+        return (
+            lambda x, g, b_, s: jl.spatial_batchnorm(x, g, b_, s, train=train),
+            lambda x, g, b_, s: layers.spatial_batchnorm_reference(x, g, b_, s, train=train),
+            (x4, gamma_c, beta_c),
+            (state,),
+            ct_state,
+        )
+
+    return {
+        "spatial_batchnorm[train]": sbn(True),
+        "spatial_batchnorm[test]": sbn(False),
+        "groupnorm(G=8)": (
+            lambda x, g, b_: jl.groupnorm(x, g, b_, groups=groups),
+            lambda x, g, b_: layers.groupnorm_reference(x, g, b_, groups=groups),
+            (x4, gamma_c, beta_c),
+            (),
+            g4,
+        ),
+        "layernorm": (jl.layernorm, layers.layernorm_reference, (x2, gamma_d, beta_d), (), g2),
+    }
+
+
+def residual_mb(f, diff, other) -> float:
+    """MB of new residuals (not the op's own inputs) ``jax.vjp`` of ``f`` saves."""
+    from bench.peers_jax import residual_bytes
+
+    return residual_bytes(lambda d, *o: (f(*d, *o), None), diff, *other)["new"] / 1e6
+
+
+def run_norm_ops(rounds: int = 15, log=print) -> list[dict]:
+    """The per-op timing (:func:`run_ops`) of the norm ops only, plus saved residual MB per side."""
+    cases = norm_op_cases()
+    rows = []
+    for row in _run_cases(cases, rounds, 1, log):
+        op, ref, diff, other, _ = cases[row["op"]]
+        row["residual_mb_custom"] = residual_mb(op, diff, other)
+        row["residual_mb_autodiff"] = residual_mb(ref, diff, other)
+        log(f"  {row['op']:24s} residuals {row['residual_mb_custom']:.1f} MB / {row['residual_mb_autodiff']:.1f} MB")
+        rows.append(row)
+    return rows
+
+
+def render_norm_ops(rows: list[dict]) -> str:
+    lines = [
+        "| op | shape | custom ms | autodiff ms | custom / autodiff | IQR of per-round ratios "
+        "| XLA kernels, custom / autodiff | saved residuals MB, custom / autodiff |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        shape = NORM_SHAPES["layernorm"] if r["op"] == "layernorm" else NORM_SHAPES["nchw"]
+        lines.append(
+            f"| {r['op']} | {shape} | {r['custom_ms']:.2f} | {r['autodiff_ms']:.2f} | {r['ratio']:.3f} "
+            f"| {r['ratio_q1']:.3f}–{r['ratio_q3']:.3f} | {r['kernels_custom']} / {r['kernels_autodiff']} "
+            f"| {r['residual_mb_custom']:.1f} / {r['residual_mb_autodiff']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    run_ops()
+    import argparse
+
+    ap = argparse.ArgumentParser(description="per-op custom vs autodiff timing")
+    ap.add_argument("--norms", action="store_true", help="only the normalisation layers, with residual bytes")
+    ap.add_argument("--rounds", type=int, default=15)
+    cli = ap.parse_args()
+    if cli.norms:
+        print(render_norm_ops(run_norm_ops(rounds=cli.rounds)))
+    else:
+        run_ops(rounds=cli.rounds)

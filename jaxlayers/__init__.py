@@ -14,18 +14,23 @@ from jaxlayers.layers import (
     batchnorm_state,
     conv2d,
     dropout,
+    groupnorm,
+    layernorm,
     max_pool2d,
     relu,
+    spatial_batchnorm,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
 from jaxlayers.model import Model, register_model
-from jaxlayers.models import FullyConnectedNet
+from jaxlayers.models import ConvNet, FullyConnectedNet, ThreeLayerConvNet
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BatchNormState",
+    "ConvNet",
     "FullyConnectedNet",
+    "ThreeLayerConvNet",
     "Model",
     "affine",
     "batchnorm",
@@ -45,4 +50,8 @@ __all__ = [
     # issue 11, convolutional networks
     "conv2d",
     "max_pool2d",
+    # normalisation layers (issue 11)
+    "groupnorm",
+    "layernorm",
+    "spatial_batchnorm",
 ]

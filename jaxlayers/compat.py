@@ -2,9 +2,12 @@
 
 Code written for the NumPy layer library (``shared/seed/layers_seed.txt``)
 runs with its import line changed to ``from jaxlayers.compat import *``. The
-ten functions keep the seed's names, arguments and return values, and are
+functions keep the seed's names, arguments and return values, and are
 built on the very ``<op>_fwd`` / ``<op>_bwd`` rules behind the jitted ops: the
-seed's ``cache`` *is* the ``custom_vjp`` residuals.
+seed's ``cache`` *is* the ``custom_vjp`` residuals. The course's
+normalisation layers (``spatial_batchnorm_*``, ``layernorm_*``,
+``batchnorm_backward_alt``, ``spatial_groupnorm_*`` with ``gamma`` of shape
+``(1, C, 1, 1)``) follow the same rules.
 
 Like the seed they take and return NumPy arrays, and follow its conventions:
 
@@ -45,6 +48,10 @@ from jaxlayers.layers.batchnorm import _check as _batchnorm_check
 from jaxlayers.layers.conv import _check as _conv_check
 from jaxlayers.layers.conv import conv2d_bwd, conv2d_fwd
 from jaxlayers.layers.dropout import dropout_bwd, dropout_fwd
+from jaxlayers.layers.groupnorm import _check as _groupnorm_check
+from jaxlayers.layers.groupnorm import groupnorm_bwd, groupnorm_fwd
+from jaxlayers.layers.layernorm import _check as _layernorm_check
+from jaxlayers.layers.layernorm import layernorm_bwd, layernorm_fwd
 from jaxlayers.layers.pool import _check as _pool_check
 from jaxlayers.layers.pool import max_pool2d_bwd, max_pool2d_fwd
 from jaxlayers.layers.relu import relu_bwd, relu_fwd
@@ -75,6 +82,14 @@ __all__ = [
     "conv_relu_backward",
     "conv_relu_pool_forward",
     "conv_relu_pool_backward",
+    # normalisation layers (issue 11)
+    "batchnorm_backward_alt",
+    "spatial_batchnorm_forward",
+    "spatial_batchnorm_backward",
+    "layernorm_forward",
+    "layernorm_backward",
+    "spatial_groupnorm_forward",
+    "spatial_groupnorm_backward",
 ]
 
 _warned_float64 = False
@@ -408,3 +423,147 @@ def conv_relu_pool_backward(dout, cache):
     conv_cache, relu_cache, pool_cache = cache
     ds = max_pool_backward_fast(dout, pool_cache)
     return conv_backward_fast(relu_backward(ds, relu_cache), conv_cache)
+
+
+# --- normalisation layers (issue 11): the course's spatial batchnorm, layer norm, group norm ---
+#
+# Same conventions as above: NumPy in and out, the cache is the op's residuals,
+# bn_param updated in place.
+
+_ln_fwd = jax.jit(layernorm_fwd, static_argnames=("eps",))
+_ln_bwd = jax.jit(layernorm_bwd)
+_gn_fwd = jax.jit(groupnorm_fwd, static_argnames=("groups", "eps"))
+_gn_bwd = jax.jit(groupnorm_bwd)
+
+
+def _bn_param_forward(op: str, rank: int, x, gamma, beta, bn_param):
+    """batchnorm_forward's handling of ``bn_param``, for ``(N, D)`` or NCHW ``x``."""
+    mode = bn_param["mode"]
+    if mode not in ("train", "test"):
+        raise ValueError(f'Invalid forward batchnorm mode "{mode}"')
+    x, gamma, beta = _to_jax(x, gamma, beta)
+    if x.ndim != rank:
+        raise ValueError(f"{op}_forward: x must be {rank}-D, got shape {x.shape}")
+    c = x.shape[1]
+    running_mean = bn_param.get("running_mean", np.zeros(c, dtype=x.dtype))
+    running_var = bn_param.get("running_var", np.zeros(c, dtype=x.dtype))
+    state = BatchNormState(*_to_jax(running_mean, running_var))
+    train = mode == "train"
+    momentum, eps = _batchnorm_check(
+        x, gamma, beta, state, train, bn_param.get("momentum", 0.9), bn_param.get("eps", 1e-5), op=op, rank=rank
+    )
+    (out, new_state), cache = _bn_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps)
+    bn_param["running_mean"] = np.asarray(new_state.mean)
+    bn_param["running_var"] = np.asarray(new_state.var)
+    return np.asarray(out), cache
+
+
+def batchnorm_backward_alt(dout, cache):
+    """Batchnorm backward pass, the simplified formula: ``(dx, dgamma, dbeta)``.
+
+    ``dx = gamma / sqrt(var + eps) * (dout - mean(dout) - x_hat * mean(dout * x_hat))``
+    (means over the batch). jaxlayers' :func:`batchnorm_backward` already
+    uses this closed form, so the two return the same arrays.
+    """
+    return batchnorm_backward(dout, cache)
+
+
+def spatial_batchnorm_forward(x, gamma, beta, bn_param):
+    """Spatial batchnorm forward pass (the course's signature).
+
+    Args:
+      x: ``(N, C, H, W)``; gamma, beta: ``(C,)``.
+      bn_param: as :func:`batchnorm_forward` (``'mode'`` required; ``'eps'``,
+        ``'momentum'``, ``'running_mean'``/``'running_var'`` of shape ``(C,)``,
+        default zeros), updated IN PLACE.
+
+    Returns:
+      ``(out, cache)``; ``out`` ``(N, C, H, W)`` (NumPy), statistics per channel
+      over ``(N, H, W)``.
+
+    Raises:
+      ValueError: an invalid mode (as batchnorm_forward), shapes as
+        :func:`jaxlayers.spatial_batchnorm`.
+    """
+    return _bn_param_forward("spatial_batchnorm", 4, x, gamma, beta, bn_param)
+
+
+def spatial_batchnorm_backward(dout, cache):
+    """Spatial batchnorm backward pass: ``(dx, dgamma, dbeta)``, ``dgamma``/``dbeta`` ``(C,)``.
+
+    Batchnorm's closed form with sums over ``(N, H, W)``; right in test mode too.
+    """
+    (dout,) = _to_jax(dout)
+    return _np(*_bn_bwd(cache, dout))
+
+
+def layernorm_forward(x, gamma, beta, ln_param):
+    """Layer norm forward pass (the course's signature).
+
+    Args:
+      x: ``(N, D)``; gamma, beta: ``(D,)``.
+      ln_param: dict with optional ``'eps'`` (1e-5).
+
+    Returns:
+      ``(out, cache)``; ``out`` ``(N, D)`` (NumPy), each row standardised by
+      its own mean and biased variance, then ``gamma * x_hat + beta``.
+
+    Raises:
+      ValueError: shapes as :func:`jaxlayers.layernorm`.
+    """
+    x, gamma, beta = _to_jax(x, gamma, beta)
+    eps = _layernorm_check(x, gamma, beta, ln_param.get("eps", 1e-5))
+    out, cache = _ln_fwd(x, gamma, beta, eps=eps)
+    return np.asarray(out), cache
+
+
+def layernorm_backward(dout, cache):
+    """Layer norm backward pass: ``(dx, dgamma, dbeta)``.
+
+    ``dx = inv_std / D * (D * dout*gamma - sum_d(dout*gamma) - x_hat * sum_d(dout*gamma*x_hat))``
+    per row; ``dgamma = sum_n dout * x_hat``, ``dbeta = sum_n dout``.
+    """
+    (dout,) = _to_jax(dout)
+    return _np(*_ln_bwd(cache, dout))
+
+
+def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
+    """Spatial group norm forward pass (the course's signature).
+
+    Args:
+      x: ``(N, C, H, W)``; gamma, beta: ``(1, C, 1, 1)``, as in the course.
+      G: number of groups, dividing ``C``.
+      gn_param: dict with optional ``'eps'`` (1e-5).
+
+    Returns:
+      ``(out, cache)``; ``out`` ``(N, C, H, W)`` (NumPy), each example's group
+      of ``C // G`` channels standardised over ``(C // G, H, W)``.
+
+    Raises:
+      ValueError: ``gamma``/``beta`` not of shape ``(1, C, 1, 1)``; shapes and
+        ``G`` as :func:`jaxlayers.groupnorm`.
+    """
+    x, gamma, beta = _to_jax(x, gamma, beta)
+    if x.ndim == 4:
+        c = x.shape[1]
+        for name, p in (("gamma", gamma), ("beta", beta)):
+            if p.shape != (1, c, 1, 1):
+                raise ValueError(
+                    f"spatial_groupnorm_forward: {name} must have shape (1, {c}, 1, 1) for x of shape {x.shape}, "
+                    f"got {p.shape}"
+                )
+        gamma, beta = gamma.reshape(c), beta.reshape(c)
+    groups, eps = _groupnorm_check(x, gamma, beta, G, gn_param.get("eps", 1e-5))
+    out, cache = _gn_fwd(x, gamma, beta, groups=groups, eps=eps)
+    return np.asarray(out), cache
+
+
+def spatial_groupnorm_backward(dout, cache):
+    """Spatial group norm backward pass: ``(dx, dgamma, dbeta)``; ``dgamma``, ``dbeta`` ``(1, C, 1, 1)``.
+
+    ``dx = inv_std / M * (M * dout*gamma - sum_R(dout*gamma) - x_hat * sum_R(dout*gamma*x_hat))``
+    with ``R`` one example's group, ``M = (C/G) * H * W``.
+    """
+    (dout,) = _to_jax(dout)
+    dx, dgamma, dbeta = _gn_bwd(cache, dout)
+    return np.asarray(dx), np.asarray(dgamma).reshape(1, -1, 1, 1), np.asarray(dbeta).reshape(1, -1, 1, 1)

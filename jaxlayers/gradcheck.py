@@ -304,7 +304,7 @@ def main(verbose: bool = False, out=None) -> int:
         f"*/numeric: normwise vs 4th-order central differences, tolerance {TOLERANCES['custom_vs_numeric']:.0e}\n",
         file=out,
     )
-    header = f"{'op':18} {'sample':28} {'arg':>3} {'custom/autodiff':>15} {'custom/numeric':>15} {'autodiff/numeric':>16}  ok"
+    header = f"{'op':24} {'sample':28} {'arg':>3} {'custom/autodiff':>15} {'custom/numeric':>15} {'autodiff/numeric':>16}  ok"
     print(header, file=out)
     print("-" * len(header), file=out)
     groups: dict[tuple[str, ...], list[ArgReport]] = {}
@@ -321,7 +321,7 @@ def main(verbose: bool = False, out=None) -> int:
         arg = key[2] if verbose else "all"
         ok = all(r.ok() for r in group)
         print(
-            f"{key[0]:18} {sample:28} {arg:>3} {_fmt(worst('custom_vs_autodiff')):>15} "
+            f"{key[0]:24} {sample:28} {arg:>3} {_fmt(worst('custom_vs_autodiff')):>15} "
             f"{_fmt(worst('custom_vs_numeric')):>15} {_fmt(worst('autodiff_vs_numeric')):>16}  {'ok' if ok else 'FAIL'}",
             file=out,
         )

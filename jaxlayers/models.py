@@ -1,10 +1,11 @@
-"""Models built only from jaxlayers ops: :class:`FullyConnectedNet`.
+"""Models built only from jaxlayers ops: :class:`FullyConnectedNet`, :class:`ThreeLayerConvNet`, :class:`ConvNet`.
 
-Every gradient of a model here is a hand-derived ``custom_vjp`` rule: the
-network is a composition of :func:`jaxlayers.affine`,
-:func:`jaxlayers.batchnorm`, :func:`jaxlayers.relu`, :func:`jaxlayers.dropout`
-and :func:`jaxlayers.softmax_loss` / :func:`jaxlayers.svm_loss`, and nothing
-else but the L2 penalty.
+Every gradient of a model here is a hand-derived ``custom_vjp`` rule: each
+network is a composition of jaxlayers' ops (affine, conv2d, max_pool2d,
+batchnorm, spatial_batchnorm, layernorm, groupnorm, relu, dropout and the
+softmax / SVM losses) and nothing else but the L2 penalty. All are instances of
+the model protocol (:mod:`jaxlayers.model`) and pytrees whose ``reg`` and
+``weight_scale`` are traced by the training loop.
 """
 
 from __future__ import annotations
@@ -17,12 +18,32 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlayers._checks import check_choice, check_float_dtype, check_int, check_number, require, stats_dtype
-from jaxlayers.layers import BatchNormState, affine, batchnorm, batchnorm_state, dropout, relu
+from jaxlayers._checks import (
+    check_choice,
+    check_float_dtype,
+    check_int,
+    check_number,
+    is_int,
+    require,
+    stats_dtype,
+)
+from jaxlayers.layers import (
+    BatchNormState,
+    affine,
+    batchnorm,
+    batchnorm_state,
+    conv2d,
+    dropout,
+    groupnorm,
+    layernorm,
+    max_pool2d,
+    relu,
+    spatial_batchnorm,
+)
 from jaxlayers.losses import softmax_loss, svm_loss
 from jaxlayers.model import register_model
 
-__all__ = ["FullyConnectedNet", "LayerModel", "init_std"]
+__all__ = ["ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "init_std"]
 
 _NORMALIZATIONS = (None, "batchnorm")
 _LOSSES = ("softmax", "svm")
@@ -498,3 +519,363 @@ class FullyConnectedNet(LayerModel):
                 h = dropout(h, keys[i - 1], rate=self.dropout_rate, train=True)
         scores = affine(h, params[f"W{self.num_layers}"], params[f"b{self.num_layers}"])
         return scores, new_state
+
+
+def _pair(value, owner: str, name: str) -> tuple[int, int]:
+    """``(a, b)`` from an int or a pair of ints, each ``>= 1``."""
+    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, tuple | list) else None
+    require(
+        pair is not None and len(pair) == 2, owner, f"{name} must be an int or a pair of ints, got {value!r}", TypeError
+    )
+    return tuple(check_int(v, owner, f"{name}[{i}]", minimum=1) for i, v in enumerate(pair))
+
+
+def _image_shape(value, owner: str) -> tuple[int, int, int]:
+    shape = tuple(value) if isinstance(value, tuple | list) else None
+    require(shape is not None and len(shape) == 3, owner, f"input_dim must be (C, H, W), got {value!r}", TypeError)
+    return tuple(check_int(v, owner, f"input_dim[{i}]", minimum=1) for i, v in enumerate(shape))
+
+
+class _ImageModel(LayerModel):
+    """Shared by the conv nets: image-shaped or flat inputs, ``(N, C, H, W)``."""
+
+    def _images(self, x) -> jax.Array:
+        shape = tuple(np.shape(x))
+        c, h, w = self.input_dim
+        require(
+            len(shape) >= 2 and math.prod(shape[1:]) == c * h * w,
+            self._OWNER,
+            f"x must have shape (N, {c}, {h}, {w}) (or (N, {c * h * w}) flat), got {shape}",
+        )
+        x = jnp.asarray(x)
+        return x.reshape(x.shape[0], c, h, w).astype(self.dtype)
+
+    def _conv_weight(self, key, shape, fan_in: int) -> jax.Array:
+        return init_std(self.weight_scale, fan_in, self.dtype) * jax.random.normal(key, shape, self.dtype)
+
+
+@register_model
+@dataclasses.dataclass(frozen=True)
+class ThreeLayerConvNet(_ImageModel):
+    """The course's three-layer convolutional network: ``conv - relu - 2x2 max pool - affine - relu - affine - loss``.
+
+    The convolution keeps the spatial size (stride 1, padding ``(filter_size - 1) // 2``);
+    the pool halves it. Parameters (the NumPy original's names): ``W1`` ``(F, C, k, k)``
+    and ``b1`` ``(F,)``; ``W2`` ``(F * H/2 * W/2, hidden_dim)``, ``b2``; ``W3``
+    ``(hidden_dim, num_classes)``, ``b3``. No running statistics (``state == {}``). A
+    pytree like :class:`FullyConnectedNet` (``reg``, ``weight_scale`` traced).
+
+    Attributes:
+      input_dim: ``(C, H, W)`` of one example; inputs ``(N, C, H, W)`` or flat ``(N, C*H*W)``.
+      num_filters: ``F``.
+      filter_size: ``k``, odd (so "same" padding keeps the size).
+      hidden_dim: width of the hidden affine layer.
+      num_classes: ``C_out >= 2``.
+      weight_scale: std of the normal weight init (the course's ``1e-3``), or ``None`` for He init.
+      reg: L2 strength, ``0.5 * reg * sum(W**2)`` over ``W1, W2, W3``.
+      loss_type: ``"softmax"`` or ``"svm"``.
+      dtype: parameter and compute dtype.
+
+    Raises:
+      ValueError / TypeError: at construction, naming the field.
+    """
+
+    input_dim: tuple[int, int, int] = (3, 32, 32)
+    num_filters: int = 32
+    filter_size: int = 7
+    hidden_dim: int = 100
+    num_classes: int = 10
+    weight_scale: float | None = 1e-3
+    reg: float = 0.0
+    loss_type: str = "softmax"
+    dtype: Any = jnp.float32
+
+    _OWNER: ClassVar[str] = "ThreeLayerConvNet"
+
+    def __post_init__(self) -> None:
+        owner = self._OWNER
+        _set(self, "input_dim", _image_shape(self.input_dim, owner))
+        for name in ("num_filters", "filter_size", "hidden_dim"):
+            _set(self, name, check_int(getattr(self, name), owner, name, minimum=1))
+        require(self.filter_size % 2 == 1, owner, f"filter_size must be odd (same padding), got {self.filter_size}")
+        _, h, w = self.input_dim
+        require(h >= 2 and w >= 2, owner, f"input_dim {self.input_dim} is too small for a 2x2 pool")
+        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
+        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
+        if self.weight_scale is not None:
+            scale = check_number(
+                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
+            )
+            _set(self, "weight_scale", scale)
+        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
+        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        c, h, w = self.input_dim
+        f, k = self.num_filters, self.filter_size
+        flat = f * (h // 2) * (w // 2)
+        return {
+            "W1": (f, c, k, k),
+            "b1": (f,),
+            "W2": (flat, self.hidden_dim),
+            "b2": (self.hidden_dim,),
+            "W3": (self.hidden_dim, self.num_classes),
+            "b3": (self.num_classes,),
+        }
+
+    def state_keys(self) -> set[str]:
+        return set()
+
+    def init(self, key: jax.Array) -> tuple[Params, State]:
+        """Weights ``N(0, weight_scale^2)`` (or He), biases 0; ``state = {}``.
+
+        Raises:
+          TypeError: ``dtype`` float64 with x64 off.
+        """
+        self._check_dtype_available()
+        shapes = self.param_shapes()
+        k1, k2, k3 = jax.random.split(key, 3)
+        c, _, _ = self.input_dim
+        params = {
+            "W1": self._conv_weight(k1, shapes["W1"], c * self.filter_size**2),
+            "W2": self._conv_weight(k2, shapes["W2"], shapes["W2"][0]),
+            "W3": self._conv_weight(k3, shapes["W3"], shapes["W3"][0]),
+        }
+        for b in ("b1", "b2", "b3"):
+            params[b] = jnp.zeros(shapes[b], self.dtype)
+        return params, {}
+
+    def apply(self, params, state, x, *, train: bool, key=None):
+        """Class scores ``(N, num_classes)`` and ``state`` (no running statistics).
+
+        Raises:
+          ValueError: ``x`` not ``(N, *input_dim)`` (or flat); params that do not match.
+        """
+        self._check_train_key(train, key, 0.0)
+        h = self._images(x)
+        self._check_params(params, state)
+        h = conv2d(h, params["W1"], params["b1"], stride=1, padding=(self.filter_size - 1) // 2)
+        h = max_pool2d(relu(h), pool_size=(2, 2), stride=2)
+        h = relu(affine(h, params["W2"], params["b2"]))
+        return affine(h, params["W3"], params["b3"]), state
+
+
+_CONV_NORMS = (None, "batchnorm", "groupnorm")
+_FC_NORMS = (None, "batchnorm", "layernorm")
+
+
+@register_model
+@dataclasses.dataclass(frozen=True)
+class ConvNet(_ImageModel):
+    """A configurable convolutional classifier for real use.
+
+    ``[conv - (spatial_batchnorm | groupnorm | none) - relu - (max pool)] x L -
+    [affine - (batchnorm | layernorm | none) - relu - dropout] x M - affine - loss``,
+    every op a jaxlayers hand-derived rule.
+
+    Parameters are numbered through the network as in the NumPy original: conv block
+    ``i`` has ``W{i}`` ``(F_i, C_{i-1}, kh, kw)``, ``b{i}`` and, with a norm,
+    ``gamma{i}``/``beta{i}`` ``(F_i,)``; affine layer ``j`` (numbered after the
+    convs) has ``W{j}`` ``(fan_in, fan_out)``, ``b{j}`` and, with a norm,
+    ``gamma{j}``/``beta{j}``. Running statistics ``{"bn{i}": BatchNormState}``
+    (float32 for half-precision nets) for every batch-normalised layer.
+
+    Attributes:
+      input_dim: ``(C, H, W)``; inputs ``(N, C, H, W)`` or flat ``(N, C*H*W)``.
+      conv_channels: ``(F_1, ..., F_L)``, the filters of each conv block (``()``: none).
+      filter_size: int or ``(kh, kw)``, odd (each conv keeps the size: stride 1,
+        padding ``(k - 1) // 2``).
+      conv_norm: ``None``, ``"batchnorm"`` (spatial) or ``"groupnorm"``.
+      groups: groups of ``groupnorm`` (must divide every ``F_i``).
+      pool_size: int or ``(ph, pw)``: a VALID max pool of this size and stride
+        after every conv block; ``1`` (or ``(1, 1)``) for none.
+      hidden_dims: widths of the ``M`` hidden affine layers.
+      fc_norm: ``None``, ``"batchnorm"`` or ``"layernorm"``.
+      dropout_rate: probability of dropping a hidden affine unit, in ``[0, 1)``.
+      num_classes: ``>= 2``.
+      weight_scale: std of the normal init, or ``None`` for He init (``sqrt(2 / fan_in)``).
+      reg: L2 strength over every ``W``.
+      loss_type: ``"softmax"`` or ``"svm"``.
+      dtype: parameter and compute dtype.
+
+    Raises:
+      ValueError / TypeError: at construction, naming the field (including a
+        pool that shrinks the image below 1 pixel, and groups that do not divide
+        the channels).
+    """
+
+    input_dim: tuple[int, int, int] = (3, 32, 32)
+    conv_channels: tuple[int, ...] = (32, 64)
+    filter_size: Any = 3
+    conv_norm: str | None = "batchnorm"
+    groups: int = 8
+    pool_size: Any = 2
+    hidden_dims: tuple[int, ...] = (256,)
+    fc_norm: str | None = None
+    dropout_rate: float = 0.0
+    num_classes: int = 10
+    weight_scale: float | None = None
+    reg: float = 0.0
+    loss_type: str = "softmax"
+    dtype: Any = jnp.float32
+
+    _OWNER: ClassVar[str] = "ConvNet"
+
+    def __post_init__(self) -> None:
+        owner = self._OWNER
+        _set(self, "input_dim", _image_shape(self.input_dim, owner))
+        for name in ("conv_channels", "hidden_dims"):
+            v = getattr(self, name)
+            require(
+                not isinstance(v, str | bytes) and hasattr(v, "__iter__"),
+                owner,
+                f"{name} must be a sequence of positive ints, got {v!r}",
+                TypeError,
+            )
+            _set(self, name, tuple(check_int(h, owner, f"{name}[{i}]", minimum=1) for i, h in enumerate(v)))
+        fs = _pair(self.filter_size, owner, "filter_size")
+        require(
+            fs[0] % 2 == 1 and fs[1] % 2 == 1,
+            owner,
+            f"filter_size must be odd (same padding), got {self.filter_size!r}",
+        )
+        _set(self, "filter_size", fs)
+        _set(self, "pool_size", _pair(self.pool_size, owner, "pool_size"))
+        for name, choices in (("conv_norm", _CONV_NORMS), ("fc_norm", _FC_NORMS)):
+            v = getattr(self, name)
+            v = None if isinstance(v, str) and v.lower() == "none" else v
+            check_choice(v, owner, name, choices)
+            _set(self, name, v)
+        _set(self, "groups", check_int(self.groups, owner, "groups", minimum=1))
+        if self.conv_norm == "groupnorm":
+            bad = [f for f in self.conv_channels if f % self.groups]
+            require(not bad, owner, f"groups={self.groups} must divide every conv channel count, not {bad}")
+        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
+        rate = check_number(
+            self.dropout_rate, owner, "dropout_rate (probability of dropping a unit)", low=0.0, high=1.0, high_open=True
+        )
+        _set(self, "dropout_rate", rate)
+        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
+        if self.weight_scale is not None:
+            scale = check_number(
+                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
+            )
+            _set(self, "weight_scale", scale)
+        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
+        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        _, h, w = self.input_dim
+        ph, pw = self.pool_size
+        for i, _f in enumerate(self.conv_channels, 1):
+            require(
+                h // ph >= 1 and w // pw >= 1,
+                owner,
+                f"conv block {i}'s {ph}x{pw} pool shrinks the {h}x{w} image to nothing; use fewer blocks or pool_size=1",
+            )
+            h, w = h // ph, w // pw
+
+    def feature_shape(self) -> tuple[int, int, int]:
+        """``(C, H, W)`` after the conv blocks."""
+        c, h, w = self.input_dim
+        ph, pw = self.pool_size
+        for f in self.conv_channels:
+            c, h, w = f, h // ph, w // pw
+        return c, h, w
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes: dict[str, tuple[int, ...]] = {}
+        c = self.input_dim[0]
+        kh, kw = self.filter_size
+        i = 0
+        for f in self.conv_channels:
+            i += 1
+            shapes[f"W{i}"], shapes[f"b{i}"] = (f, c, kh, kw), (f,)
+            if self.conv_norm:
+                shapes[f"gamma{i}"], shapes[f"beta{i}"] = (f,), (f,)
+            c = f
+        d = math.prod(self.feature_shape())
+        for h in self.hidden_dims:
+            i += 1
+            shapes[f"W{i}"], shapes[f"b{i}"] = (d, h), (h,)
+            if self.fc_norm:
+                shapes[f"gamma{i}"], shapes[f"beta{i}"] = (h,), (h,)
+            d = h
+        i += 1
+        shapes[f"W{i}"], shapes[f"b{i}"] = (d, self.num_classes), (self.num_classes,)
+        return shapes
+
+    def state_keys(self) -> set[str]:
+        keys = set()
+        if self.conv_norm == "batchnorm":
+            keys |= {f"bn{i}" for i in range(1, len(self.conv_channels) + 1)}
+        if self.fc_norm == "batchnorm":
+            first = len(self.conv_channels) + 1
+            keys |= {f"bn{i}" for i in range(first, first + len(self.hidden_dims))}
+        return keys
+
+    def _describe(self) -> str:
+        return f"conv channels {self.conv_channels}, hidden dims {self.hidden_dims}"
+
+    def init(self, key: jax.Array) -> tuple[Params, State]:
+        """He (or ``weight_scale``) normal weights, zero biases and betas, unit gammas, running
+        statistics ``mean=0, var=1``.
+
+        Raises:
+          TypeError: ``dtype`` float64 with x64 off.
+        """
+        self._check_dtype_available()
+        shapes = self.param_shapes()
+        n_w = sum(1 for n in shapes if n.startswith("W"))
+        keys = jax.random.split(key, n_w)
+        params: Params = {}
+        for i in range(1, n_w + 1):
+            shape = shapes[f"W{i}"]
+            fan_in = math.prod(shape[1:]) if len(shape) == 4 else shape[0]
+            params[f"W{i}"] = self._conv_weight(keys[i - 1], shape, fan_in)
+            params[f"b{i}"] = jnp.zeros(shapes[f"b{i}"], self.dtype)
+            if f"gamma{i}" in shapes:
+                params[f"gamma{i}"] = jnp.ones(shapes[f"gamma{i}"], self.dtype)
+                params[f"beta{i}"] = jnp.zeros(shapes[f"beta{i}"], self.dtype)
+        state = {k: batchnorm_state(shapes[f"b{k[2:]}"][0], stats_dtype(self.dtype)) for k in sorted(self.state_keys())}
+        return params, state
+
+    def apply(self, params, state, x, *, train: bool, key=None):
+        """Class scores ``(N, num_classes)`` and the new running statistics.
+
+        Raises:
+          ValueError: ``x`` not ``(N, *input_dim)`` (or flat); params or state that
+            do not match; no ``key`` when dropout needs one.
+        """
+        use_dropout = self._check_train_key(train, key, self.dropout_rate)
+        h = self._images(x)
+        self._check_params(params, state)
+        train = bool(train)
+        kh, kw = self.filter_size
+        new_state: State = {}
+        i = 0
+        for _ in self.conv_channels:
+            i += 1
+            h = conv2d(h, params[f"W{i}"], params[f"b{i}"], stride=1, padding=((kh - 1) // 2, (kw - 1) // 2))
+            if self.conv_norm == "batchnorm":
+                h, new_state[f"bn{i}"] = spatial_batchnorm(
+                    h, params[f"gamma{i}"], params[f"beta{i}"], state[f"bn{i}"], train=train
+                )
+            elif self.conv_norm == "groupnorm":
+                h = groupnorm(h, params[f"gamma{i}"], params[f"beta{i}"], groups=self.groups)
+            h = relu(h)
+            if self.pool_size != (1, 1):
+                h = max_pool2d(h, pool_size=self.pool_size, stride=self.pool_size)
+        keys = jax.random.split(key, len(self.hidden_dims)) if use_dropout and self.hidden_dims else None
+        for j, _ in enumerate(self.hidden_dims):
+            i += 1
+            h = affine(h, params[f"W{i}"], params[f"b{i}"])
+            if self.fc_norm == "batchnorm":
+                h, new_state[f"bn{i}"] = batchnorm(
+                    h, params[f"gamma{i}"], params[f"beta{i}"], state[f"bn{i}"], train=train
+                )
+            elif self.fc_norm == "layernorm":
+                h = layernorm(h, params[f"gamma{i}"], params[f"beta{i}"])
+            h = relu(h)
+            if use_dropout:
+                h = dropout(h, keys[j], rate=self.dropout_rate, train=True)
+        i += 1
+        return affine(h, params[f"W{i}"], params[f"b{i}"]), new_state

@@ -22,8 +22,11 @@ from jaxlayers.layers.affine import affine, affine_reference
 from jaxlayers.layers.batchnorm import BatchNormState, batchnorm, batchnorm_reference
 from jaxlayers.layers.conv import conv2d, conv2d_reference
 from jaxlayers.layers.dropout import dropout, dropout_reference
+from jaxlayers.layers.groupnorm import groupnorm, groupnorm_reference
+from jaxlayers.layers.layernorm import layernorm, layernorm_reference
 from jaxlayers.layers.pool import max_pool2d, max_pool2d_reference
 from jaxlayers.layers.relu import relu, relu_reference
+from jaxlayers.layers.spatial_batchnorm import spatial_batchnorm, spatial_batchnorm_reference
 from jaxlayers.losses import softmax_loss, softmax_loss_reference, svm_loss, svm_loss_reference
 
 __all__ = ["OPS", "OpInfo", "Sample", "get_opinfo"]
@@ -221,6 +224,98 @@ def _batchnorm_info(train: bool) -> OpInfo:
     )
 
 
+# --- normalisation layers (issue 11): spatial_batchnorm, layernorm, groupnorm ---
+
+
+def _spatial_bn_samples(train: bool) -> Callable[[Any], list[Sample]]:
+    def samples(dtype) -> list[Sample]:
+        r = _rng(6)
+
+        def s(name, shape, offset=0.0, scale=1.0, constant_channel=False):
+            c = shape[1]
+            x = r.randn(*shape) * scale + offset
+            if constant_channel:
+                x[:, 1] = 0.1 + offset
+            state = BatchNormState(_arr(r.randn(c) * scale + offset, dtype), _arr(r.rand(c) * scale**2 + 0.5, dtype))
+            return Sample(
+                name,
+                (_arr(x, dtype), _arr(r.rand(c) + 0.5, dtype), _arr(r.randn(c), dtype), state),
+                {"train": train},
+            )
+
+        return [
+            s("ordinary", (2, 3, 3, 4)),
+            s("N=1", (1, 2, 3, 3)),
+            s("large offset", (3, 2, 2, 3), offset=100.0, scale=3.0),
+            s("constant channel", (2, 3, 2, 2), constant_channel=True),
+        ]
+
+    return samples
+
+
+def _layernorm_samples(dtype) -> list[Sample]:
+    r = _rng(7)
+
+    def s(name, n, d, offset=0.0, scale=1.0, constant_row=False):
+        x = r.randn(n, d) * scale + offset
+        if constant_row:
+            x[1] = 0.1
+        return Sample(name, (_arr(x, dtype), _arr(r.rand(d) + 0.5, dtype), _arr(r.randn(d), dtype)))
+
+    return [
+        s("ordinary", 4, 6),
+        s("N=1", 1, 5),
+        s("large offset", 3, 4, offset=1e3, scale=3.0),
+        s("constant example", 3, 5, constant_row=True),
+    ]
+
+
+def _groupnorm_samples(dtype) -> list[Sample]:
+    r = _rng(8)
+
+    def s(name, shape, groups, offset=0.0, scale=1.0, constant_group=False):
+        c = shape[1]
+        x = r.randn(*shape) * scale + offset
+        if constant_group:
+            x[0, : c // groups] = -0.3
+        return Sample(
+            name,
+            (_arr(x, dtype), _arr(r.rand(c) + 0.5, dtype), _arr(r.randn(c), dtype)),
+            {"groups": groups},
+        )
+
+    return [
+        s("ordinary, groups=2", (2, 4, 2, 3), 2),
+        s("groups=1", (2, 3, 2, 2), 1),
+        s("groups=C", (2, 3, 2, 2), 3),
+        s("N=1", (1, 4, 3, 2), 2),
+        s("large offset", (2, 4, 2, 2), 2, offset=1e3, scale=3.0),
+        s("constant group", (2, 4, 2, 2), 2, constant_group=True),
+    ]
+
+
+def _spatial_batchnorm_info(train: bool) -> OpInfo:
+    """spatial_batchnorm in one mode, declared like batchnorm's entries."""
+    return OpInfo(
+        f"spatial_batchnorm[{'train' if train else 'test'}]",
+        spatial_batchnorm,
+        spatial_batchnorm_reference,
+        (0, 1, 2),
+        _spatial_bn_samples(train),
+        output=_first,
+        stateful=True,
+        batch_argnums=(0,),
+    )
+
+
+NORM_OPS: tuple[OpInfo, ...] = (
+    _spatial_batchnorm_info(train=True),
+    _spatial_batchnorm_info(train=False),
+    OpInfo("layernorm", layernorm, layernorm_reference, (0, 1, 2), _layernorm_samples),
+    OpInfo("groupnorm", groupnorm, groupnorm_reference, (0, 1, 2), _groupnorm_samples),
+)
+
+
 OPS: tuple[OpInfo, ...] = (
     OpInfo("affine", affine, affine_reference, (0, 1, 2), _affine_samples),
     OpInfo("relu", relu, relu_reference, (0,), _relu_samples),
@@ -232,6 +327,7 @@ OPS: tuple[OpInfo, ...] = (
     # issue 11, convolutional networks
     OpInfo("conv2d", conv2d, conv2d_reference, (0, 1, 2), lambda dtype: _conv_samples(dtype)),
     OpInfo("max_pool2d", max_pool2d, max_pool2d_reference, (0,), lambda dtype: _pool_samples(dtype)),
+    *NORM_OPS,
 )
 
 

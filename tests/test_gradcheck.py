@@ -70,7 +70,19 @@ def test_report_table_passes():
     out = io.StringIO()
     assert main(out=out) == 0
     text = out.getvalue()
-    for name in ["affine", "relu", "batchnorm[train]", "batchnorm[test]", "dropout", "svm_loss", "softmax_loss"]:
+    for name in [
+        "affine",
+        "relu",
+        "batchnorm[train]",
+        "batchnorm[test]",
+        "dropout",
+        "svm_loss",
+        "softmax_loss",
+        "spatial_batchnorm[train]",
+        "spatial_batchnorm[test]",
+        "layernorm",
+        "groupnorm",
+    ]:
         assert name in text
     assert "FAIL" not in text
     assert " 0 failed" in text

@@ -11,8 +11,16 @@ from jaxlayers.layers.batchnorm import (
 )
 from jaxlayers.layers.conv import conv2d, conv2d_bwd, conv2d_fwd, conv2d_reference
 from jaxlayers.layers.dropout import dropout, dropout_bwd, dropout_fwd, dropout_reference
+from jaxlayers.layers.groupnorm import groupnorm, groupnorm_bwd, groupnorm_fwd, groupnorm_reference
+from jaxlayers.layers.layernorm import layernorm, layernorm_bwd, layernorm_fwd, layernorm_reference
 from jaxlayers.layers.pool import max_pool2d, max_pool2d_bwd, max_pool2d_fwd, max_pool2d_reference
 from jaxlayers.layers.relu import relu, relu_bwd, relu_fwd, relu_reference
+from jaxlayers.layers.spatial_batchnorm import (
+    spatial_batchnorm,
+    spatial_batchnorm_bwd,
+    spatial_batchnorm_fwd,
+    spatial_batchnorm_reference,
+)
 
 __all__ = [
     "BatchNormState",
@@ -42,4 +50,17 @@ __all__ = [
     "max_pool2d_bwd",
     "max_pool2d_fwd",
     "max_pool2d_reference",
+    # normalisation layers (issue 11)
+    "groupnorm",
+    "groupnorm_bwd",
+    "groupnorm_fwd",
+    "groupnorm_reference",
+    "layernorm",
+    "layernorm_bwd",
+    "layernorm_fwd",
+    "layernorm_reference",
+    "spatial_batchnorm",
+    "spatial_batchnorm_bwd",
+    "spatial_batchnorm_fwd",
+    "spatial_batchnorm_reference",
 ]

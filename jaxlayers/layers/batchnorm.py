@@ -20,6 +20,7 @@ Deviations from the seed, on purpose:
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import NamedTuple
 
@@ -36,6 +37,7 @@ from jaxlayers._checks import (
     shape_of,
     stats_dtype,
 )
+from jaxlayers.layers._norm import check_eps, normalize, normalized_vjp, pmean, psum
 
 __all__ = [
     "BatchNormState",
@@ -77,9 +79,12 @@ class BatchNormTrainResiduals(NamedTuple):
 
 
 class BatchNormEvalResiduals(NamedTuple):
-    """Test-mode residuals: same fields as train mode; the backward differs."""
+    """Test-mode residuals: ``x`` itself (an input, alive anyway), the running
+    ``mean`` and ``inv_std`` (D,), ``gamma``, ``beta``. ``x_hat`` is recomputed
+    inside the ``dgamma`` sum: the forward pass writes nothing but ``out``."""
 
-    x_hat: jax.Array
+    x: jax.Array
+    mean: jax.Array
     inv_std: jax.Array
     gamma: jax.Array
     beta: jax.Array
@@ -93,6 +98,16 @@ def _new_state(state: BatchNormState, mean, var, momentum: float) -> BatchNormSt
     return jax.tree.map(lax.stop_gradient, new)
 
 
+def _stat_axes(ndim: int) -> tuple[int, ...]:
+    """Every axis but the channel axis 1: ``(0,)`` for ``(N, D)``, ``(0, 2, 3)`` for NCHW."""
+    return tuple(a for a in range(ndim) if a != 1)
+
+
+def _channel(v, ndim: int):
+    """A ``(C,)`` vector shaped to broadcast along axis 1 of an ``ndim``-D array."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
 def batchnorm_reference(
     x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None
 ):
@@ -101,45 +116,23 @@ def batchnorm_reference(
     Same signature and results as :func:`batchnorm`; the running statistics
     are wrapped in ``stop_gradient`` so that, like the custom rule, they carry
     no gradient. With ``axis_name`` the batch moments are ``lax.pmean``-ed.
+    Statistics are over every axis of ``x`` but axis 1, so the same function
+    is the oracle for ``spatial_batchnorm`` on NCHW input.
     """
     sd = stats_dtype(x.dtype)
     xf = x.astype(sd)
+    axes, nd = _stat_axes(x.ndim), x.ndim
     if train:
-        mean = _pmean(jnp.mean(xf, axis=0), axis_name)
-        var = _pmean(jnp.mean((xf - mean) ** 2, axis=0), axis_name)
+        mean = pmean(jnp.mean(xf, axis=axes), axis_name)
+        var = pmean(jnp.mean((xf - _channel(mean, nd)) ** 2, axis=axes), axis_name)
         new_state = _new_state(state, mean, var, momentum)
     else:
         mean = lax.stop_gradient(state.mean).astype(sd)
         var = lax.stop_gradient(state.var).astype(sd)
         new_state = jax.tree.map(lax.stop_gradient, state)
-    x_hat = (xf - mean) / jnp.sqrt(var + eps)
-    out = (gamma * x_hat + beta).astype(x.dtype)
+    x_hat = (xf - _channel(mean, nd)) / jnp.sqrt(_channel(var, nd) + eps)
+    out = (_channel(gamma, nd) * x_hat + _channel(beta, nd)).astype(x.dtype)
     return out, new_state
-
-
-def _pmean(v, axis_name):
-    return v if axis_name is None else lax.pmean(v, axis_name)
-
-
-def _psum(v, axis_name):
-    return v if axis_name is None else lax.psum(v, axis_name)
-
-
-def _batch_stats(xf: jax.Array, axis_name=None) -> tuple[jax.Array, jax.Array]:
-    """Two-pass mean and biased variance of ``xf`` over axis 0 (and ``axis_name``).
-
-    The data are first shifted by their first row: for features with a large
-    offset (mean 1e4, std 0.1 in float32) the sum of ``x - x[0]`` loses no
-    digits to the offset, so the mean -- and the centred values the variance
-    is built from -- keep float32 accuracy. Mathematically the shift cancels.
-    Across a mapped axis the (equal-sized) shards' means are averaged, then
-    the variance is taken about that global mean: still two passes.
-    """
-    shift = xf[0]
-    mean = _pmean(shift + jnp.mean(xf - shift, axis=0), axis_name)
-    xc = xf - mean
-    var = _pmean(jnp.mean(xc * xc, axis=0), axis_name)
-    return mean, var
 
 
 def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
@@ -147,26 +140,34 @@ def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, 
 
     Train mode: ``mu, var`` = batch mean and biased (two-pass) variance,
     ``x_hat = (x - mu) / sqrt(var + eps)``, ``out = gamma * x_hat + beta``,
-    running statistics updated with ``momentum``. Test mode: the running
-    statistics replace ``mu, var`` and are returned unchanged. Statistics are
-    computed in at least float32. Residuals: ``x_hat`` in ``x``'s dtype, the
-    ``(D,)`` vector ``inv_std``, and ``gamma``, ``beta``. With ``axis_name``
-    the moments span every shard of the mapped axis.
+    running statistics updated with ``momentum`` (in float32 at least, stored
+    in the state's dtype). Test mode: the running statistics replace ``mu,
+    var`` and are returned unchanged. Statistics are computed in at least
+    float32, without overflow for any finite input (see
+    :func:`jaxlayers.layers._norm.normalize`). Residuals (train): ``x_hat`` in
+    ``x``'s dtype, the ``(D,)`` vector ``inv_std``, and ``gamma``, ``beta``;
+    (test): ``x`` itself, the running ``mean`` and ``inv_std``. With
+    ``axis_name`` the moments span every shard of the mapped axis.
+
+    Rank-generic: statistics are over every axis but axis 1, so this is also
+    ``spatial_batchnorm``'s forward pass on ``(N, C, H, W)``.
     """
     sd = stats_dtype(x.dtype)
     xf = x.astype(sd)
+    nd = x.ndim
     if train:
-        mean, var = _batch_stats(xf, axis_name)
-        new_state = _new_state(state, mean, var, momentum)
-        residual_type = BatchNormTrainResiduals
+        x_hat, inv_std, mean, var = normalize(xf, _stat_axes(nd), eps, axis_name)
+        inv_std = inv_std.reshape(-1)
+        new_state = _new_state(state, mean.reshape(-1), var.reshape(-1), momentum)
+        residuals = BatchNormTrainResiduals(x_hat.astype(x.dtype), inv_std, gamma, beta)
     else:
         mean, var = state.mean.astype(sd), state.var.astype(sd)
+        inv_std = lax.rsqrt(var + eps)
+        x_hat = (xf - _channel(mean, nd)) * _channel(inv_std, nd)
         new_state = state
-        residual_type = BatchNormEvalResiduals
-    inv_std = lax.rsqrt(var + eps)
-    x_hat = (xf - mean) * inv_std
-    out = (gamma * x_hat + beta).astype(x.dtype)
-    return (out, new_state), residual_type(x_hat.astype(x.dtype), inv_std, gamma, beta)
+        residuals = BatchNormEvalResiduals(x, mean, inv_std, gamma, beta)
+    out = (_channel(gamma, nd) * x_hat + _channel(beta, nd)).astype(x.dtype)
+    return (out, new_state), residuals
 
 
 def _varies(a, axis_name) -> bool:
@@ -192,7 +193,12 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
     The train-mode line is the closed form of the seed's chain rule through
     mean and variance (Ioffe & Szegedy 2015, section 3): one pass over ``g``
     and ``x_hat``. ``g`` may also be the pair ``(g_out, g_state)``; the state
-    cotangent is ignored (running statistics carry no gradient).
+    cotangent is ignored (running statistics carry no gradient). Arithmetic is
+    in float32 at least; the cotangents are cast to their arguments' dtypes
+    once, at the end.
+
+    Rank-generic like :func:`batchnorm_fwd`: on NCHW residuals the sums run
+    over ``(n, h, w)`` and ``N`` is ``N * H * W`` (``spatial_batchnorm``).
 
     With ``axis_name`` (train mode), ``N`` is the global batch and the two
     sums inside ``dx`` are ``lax.psum``-ed, so each shard gets its rows of the
@@ -205,26 +211,22 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
     """
     if isinstance(g, tuple):
         g = g[0]
-    x_hat, inv_std, gamma, beta = residuals
-    sd = inv_std.dtype
-    gf = g.astype(sd)
-    xh = x_hat.astype(sd)
-    dbeta = jnp.sum(gf, axis=0)
-    dgamma = jnp.sum(gf * xh, axis=0)
-    scale = gamma.astype(sd) * inv_std
+    x_like, inv_std, gamma, beta = residuals[0], residuals.inv_std, residuals.gamma, residuals.beta
+    nd = x_like.ndim
+    axes = _stat_axes(nd)
+    inv_std_b, gamma_b = _channel(inv_std, nd), _channel(gamma, nd)
     if isinstance(residuals, BatchNormTrainResiduals):
-        n = g.shape[0]
-        if axis_name is None:
-            dx = scale * (gf - (dbeta + xh * dgamma) / n)
-        else:
-            total_dbeta, total_dgamma = _psum((dbeta, dgamma), axis_name)
-            n = n * lax.psum(1, axis_name)
-            dx = scale * (gf - (total_dbeta + xh * total_dgamma) / n)
-            if _varies(x_hat, axis_name) and not _varies(gamma, axis_name):
-                dbeta, dgamma = total_dbeta, total_dgamma
+        dx, dgamma, dbeta = normalized_vjp(g, x_like, inv_std_b, gamma_b, axes, axes, axis_name)
+        if axis_name is not None and _varies(x_like, axis_name) and not _varies(gamma, axis_name):
+            dgamma, dbeta = psum((dgamma, dbeta), axis_name)
     else:
-        dx = scale * gf
-    return dx.astype(x_hat.dtype), dgamma.astype(gamma.dtype), dbeta.astype(beta.dtype)
+        sd = inv_std.dtype
+        gf = g.astype(sd)
+        x_hat = (x_like.astype(sd) - _channel(residuals.mean, nd)) * inv_std_b
+        dbeta = jnp.sum(gf, axis=axes)
+        dgamma = jnp.sum(gf * x_hat, axis=axes)
+        dx = (gamma_b.astype(sd) * inv_std_b) * gf
+    return dx.astype(x_like.dtype), dgamma.reshape(-1).astype(gamma.dtype), dbeta.reshape(-1).astype(beta.dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
@@ -247,12 +249,16 @@ _batchnorm_vjp.defvjp(_batchnorm_vjp_fwd, _batchnorm_vjp_bwd)
 _batchnorm_jit = jax.jit(_batchnorm_vjp, static_argnums=(4, 5, 6, 7))
 
 
-def _check(x, gamma, beta, state, train, momentum, eps, axis_name=None) -> tuple[float, float]:
-    op = "batchnorm"
-    require_rank(x, op, "x", rank=2)
+def _check(
+    x, gamma, beta, state, train, momentum, eps, axis_name=None, *, op: str = "batchnorm", rank: int = 2
+) -> tuple[float, float]:
+    """Validate batchnorm's (``rank=2``) or spatial_batchnorm's (``rank=4``) arguments."""
+    require_rank(x, op, "x", rank=rank)
     for name, arr in (("x", x), ("gamma", gamma), ("beta", beta)):
         require_float(arr, op, name)
-    d = shape_of(x)[1]
+    shape = shape_of(x)
+    d = shape[1]
+    what = "features" if rank == 2 else "channels"
     require(
         isinstance(state, BatchNormState),
         op,
@@ -263,19 +269,34 @@ def _check(x, gamma, beta, state, train, momentum, eps, axis_name=None) -> tuple
         require(
             shape_of(arr) == (d,),
             op,
-            f"{name} must have shape ({d},) to match x's {d} features (x shape {shape_of(x)}), got {shape_of(arr)}",
+            f"{name} must have shape ({d},) to match x's {d} {what} (x shape {shape}), got {shape_of(arr)}",
+        )
+    for name, arr in (("state.mean", state.mean), ("state.var", state.var)):
+        dtype = jnp.result_type(arr)
+        require(
+            jnp.issubdtype(dtype, jnp.floating),
+            op,
+            f"{name} must have a floating dtype (float32 recommended: see batchnorm_state({d})), got {dtype}; "
+            "an integer state would silently truncate the running statistics",
+            TypeError,
         )
     require_bool(train, op, "train")
     momentum = require_real(momentum, op, "momentum")
-    eps = require_real(eps, op, "eps")
     require(0.0 <= momentum <= 1.0, op, f"momentum must lie in [0, 1], got {momentum}")
-    require(eps > 0.0, op, f"eps must be > 0, got {eps}")
+    eps = check_eps(eps, op)
     require(
         axis_name is None or isinstance(axis_name, str | tuple),
         op,
         f"axis_name must be None, a mapped axis name (str) or a tuple of them, got {axis_name!r}",
         TypeError,
     )
+    if train:
+        count = math.prod(shape[a] for a in _stat_axes(rank))
+        require(
+            count > 0,
+            op,
+            f"train mode needs at least one example to compute batch statistics, got x of shape {shape}",
+        )
     return momentum, eps
 
 
@@ -287,13 +308,18 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
         allowed: statistics are then computed in float32).
       gamma: scale, shape ``(D,)``.
       beta: shift, shape ``(D,)``.
-      state: :class:`BatchNormState` of running ``mean`` and ``var``, ``(D,)``.
+      state: :class:`BatchNormState` of running ``mean`` and ``var``, ``(D,)``,
+        a floating dtype. Keep it float32 whatever ``x``'s dtype
+        (:func:`batchnorm_state`'s default, as PyTorch AMP and Flax do): the
+        average is updated in float32 and stored in the state's dtype, so a
+        bfloat16 state stalls once ``(1 - momentum) * (batch - running)``
+        falls below half its spacing (a few percent short of the mean).
       train: keyword, static. ``True``: normalise with the batch mean and
         biased two-pass variance and update the running statistics;
         ``False``: normalise with the running statistics.
       momentum: keyword, static, in ``[0, 1]``: ``running = momentum *
         running + (1 - momentum) * batch``.
-      eps: keyword, static, ``> 0``, added to the variance.
+      eps: keyword, static, finite and ``> 0``, added to the variance.
       axis_name: keyword, static: a mapped axis name (``shard_map``, ``pmap``,
         ``vmap(..., axis_name=)``) or tuple of them. The train-mode batch mean
         and variance then span the global batch -- every shard's rows, shards
@@ -309,10 +335,12 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
 
     Raises:
       ValueError: ``x`` not 2-D; ``gamma``, ``beta``, ``state.mean`` or
-        ``state.var`` not of shape ``(D,)``; ``momentum`` outside ``[0, 1]``;
-        ``eps <= 0``. Raised at trace time, naming the argument and shapes.
+        ``state.var`` not of shape ``(D,)``; ``momentum`` outside ``[0, 1]``
+        (or NaN); ``eps`` not finite or ``<= 0``; ``N = 0`` in train mode (no
+        batch statistics). Raised at trace time, naming the argument and shapes.
       TypeError: non-bool ``train``, non-number ``momentum``/``eps``, a state
-        that is not a ``BatchNormState``, or non-floating arrays.
+        that is not a ``BatchNormState``, or non-floating arrays (an integer
+        ``state.mean``/``state.var`` included).
 
     Backward (``custom_vjp``), with ``x_hat = (x - mu) / sqrt(var + eps)`` and
     ``s = gamma / sqrt(var + eps)``::
@@ -323,10 +351,15 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
         dx     = s * g                                     # test
 
     The running statistics receive no gradient. With ``N = 1`` in train mode
-    the batch variance is 0, ``out = beta`` and ``dx = 0`` (finite).
+    the batch variance is 0, ``out = beta`` and ``dx = 0`` (finite). Finite
+    input never overflows the statistics: float32 features of magnitude up to
+    3e38 are standardised correctly (only a variance beyond float32's range
+    enters the running state as ``inf``). In test mode ``N = 0`` gives an
+    empty output (and empty ``dx``).
 
-    Residuals: ``x_hat`` (N x D, in ``x``'s dtype) and ``inv_std`` (D,) --
-    ``gamma``/``beta`` are arguments, alive anyway.
+    Residuals: train mode ``x_hat`` (N x D, in ``x``'s dtype) and ``inv_std``
+    (D,); test mode only (D,) vectors beside ``x`` -- ``x``, ``gamma``,
+    ``beta`` are arguments, alive anyway.
 
     Source: Ioffe & Szegedy (2015); the seed's ``batchnorm_forward``.
     """

@@ -1,0 +1,200 @@
+"""Group normalisation of ``(N, C, H, W)`` activations: statistics per example per group of channels.
+
+Source of the maths: Wu & He, "Group Normalization" (ECCV 2018): the ``C``
+channels are split into ``groups`` consecutive groups of ``C // groups``; each
+example's group is standardised by its own mean and biased variance over
+``(C // groups, H, W)``, then scaled and shifted per channel. ``groups = 1`` is
+layer norm over ``(C, H, W)``; ``groups = C`` is instance norm. Like layer
+norm it has no running statistics and does not depend on the batch.
+
+It runs on layer norm's per-example helpers
+(:func:`jaxlayers.layers.layernorm._grouped_fwd` / ``_grouped_bwd``) on the
+view ``(N, G, C // G, H, W)``: a reshape, no copy.
+"""
+
+from __future__ import annotations
+
+import numbers
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from jaxlayers._checks import require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers.layers._norm import check_eps
+from jaxlayers.layers.layernorm import _grouped_bwd, _grouped_fwd
+
+__all__ = [
+    "GroupNormResiduals",
+    "groupnorm",
+    "groupnorm_reference",
+    "groupnorm_fwd",
+    "groupnorm_bwd",
+]
+
+_STAT_AXES = (2, 3, 4)  # of the view (N, G, C // G, H, W)
+_PARAM_AXES = (0, 3, 4)
+
+
+class GroupNormResiduals(NamedTuple):
+    """Residuals: ``x_hat`` (N, C, H, W, ``x``'s dtype), ``inv_std`` (N, G), and ``gamma``, ``beta``."""
+
+    x_hat: jax.Array
+    inv_std: jax.Array
+    gamma: jax.Array
+    beta: jax.Array
+
+
+def _view(a, groups: int):
+    n, c, h, w = a.shape
+    return a.reshape(n, groups, c // groups, h, w)
+
+
+def _param_view(p, groups: int):
+    return p.reshape(1, groups, -1, 1, 1)
+
+
+def groupnorm_reference(x, gamma, beta, *, groups: int, eps: float = 1e-5):
+    """Plain-``jnp`` group norm, differentiated by JAX (the oracle): same signature and results."""
+    sd = stats_dtype(x.dtype)
+    xg = _view(x.astype(sd), groups)
+    mean = jnp.mean(xg, axis=_STAT_AXES, keepdims=True)
+    var = jnp.mean((xg - mean) ** 2, axis=_STAT_AXES, keepdims=True)
+    out = _param_view(gamma, groups) * (xg - mean) / jnp.sqrt(var + eps) + _param_view(beta, groups)
+    return out.reshape(x.shape).astype(x.dtype)
+
+
+def groupnorm_fwd(x, gamma, beta, *, groups: int, eps: float = 1e-5):
+    """Forward pass: ``(out, residuals)``.
+
+    On the view ``(N, G, C/G, H, W)``: ``mu_ng``, ``var_ng`` the mean and biased
+    two-pass variance of example ``n``'s group ``g`` (in at least float32, no
+    overflow for finite input), ``x_hat = (x - mu_ng) / sqrt(var_ng + eps)``,
+    ``out = gamma_c * x_hat + beta_c``. Residuals: :class:`GroupNormResiduals`
+    -- ``x_hat`` (N, C, H, W) in ``x``'s dtype, ``inv_std`` (N, G), ``gamma``,
+    ``beta``.
+    """
+    out, x_hat, inv_std = _grouped_fwd(
+        _view(x, groups), _param_view(gamma, groups), _param_view(beta, groups), _STAT_AXES, eps
+    )
+    return out.reshape(x.shape), GroupNormResiduals(
+        x_hat.reshape(x.shape), inv_std.reshape(x.shape[0], groups), gamma, beta
+    )
+
+
+def groupnorm_bwd(residuals, g):
+    """Backward pass: ``(dx, dgamma, dbeta)`` from residuals and ``g = dL/dout``.
+
+    With ``gg = g * gamma_c``, ``M = (C / G) * H * W`` and ``sum_R`` over one
+    example's group::
+
+        dbeta_c  = sum_{n,h,w} g
+        dgamma_c = sum_{n,h,w} g * x_hat
+        dx       = inv_std_ng * (gg - (sum_R gg + x_hat * sum_R gg * x_hat) / M)
+
+    (Wu & He 2018; layer norm's closed form per group). In float32 at least,
+    cast once at the end. ``G`` is read off ``inv_std``'s shape.
+    """
+    x_hat, inv_std, gamma, beta = residuals
+    groups = inv_std.shape[1]
+    dx, dgamma, dbeta = _grouped_bwd(
+        _view(g, groups),
+        _view(x_hat, groups),
+        inv_std[:, :, None, None, None],
+        _param_view(gamma, groups),
+        _STAT_AXES,
+        _PARAM_AXES,
+    )
+    return dx.reshape(x_hat.shape), dgamma.reshape(-1).astype(gamma.dtype), dbeta.reshape(-1).astype(beta.dtype)
+
+
+@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _groupnorm_vjp(x, gamma, beta, groups, eps):
+    return groupnorm_fwd(x, gamma, beta, groups=groups, eps=eps)[0]
+
+
+def _groupnorm_vjp_fwd(x, gamma, beta, groups, eps):
+    return groupnorm_fwd(x, gamma, beta, groups=groups, eps=eps)
+
+
+def _groupnorm_vjp_bwd(groups, eps, residuals, g):
+    del groups, eps  # G is in the residuals' shapes
+    return groupnorm_bwd(residuals, g)
+
+
+_groupnorm_vjp.defvjp(_groupnorm_vjp_fwd, _groupnorm_vjp_bwd)
+_groupnorm_jit = jax.jit(_groupnorm_vjp, static_argnums=(3, 4))
+
+
+def _check(x, gamma, beta, groups, eps, op: str = "groupnorm") -> tuple[int, float]:
+    require_rank(x, op, "x", rank=4)
+    for name, arr in (("x", x), ("gamma", gamma), ("beta", beta)):
+        require_float(arr, op, name)
+    shape = shape_of(x)
+    c = shape[1]
+    for name, arr in (("gamma", gamma), ("beta", beta)):
+        require(
+            shape_of(arr) == (c,),
+            op,
+            f"{name} must have shape ({c},) to match x's {c} channels (x shape {shape}), got {shape_of(arr)}",
+        )
+    require(
+        isinstance(groups, numbers.Integral) and not isinstance(groups, bool),
+        op,
+        f"groups must be a Python int (static under jit), got {groups!r} of type {type(groups).__name__}",
+        TypeError,
+    )
+    groups = int(groups)
+    require(groups >= 1, op, f"groups must be >= 1, got {groups}")
+    require(
+        c % groups == 0,
+        op,
+        f"x's {c} channels do not split into {groups} groups of equal size (x shape {shape}); groups must divide C",
+    )
+    require(
+        c * shape[2] * shape[3] > 0,
+        op,
+        f"each group needs at least one element to normalise over, got x of shape {shape} (C * H * W = 0)",
+    )
+    return groups, check_eps(eps, op)
+
+
+def groupnorm(x, gamma, beta, *, groups: int, eps: float = 1e-5):
+    """Group normalisation (NCHW) with a hand-derived backward pass.
+
+    Args:
+      x: activations, shape ``(N, C, H, W)``, floating dtype (float16/bfloat16
+        allowed: statistics and the backward pass are then in float32).
+      gamma: scale, shape ``(C,)``.
+      beta: shift, shape ``(C,)``.
+      groups: keyword, static: the number ``G`` of channel groups; must
+        divide ``C``. Group ``k`` holds channels ``k*C/G .. (k+1)*C/G - 1``.
+      eps: keyword, static, finite and ``> 0``, added to the variance.
+
+    Returns:
+      ``out = gamma_c * (x - mu_ng) / sqrt(var_ng + eps) + beta_c``, shape
+      ``(N, C, H, W)``, ``x``'s dtype, with ``mu_ng``, ``var_ng`` the mean and
+      biased variance of example ``n``'s group over ``(C/G, H, W)``. No running
+      statistics. ``N = 0`` gives an empty output; a constant group gives
+      ``beta`` exactly.
+
+    Raises:
+      ValueError: ``x`` not 4-D; ``gamma`` or ``beta`` not ``(C,)``; ``groups``
+        < 1 or not dividing ``C``; a group with no elements (``C * H * W =
+        0``); ``eps`` not finite or ``<= 0``. At trace time, naming the shapes.
+      TypeError: non-floating arrays; non-int ``groups``; non-number ``eps``.
+
+    Backward (``custom_vjp``), with ``gg = g * gamma_c``, ``M = (C/G) * H * W``,
+    ``sum_R`` over one example's group::
+
+        dbeta_c  = sum_{n,h,w} g
+        dgamma_c = sum_{n,h,w} g * x_hat
+        dx       = inv_std_ng * (gg - (sum_R gg + x_hat * sum_R gg * x_hat) / M)
+
+    Residuals: ``x_hat`` (``x``'s shape and dtype) and ``inv_std`` (N, G).
+
+    Source: Wu & He (2018); the NumPy original's ``spatial_groupnorm_forward``.
+    """
+    groups, eps = _check(x, gamma, beta, groups, eps)
+    return _groupnorm_jit(x, gamma, beta, groups, eps)

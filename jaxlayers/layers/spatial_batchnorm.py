@@ -1,0 +1,129 @@
+"""Spatial batch normalisation of ``(N, C, H, W)`` activations: per-channel statistics over ``(N, H, W)``.
+
+Source of the maths: Ioffe & Szegedy, "Batch Normalization: Accelerating Deep
+Network Training by Reducing Internal Covariate Shift" (ICML 2015), section
+3.2: for convolutional layers every location of a feature map is one more
+example, so the mini-batch of a channel has ``M = N * H * W`` values. The
+NumPy original's ``spatial_batchnorm_forward`` reshapes to ``(N*H*W, C)`` and
+calls ``batchnorm_forward``; here the very same rank-generic rules of
+:mod:`jaxlayers.layers.batchnorm` (statistics over every axis but axis 1) run
+on the NCHW array directly, without the two transposes.
+
+Same state type (:class:`~jaxlayers.layers.batchnorm.BatchNormState`, shape
+``(C,)``), numerics (two-pass variance, no overflow for finite input, a
+constant channel gives ``beta`` exactly, half-precision input with float32
+statistics) and ``axis_name`` semantics as ``batchnorm``.
+"""
+
+from __future__ import annotations
+
+from jaxlayers.layers.batchnorm import (
+    _batchnorm_jit,
+    _check,
+    batchnorm_bwd,
+    batchnorm_fwd,
+    batchnorm_reference,
+)
+
+__all__ = [
+    "spatial_batchnorm",
+    "spatial_batchnorm_reference",
+    "spatial_batchnorm_fwd",
+    "spatial_batchnorm_bwd",
+]
+
+
+def spatial_batchnorm_reference(
+    x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None
+):
+    """Plain-``jnp`` spatial batchnorm, differentiated by JAX (the oracle).
+
+    Same signature and results as :func:`spatial_batchnorm`: mean and biased
+    variance per channel over axes ``(0, 2, 3)``, running statistics behind
+    ``stop_gradient``.
+    """
+    return batchnorm_reference(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)
+
+
+def spatial_batchnorm_fwd(
+    x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None
+):
+    """Forward pass: ``((out, new_state), residuals)``.
+
+    ``x_hat = (x - mu_c) / sqrt(var_c + eps)`` with ``mu_c, var_c`` the mean
+    and biased two-pass variance of channel ``c`` over ``(N, H, W)`` (train) or
+    the running statistics (test); ``out = gamma_c * x_hat + beta_c``.
+    Residuals, as ``batchnorm_fwd``: train mode a ``BatchNormTrainResiduals``
+    -- ``x_hat`` ``(N, C, H, W)`` in ``x``'s dtype and ``inv_std`` ``(C,)`` (plus
+    ``gamma``, ``beta``); test mode a ``BatchNormEvalResiduals`` -- ``x``, the
+    running mean and ``inv_std`` ``(C,)``.
+    """
+    return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)
+
+
+def spatial_batchnorm_bwd(residuals, g, *, axis_name=None):
+    """Backward pass: ``(dx, dgamma, dbeta)``; ``g = dL/dout`` (or ``(g_out, g_state)``).
+
+    With ``M = N * H * W`` and every sum over ``(n, h, w)``::
+
+        dbeta  = sum g
+        dgamma = sum g * x_hat
+        dx     = gamma * inv_std * (g - (dbeta + x_hat * dgamma) / M)   # train
+        dx     = gamma * inv_std * g                                     # test
+    """
+    return batchnorm_bwd(residuals, g, axis_name=axis_name)
+
+
+def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
+    """Spatial batch normalisation (NCHW) with a hand-derived backward pass.
+
+    Args:
+      x: activations, shape ``(N, C, H, W)``, floating dtype (float16/bfloat16
+        allowed: statistics and the backward pass are then in float32).
+      gamma: scale, shape ``(C,)``.
+      beta: shift, shape ``(C,)``.
+      state: :class:`~jaxlayers.BatchNormState` of running ``mean`` and
+        ``var``, shape ``(C,)``, a floating dtype; keep it float32 whatever
+        ``x``'s dtype (``batchnorm_state(C)``): the update is computed in
+        float32 and stored in the state's dtype.
+      train: keyword, static. ``True``: normalise with the batch statistics
+        of each channel over ``(N, H, W)`` and update the running statistics;
+        ``False``: normalise with the running statistics.
+      momentum: keyword, static, in ``[0, 1]``: ``running = momentum *
+        running + (1 - momentum) * batch``.
+      eps: keyword, static, finite and ``> 0``, added to the variance.
+      axis_name: keyword, static: a mapped axis name or tuple of them; the
+        train-mode statistics then span every shard's ``(N, H, W)`` (shards of
+        equal size), as :func:`~jaxlayers.batchnorm`.
+
+    Returns:
+      ``(out, new_state)``: ``out = gamma_c * (x - mu_c) / sqrt(var_c + eps) +
+      beta_c``, shape ``(N, C, H, W)``, ``x``'s dtype; ``new_state`` the updated
+      (train) or unchanged (test) state, in the state's dtype.
+
+    Raises:
+      ValueError: ``x`` not 4-D; ``gamma``, ``beta``, ``state.mean`` or
+        ``state.var`` not ``(C,)``; ``momentum`` outside ``[0, 1]``; ``eps`` not
+        finite or ``<= 0``; ``N * H * W = 0`` in train mode. At trace time.
+      TypeError: non-bool ``train``, non-number ``momentum``/``eps``, a state
+        that is not a ``BatchNormState``, or non-floating arrays (an integer
+        state included).
+
+    Backward (``custom_vjp``), with ``M = N * H * W``, sums over ``(n, h, w)``
+    and ``s = gamma / sqrt(var + eps)`` per channel::
+
+        dbeta  = sum g
+        dgamma = sum g * x_hat
+        dx     = s * (g - (dbeta + x_hat * dgamma) / M)   # train
+        dx     = s * g                                     # test
+
+    Residuals: train mode ``x_hat`` (``x``'s shape and dtype) and ``inv_std``
+    ``(C,)``; test mode ``x`` itself and two ``(C,)`` vectors.
+    A constant channel gives ``out = beta`` exactly and finite gradients; test
+    mode on ``N = 0`` gives an empty output.
+
+    Source: Ioffe & Szegedy (2015), section 3.2; the NumPy original's
+    ``spatial_batchnorm_forward``.
+    """
+    momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name, op="spatial_batchnorm", rank=4)
+    return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)
