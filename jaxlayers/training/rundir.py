@@ -306,9 +306,12 @@ def train_run(
                     held = f" (checkpoint at epoch {read_checkpoint_metadata(ckpt)['epoch']})"
                 except Exception:  # a corrupt checkpoint is still a run to protect
                     held = " (an unreadable checkpoint)"
+                how = (
+                    ("--resume", "--overwrite") if where.startswith("jaxlayers") else ("resume=True", "overwrite=True")
+                )
                 raise RunExists(
-                    f"{out} already holds a run{held}: {', '.join(present)}; continue it with --resume "
-                    "(resume=True), or replace it with --overwrite (overwrite=True)"
+                    f"{out} already holds a run{held}: {', '.join(present)}; continue it with {how[0]}, "
+                    f"or replace it with {how[1]}"
                 )
             for name in present:
                 try:
