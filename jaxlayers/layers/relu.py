@@ -9,7 +9,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxlayers._checks import require_float
+from jaxlayers._checks import as_array, require_float
 
 __all__ = ["relu", "relu_reference", "relu_fwd", "relu_bwd"]
 
@@ -49,14 +49,18 @@ def relu(x: jax.Array) -> jax.Array:
       x: any shape, floating dtype.
 
     Returns:
-      ``max(x, 0)``, same shape and dtype as ``x``; NaN stays NaN.
+      ``max(x, 0)``, same shape and dtype as ``x``; NaN stays NaN. Empty
+      input (N = 0) gives an empty output, and an empty gradient.
 
     Raises:
-      TypeError: if ``x`` is not floating point.
+      TypeError: if ``x`` is not floating point, or is neither an array nor a
+        (nested) list of numbers (lists and NumPy scalars are converted with
+        ``jnp.asarray`` before tracing).
 
     Backward (``custom_vjp``): ``dx = g * (x > 0)``, so ``relu'(0) = 0`` as in
     the seed. Residual: a boolean mask (1 byte per element), not a float copy
-    of ``x`` (4 bytes in float32).
+    of ``x`` (4 bytes in float32). The backward pass is a select, exact in
+    every dtype (half precision included).
 
     Source: the seed's ``relu_forward`` / ``relu_backward``.
 
@@ -65,5 +69,6 @@ def relu(x: jax.Array) -> jax.Array:
       >>> jl.relu(jnp.array([-1.0, 0.0, 2.0]))
       Array([0., 0., 2.], dtype=float32)
     """
+    x = as_array(x, "relu", "x")
     require_float(x, "relu", "x")
     return _relu_jit(x)
