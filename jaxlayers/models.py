@@ -56,6 +56,14 @@ def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
 
 
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
 def init_std(weight_scale, fan_in: int, dtype) -> jax.Array | float:
     """The standard deviation of a weight initialisation: ``weight_scale``, or He's ``sqrt(2 / fan_in)`` for ``None``.
 
@@ -147,6 +155,47 @@ class LayerModel:
     def num_params(self) -> int:
         """The number of parameters (scalars) of the model."""
         return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def _layer_output_shape(self, weight_shape: tuple[int, ...]) -> str:
+        """The output shape of the layer whose weight has ``weight_shape`` (``N`` for the batch).
+
+        Affine ``(D, M)`` gives ``(N, M)``; a filter bank ``(F, C, HH, WW)`` gives
+        ``(N, F, ...)`` -- a model that knows its spatial sizes overrides this.
+        """
+        if len(weight_shape) == 2:
+            return f"(N, {weight_shape[1]})"
+        return f"(N, {weight_shape[0]}, ...)" if weight_shape else "?"
+
+    def summary(self) -> str:
+        """A table of the model: one row per layer (its parameters, output shape, parameter count,
+        bytes) and a total line; parameters are grouped into layers by their number (``W1, b1, gamma1``)."""
+        itemsize = np.dtype(getattr(self, "dtype", np.float32)).itemsize
+        layers: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+        for name, shape in self.param_shapes().items():
+            number = name.lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") or name
+            layers.setdefault(number, []).append((name, tuple(shape)))
+        rows = [("layer", "parameters", "output", "params", "bytes")]
+        total = 0
+        for number, params in layers.items():
+            count = sum(math.prod(shape) for _, shape in params)
+            total += count
+            weight = next((shape for name, shape in params if name.startswith("W")), ())
+            rows.append(
+                (
+                    number,
+                    ", ".join(f"{name} {shape}" for name, shape in params),
+                    self._layer_output_shape(weight),
+                    f"{count:,}",
+                    _format_bytes(count * itemsize),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [
+            "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in rows
+        ]
+        lines.append(f"{type(self).__name__}: {total:,} parameters, {_format_bytes(total * itemsize)}")
+        return "\n".join(line.rstrip() for line in lines)
 
     def l2_penalty(self, params: Params) -> jax.Array:
         """``0.5 * reg * sum_i sum(Wi**2)`` over the weight tensors ``W*`` (a scalar in ``dtype``).

@@ -38,8 +38,10 @@ def test_train_end_to_end_writes_all_five_artefacts(tmp_path, capsys):
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"] == "digits"
-    assert config["net"]["hidden_dims"] == [24] and config["net"]["input_dim"] == 64
-    assert config["net"]["normalization"] == "batchnorm" and config["net"]["dropout_rate"] == 0.1
+    net = config["model"]["config"]
+    assert config["model"]["class"] == "FullyConnectedNet"
+    assert net["hidden_dims"] == [24] and net["input_dim"] == 64
+    assert net["normalization"] == "batchnorm" and net["dropout_rate"] == 0.1
     assert config["train"]["epochs"] == 2 and config["train"]["batch_size"] == 100
 
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -67,7 +69,7 @@ def test_resume_takes_the_run_settings_and_extends_it(tmp_path, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from_epoch"] == 1 and summary["epochs"] == 2
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["net"]["hidden_dims"] == [24] and config["train"]["seed"] == 3
+    assert config["model"]["config"]["hidden_dims"] == [24] and config["train"]["seed"] == 3
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     # a conflicting flag is refused, naming it
     code, _, err = _run(capsys, "--resume", "--epochs", "3", "--lr", "0.5", "--quiet", "-o", str(run_dir))

@@ -160,6 +160,12 @@ def _write_checkpoint(path: Path, tensors: dict[str, np.ndarray], metadata: dict
     atomic_write(path, blob)
 
 
+def _write_then(path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, Any], then) -> None:
+    _write_checkpoint(path, tensors, metadata)
+    if then is not None:
+        then()
+
+
 class CheckpointWriter:
     """Writes checkpoints on one background thread, one at a time, in order.
 
@@ -178,9 +184,16 @@ class CheckpointWriter:
         if pending is not None:
             pending.result()
 
-    def submit(self, path: Path, tensors: dict[str, np.ndarray], metadata: dict[str, Any]) -> None:
+    def submit(
+        self,
+        path: Path,
+        tensors: dict[str, np.ndarray],
+        metadata: dict[str, Any],
+        then: Callable[[], None] | None = None,
+    ) -> None:
+        """Write a checkpoint in the background; ``then()`` runs on the writer thread once it is on disk."""
         self.wait()
-        self._pending = self._pool.submit(_write_checkpoint, path, tensors, metadata)
+        self._pending = self._pool.submit(_write_then, path, tensors, metadata, then)
 
     def close(self, *, raise_errors: bool = True) -> None:
         try:
