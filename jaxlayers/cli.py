@@ -22,14 +22,57 @@ def _gradcheck(args: argparse.Namespace) -> int:
 # training flags take TrainConfig's defaults (tuned there too), read from the dataclass.
 MODEL_DEFAULTS = {
     "dataset": "digits",
+    "model": "fc",
     "hidden_dims": [1024, 1024],
     "normalization": "batchnorm",
     "dropout_rate": 0.5,
     "loss": "softmax",
     "weight_scale": None,
     "reg": 3e-3,
+    # --model convnet / threelayer
+    "conv_channels": [32, 64],
+    "filter_size": [3, 3],
+    "conv_norm": "batchnorm",
+    "groups": 8,
+    "pool_size": [2, 2],
+    "fc_norm": "none",
 }
 TRAIN_FLAGS = ("optimizer", "learning_rate", "lr_decay", "epochs", "batch_size", "seed")
+MODELS = {"fc": "FullyConnectedNet", "convnet": "ConvNet", "threelayer": "ThreeLayerConvNet"}
+# `--model convnet`'s settings per dataset (model flags and training flags), tuned for the README's figures;
+# any flag given overrides its entry. Datasets not listed take MODEL_DEFAULTS and TrainConfig's defaults.
+CONVNET_PRESETS: dict[str, dict] = {
+    "digits": {
+        "conv_channels": [32, 64],
+        "filter_size": [3, 3],
+        "conv_norm": "batchnorm",
+        "pool_size": [2, 2],
+        "hidden_dims": [256],
+        "fc_norm": "none",
+        "dropout_rate": 0.3,
+        "reg": 1e-3,
+        "optimizer": "adam",
+        "learning_rate": 2e-3,
+        "lr_decay": 0.95,
+        "epochs": 40,
+        "batch_size": 32,
+    },
+    "mnist1d": {
+        "conv_channels": [32, 64, 64],
+        "filter_size": [1, 5],
+        "conv_norm": "batchnorm",
+        "pool_size": [1, 2],
+        "hidden_dims": [256],
+        "fc_norm": "none",
+        "dropout_rate": 0.3,
+        "reg": 1e-4,
+        "optimizer": "adam",
+        "learning_rate": 2e-3,
+        "lr_decay": 0.96,
+        "epochs": 60,
+        "batch_size": 64,
+    },
+}
 
 
 def _train_defaults() -> dict:
@@ -78,6 +121,17 @@ def _hidden_dims(text: str) -> list[int]:
     return dims
 
 
+def _int_pair(text: str) -> list[int]:
+    """``3`` -> ``[3, 3]``; ``1,5`` or ``1x5`` -> ``[1, 5]``."""
+    try:
+        parts = [int(t) for t in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or a pair like 1,5, got {text!r}") from None
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or a pair like 1,5, got {text!r}")
+    return parts * 2 if len(parts) == 1 else parts
+
+
 def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: bool = False) -> None:
     """The flags `train` and `sweep` share; `train`'s own (--resume, --overwrite, devices) unless ``sweep``.
 
@@ -89,6 +143,13 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
         p.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
 
     a("--dataset", default=d["dataset"], help="digits | mnist1d | mnist:DIR | cifar10:DIR")
+    a(
+        "--model",
+        default=d["model"],
+        choices=list(MODELS),
+        help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see README); "
+        "threelayer: the course's ThreeLayerConvNet (first --conv-channels, --filter-size, first --hidden-dims)",
+    )
     a(
         "--hidden-dims",
         default=d["hidden_dims"],
@@ -108,6 +169,28 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
         help="probability of dropping a hidden unit",
     )
     a("--loss", default=d["loss"], choices=["softmax", "svm"], help="data loss")
+    c = p.add_argument_group(
+        "convolutional models (--model convnet | threelayer)",
+        "for --model convnet, flags not given take the tuned settings of the dataset (README, 'Convolutional "
+        "networks'); --hidden-dims, --dropout-rate, --reg, --loss and --weight-scale apply to every model",
+    )
+
+    def ca(*names, default=None, **kw):
+        c.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
+
+    ca(
+        "--conv-channels",
+        default=d["conv_channels"],
+        type=_hidden_dims,
+        nargs="+",
+        metavar="F",
+        help="filters of each conv block",
+    )
+    ca("--filter-size", default=d["filter_size"], type=_int_pair, metavar="K", help="odd kernel size, K or KH,KW")
+    ca("--conv-norm", default=d["conv_norm"], choices=["batchnorm", "groupnorm", "none"], help="after each conv")
+    ca("--groups", default=d["groups"], type=int, help="groups of --conv-norm groupnorm")
+    ca("--pool-size", default=d["pool_size"], type=_int_pair, metavar="P", help="max pool after each conv block")
+    ca("--fc-norm", default=d["fc_norm"], choices=["batchnorm", "layernorm", "none"], help="after each hidden affine")
     a("--reg", default=d["reg"], type=float, help="L2 strength, 0.5*reg*sum(W**2)")
     a("--weight-scale", default=d["weight_scale"], type=float, help="std of the normal weight init (None: He init)")
     a("--optimizer", default=d["optimizer"], choices=["sgd", "sgd_momentum", "rmsprop", "adam"], help="optax optimizer")
@@ -188,31 +271,66 @@ def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPU
 
     defaults = _train_defaults()
     opts = {k: getattr(args, k) for k in defaults if k in given}
-    if "hidden_dims" in opts:
-        opts["hidden_dims"] = [h for part in opts["hidden_dims"] for h in part]
+    for name in ("hidden_dims", "conv_channels"):
+        if name in opts:
+            opts[name] = [h for part in opts[name] for h in part]
     base = dict(defaults)
     out = _output_dir(args, opts.get("dataset", base["dataset"]), default_out)
     ckpt = out / CHECKPOINT_NAME
     if getattr(args, "resume", False) and ckpt.is_file():
         meta = read_checkpoint_metadata(ckpt)
         try:
-            net, tc = meta["models"][0]["config"], meta["train_configs"][0]
+            record, tc = meta["models"][0], meta["train_configs"][0]
             base.update(
                 dataset=meta["data"]["name"] or base["dataset"],
-                hidden_dims=list(net["hidden_dims"]),
-                normalization=net["normalization"] or "none",
-                dropout_rate=net["dropout_rate"],
-                loss=net["loss_type"],
-                weight_scale=net["weight_scale"],
-                reg=net["reg"],
+                **_flags_of_model(record["class"], record["config"]),
                 **{k: tc[k] for k in TRAIN_FLAGS},
             )
-        except (KeyError, IndexError, TypeError) as e:
+        except (KeyError, IndexError, TypeError, ValueError) as e:
             raise CheckpointError(
                 f"checkpoint {ckpt}: not a checkpoint of `jaxlayers train` (its metadata lacks {e}); "
                 "was it written by fit_many or another model?"
             ) from None
+    elif opts.get("model", base["model"]) == "convnet":
+        preset = CONVNET_PRESETS.get(opts.get("dataset", base["dataset"]).partition(":")[0], {})
+        base.update(preset)
     return {**base, **opts, "output_dir": out}
+
+
+def _flags_of_model(name: str, config: dict) -> dict:
+    """The `jaxlayers train` flags that rebuild a checkpointed model (``model_record``'s class and config).
+
+    Raises:
+      ValueError: a model class the CLI does not build.
+    """
+    none = lambda v: v or "none"  # noqa: E731
+    common = {"loss": config["loss_type"], "weight_scale": config["weight_scale"], "reg": config["reg"]}
+    if name == "FullyConnectedNet":
+        return {
+            "model": "fc",
+            "hidden_dims": list(config["hidden_dims"]),
+            "normalization": none(config["normalization"]),
+            "dropout_rate": config["dropout_rate"],
+            **common,
+        }
+    if name == "ConvNet":
+        keys = ("conv_channels", "filter_size", "groups", "pool_size", "hidden_dims", "dropout_rate")
+        return {
+            "model": "convnet",
+            **{k: list(config[k]) if isinstance(config[k], list | tuple) else config[k] for k in keys},
+            "conv_norm": none(config["conv_norm"]),
+            "fc_norm": none(config["fc_norm"]),
+            **common,
+        }
+    if name == "ThreeLayerConvNet":
+        return {
+            "model": "threelayer",
+            "conv_channels": [config["num_filters"]],
+            "filter_size": [config["filter_size"]] * 2,
+            "hidden_dims": [config["hidden_dim"]],
+            **common,
+        }
+    raise ValueError(f"a run of a {name} model, which `jaxlayers train` does not build")
 
 
 def _setup_devices(args: argparse.Namespace):
@@ -246,22 +364,56 @@ def _setup_devices(args: argparse.Namespace):
 
 
 def _net_and_config(opts: dict, ds):
-    """``(FullyConnectedNet, TrainConfig)`` that the resolved flags ``opts`` describe for dataset ``ds``."""
-    from jaxlayers import train as jl_train
-    from jaxlayers.models import FullyConnectedNet
+    """``(model, TrainConfig, dataset)`` that the resolved flags ``opts`` describe for dataset ``ds``.
 
-    net = FullyConnectedNet(
-        hidden_dims=tuple(opts["hidden_dims"]),
-        input_dim=ds.num_features,
-        num_classes=max(ds.num_classes, 2),
-        normalization=None if opts["normalization"] == "none" else opts["normalization"],
-        dropout_rate=opts["dropout_rate"],
-        reg=opts["reg"],
-        loss_type=opts["loss"],
-        weight_scale=opts["weight_scale"],
-    )
+    Convolutional models get the dataset as images (``ds.as_images()``), the fully connected net flat.
+    """
+    from jaxlayers import train as jl_train
+    from jaxlayers.models import ConvNet, FullyConnectedNet, ThreeLayerConvNet
+
+    none = lambda v: None if v == "none" else v  # noqa: E731
+    common = {
+        "num_classes": max(ds.num_classes, 2),
+        "reg": opts["reg"],
+        "loss_type": opts["loss"],
+        "weight_scale": opts["weight_scale"],
+    }
+    if opts["model"] == "fc":
+        net = FullyConnectedNet(
+            hidden_dims=tuple(opts["hidden_dims"]),
+            input_dim=ds.num_features,
+            normalization=none(opts["normalization"]),
+            dropout_rate=opts["dropout_rate"],
+            **common,
+        )
+    else:
+        ds = ds.as_images()
+        if opts["model"] == "convnet":
+            net = ConvNet(
+                input_dim=ds.image_shape,
+                conv_channels=tuple(opts["conv_channels"]),
+                filter_size=tuple(opts["filter_size"]),
+                conv_norm=none(opts["conv_norm"]),
+                groups=opts["groups"],
+                pool_size=tuple(opts["pool_size"]),
+                hidden_dims=tuple(opts["hidden_dims"]),
+                fc_norm=none(opts["fc_norm"]),
+                dropout_rate=opts["dropout_rate"],
+                **common,
+            )
+        else:
+            kh, kw = opts["filter_size"]
+            if kh != kw:
+                raise ValueError(f"--model threelayer takes a square --filter-size, got {kh},{kw}")
+            net = ThreeLayerConvNet(
+                input_dim=ds.image_shape,
+                num_filters=opts["conv_channels"][0],
+                filter_size=kh,
+                hidden_dim=opts["hidden_dims"][0],
+                **common,
+            )
     config = jl_train.TrainConfig(**{k: opts[k] for k in TRAIN_FLAGS})
-    return net, config
+    return net, config, ds
 
 
 def _fail(command: str, message: str, code: int) -> int:
@@ -309,7 +461,7 @@ def _train(args: argparse.Namespace) -> int:
         return fail(f"--resume: no checkpoint at {ckpt}; run without --resume to start")
     try:
         ds = jl_data.load(opts["dataset"])
-        net, config = _net_and_config(opts, ds)
+        net, config, ds = _net_and_config(opts, ds)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return fail(str(e))
 
@@ -318,10 +470,8 @@ def _train(args: argparse.Namespace) -> int:
         from jaxlayers.parallel import describe
 
         print(f"devices: {describe(mesh)}")
-    print(
-        f"net: {net.input_dim} -> {' -> '.join(map(str, net.hidden_dims))} -> {net.num_classes}"
-        f" | {net.normalization or 'no normalization'}, dropout {net.dropout_rate}, {net.loss_type} loss, reg {net.reg}"
-    )
+    settings = ", ".join(f"{k}={v}" for k, v in net.to_dict().items() if k not in ("dtype", "num_classes"))
+    print(f"model: {type(net).__name__}({settings})")
     if hasattr(net, "summary"):
         print(net.summary())
     from jaxlayers.training import memory
@@ -409,8 +559,8 @@ def _train(args: argparse.Namespace) -> int:
 def _add_train_parser(sub, suppress: bool) -> None:
     p = sub.add_parser(
         "train",
-        help="train a FullyConnectedNet of jaxlayers ops (default: digits, about 10 s on 2 CPU cores)",
-        description="Train a FullyConnectedNet built from jaxlayers' hand-differentiated ops with optax; "
+        help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
+        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet) built from jaxlayers' hand-differentiated ops with optax; "
         "writes config.json, metrics.jsonl, curves.png, checkpoint.safetensors and summary.json to the run "
         "directory. One process writes a run directory at a time (a lock); a directory that holds a run is "
         "continued with --resume or replaced with --overwrite.",
@@ -480,12 +630,10 @@ def _sweep(args: argparse.Namespace) -> int:
         if args.grid:
             lists = jl_sweep.grid(**lists)
         ds = jl_data.load(opts["dataset"])
-        net, config = _net_and_config(opts, ds)
+        net, config, ds = _net_and_config(opts, ds)
         k_models = len(next(iter(lists.values())))
         print(ds.summary())
-        print(
-            f"sweep: {k_models} models over {', '.join(lists)}; net {net.layer_dims}, {net.normalization or 'no norm'}"
-        )
+        print(f"sweep: {k_models} models over {', '.join(lists)}; model {type(net).__name__}")
         bar = None
         if not args.quiet:
             from tqdm.auto import tqdm
@@ -526,7 +674,7 @@ def _sweep(args: argparse.Namespace) -> int:
         h = result.history
         record = {
             "dataset": opts["dataset"],
-            "net": net.to_dict(),
+            "model": {"class": type(net).__name__, "config": net.to_dict()},
             "train": config.to_dict(),
             "models": [
                 {
@@ -637,6 +785,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         ds = jl_data.load(name)
         X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
         want = tuple(run.preprocessing.input_shape)
+        if X.shape[1:] != want and int(np.prod(X.shape[1:])) == int(np.prod(want)):
+            X = X.reshape(len(X), *want)  # the loader's flat features, as the images a conv model trained on
         if tuple(X.shape[1:]) != want:
             raise ValueError(
                 f"dataset {name!r} has examples of shape {tuple(X.shape[1:])}, but the run's model takes {want}"

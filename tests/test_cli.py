@@ -100,3 +100,28 @@ def test_help_lists_the_flags(capsys):
                  "--learning-rate", "--lr-decay", "--reg", "--epochs", "--batch-size", "--seed", "--output-dir",
                  "--resume"):  # fmt: skip
         assert flag in text
+
+
+def test_train_a_convnet_from_the_cli_resume_and_evaluate(tmp_path, capsys):
+    run_dir = tmp_path / "conv"
+    flags = ["--model", "convnet", "--conv-channels", "4", "--hidden-dims", "16", "--batch-size", "100", "--quiet"]
+    code, out, _ = _run(capsys, *flags, "--epochs", "1", "--lr", "0.01", "--output-dir", str(run_dir))
+    assert code == 0, out
+    assert "model: ConvNet(input_dim=[1, 8, 8], conv_channels=[4]" in out
+    meta = train.read_checkpoint_metadata(run_dir / "checkpoint.safetensors")
+    assert meta["models"][0]["class"] == "ConvNet" and meta["models"][0]["config"]["conv_channels"] == [4]
+    # --resume rebuilds the ConvNet from the checkpoint: no model flag needed
+    code, out, _ = _run(capsys, "--resume", "--epochs", "2", "--quiet", "--output-dir", str(run_dir))
+    assert code == 0 and "conv_channels=[4]" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert cli.main(["evaluate", str(run_dir)]) == 0
+    assert f"accuracy {summary['test_acc']:.4f}" in capsys.readouterr().out
+
+
+def test_convnet_presets_fill_the_flags_not_given(tmp_path):
+    args = cli.build_parser().parse_args(["train", "--model", "convnet", "--dataset", "mnist1d", "--epochs", "3"])
+    opts = cli._resolve(args, cli._given(["train", "--model", "convnet", "--dataset", "mnist1d", "--epochs", "3"]))
+    preset = cli.CONVNET_PRESETS["mnist1d"]
+    assert opts["epochs"] == 3  # given
+    assert opts["filter_size"] == preset["filter_size"] and opts["conv_channels"] == preset["conv_channels"]
