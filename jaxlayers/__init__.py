@@ -3,7 +3,7 @@
 Every op is a pure, jit-compiled function whose backward pass is the
 hand-derived one, registered with ``jax.custom_vjp`` and checked against
 ``jax.grad`` of a plain-``jnp`` reference and float64 finite differences.
-The seed's NumPy-style API lives in :mod:`jaxlayers.compat`.
+The NumPy original's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
 from jaxlayers import compat, data, gradcheck, model, parallel, sweep, train

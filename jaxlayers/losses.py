@@ -1,7 +1,7 @@
 """Classification losses over scores (logits): multiclass SVM and softmax.
 
 Both take ``scores`` of shape ``(N, C)`` and integer labels ``y`` of shape
-``(N,)`` and return the scalar MEAN loss over the batch, as the seed's
+``(N,)`` and return the scalar MEAN loss over the batch, as the NumPy original's
 ``svm_loss`` / ``softmax_loss`` do. Each follows the four-part shape of the
 layers: ``<loss>_reference``, ``<loss>_fwd``, ``<loss>_bwd`` and the public
 ``custom_vjp`` op.
@@ -91,7 +91,7 @@ def _svm_margins(scores, y):
     onehot = _onehot(y, s.shape[1])
     correct = jnp.sum(jnp.where(onehot, s, jnp.zeros((), sd)), axis=1, keepdims=True)
     margins = s - correct + 1.0
-    # A margin counts only when strictly positive (the seed's subgradient);
+    # A margin counts only when strictly positive (the NumPy original's subgradient);
     # ``not (m <= 0)`` keeps NaN margins, so NaN input gives NaN loss.
     positive = jnp.logical_not(onehot) & jnp.logical_not(margins <= 0)
     return margins, positive, sd
@@ -248,7 +248,7 @@ def svm_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
     (1 byte/element) and the labels. Half-precision scores: the backward runs
     in float32 (``1/N`` included) and is cast to the scores' dtype once.
 
-    Source: the seed's ``svm_loss`` (Weston & Watkins / Crammer & Singer
+    Source: the NumPy original's ``svm_loss`` (Weston & Watkins / Crammer & Singer
     multiclass hinge, as in CS231n).
     """
     scores, y = _check("svm_loss", scores, y)
@@ -260,7 +260,7 @@ def softmax_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
 
     ``L = 1/N sum_i (logsumexp_j s[i, j] - s[i, y_i])``
 
-    Deviation from the seed: the seed clamps the target probability at 1e-8,
+    Deviation from the NumPy original: the NumPy original clamps the target probability at 1e-8,
     capping each example's loss at ``-log(1e-8) ~= 18.4`` while its gradient is
     not capped, so loss and gradient disagree for confident mistakes. Here the
     loss is exact (computed from log-sum-exp, never from ``log(prob)``) and
@@ -288,7 +288,7 @@ def softmax_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
     scores, whose backward runs in float32 and is cast to the scores' dtype
     once) and the labels.
 
-    Source: the seed's ``softmax_loss``; log-sum-exp as in
+    Source: the NumPy original's ``softmax_loss``; log-sum-exp as in
     ``optax.softmax_cross_entropy_with_integer_labels``.
     """
     scores, y = _check("softmax_loss", scores, y)

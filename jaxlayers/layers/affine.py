@@ -6,8 +6,8 @@ Source of the maths: the NumPy original's ``affine_forward`` /
 Four parts, as every jaxlayers op:
 
 * :func:`affine_reference` -- plain ``jnp``; ``jax.grad`` of it is the oracle.
-* :func:`affine_fwd` -- ``(x, w, b) -> (out, residuals)``; the seed's cache.
-* :func:`affine_bwd` -- ``(residuals, g) -> (dx, dw, db)``; the seed's backward.
+* :func:`affine_fwd` -- ``(x, w, b) -> (out, residuals)``; the NumPy original's cache.
+* :func:`affine_bwd` -- ``(residuals, g) -> (dx, dw, db)``; the NumPy original's backward.
 * :func:`affine` -- the public op: checked, ``custom_vjp``, jit-compiled.
 """
 
@@ -25,7 +25,7 @@ __all__ = ["affine", "affine_reference", "affine_fwd", "affine_bwd", "AffineResi
 
 
 class AffineResiduals(NamedTuple):
-    """What the backward pass keeps: the inputs ``(x, w, b)``, the seed's cache.
+    """What the backward pass keeps: the inputs ``(x, w, b)``, the NumPy original's cache.
 
     All three are the op's own arguments, alive anyway, so saving them costs no
     new memory; ``b`` is kept only for its dtype (``db`` just sums ``g``).
@@ -99,7 +99,7 @@ def _xt_g(x2: jax.Array, g: jax.Array) -> jax.Array:
 
 
 def affine_bwd(residuals: AffineResiduals, g: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Backward pass (the seed's ``affine_backward``).
+    """Backward pass (the NumPy original's ``affine_backward``).
 
     ``dx = (g @ w.T).reshape(x.shape)``, ``dw = x.reshape(N, D).T @ g``,
     ``db = sum_n g[n]``; each accumulated in :func:`compute_dtype` (float32
@@ -142,7 +142,7 @@ def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
 
     Args:
       x: inputs, shape ``(N, d1, ..., dk)``, floating dtype. Each example is
-        flattened to ``D = d1 * ... * dk`` features, as the seed does.
+        flattened to ``D = d1 * ... * dk`` features, as the NumPy original does.
       w: weights, shape ``(D, M)``.
       b: biases, shape ``(M,)``.
 
@@ -170,7 +170,7 @@ def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
     (``preferred_element_type``) and is cast to its primal's dtype once.
     Residuals: ``(x, w, b)``, the op's own arguments (no new memory).
 
-    Source: the seed's ``affine_forward`` / ``affine_backward``.
+    Source: the NumPy original's ``affine_forward`` / ``affine_backward``.
 
     Example:
       >>> import jax.numpy as jnp, jaxlayers as jl

@@ -6,7 +6,7 @@ seed's ``dropout_forward`` (survivors are scaled at train time, test time is
 the identity).
 
 Convention: ``rate`` is the probability of DROPPING an element (Flax, PyTorch,
-Keras). The seed's ``dropout_param['p']`` is the probability of KEEPING; the
+Keras). The NumPy original's ``dropout_param['p']`` is the probability of KEEPING; the
 seed's API in :mod:`jaxlayers.compat` keeps that meaning.
 
 How the mask is drawn: random bits are drawn as 32-bit words and split into
@@ -218,7 +218,7 @@ def dropout(x, key, *, rate: float, train: bool):
         when the op is the identity, but still checked. For one key per
         example, ``jax.vmap`` the op over ``jax.random.split(key, n)``.
       rate: keyword, static, in ``[0, 1]``: the probability of DROPPING each
-        element (Flax/PyTorch convention; the seed's ``p`` is ``1 - rate``).
+        element (Flax/PyTorch convention; the NumPy original's ``p`` is ``1 - rate``).
         A Python or NumPy number (``np.float32(0.5)`` works); not inf/NaN.
       train: keyword, static. ``False`` makes the op the identity.
 
@@ -241,7 +241,7 @@ def dropout(x, key, *, rate: float, train: bool):
     cotangent. Residual: the keep-mask -- 1 bit per element for
     ``rate = 0.5``, else 1 byte -- and a scalar.
 
-    Source: Srivastava et al. (2014); the seed's ``dropout_forward``.
+    Source: Srivastava et al. (2014); the NumPy original's ``dropout_forward``.
     """
     op = "dropout"
     x = as_array(x, op, "x")

@@ -1,6 +1,6 @@
 """Rectified linear unit: ``out = max(x, 0)`` with ``relu'(0) = 0``.
 
-Source of the maths: the seed's ``relu_forward`` / ``relu_backward``
+Source of the maths: the NumPy original's ``relu_forward`` / ``relu_backward``
 (``dx = dout * (x > 0)``).
 """
 
@@ -22,7 +22,7 @@ def _keep(x: jax.Array) -> jax.Array:
 
 def relu_reference(x: jax.Array) -> jax.Array:
     """Plain-``jnp`` ReLU. ``jnp.where`` (not ``jnp.maximum``, whose JAX
-    derivative at 0 is 0.5) pins the seed's subgradient ``relu'(0) = 0``."""
+    derivative at 0 is 0.5) pins the NumPy original's subgradient ``relu'(0) = 0``."""
     return jnp.where(_keep(x), x, jnp.zeros((), x.dtype))
 
 
@@ -33,7 +33,7 @@ def relu_fwd(x: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def relu_bwd(mask: jax.Array, g: jax.Array) -> tuple[jax.Array]:
-    """Backward pass: ``dx = g * (x > 0)``, as the seed."""
+    """Backward pass: ``dx = g * (x > 0)``, as the NumPy original."""
     return (jnp.where(mask, g, jnp.zeros((), g.dtype)),)
 
 
@@ -58,11 +58,11 @@ def relu(x: jax.Array) -> jax.Array:
         ``jnp.asarray`` before tracing).
 
     Backward (``custom_vjp``): ``dx = g * (x > 0)``, so ``relu'(0) = 0`` as in
-    the seed. Residual: a boolean mask (1 byte per element), not a float copy
+    the NumPy original. Residual: a boolean mask (1 byte per element), not a float copy
     of ``x`` (4 bytes in float32). The backward pass is a select, exact in
     every dtype (half precision included).
 
-    Source: the seed's ``relu_forward`` / ``relu_backward``.
+    Source: the NumPy original's ``relu_forward`` / ``relu_backward``.
 
     Example:
       >>> import jax.numpy as jnp, jaxlayers as jl
