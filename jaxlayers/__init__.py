@@ -3,7 +3,7 @@
 Every op is a pure, jit-compiled function whose backward pass is the
 hand-derived one, registered with ``jax.custom_vjp`` and checked against
 ``jax.grad`` of a plain-``jnp`` reference and float64 finite differences.
-The seed's NumPy-style API lives in :mod:`jaxlayers.compat`.
+The NumPy original's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
 from jaxlayers import compat, data, gradcheck, model, parallel, sweep, train
@@ -23,6 +23,7 @@ from jaxlayers.layers import (
 from jaxlayers.losses import softmax_loss, svm_loss
 from jaxlayers.model import Model, register_model
 from jaxlayers.models import ConvNet, FullyConnectedNet, ThreeLayerConvNet
+from jaxlayers.training.run import Run, load_run
 
 __version__ = "0.1.0"
 
@@ -32,6 +33,7 @@ __all__ = [
     "FullyConnectedNet",
     "ThreeLayerConvNet",
     "Model",
+    "Run",
     "affine",
     "batchnorm",
     "batchnorm_state",
@@ -39,6 +41,7 @@ __all__ = [
     "data",
     "dropout",
     "gradcheck",
+    "load_run",
     "model",
     "parallel",
     "register_model",

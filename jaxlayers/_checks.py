@@ -3,6 +3,14 @@
 Every public op validates its inputs here before anything is traced, so a
 wrong shape fails with ``ValueError: <op>: <arg> ...`` and the shapes seen,
 never deep inside XLA.
+
+Hostile input, handled once here for every op: :func:`as_array` (array-likes
+in, arrays out, or a ``TypeError`` naming the argument), :func:`require_key`
+(one PRNG key, not a batch), :func:`require_real` (finite static numbers,
+NumPy scalars included), :func:`require_batch` (``ValueError`` for N = 0 where
+the op is undefined), :func:`as_index_labels` (labels widened before they meet
+class indices), :func:`compute_dtype` / :func:`mean_scale` (half-precision
+arithmetic in float32), :func:`flat_features` (no ``reshape(N, -1)``).
 """
 
 from __future__ import annotations
@@ -69,6 +77,9 @@ def require_real(value, op: str, name: str) -> float:
         f"{name} must be a Python number (static under jit), got {value!r} of type {type(value).__name__}",
         TypeError,
     )
+    # inf / nan are never a meaningful rate, eps or momentum (the range checks
+    # after this let eps=inf through); NumPy scalars pass as Python numbers.
+    require(np.isfinite(float(value)), op, f"{name} must be a finite number, got {float(value)}")
     return float(value)
 
 
@@ -107,6 +118,137 @@ def check_label_range(y, num_classes: int, op: str, name: str = "y") -> None:
 def stats_dtype(dtype) -> jnp.dtype:
     """The dtype to accumulate statistics in: at least float32."""
     return jnp.promote_types(dtype, jnp.float32)
+
+
+# --------------------------------------------------------------------------
+# Hostile input (issue 12): one mechanism every op calls.
+# --------------------------------------------------------------------------
+
+# Arrays passed through unchanged (tracers are jax.Array instances). Scalars:
+# ``numbers.Number`` includes NumPy's (NumPy registers np.floating and
+# np.integer with the ``numbers`` ABCs; ``np.bool_`` is listed separately).
+_ARRAY_TYPES = (jax.Array, np.ndarray)
+
+
+def as_array(x, op: str, name: str):
+    """``x`` as an array the jitted op can take, or a ``TypeError`` naming it.
+
+    Arrays (``jax.Array``, tracers, ``np.ndarray`` of numbers or bools) are
+    returned unchanged. Python and NumPy scalars and (nested) lists or tuples
+    of numbers are converted once, before tracing, with
+    ``jnp.asarray(np.asarray(x))`` -- Python floats become JAX's default float
+    dtype (float32 unless x64 is on), as ``jnp.asarray`` makes them; the
+    jitted ``custom_vjp`` op only ever sees arrays. Anything else (strings,
+    ``None``, dicts, ragged or object lists, lists of tracers) raises
+    ``TypeError: <op>: <name> must be an array ..., got <type>`` -- never an
+    error that prints the value.
+    """
+    what = "an array (jax.Array, numpy.ndarray) or a nested list of numbers"
+    if isinstance(x, _ARRAY_TYPES) or hasattr(x, "__jax_array__"):
+        dtype = getattr(x, "dtype", None)
+        if isinstance(x, np.ndarray) and dtype.kind not in "biufc":
+            raise TypeError(f"{op}: {name} must be {what}, got a numpy.ndarray of dtype {dtype}")
+        return x
+    kind = type(x).__name__
+    if not isinstance(x, (numbers.Number, np.bool_, list, tuple)):
+        raise TypeError(f"{op}: {name} must be {what}, got {kind}")
+    try:
+        arr = np.asarray(x)
+    except Exception as err:  # ragged lists, lists of tracers, ...
+        raise TypeError(
+            f"{op}: {name} must be {what}, got a {kind} that does not convert ({type(err).__name__})"
+        ) from None
+    if arr.dtype.kind not in "biufc":
+        raise TypeError(f"{op}: {name} must be {what}, got a {kind} of {arr.dtype.name} elements")
+    return jnp.asarray(arr)
+
+
+def _is_prng_dtype(dtype) -> bool:
+    return jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)
+
+
+def require_key(key, op: str, name: str = "key"):
+    """A single PRNG key, returned unchanged, or a clear error naming ``name``.
+
+    Accepted: a typed key of shape ``()`` (``jax.random.key(seed)``) or a
+    legacy uint32 key of shape ``(2,)`` (``jax.random.PRNGKey(seed)``).
+    Raises ``TypeError`` for anything that is not a key and ``ValueError``
+    for a batch of keys (``jax.random.split(key, 4)``: map the op over the
+    keys with ``jax.vmap`` instead).
+    """
+    dtype = getattr(key, "dtype", None)
+    shape = shape_of(key) if dtype is not None else None
+    if dtype is not None and _is_prng_dtype(dtype):
+        require(
+            shape == (),
+            op,
+            f"{name} must be a single PRNG key (shape ()), got a key array of shape {shape}; "
+            "to use one key per example, jax.vmap the op over the keys",
+        )
+        return key
+    if dtype is not None and np.dtype(dtype) == np.uint32 and shape[-1:] == (2,):
+        require(
+            shape == (2,),
+            op,
+            f"{name} must be a single PRNG key (a legacy uint32 key has shape (2,)), got a uint32 key array "
+            f"of shape {shape}; to use one key per example, jax.vmap the op over the keys",
+        )
+        return key
+    raise TypeError(
+        f"{op}: {name} must be a PRNG key from jax.random.key(seed) or jax.random.PRNGKey(seed), got "
+        f"{type(key).__name__} with dtype {dtype} and shape {shape}"
+    )
+
+
+def compute_dtype(*arrays) -> jnp.dtype:
+    """The dtype an op's arithmetic runs in: the arguments' promoted floating
+    dtype, but at least float32. bfloat16/float16 inputs are computed (forward
+    statistics and every backward product, sum and ``1/N`` factor) in float32
+    and each result is cast to its primal's dtype once, at the end."""
+    return stats_dtype(jnp.result_type(*arrays))
+
+
+def mean_scale(n: int, dtype) -> jax.Array:
+    """``1/n`` as a 0-d array in ``compute_dtype(dtype)``: the mean factor,
+    never rounded to a half-precision input dtype (at N = 1e5, float16's
+    ``1/N`` is subnormal and off by ~0.6%)."""
+    return jnp.asarray(1.0 / n, stats_dtype(dtype))
+
+
+def require_batch(x, op: str, name: str, what: str) -> None:
+    """``ValueError`` when ``x`` has an empty leading (batch) axis, for ops
+    whose result is undefined on N = 0 (``what``: "the mean loss")."""
+    shape = shape_of(x)
+    require(
+        len(shape) == 0 or shape[0] > 0,
+        op,
+        f"{what} over an empty batch is undefined: {name} has shape {shape}",
+    )
+
+
+def label_index_dtype(dtype) -> jnp.dtype:
+    """The dtype labels are compared and indexed in: int32, or int64 for
+    64-bit labels (x64 on). Narrow labels (int8, uint8, int16, uint16) widen
+    exactly; uint32 / uint64 values too large for the signed type wrap to
+    negative numbers, which are out of range anyway (NaN under ``jit``). Never
+    ``jnp.arange(C, dtype=uint8)``, which wraps class 256 to 0."""
+    return jnp.dtype(jnp.int64) if np.dtype(dtype).itemsize == 8 else jnp.dtype(jnp.int32)
+
+
+def as_index_labels(y: jax.Array) -> jax.Array:
+    """``y`` cast to :func:`label_index_dtype` -- call inside the op (forward
+    and reference) before any comparison with class indices."""
+    return y.astype(label_index_dtype(y.dtype))
+
+
+def flat_features(shape: tuple[int, ...]) -> int:
+    """``d1 * ... * dk`` for a shape ``(N, d1, ..., dk)``; use with
+    ``x.reshape(N, D)``, never ``x.reshape(N, -1)``, which is ambiguous (a
+    ``ZeroDivisionError``) when N = 0."""
+    d = 1
+    for s in shape[1:]:
+        d *= int(s)
+    return d
 
 
 # ---------------------------------------------------------------------------

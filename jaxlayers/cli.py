@@ -1,4 +1,4 @@
-"""The ``jaxlayers`` command: ``jaxlayers train``, ``jaxlayers sweep`` and ``jaxlayers gradcheck``.
+"""The ``jaxlayers`` command: ``train``, ``sweep``, ``evaluate``, ``predict`` and ``gradcheck``.
 
 Nothing in the package imports this module.
 """
@@ -6,7 +6,10 @@ Nothing in the package imports this module.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
+from pathlib import Path
 
 
 def _gradcheck(args: argparse.Namespace) -> int:
@@ -19,26 +22,93 @@ def _gradcheck(args: argparse.Namespace) -> int:
 # training flags take TrainConfig's defaults (tuned there too), read from the dataclass.
 MODEL_DEFAULTS = {
     "dataset": "digits",
+    "model": "fc",
     "hidden_dims": [1024, 1024],
     "normalization": "batchnorm",
     "dropout_rate": 0.5,
     "loss": "softmax",
     "weight_scale": None,
     "reg": 3e-3,
+    # --model convnet / threelayer
+    "conv_channels": [32, 64],
+    "filter_size": [3, 3],
+    "conv_norm": "batchnorm",
+    "groups": 8,
+    "pool_size": [2, 2],
+    "fc_norm": "none",
 }
 TRAIN_FLAGS = ("optimizer", "learning_rate", "lr_decay", "epochs", "batch_size", "seed")
+MODELS = {"fc": "FullyConnectedNet", "convnet": "ConvNet", "threelayer": "ThreeLayerConvNet"}
+# `--model convnet`'s settings per dataset (model flags and training flags), tuned for the README's figures;
+# any flag given overrides its entry. Datasets not listed take MODEL_DEFAULTS and TrainConfig's defaults.
+CONVNET_PRESETS: dict[str, dict] = {
+    "digits": {
+        "conv_channels": [32, 64],
+        "filter_size": [3, 3],
+        "conv_norm": "batchnorm",
+        "pool_size": [2, 2],
+        "hidden_dims": [256],
+        "fc_norm": "none",
+        "dropout_rate": 0.3,
+        "reg": 1e-3,
+        "optimizer": "adam",
+        "learning_rate": 2e-3,
+        "lr_decay": 0.95,
+        "epochs": 40,
+        "batch_size": 32,
+    },
+    "mnist1d": {
+        "conv_channels": [32, 64, 64],
+        "filter_size": [1, 5],
+        "conv_norm": "batchnorm",
+        "pool_size": [1, 2],
+        "hidden_dims": [256],
+        "fc_norm": "none",
+        "dropout_rate": 0.3,
+        "reg": 1e-4,
+        "optimizer": "adam",
+        "learning_rate": 2e-3,
+        "lr_decay": 0.96,
+        "epochs": 60,
+        "batch_size": 64,
+    },
+}
 
 
 def _train_defaults() -> dict:
     import dataclasses
 
-    from jaxlayers.training.config import TrainConfig  # lazy: `jaxlayers --help` need not import JAX
+    from jaxlayers.training.config import TrainConfig  # lazy, for start-up time: importing the CLI imports no JAX
 
     fields = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
     return {**MODEL_DEFAULTS, **{k: fields[k] for k in TRAIN_FLAGS}}
 
 
 RUN_FILES = ("config.json", "metrics.jsonl", "curves.png", "checkpoint.safetensors", "summary.json")
+OUTPUT_DEFAULT = "runs/<dataset>"
+SWEEP_OUTPUT_DEFAULT = "runs/<dataset>-sweep"
+EXIT_CODES = """exit status:
+  0    success
+  1    runtime error: unreadable or foreign checkpoint, a file that cannot be written, run directory in use
+  2    usage error: a bad flag or value, a run directory that holds another run (see --overwrite)
+  130  interrupted (SIGINT, Ctrl-C): the running epoch finishes and is checkpointed first
+  143  terminated (SIGTERM): as Ctrl-C"""
+SWEEP_EXIT_CODES = """exit status:
+  0    success
+  1    runtime error: a file that cannot be written
+  2    usage error: a bad flag or value
+  130  interrupted (SIGINT, Ctrl-C) at the end of the running epoch; nothing is written
+  143  terminated (SIGTERM): as Ctrl-C"""
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM outside training (start-up): leave as Ctrl-C does, with 143."""
+
+    signum = signal.SIGTERM
+
+
+def _terminate(signum, frame) -> None:
+    raise _Terminated("terminated")
 
 
 def _hidden_dims(text: str) -> list[int]:
@@ -51,95 +121,216 @@ def _hidden_dims(text: str) -> list[int]:
     return dims
 
 
-def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+def _int_pair(text: str) -> list[int]:
+    """``3`` -> ``[3, 3]``; ``1,5`` or ``1x5`` -> ``[1, 5]``."""
+    try:
+        parts = [int(t) for t in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int or a pair like 1,5, got {text!r}") from None
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive int or a pair like 1,5, got {text!r}")
+    return parts * 2 if len(parts) == 1 else parts
+
+
+def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: bool = False) -> None:
+    """The flags `train` and `sweep` share; `train`'s own (--resume, --overwrite, devices) unless ``sweep``.
+
+    ``suppress``: no defaults at all, so that parsing tells which flags were given (see :func:`_given`).
+    """
     d = _train_defaults()
-    # Every default is None here and filled in by _resolve: from the checkpoint's
-    # run with --resume, else from _train_defaults() (shown in the help).
-    a = p.add_argument
-    a("--dataset", help=f"digits | mnist1d | mnist:DIR | cifar10:DIR (default {d['dataset']})")
+
+    def a(*names, default=None, **kw):
+        p.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
+
+    a("--dataset", default=d["dataset"], help="digits | mnist1d | mnist:DIR | cifar10:DIR")
+    a(
+        "--model",
+        default=d["model"],
+        choices=list(MODELS),
+        help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see README); "
+        "threelayer: the course's ThreeLayerConvNet (first --conv-channels, --filter-size, first --hidden-dims)",
+    )
     a(
         "--hidden-dims",
+        default=d["hidden_dims"],
         type=_hidden_dims,
         nargs="+",
         metavar="H",
-        help=f"hidden layer widths, e.g. 512 512 or 512,512 (default {' '.join(map(str, d['hidden_dims']))})",
+        help="hidden layer widths, e.g. 512 512 or 512,512",
     )
-    a("--normalization", choices=["batchnorm", "none"], help=f"(default {d['normalization']})")
+    a("--normalization", default=d["normalization"], choices=["batchnorm", "none"], help="normalization layer")
     a(
         "--dropout-rate",
         "--dropout",
+        default=d["dropout_rate"],
         type=float,
         dest="dropout_rate",
         metavar="RATE",
-        help=f"probability of dropping a hidden unit (default {d['dropout_rate']})",
+        help="probability of dropping a hidden unit",
     )
-    a("--loss", choices=["softmax", "svm"], help=f"(default {d['loss']})")
-    a("--reg", type=float, help=f"L2 strength, 0.5*reg*sum(W**2) (default {d['reg']})")
-    a("--weight-scale", type=float, help="std of the normal weight init (default: He init)")
-    a("--optimizer", choices=["sgd", "sgd_momentum", "rmsprop", "adam"], help=f"(default {d['optimizer']})")
-    a("--learning-rate", "--lr", type=float, dest="learning_rate", help=f"(default {d['learning_rate']})")
-    a("--lr-decay", type=float, help=f"learning-rate factor per epoch (default {d['lr_decay']})")
-    a("--epochs", type=int, help=f"(default {d['epochs']}; with --resume, more epochs extend the run)")
-    a("--batch-size", type=int, help=f"(default {d['batch_size']})")
-    a("--seed", type=int, help=f"PRNG seed: init, shuffling, dropout (default {d['seed']})")
-    a("--output-dir", "-o", help="run directory (default runs/<dataset>)")
+    a("--loss", default=d["loss"], choices=["softmax", "svm"], help="data loss")
+    c = p.add_argument_group(
+        "convolutional models (--model convnet | threelayer)",
+        "for --model convnet, flags not given take the tuned settings of the dataset (README, 'Convolutional "
+        "networks'); --hidden-dims, --dropout-rate, --reg, --loss and --weight-scale apply to every model",
+    )
+
+    def ca(*names, default=None, **kw):
+        c.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
+
+    ca(
+        "--conv-channels",
+        default=d["conv_channels"],
+        type=_hidden_dims,
+        nargs="+",
+        metavar="F",
+        help="filters of each conv block",
+    )
+    ca("--filter-size", default=d["filter_size"], type=_int_pair, metavar="K", help="odd kernel size, K or KH,KW")
+    ca("--conv-norm", default=d["conv_norm"], choices=["batchnorm", "groupnorm", "none"], help="after each conv")
+    ca("--groups", default=d["groups"], type=int, help="groups of --conv-norm groupnorm")
+    ca("--pool-size", default=d["pool_size"], type=_int_pair, metavar="P", help="max pool after each conv block")
+    ca("--fc-norm", default=d["fc_norm"], choices=["batchnorm", "layernorm", "none"], help="after each hidden affine")
+    a("--reg", default=d["reg"], type=float, help="L2 strength, 0.5*reg*sum(W**2)")
+    a("--weight-scale", default=d["weight_scale"], type=float, help="std of the normal weight init (None: He init)")
+    a("--optimizer", default=d["optimizer"], choices=["sgd", "sgd_momentum", "rmsprop", "adam"], help="optax optimizer")
+    a("--learning-rate", "--lr", default=d["learning_rate"], type=float, dest="learning_rate", help="initial step size")
+    a("--lr-decay", default=d["lr_decay"], type=float, help="learning-rate factor per epoch")
+    more = "" if sweep else "; with --resume, more epochs extend the run"
+    a("--epochs", default=d["epochs"], type=int, help=f"passes over the training data{more}")
+    a("--batch-size", default=d["batch_size"], type=int, help="examples per step")
+    a("--seed", default=d["seed"], type=int, help="PRNG seed in [0, 2**32): init, shuffling, dropout")
+    if sweep:
+        a("--output-dir", "-o", default=SWEEP_OUTPUT_DEFAULT, help="directory for sweep.json")
+    else:
+        a("--output-dir", "-o", default=OUTPUT_DEFAULT, help="run directory")
+    a("--quiet", "-q", default=False, action="store_true", help="no progress bar")
+    if sweep:
+        return
     a(
         "--resume",
+        default=False,
         action="store_true",
-        help="continue the run in the output directory from its checkpoint; flags not given are taken from that run",
+        help="continue the run in the output directory from its checkpoint; flags not given are taken from "
+        "the checkpoint (config.json is only a record)",
     )
-    a("--quiet", "-q", action="store_true", help="no progress bar")
+    a(
+        "--overwrite",
+        default=False,
+        action="store_true",
+        help="start afresh in an output directory that holds a run, deleting that run's files",
+    )
     g = p.add_argument_group(
         "scaling out",
         "data-parallel training: every minibatch is split over the devices, batchnorm statistics span the "
         "global batch, and the result equals the one-device run up to float rounding (README, 'Scaling out')",
     )
-    g.add_argument(
+
+    def ga(*names, default=None, **kw):
+        g.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
+
+    ga(
         "--devices",
         type=int,
         metavar="N",
         help="train on N devices (all processes together); the batch size must be a multiple of N. "
         "On a machine without accelerators N CPU devices are simulated (they share the cores)",
     )
-    g.add_argument("--coordinator", metavar="HOST:PORT", help="multi-process run: address of process 0's coordinator")
-    g.add_argument("--num-processes", type=int, metavar="P", help="multi-process run: number of processes")
-    g.add_argument("--process-id", type=int, metavar="I", help="multi-process run: this process's index in [0, P)")
-    g.add_argument(
+    ga("--coordinator", metavar="HOST:PORT", help="multi-process run: address of process 0's coordinator")
+    ga("--num-processes", type=int, metavar="P", help="multi-process run: number of processes")
+    ga("--process-id", type=int, metavar="I", help="multi-process run: this process's index in [0, P)")
+    ga(
         "--init-timeout",
-        type=float,
         default=60.0,
+        type=float,
         metavar="S",
-        help="multi-process run: seconds to wait for the coordinator and the other processes (default 60)",
+        help="multi-process run: seconds to wait for the coordinator and the other processes",
     )
 
 
-def _resolve(args: argparse.Namespace) -> dict:
-    """Flags given > the checkpointed run's settings (with --resume) > the defaults."""
-    from pathlib import Path
+def _given(argv: list[str]) -> set[str]:
+    """The destinations of the flags given on the command line (a parse without defaults)."""
+    return set(vars(build_parser(suppress=True).parse_args(argv))) - {"func", "command"}
 
-    from jaxlayers.train import CHECKPOINT_NAME, read_checkpoint_metadata
+
+def _output_dir(args: argparse.Namespace, dataset: str, default: str) -> Path:
+    """``-o``, or its default with the dataset's name filled in."""
+    text = args.output_dir
+    if text == default:
+        return Path(default.replace("<dataset>", dataset.partition(":")[0]))
+    return Path(text)
+
+
+def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPUT_DEFAULT) -> dict:
+    """Flags given > the checkpointed run's settings (with --resume) > the defaults.
+
+    Raises:
+      CheckpointError: with --resume, a checkpoint that is corrupt or not of `jaxlayers train`.
+    """
+    from jaxlayers.train import CHECKPOINT_NAME, CheckpointError, read_checkpoint_metadata
 
     defaults = _train_defaults()
-    given = {k: v for k, v in vars(args).items() if k in defaults and v is not None}
-    if given.get("hidden_dims") is not None:
-        given["hidden_dims"] = [h for part in given["hidden_dims"] for h in part]
+    opts = {k: getattr(args, k) for k in defaults if k in given}
+    for name in ("hidden_dims", "conv_channels"):
+        if name in opts:
+            opts[name] = [h for part in opts[name] for h in part]
     base = dict(defaults)
-    dataset = given.get("dataset", base["dataset"])
-    out = Path(args.output_dir or Path("runs") / dataset.partition(":")[0])
-    if args.resume and (out / CHECKPOINT_NAME).is_file():
-        meta = read_checkpoint_metadata(out / CHECKPOINT_NAME)
-        net, tc = meta["models"][0]["config"], meta["train_configs"][0]
-        base.update(
-            dataset=meta["data"]["name"] or base["dataset"],
-            hidden_dims=net["hidden_dims"],
-            normalization=net["normalization"] or "none",
-            dropout_rate=net["dropout_rate"],
-            loss=net["loss_type"],
-            weight_scale=net["weight_scale"],
-            reg=net["reg"],
-            **{k: tc[k] for k in TRAIN_FLAGS},
-        )
-    return {**base, **given, "output_dir": out}
+    out = _output_dir(args, opts.get("dataset", base["dataset"]), default_out)
+    ckpt = out / CHECKPOINT_NAME
+    if getattr(args, "resume", False) and ckpt.is_file():
+        meta = read_checkpoint_metadata(ckpt)
+        try:
+            record, tc = meta["models"][0], meta["train_configs"][0]
+            base.update(
+                dataset=meta["data"]["name"] or base["dataset"],
+                **_flags_of_model(record["class"], record["config"]),
+                **{k: tc[k] for k in TRAIN_FLAGS},
+            )
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise CheckpointError(
+                f"checkpoint {ckpt}: not a checkpoint of `jaxlayers train` (its metadata lacks {e}); "
+                "was it written by fit_many or another model?"
+            ) from None
+    elif opts.get("model", base["model"]) == "convnet":
+        preset = CONVNET_PRESETS.get(opts.get("dataset", base["dataset"]).partition(":")[0], {})
+        base.update(preset)
+    return {**base, **opts, "output_dir": out}
+
+
+def _flags_of_model(name: str, config: dict) -> dict:
+    """The `jaxlayers train` flags that rebuild a checkpointed model (``model_record``'s class and config).
+
+    Raises:
+      ValueError: a model class the CLI does not build.
+    """
+    none = lambda v: v or "none"  # noqa: E731
+    common = {"loss": config["loss_type"], "weight_scale": config["weight_scale"], "reg": config["reg"]}
+    if name == "FullyConnectedNet":
+        return {
+            "model": "fc",
+            "hidden_dims": list(config["hidden_dims"]),
+            "normalization": none(config["normalization"]),
+            "dropout_rate": config["dropout_rate"],
+            **common,
+        }
+    if name == "ConvNet":
+        keys = ("conv_channels", "filter_size", "groups", "pool_size", "hidden_dims", "dropout_rate")
+        return {
+            "model": "convnet",
+            **{k: list(config[k]) if isinstance(config[k], list | tuple) else config[k] for k in keys},
+            "conv_norm": none(config["conv_norm"]),
+            "fc_norm": none(config["fc_norm"]),
+            **common,
+        }
+    if name == "ThreeLayerConvNet":
+        return {
+            "model": "threelayer",
+            "conv_channels": [config["num_filters"]],
+            "filter_size": [config["filter_size"]] * 2,
+            "hidden_dims": [config["hidden_dim"]],
+            **common,
+        }
+    raise ValueError(f"a run of a {name} model, which `jaxlayers train` does not build")
 
 
 def _setup_devices(args: argparse.Namespace):
@@ -172,66 +363,92 @@ def _setup_devices(args: argparse.Namespace):
     return parallel.make_data_mesh(args.devices)
 
 
-def _write_metrics(path, history, steps_per_epoch: int) -> None:
-    import json
-
-    from jaxlayers.train import atomic_write
-
-    lines = []
-    for e in range(len(history.val_acc)):
-        losses = history.loss[e * steps_per_epoch : (e + 1) * steps_per_epoch]
-        lines.append(
-            json.dumps(
-                {
-                    "epoch": e + 1,
-                    "step": (e + 1) * steps_per_epoch,
-                    "loss": sum(losses) / max(len(losses), 1),
-                    "train_acc": history.train_acc[e],
-                    "val_acc": history.val_acc[e],
-                    "lr": history.lr[e],
-                    "epoch_time_s": history.epoch_time_s[e],
-                }
-            )
-        )
-    atomic_write(path, ("\n".join(lines) + "\n").encode())
-
-
 def _net_and_config(opts: dict, ds):
-    """``(FullyConnectedNet, TrainConfig)`` that the resolved flags ``opts`` describe for dataset ``ds``."""
-    from jaxlayers import train as jl_train
-    from jaxlayers.models import FullyConnectedNet
+    """``(model, TrainConfig, dataset)`` that the resolved flags ``opts`` describe for dataset ``ds``.
 
-    net = FullyConnectedNet(
-        hidden_dims=tuple(opts["hidden_dims"]),
-        input_dim=ds.num_features,
-        num_classes=max(ds.num_classes, 2),
-        normalization=None if opts["normalization"] == "none" else opts["normalization"],
-        dropout_rate=opts["dropout_rate"],
-        reg=opts["reg"],
-        loss_type=opts["loss"],
-        weight_scale=opts["weight_scale"],
-    )
+    Convolutional models get the dataset as images (``ds.as_images()``), the fully connected net flat.
+    """
+    from jaxlayers import train as jl_train
+    from jaxlayers.models import ConvNet, FullyConnectedNet, ThreeLayerConvNet
+
+    none = lambda v: None if v == "none" else v  # noqa: E731
+    common = {
+        "num_classes": max(ds.num_classes, 2),
+        "reg": opts["reg"],
+        "loss_type": opts["loss"],
+        "weight_scale": opts["weight_scale"],
+    }
+    if opts["model"] == "fc":
+        net = FullyConnectedNet(
+            hidden_dims=tuple(opts["hidden_dims"]),
+            input_dim=ds.num_features,
+            normalization=none(opts["normalization"]),
+            dropout_rate=opts["dropout_rate"],
+            **common,
+        )
+    else:
+        ds = ds.as_images()
+        if opts["model"] == "convnet":
+            net = ConvNet(
+                input_dim=ds.image_shape,
+                conv_channels=tuple(opts["conv_channels"]),
+                filter_size=tuple(opts["filter_size"]),
+                conv_norm=none(opts["conv_norm"]),
+                groups=opts["groups"],
+                pool_size=tuple(opts["pool_size"]),
+                hidden_dims=tuple(opts["hidden_dims"]),
+                fc_norm=none(opts["fc_norm"]),
+                dropout_rate=opts["dropout_rate"],
+                **common,
+            )
+        else:
+            kh, kw = opts["filter_size"]
+            if kh != kw:
+                raise ValueError(f"--model threelayer takes a square --filter-size, got {kh},{kw}")
+            net = ThreeLayerConvNet(
+                input_dim=ds.image_shape,
+                num_filters=opts["conv_channels"][0],
+                filter_size=kh,
+                hidden_dim=opts["hidden_dims"][0],
+                **common,
+            )
     config = jl_train.TrainConfig(**{k: opts[k] for k in TRAIN_FLAGS})
-    return net, config
+    return net, config, ds
+
+
+def _fail(command: str, message: str, code: int) -> int:
+    print(f"jaxlayers {command}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _os_message(e: OSError) -> str:
+    """One line for an ``OSError``: what failed and the path."""
+    if e.filename is not None and str(e.filename) not in str(e.strerror):
+        return f"{e.strerror}: {e.filename}"
+    return str(e.strerror or e)
 
 
 def _train(args: argparse.Namespace) -> int:
-    import json
     import time
 
     t_start = time.perf_counter()
-    opts = _resolve(args)
+    fail = lambda message, code=2: _fail("train", message, code)  # noqa: E731
+    if args.output_dir == "":
+        return fail("--output-dir is an empty path; give a directory such as runs/mine")
+
+    from jaxlayers import data as jl_data
+    from jaxlayers import train as jl_train
+    from jaxlayers.training import rundir
+
+    try:
+        opts = _resolve(args, args.given)
+    except jl_train.CheckpointError as e:
+        return fail(str(e), 1)
+    except OSError as e:
+        return fail(_os_message(e), 1)
     out = opts["output_dir"]
 
     import jax
-
-    import jaxlayers
-    from jaxlayers import data as jl_data
-    from jaxlayers import train as jl_train
-
-    def fail(message: str, code: int = 2) -> int:
-        print(f"jaxlayers train: error: {message}", file=sys.stderr)
-        return code
 
     try:
         mesh = _setup_devices(args)
@@ -244,7 +461,7 @@ def _train(args: argparse.Namespace) -> int:
         return fail(f"--resume: no checkpoint at {ckpt}; run without --resume to start")
     try:
         ds = jl_data.load(opts["dataset"])
-        net, config = _net_and_config(opts, ds)
+        net, config, ds = _net_and_config(opts, ds)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return fail(str(e))
 
@@ -253,106 +470,76 @@ def _train(args: argparse.Namespace) -> int:
         from jaxlayers.parallel import describe
 
         print(f"devices: {describe(mesh)}")
-    print(
-        f"net: {net.input_dim} -> {' -> '.join(map(str, net.hidden_dims))} -> {net.num_classes}"
-        f" | {net.normalization or 'no normalization'}, dropout {net.dropout_rate}, {net.loss_type} loss, reg {net.reg}"
-    )
+    settings = ", ".join(f"{k}={v}" for k, v in net.to_dict().items() if k not in ("dtype", "num_classes"))
+    print(f"model: {type(net).__name__}({settings})")
+    if hasattr(net, "summary"):
+        print(net.summary())
+    from jaxlayers.training import memory
+
+    try:  # before anything is compiled or allocated
+        estimate = memory.estimate_memory(net, config, ds)
+        print(f"memory: {estimate.describe()}")
+        memory.check_memory(estimate, "jaxlayers train")
+    except MemoryError as e:
+        return fail(str(e), 1)
     print(
         f"train: {config.optimizer}, lr {config.learning_rate} x {config.lr_decay}/epoch, "
-        f"{config.epochs} epochs of batch {config.batch_size}, seed {config.seed} | run dir {out}"
+        f"{config.epochs} epochs of batch {config.batch_size}, seed {config.seed} | run dir {out}",
+        flush=True,
     )
-    out.mkdir(parents=True, exist_ok=True)
-    if not args.resume and ckpt.exists():
-        print(f"note: starting afresh in {out}, replacing the previous run there (use --resume to continue it)")
-    run_config = {
-        "dataset": opts["dataset"],
-        "net": net.to_dict(),
-        "train": config.to_dict(),
-        "splits": {k: len(getattr(ds, f"y_{k}")) for k in ("train", "val", "test")},
-        "versions": {"jaxlayers": jaxlayers.__version__, "jax": jax.__version__},
-        "backend": jax.default_backend(),
-        "devices": 1 if mesh is None else int(mesh.devices.size),
-        "processes": jax.process_count(),
-        "command": sys.argv[1:] if sys.argv and sys.argv[0].endswith("jaxlayers") else None,
-    }
-    jl_train.atomic_write(out / "config.json", (json.dumps(run_config, indent=2) + "\n").encode())
-
-    start = jl_train.read_checkpoint_metadata(ckpt)["epoch"] if args.resume else 0
     bar = None
-    if not args.quiet:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=config.epochs, initial=min(start, config.epochs), unit="epoch", desc=ds.name, file=sys.stderr)
+    def on_start(start: int) -> None:
+        nonlocal bar
+        if not args.quiet:
+            from tqdm.auto import tqdm
 
-    steps_per_epoch = len(ds.y_train) // config.batch_size
+            bar = tqdm(
+                total=config.epochs, initial=min(start, config.epochs), unit="epoch", desc=ds.name, file=sys.stderr
+            )
 
     def on_epoch(r: jl_train.EpochReport) -> None:
-        _write_metrics(out / "metrics.jsonl", r.history, steps_per_epoch)
         if bar is not None:
             bar.set_postfix(
                 loss=f"{r.loss:.4f}", train_acc=f"{r.train_acc:.4f}", val_acc=f"{r.val_acc:.4f}", refresh=False
             )
             bar.update(1)
 
-    t_fit = time.perf_counter()
+    record = {
+        "dataset": opts["dataset"],
+        "command": sys.argv[1:] if sys.argv and sys.argv[0].endswith("jaxlayers") else None,
+    }
     try:
-        result = jl_train.fit(net, ds, config, checkpoint_dir=out, resume=args.resume, callback=on_epoch, mesh=mesh)
-    except KeyboardInterrupt:
+        result, summary = rundir.train_run(
+            net, ds, config, out, resume=args.resume, overwrite=args.overwrite, callback=on_epoch, mesh=mesh,
+            record=record, on_start=on_start, where="jaxlayers train",
+        )  # fmt: skip
+    except jl_train.TrainingInterrupted as e:
         if bar is not None:
             bar.close()
+        name = "SIGTERM" if e.signum == signal.SIGTERM else "SIGINT"
         if ckpt.is_file():
-            epoch = jl_train.read_checkpoint_metadata(ckpt)["epoch"]
-            print(f"\ninterrupted; epoch {epoch} is checkpointed in {ckpt}. Continue with:", file=sys.stderr)
+            print(f"\n{name}: stopped; epoch {e.epoch} is checkpointed in {ckpt}. Continue with:", file=sys.stderr)
             print(f"  jaxlayers train --resume --output-dir {out}", file=sys.stderr)
         else:
-            print("\ninterrupted before the first epoch ended; there is nothing to resume.", file=sys.stderr)
-        return 130
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
+            print(f"\n{name}: interrupted before the first epoch ended; there is nothing to resume.", file=sys.stderr)
+        return 128 + int(e.signum)
+    except rundir.RunExists as e:
+        return fail(str(e))
+    except rundir.RunDirError as e:
+        return fail(str(e), 1)
+    except OSError as e:
+        return fail(_os_message(e), 1)
+    except (ValueError, TypeError, FloatingPointError) as e:  # CheckpointError is a ValueError
+        return fail(str(e), 1)
+    finally:
         if bar is not None:
             bar.close()
-        return fail(str(e), 1)
-    fit_time = time.perf_counter() - t_fit
-    if bar is not None:
-        bar.close()
 
-    _write_metrics(out / "metrics.jsonl", result.history, steps_per_epoch)
-    accs = {
-        split: jl_train.evaluate(
-            net, result.best_params, result.best_model_state, getattr(ds, f"X_{split}"), getattr(ds, f"y_{split}")
-        )
-        for split in ("train", "val", "test")
-    }
-    last = (result.state.params, result.state.model_state)
-    if mesh is not None:  # arrays on the mesh (maybe spanning processes) -> this process's copy
-        from jaxlayers.parallel import host_copy
-
-        last = jax.tree.map(jax.numpy.asarray, host_copy(last))
-    final_test = jl_train.evaluate(net, *last, ds.X_test, ds.y_test)
-    jl_train.plot_history(
-        result.history,
-        out / "curves.png",
-        steps_per_epoch=steps_per_epoch,
-        best_epoch=result.best_epoch,
-        title=f"{ds.name}: {net.input_dim}-{'-'.join(map(str, net.hidden_dims))}-{net.num_classes}, {config.optimizer}",
-    )
-    sps = result.steps_per_second()
+    accs = {k[: -len("_acc")]: v for k, v in summary.items() if k in ("train_acc", "val_acc", "test_acc")}
+    final_test = summary["final_test_acc"]
     wall = time.perf_counter() - t_start
-    first = result.history.epoch_time_s[start] if len(result.history.epoch_time_s) > start else float("nan")
-    summary = {
-        **{f"{k}_acc": v for k, v in accs.items()},
-        "final_test_acc": final_test,
-        "best_epoch": result.best_epoch,
-        "epochs": len(result.history.val_acc),
-        "steps": len(result.history.loss),
-        "steps_per_second": sps,
-        "first_epoch_s": first,
-        "fit_time_s": fit_time,
-        "wall_time_s": wall,
-        "resumed_from_epoch": result.start_epoch,
-    }
-    summary = {k: (None if isinstance(v, float) and v != v else v) for k, v in summary.items()}  # NaN -> null
-    jl_train.atomic_write(out / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-
+    fit_time, first, sps = summary["fit_time_s"], summary["first_epoch_s"], summary["steps_per_second"]
     print(f"best epoch {result.best_epoch} of {summary['epochs']} (by validation accuracy); with its parameters:")
     print(f"  train acc {accs['train']:.4f}   val acc {accs['val']:.4f}   test acc {accs['test']:.4f}")
     print(f"  (the last epoch's parameters: test acc {final_test:.4f})")
@@ -360,23 +547,28 @@ def _train(args: argparse.Namespace) -> int:
     if ran == 0:
         print(f"nothing to train: the checkpoint already holds {summary['epochs']} epochs; wall time {wall:.1f} s")
     else:
-        sps_text = f"{sps:.0f} steps/s after the first epoch" if ran > 1 else "steps/s n/a (one epoch)"
+        sps_text = f"{sps:.0f} steps/s after the first epoch" if ran > 1 and sps else "steps/s n/a (one epoch)"
         print(
-            f"wall time {wall:.1f} s (training {fit_time:.1f} s, first epoch incl. compilation {first:.1f} s); "
+            f"wall time {wall:.1f} s (training {fit_time:.1f} s, first epoch incl. compilation {first or 0:.1f} s); "
             f"{ran * result.steps_per_epoch} steps, {sps_text}"
         )
     print(f"run dir {out}: {', '.join(RUN_FILES)}")
     return 0
 
 
-def _add_train_parser(sub) -> None:
+def _add_train_parser(sub, suppress: bool) -> None:
     p = sub.add_parser(
         "train",
-        help="train a FullyConnectedNet of jaxlayers ops (default: digits, about 10 s on 2 CPU cores)",
-        description="Train a FullyConnectedNet built from jaxlayers' hand-differentiated ops with optax; "
-        "writes config.json, metrics.jsonl, curves.png, checkpoint.safetensors and summary.json to the run directory.",
+        help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
+        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet) built from jaxlayers' hand-differentiated ops with optax; "
+        "writes config.json, metrics.jsonl, curves.png, checkpoint.safetensors and summary.json to the run "
+        "directory. One process writes a run directory at a time (a lock); a directory that holds a run is "
+        "continued with --resume or replaced with --overwrite.",
+        epilog=EXIT_CODES,
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
     )
-    _add_train_arguments(p)
+    _add_train_arguments(p, suppress=suppress)
     p.set_defaults(func=_train)
 
 
@@ -419,17 +611,9 @@ def _sweep(args: argparse.Namespace) -> int:
     t_start = time.perf_counter()
     from jaxlayers.sweep import SWEPT
 
-    shared = {*_train_defaults(), *SWEPT, "grid", "output_dir", "quiet", "func", "command"}
-    defaults = vars(build_parser().parse_args(["sweep"]))
-    unsupported = [k for k, v in vars(args).items() if k not in shared and v != defaults.get(k)]
-    if unsupported:  # --resume (a sweep keeps no checkpoints), and train's device flags
-        flags = ", ".join("--" + k.replace("_", "-") for k in unsupported)
-        print(
-            f"jaxlayers sweep: error: {flags}: not supported by sweep (it keeps no checkpoints and runs on one device)",
-            file=sys.stderr,
-        )
-        return 2
-    opts = _resolve(args)
+    if args.output_dir == "":
+        return _fail("sweep", "--output-dir is an empty path; give a directory such as runs/sweep", 2)
+    opts = _resolve(args, args.given, SWEEP_OUTPUT_DEFAULT)
 
     from jaxlayers import data as jl_data
     from jaxlayers import sweep as jl_sweep
@@ -446,12 +630,10 @@ def _sweep(args: argparse.Namespace) -> int:
         if args.grid:
             lists = jl_sweep.grid(**lists)
         ds = jl_data.load(opts["dataset"])
-        net, config = _net_and_config(opts, ds)
+        net, config, ds = _net_and_config(opts, ds)
         k_models = len(next(iter(lists.values())))
         print(ds.summary())
-        print(
-            f"sweep: {k_models} models over {', '.join(lists)}; net {net.layer_dims}, {net.normalization or 'no norm'}"
-        )
+        print(f"sweep: {k_models} models over {', '.join(lists)}; model {type(net).__name__}")
         bar = None
         if not args.quiet:
             from tqdm.auto import tqdm
@@ -463,9 +645,15 @@ def _sweep(args: argparse.Namespace) -> int:
                 bar.set_postfix(best_val_acc=f"{float(max(r.val_acc)):.4f}", refresh=False)
                 bar.update(1)
 
-        result = jl_train.fit_many(net, ds, config, callback=on_epoch, **lists)
-        if bar is not None:
-            bar.close()
+        try:
+            result = jl_train.fit_many(net, ds, config, callback=on_epoch, **lists)
+        except jl_train.TrainingInterrupted as e:
+            name = "SIGTERM" if e.signum == signal.SIGTERM else "SIGINT"
+            print(f"\n{name}: the sweep stopped after epoch {e.epoch}; nothing was written", file=sys.stderr)
+            return 128 + int(e.signum)
+        finally:
+            if bar is not None:
+                bar.close()
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"jaxlayers sweep: error: {e}", file=sys.stderr)
         return 2
@@ -477,13 +665,16 @@ def _sweep(args: argparse.Namespace) -> int:
     if not result.finite.all():
         rows = [k for k in range(k_models) if not result.finite[k]]
         print(f"{len(rows)} model(s) diverged (non-finite loss; their rows show nan): k = {rows}")
-    if args.output_dir:
-        out = opts["output_dir"]
-        out.mkdir(parents=True, exist_ok=True)
+    out = opts["output_dir"]
+    if True:  # sweep.json always goes to -o (default runs/<dataset>-sweep)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            return _fail("sweep", _os_message(e), 1)
         h = result.history
         record = {
             "dataset": opts["dataset"],
-            "net": net.to_dict(),
+            "model": {"class": type(net).__name__, "config": net.to_dict()},
             "train": config.to_dict(),
             "models": [
                 {
@@ -501,47 +692,292 @@ def _sweep(args: argparse.Namespace) -> int:
                 "epoch_time_s": list(h.epoch_time_s),
             },
         }
-        jl_train.atomic_write(out / "sweep.json", (json.dumps(record, indent=1) + "\n").encode())
+        try:
+            jl_train.atomic_write(out / "sweep.json", (json.dumps(record, indent=1) + "\n").encode())
+        except OSError as e:
+            return _fail("sweep", f"cannot write {out / 'sweep.json'}: {_os_message(e)}", 1)
         print(f"wrote {out / 'sweep.json'}")
     return 0
 
 
-def _add_sweep_parser(sub) -> None:
+def _add_sweep_parser(sub, suppress: bool) -> None:
     p = sub.add_parser(
         "sweep",
         help="train many variants at once (vmapped, one compiled program), e.g. --weight-scales log:1e-4:1:20",
         description="Train K FullyConnectedNets that differ in seed, weight scale, learning rate, dropout rate or "
         "reg with jaxlayers.train.fit_many: one compiled program per epoch, vmapped over the models. The other flags "
         "are `jaxlayers train`'s and set what all models share; each swept list gives one value per model "
-        "(a,b,c or log:START:STOP:NUM or lin:START:STOP:NUM). Prints one row per model.",
+        "(a,b,c or log:START:STOP:NUM or lin:START:STOP:NUM). Prints one row per model and writes sweep.json.",
+        epilog=SWEEP_EXIT_CODES,
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
     )
-    _add_train_arguments(p)
+    _add_train_arguments(p, suppress=suppress, sweep=True)
     from jaxlayers.sweep import SWEPT  # the one list of sweepable settings
 
     for flag in SWEPT:
-        p.add_argument(f"--{flag.replace('_', '-')}", type=_sweep_values, metavar="VALUES", dest=flag)
-    p.add_argument("--grid", action="store_true", help="train every combination of the lists (default: zip them)")
+        p.add_argument(
+            f"--{flag.replace('_', '-')}",
+            type=_sweep_values,
+            metavar="VALUES",
+            dest=flag,
+            default=argparse.SUPPRESS if suppress else None,
+            help=f"per-model {flag.replace('_', ' ')}",
+        )
+    p.add_argument(
+        "--grid",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="train every combination of the lists (else zip them)",
+    )
     p.set_defaults(func=_sweep)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jaxlayers", description=__doc__.splitlines()[0])
+def _load_run(run_dir: str, which: str):
+    """``jaxlayers.load_run(run_dir, which)``; a run that cannot be loaded is one line (exit 1)."""
+    import jaxlayers
+
+    if not hasattr(jaxlayers, "load_run"):  # the library side lands separately
+        raise RuntimeError("this jaxlayers has no load_run; update jaxlayers")
+    return jaxlayers.load_run(run_dir, which)
+
+
+def _run_errors(command: str, action):
+    """Run ``action()``; errors a user can cause become one line: 1 for a run or file that cannot be read or
+    written, 2 for an input of the wrong shape or kind."""
+    try:
+        return action()
+    except FileNotFoundError as e:
+        return _fail(command, _os_message(e) if e.filename else str(e), 1)
+    except OSError as e:
+        return _fail(command, _os_message(e), 1)
+    except (ValueError, TypeError) as e:
+        from jaxlayers.train import CheckpointError
+
+        return _fail(command, str(e), 1 if isinstance(e, CheckpointError) else 2)
+    except RuntimeError as e:
+        return _fail(command, str(e), 1)
+
+
+def _predict_labels(run, X, batch_size: int = 1024):
+    """Labels of the model on inputs ``X`` that are already standardised, in test mode."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    labels = []
+    for i in range(0, len(X), batch_size):
+        scores, _ = run.model.apply(run.params, run.model_state, jnp.asarray(X[i : i + batch_size]), train=False)
+        labels.append(np.asarray(jnp.argmax(scores, axis=-1)))
+    return np.concatenate(labels) if labels else np.zeros(0, np.int64)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    def action() -> int:
+        import numpy as np
+
+        from jaxlayers import data as jl_data
+        from jaxlayers.training.plots import confusion_matrix, plot_confusion
+
+        run = _load_run(args.run_dir, args.which)
+        name = args.dataset or (run.metadata.get("data") or {}).get("name") or (run.config or {}).get("dataset")
+        if not name:
+            raise ValueError(f"{args.run_dir}: the run does not record its dataset; give --dataset")
+        ds = jl_data.load(name)
+        X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
+        want = tuple(run.preprocessing.input_shape)
+        if X.shape[1:] != want and int(np.prod(X.shape[1:])) == int(np.prod(want)):
+            X = X.reshape(len(X), *want)  # the loader's flat features, as the images a conv model trained on
+        if tuple(X.shape[1:]) != want:
+            raise ValueError(
+                f"dataset {name!r} has examples of shape {tuple(X.shape[1:])}, but the run's model takes {want}"
+            )
+        # The loader standardises with the training statistics, as training did: the model sees what it saw.
+        pred = _predict_labels(run, X)
+        num_classes = int(max(pred.max(initial=0), y.max(initial=0)) + 1)
+        num_classes = max(num_classes, len(run.class_names or ()))
+        matrix = confusion_matrix(y, pred, num_classes)
+        names = list(run.class_names) if run.class_names else [str(i) for i in range(num_classes)]
+        acc = float(np.trace(matrix) / max(matrix.sum(), 1))
+        print(
+            f"{run.which} parameters (epoch {run.epoch}) of {args.run_dir} on {name} {args.split} ({len(y)} examples)"
+        )
+        print(f"accuracy {acc:.4f} ({int(np.trace(matrix))}/{int(matrix.sum())})")
+        print("per class: " + "  ".join(
+            f"{names[c]} {matrix[c, c] / matrix[c].sum():.3f}" if matrix[c].sum() else f"{names[c]} n/a"
+            for c in range(num_classes)
+        ))  # fmt: skip
+        width = max(max(len(n) for n in names), len(str(int(matrix.max(initial=0)))), 3)
+        print("confusion matrix (rows: true, columns: predicted):")
+        print(" " * (width + 1) + " ".join(n.rjust(width) for n in names))
+        for c in range(num_classes):
+            print(names[c].rjust(width) + " " + " ".join(str(int(v)).rjust(width) for v in matrix[c]))
+        out = Path(args.output) if args.output else Path(args.run_dir) / "confusion.png"
+        try:
+            plot_confusion(matrix, out, class_names=names, title=f"{name} {args.split}: accuracy {acc:.4f}")
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
+        print(f"wrote {out}")
+        return 0
+
+    return _run_errors("evaluate", action)
+
+
+def _read_inputs(path: Path):
+    """Examples from ``.npy``, ``.npz`` (its one array, or ``X``) or ``.csv`` (one example per row, an optional
+    header line)."""
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    if suffix == ".npz":
+        with np.load(path, allow_pickle=False) as z:
+            keys = list(z.keys())
+            key = "X" if "X" in keys else "x" if "x" in keys else keys[0] if len(keys) == 1 else None
+            if key is None:
+                raise ValueError(f"{path}: holds arrays {keys}; name the inputs X (or save only one array)")
+            return z[key]
+    if suffix == ".csv":
+        try:
+            return np.loadtxt(path, delimiter=",", ndmin=2)
+        except ValueError:
+            try:
+                return np.loadtxt(path, delimiter=",", ndmin=2, skiprows=1)  # a header line
+            except ValueError as e:
+                raise ValueError(f"{path}: not a CSV of numbers, one example per row ({e})") from None
+    raise ValueError(f"{path}: unknown input format {suffix or '(no suffix)'!r}; give a .npy, .npz or .csv file")
+
+
+def _predict(args: argparse.Namespace) -> int:
+    def action() -> int:
+        import math
+
+        import numpy as np
+
+        path = Path(args.input)
+        if not path.is_file():
+            raise FileNotFoundError(2, f"no input file {path}", str(path))
+        X = _read_inputs(path)
+        run = _load_run(args.run_dir, args.which)
+        want = tuple(run.preprocessing.input_shape)
+        if X.ndim >= 1 and tuple(X.shape[1:]) != want:
+            if X.ndim == 2 and X.shape[1] == math.prod(want):  # flat rows (a CSV) of image inputs
+                X = X.reshape((X.shape[0], *want))
+            else:
+                got = tuple(X.shape[1:]) if X.ndim > 1 else "a single row"
+                raise ValueError(
+                    f"{path}: examples of shape {got} (array {X.shape}), but the run's model takes {want} "
+                    f"({math.prod(want)} features): give an (N, {', '.join(map(str, want))}) array"
+                )
+        if not np.issubdtype(X.dtype, np.number):
+            raise TypeError(f"{path}: inputs must be numbers, got dtype {X.dtype}")
+        proba = np.asarray(run.predict_proba(X))
+        labels = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
+        names = list(run.class_names) if run.class_names else None
+        header = ["index", "label"] + (["class"] if names else []) + [f"p_{c}" for c in range(proba.shape[1])]
+        lines = [",".join(header)]
+        for i, (label, p) in enumerate(zip(labels, proba, strict=True)):
+            row = [str(i), str(int(label))] + ([f'"{names[label]}"'] if names else []) + [f"{v:.6g}" for v in p]
+            lines.append(",".join(row))
+        out = Path(args.output)
+        from jaxlayers.train import atomic_write
+
+        try:
+            atomic_write(out, ("\n".join(lines) + "\n").encode())
+        except OSError as e:
+            raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
+        print(f"wrote {len(labels)} predictions ({run.which} parameters, epoch {run.epoch}) to {out}")
+        return 0
+
+    return _run_errors("predict", action)
+
+
+def _add_run_parsers(sub) -> None:
+    p = sub.add_parser(
+        "evaluate",
+        help="accuracy, per-class accuracy and confusion matrix of a trained run on a dataset split",
+        description="Load a run directory written by `jaxlayers train` (or fit(run_dir=)) and evaluate it on a "
+        "split of a dataset (default: the run's own): accuracy, per-class accuracy, the confusion matrix "
+        "(printed, and drawn to confusion.png in the run directory).",
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or its checkpoint.safetensors)")
+    p.add_argument("--dataset", default=None, help="digits | mnist1d | mnist:DIR | cifar10:DIR; None: the run's")
+    p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split")
+    p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
+    p.add_argument("--output", "-o", default=None, help="the confusion plot (None: RUN_DIR/confusion.png)")
+    p.set_defaults(func=_evaluate)
+    p = sub.add_parser(
+        "predict",
+        help="labels and class probabilities of a trained run for raw inputs (.npy, .npz, .csv)",
+        description="Load a run directory and predict raw inputs (as the dataset's loader reads them; the run's "
+        "stored standardisation is applied): one CSV row per example with its label and the class probabilities.",
+        formatter_class=_HelpFormatter,
+        allow_abbrev=False,
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or its checkpoint.safetensors)")
+    p.add_argument("input", metavar="INPUT", help=".npy, .npz (array X) or .csv (one example per row) of raw inputs")
+    p.add_argument("--output", "-o", default="predictions.csv", help="the CSV to write")
+    p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
+    p.set_defaults(func=_predict)
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults in the help, and the exit-status epilog as written."""
+
+
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("jaxlayers")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
+    """The ``jaxlayers`` parser; ``suppress``: without defaults (which flags were given, see :func:`_given`)."""
+    parser = argparse.ArgumentParser(
+        prog="jaxlayers",
+        description=__doc__.splitlines()[0],
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"jaxlayers {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "gradcheck",
         help="check every op's custom VJP against autodiff and finite differences (float64)",
+        allow_abbrev=False,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="one row per sample, not per op")
     p.set_defaults(func=_gradcheck)
-    _add_train_parser(sub)
-    _add_sweep_parser(sub)
+    _add_train_parser(sub, suppress)
+    _add_sweep_parser(sub, suppress)
+    _add_run_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    return args.func(args)
+    """Run the ``jaxlayers`` command; the exit status (see ``EXIT_CODES``)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    restore = None
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        restore = signal.signal(signal.SIGTERM, _terminate)  # start-up: SIGTERM leaves as Ctrl-C does
+    try:
+        args = build_parser().parse_args(argv)
+        args.given = _given(argv)
+        return args.func(args)
+    except KeyboardInterrupt as e:  # before training started (fit stops at an epoch boundary itself)
+        signum = getattr(e, "signum", signal.SIGINT)
+        name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
+        print(f"\njaxlayers: {name} during start-up; nothing was trained", file=sys.stderr)
+        return 128 + int(signum)
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DATASETS", "Dataset", "load", "read_cifar10_bin", "read_idx", "standardize"]
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "apply_standardization",
+    "load",
+    "preprocessing_record",
+    "read_cifar10_bin",
+    "read_idx",
+    "standardize",
+]
 
 DATASETS = ("digits", "mnist1d", "mnist:DIR", "cifar10:DIR")
 
@@ -48,7 +57,8 @@ class Dataset:
       y_train, y_val, y_test: int32 labels in ``[0, num_classes)``, shape
         ``(N_split,)``.
       name: the name :func:`load` was given.
-      mean, std: the training statistics used, float64, shape ``(D,)``.
+      mean, std: the training statistics used, float64, shape ``(D,)``
+        (``X = apply_standardization(X_raw, mean, std)``).
       image_shape: ``(C, H, W)`` of one example as an image (digits
         ``(1, 8, 8)``, MNIST ``(1, 28, 28)``, CIFAR-10 ``(3, 32, 32)``,
         MNIST-1D ``(1, 1, 40)``); ``D = C * H * W``. :meth:`as_images` gives the
@@ -161,14 +171,58 @@ def standardize(X_train: np.ndarray, *others: np.ndarray, std_floor: float = 0.5
     std = np.sqrt(var / max(X_train.shape[0], 1))
     std = np.maximum(std, std_floor * float(np.mean(std)) if std.size else 0.0)
     std = np.where(std > 1e-12, std, 1.0)
-    mean32, inv32 = mean.astype(np.float32), (1.0 / std).astype(np.float32)
-    out = []
-    for X in (X_train, *others):
-        Xs = np.asarray(X, dtype=np.float32).copy() if X.dtype != np.float32 else X.copy()
-        Xs -= mean32
-        Xs *= inv32
-        out.append(Xs)
-    return (mean, std, *out)
+    return (mean, std, *(apply_standardization(X, mean, std) for X in (X_train, *others)))
+
+
+def apply_standardization(X: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``(X - mean) / std`` in float32, exactly as :func:`standardize` computes it.
+
+    The arithmetic is fixed so that a model loaded back
+    (:func:`jaxlayers.load_run`) sees bit for bit the inputs it was trained
+    and evaluated on: ``X`` cast to float32, minus ``float32(mean)``, times
+    ``float32(1 / std)``.
+
+    Args:
+      X: ``(N, *shape)`` raw features, any real dtype.
+      mean, std: float64 statistics whose shape broadcasts against one
+        example (``(D,)`` for ``(N, D)`` features); ``std > 0``.
+
+    Returns:
+      A new float32 array of ``X``'s shape.
+    """
+    Xs = np.array(X, dtype=np.float32, copy=True)
+    Xs -= np.asarray(mean, np.float64).astype(np.float32)
+    Xs *= (1.0 / np.asarray(std, np.float64)).astype(np.float32)
+    return Xs
+
+
+def preprocessing_record(data) -> dict:
+    """What a trained model needs to see new raw inputs as it saw its training data, JSON-ready.
+
+    Checkpoints store it (:func:`jaxlayers.train.fit`), and
+    :func:`jaxlayers.load_run` applies it: ``Run.predict(X_raw)`` standardises
+    ``X_raw`` with ``mean`` and ``std`` by :func:`apply_standardization`.
+
+    Args:
+      data: a :class:`Dataset`, or any object with ``X_train`` (and
+        optionally ``mean``, ``std``, ``class_names``, ``image_shape``).
+
+    Returns:
+      ``{"mean": nested lists or None, "std": ..., "input_shape": list,
+      "image_shape": list or None, "class_names": list of str or None}``;
+      ``mean``/``std`` are ``None`` for data that carry no standardisation
+      (the inputs are used as given), ``input_shape`` is ``X_train.shape[1:]``.
+    """
+    mean, std = getattr(data, "mean", None), getattr(data, "std", None)
+    names, image_shape = getattr(data, "class_names", None), getattr(data, "image_shape", None)
+    as_list = lambda a: None if a is None else np.asarray(a, np.float64).tolist()  # noqa: E731
+    return {
+        "mean": as_list(mean) if std is not None else None,
+        "std": as_list(std) if mean is not None else None,
+        "input_shape": [int(d) for d in np.shape(data.X_train)[1:]],
+        "image_shape": None if image_shape is None else [int(d) for d in image_shape],
+        "class_names": None if names is None else [str(c) for c in names],
+    }
 
 
 def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test, *, image_shape, class_names=None) -> Dataset:
@@ -255,15 +309,36 @@ _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dt
 _IDX_DTYPES.update({0x0E: np.dtype(">f8")})
 
 
-def _read_bytes(path: Path) -> bytes:
-    """File contents, gunzipped when the file starts with the gzip magic."""
-    data = path.read_bytes()
-    if data[:2] == b"\x1f\x8b":
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise ValueError(f"{path}: not a valid gzip file ({e}); expected a gzipped IDX file") from e
+# Deflate (the compression inside gzip) expands at most 1032-fold: one 258-byte
+# match per 2 bits. A gzip file of S bytes therefore cannot decompress to more
+# than 1032 * S bytes, and a header declaring more is refused before anything
+# is decompressed.
+GZIP_MAX_RATIO = 1032
+
+
+def _read_exact(stream, n: int, path: Path, what: str) -> bytes:
+    """``n`` bytes from ``stream``, or a ``ValueError`` naming ``path`` and ``what`` was being read."""
+    data = stream.read(n)
+    if len(data) < n:
+        raise ValueError(f"{path}: truncated IDX header: {len(data)} bytes where {what} needs {n}")
     return data
+
+
+def _read_payload(stream, expected: int) -> tuple[np.ndarray, int]:
+    """Up to ``expected + 1`` bytes from ``stream``: ``(buffer, count read)``.
+
+    One preallocated buffer of ``expected + 1`` bytes, so memory never exceeds
+    the declared size (a count of ``expected + 1`` means the stream holds more),
+    whatever the stream would expand to.
+    """
+    buf = np.empty(expected + 1, np.uint8)  # untouched pages cost nothing until written
+    view, got = memoryview(buf), 0
+    while got <= expected:
+        n = stream.readinto(view[got:])
+        if not n:
+            break
+        got += n
+    return buf, got
 
 
 def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.ndarray:
@@ -284,32 +359,57 @@ def read_idx(path: str | os.PathLike, *, expect_magic: int | None = None) -> np.
 
     Raises:
       FileNotFoundError: no such file.
-      ValueError: a bad magic number, a truncated header, or a payload whose
-        size disagrees with the header (message names the file).
+      ValueError: a bad magic number, a truncated header, a payload whose
+        size disagrees with the header, or a gzip file that is corrupt or
+        would expand beyond the header's declared size (message names the
+        file). Memory stays within the declared size (plus one byte, read to
+        detect excess); a gzip file is never decompressed further.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise ValueError(f"{path}: {len(data)} bytes is too short for an IDX header (expected at least 4)")
-    magic = int.from_bytes(data[:4], "big")
+    size = path.stat().st_size
+    with open(path, "rb") as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        stream = gzip.GzipFile(fileobj=raw, mode="rb") if gz else raw
+        try:
+            return _read_idx_stream(stream, path, size, gz, expect_magic)
+        except (OSError, EOFError, zlib.error) as e:
+            if not gz:
+                raise
+            raise ValueError(f"{path}: not a valid gzip file ({e}); expected a gzipped IDX file") from e
+
+
+def _read_idx_stream(stream, path: Path, size: int, gz: bool, expect_magic: int | None) -> np.ndarray:
+    head = stream.read(4)
+    if len(head) < 4:
+        raise ValueError(f"{path}: {len(head)} bytes is too short for an IDX header (expected at least 4)")
+    magic = int.from_bytes(head, "big")
     if expect_magic is not None and magic != expect_magic:
         raise ValueError(
             f"{path}: IDX magic number is {magic} (0x{magic:08x}), expected {expect_magic} (0x{expect_magic:08x})"
         )
-    if data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+    if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
         raise ValueError(f"{path}: not an IDX file (magic 0x{magic:08x}; expected 0x0000TTNN with a known type TT)")
-    dtype, ndim = np.dtype(_IDX_DTYPES[data[2]]), data[3]
+    dtype, ndim = np.dtype(_IDX_DTYPES[head[2]]), head[3]
     header = 4 + 4 * ndim
-    if len(data) < header:
-        raise ValueError(f"{path}: truncated IDX header: {len(data)} bytes, expected {header} for {ndim} dimensions")
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(data) - header != expected:
+    dims = _read_exact(stream, 4 * ndim, path, f"an IDX header of {header} bytes for {ndim} dimensions")
+    shape = tuple(int.from_bytes(dims[4 * i : 4 * i + 4], "big") for i in range(ndim))
+    expected = math.prod(shape) * dtype.itemsize  # Python ints: 2^31 x 2^31 x 4 does not overflow
+    declared = f"IDX header says shape {shape} ({expected} bytes of data)"
+    if not gz and size - header != expected:
         raise ValueError(
-            f"{path}: IDX header says shape {shape} ({expected} bytes of data) but the file holds "
-            f"{len(data) - header} bytes after the header (truncated or corrupt)"
+            f"{path}: {declared} but the file holds {size - header} bytes after the header (truncated or corrupt)"
         )
-    return np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
+    if gz and expected > GZIP_MAX_RATIO * size:
+        raise ValueError(
+            f"{path}: {declared}, more than a {size}-byte gzip file can expand to "
+            f"({GZIP_MAX_RATIO} x its size; truncated or corrupt)"
+        )
+    payload, got = _read_payload(stream, expected)
+    if got != expected:
+        held = f"more than {expected}" if got > expected else str(got)
+        raise ValueError(f"{path}: {declared} but the file holds {held} bytes after the header (truncated or corrupt)")
+    return payload[:expected].view(dtype).reshape(shape)
 
 
 def _find(directory: Path, names: tuple[str, ...], what: str) -> Path:
@@ -387,12 +487,17 @@ def read_cifar10_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
       ValueError: empty, not a whole number of records, or labels > 9.
     """
     path = Path(path)
+
+    def check_size(size: int) -> None:
+        if size == 0 or size % CIFAR_RECORD:
+            raise ValueError(
+                f"{path}: {size} bytes is not a whole, positive number of {CIFAR_RECORD}-byte CIFAR-10 records "
+                "(1 label byte + 3072 pixel bytes each); truncated, or not the binary version"
+            )
+
+    check_size(path.stat().st_size)  # before anything is read: a huge wrong file costs nothing
     data = path.read_bytes()
-    if len(data) == 0 or len(data) % CIFAR_RECORD:
-        raise ValueError(
-            f"{path}: {len(data)} bytes is not a whole, positive number of {CIFAR_RECORD}-byte CIFAR-10 records "
-            "(1 label byte + 3072 pixel bytes each); truncated, or not the binary version"
-        )
+    check_size(len(data))  # the file may have changed in between
     records = np.frombuffer(data, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
     y = records[:, 0].astype(np.int64)
     if y.max() > 9:

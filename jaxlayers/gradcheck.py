@@ -10,7 +10,7 @@ All in float64: :func:`check_vjp` and :func:`main` switch JAX's x64 mode on
 inside a ``jax.enable_x64(True)`` context, so importing jaxlayers never
 changes the global setting. Run ``jaxlayers gradcheck`` for the table.
 
-Source: ``rel_error`` and the central-difference gradient are the seed
+Source: ``rel_error`` and the central-difference gradient are the NumPy original
 ecosystem's ``rel_error`` / ``eval_numerical_gradient_array`` (CS231n).
 """
 
@@ -53,7 +53,7 @@ def _float64_pair(x, y, who: str) -> tuple[np.ndarray, np.ndarray]:
 def rel_error(x, y) -> float:
     """Max elementwise relative error ``|x - y| / max(1e-8, |x| + |y|)``.
 
-    The seed ecosystem's ``rel_error``; 0 for two empty arrays. NaN anywhere
+    The NumPy original's ``rel_error``; 0 for two empty arrays. NaN anywhere
     (in one argument but not the other) gives ``inf``.
     """
     x, y = _float64_pair(x, y, "rel_error")
@@ -133,7 +133,7 @@ def numerical_gradient(f: Callable[[Any], Any], x, cotangent=None, *, h: float =
 class ArgReport:
     """Errors for one differentiable argument (float64).
 
-    ``custom_vs_autodiff`` is the elementwise :func:`rel_error` (the seed's,
+    ``custom_vs_autodiff`` is the elementwise :func:`rel_error` (the NumPy original's,
     the strictest); the two comparisons with finite differences use
     :func:`norm_rel_error` relative to the largest element of the gradient
     with respect to all arguments, since finite differences carry an absolute

@@ -1,7 +1,7 @@
 """Classification losses over scores (logits): multiclass SVM and softmax.
 
 Both take ``scores`` of shape ``(N, C)`` and integer labels ``y`` of shape
-``(N,)`` and return the scalar MEAN loss over the batch, as the seed's
+``(N,)`` and return the scalar MEAN loss over the batch, as the NumPy original's
 ``svm_loss`` / ``softmax_loss`` do. Each follows the four-part shape of the
 layers: ``<loss>_reference``, ``<loss>_fwd``, ``<loss>_bwd`` and the public
 ``custom_vjp`` op.
@@ -9,6 +9,20 @@ layers: ``<loss>_reference``, ``<loss>_fwd``, ``<loss>_bwd`` and the public
 Out-of-range labels: an eager call raises ``ValueError``; under ``jit`` the
 labels cannot be inspected, so the loss (and its gradient) is NaN -- never a
 silently wrong finite number. (Plain ``jnp`` indexing would clamp the label.)
+
+Label dtypes: any integer dtype. Labels are widened to int32 (int64 for 64-bit
+labels) before they meet class indices, so uint8 labels index class 256 of
+257 correctly (``jnp.arange(257, dtype=uint8)`` would wrap it to 0).
+
+Half precision: for bfloat16/float16 scores the loss, the probabilities and
+the whole backward pass (``p - onehot``, the ``1/N`` factor, the cotangent
+product) are float32; ``dscores`` is cast to the scores' dtype once, at the
+end. Rounding the probabilities to bfloat16 first turns a target probability
+of 0.99933 into 1 and its gradient into 0.
+
+Empty batch (N = 0): a mean over no examples is undefined, so both losses
+raise ``ValueError`` (``softmax_loss: the mean loss over an empty batch is
+undefined: scores has shape (0, 5)``) rather than return NaN.
 """
 
 from __future__ import annotations
@@ -19,7 +33,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxlayers._checks import (
+    as_array,
+    as_index_labels,
     check_label_range,
+    mean_scale,
+    require_batch,
     require_float,
     require_labels,
     require_rank,
@@ -57,12 +75,14 @@ def _nan_unless_valid(y: jax.Array, num_classes: int, dtype) -> jax.Array:
 
 
 class SvmResiduals(NamedTuple):
-    """``positive``: bool (N, C), margins > 0 off the target; ``y``: labels;
-    ``scale``: 0-d, ``1/N`` (NaN for out-of-range labels), in scores' dtype."""
+    """``positive``: bool (N, C), margins > 0 off the target; ``y``: labels
+    (int32/int64); ``valid``: 0-d, 1 (NaN for out-of-range labels), in the
+    scores' dtype -- the backward pass forms ``1/N`` itself, in float32 for
+    half-precision scores, from the static N."""
 
     positive: jax.Array
     y: jax.Array
-    scale: jax.Array
+    valid: jax.Array
 
 
 def _svm_margins(scores, y):
@@ -71,7 +91,7 @@ def _svm_margins(scores, y):
     onehot = _onehot(y, s.shape[1])
     correct = jnp.sum(jnp.where(onehot, s, jnp.zeros((), sd)), axis=1, keepdims=True)
     margins = s - correct + 1.0
-    # A margin counts only when strictly positive (the seed's subgradient);
+    # A margin counts only when strictly positive (the NumPy original's subgradient);
     # ``not (m <= 0)`` keeps NaN margins, so NaN input gives NaN loss.
     positive = jnp.logical_not(onehot) & jnp.logical_not(margins <= 0)
     return margins, positive, sd
@@ -80,6 +100,7 @@ def _svm_margins(scores, y):
 def svm_loss_reference(scores, y):
     """Plain-``jnp`` multiclass SVM loss (margin 1), differentiated by JAX."""
     n, c = scores.shape
+    y = as_index_labels(y)
     margins, positive, sd = _svm_margins(scores, y)
     loss = jnp.sum(jnp.where(positive, margins, jnp.zeros((), sd))) / n
     return loss * _nan_unless_valid(y, c, sd)
@@ -88,11 +109,11 @@ def svm_loss_reference(scores, y):
 def svm_loss_fwd(scores, y):
     """Forward pass: ``(loss, SvmResiduals)``."""
     n, c = scores.shape
+    y = as_index_labels(y)
     margins, positive, sd = _svm_margins(scores, y)
     validity = _nan_unless_valid(y, c, sd)
     loss = jnp.sum(jnp.where(positive, margins, jnp.zeros((), sd))) / n * validity
-    scale = (validity / n).astype(scores.dtype)
-    return loss, SvmResiduals(positive, y, scale)
+    return loss, SvmResiduals(positive, y, validity.astype(scores.dtype))
 
 
 def svm_loss_bwd(residuals: SvmResiduals, g):
@@ -104,14 +125,17 @@ def svm_loss_bwd(residuals: SvmResiduals, g):
         dscores[i, j]   = g / N * P[i, j]                 (j != y_i)
         dscores[i, y_i] = -g / N * sum_j P[i, j]
 
-    Labels get no cotangent.
+    Labels get no cotangent. Computed in float32 for half-precision scores
+    (``1/N`` included) and cast to the scores' dtype once.
     """
-    positive, y, scale = residuals
-    c = positive.shape[1]
-    pos = positive.astype(scale.dtype)
+    positive, y, valid = residuals
+    n, c = positive.shape
+    acc = stats_dtype(valid.dtype)
+    pos = positive.astype(acc)
     count = jnp.sum(pos, axis=1, keepdims=True)
-    dscores = (pos - _onehot(y, c) * count) * (g.astype(scale.dtype) * scale)
-    return dscores, None
+    scale = g.astype(acc) * (valid.astype(acc) * mean_scale(n, acc))
+    dscores = (pos - _onehot(y, c) * count) * scale
+    return dscores.astype(valid.dtype), None
 
 
 # The primal is the fwd rule's output, so undifferentiated calls run the same
@@ -127,17 +151,21 @@ _svm_jit = jax.jit(_svm_vjp)
 
 
 class SoftmaxResiduals(NamedTuple):
-    """``probs``: softmax of the scores, (N, C) in scores' dtype; ``y``: labels;
-    ``scale``: 0-d, ``1/N`` (NaN for out-of-range labels)."""
+    """``probs``: softmax of the scores, (N, C), in float32 for half-precision
+    scores (else the scores' dtype: rounding them to bfloat16 would lose the
+    target's gradient); ``y``: labels (int32/int64); ``valid``: 0-d, 1 (NaN
+    for out-of-range labels), in the scores' dtype; the backward pass forms
+    ``1/N`` itself, in the probabilities' dtype, from the static N."""
 
     probs: jax.Array
     y: jax.Array
-    scale: jax.Array
+    valid: jax.Array
 
 
 def softmax_loss_reference(scores, y):
     """Plain-``jnp`` softmax cross-entropy via ``jax.nn.logsumexp``, differentiated by JAX."""
     n, c = scores.shape
+    y = as_index_labels(y)
     sd = stats_dtype(scores.dtype)
     s = scores.astype(sd)
     correct = jnp.sum(jnp.where(_onehot(y, c), s, jnp.zeros((), sd)), axis=1)
@@ -148,6 +176,7 @@ def softmax_loss_reference(scores, y):
 def softmax_loss_fwd(scores, y):
     """Forward pass: ``(loss, SoftmaxResiduals)`` through a stable log-sum-exp."""
     n, c = scores.shape
+    y = as_index_labels(y)
     sd = stats_dtype(scores.dtype)
     s = scores.astype(sd)
     m = jnp.max(s, axis=1, keepdims=True)
@@ -158,16 +187,21 @@ def softmax_loss_fwd(scores, y):
     correct = jnp.sum(jnp.where(_onehot(y, c), s, jnp.zeros((), sd)), axis=1, keepdims=True)
     validity = _nan_unless_valid(y, c, sd)
     loss = jnp.sum(lse - correct) / n * validity
-    probs = (e / sumexp).astype(scores.dtype)
-    return loss, SoftmaxResiduals(probs, y, (validity / n).astype(scores.dtype))
+    return loss, SoftmaxResiduals(e / sumexp, y, validity.astype(scores.dtype))
 
 
 def softmax_loss_bwd(residuals: SoftmaxResiduals, g):
-    """Backward pass: ``(dscores, None)`` with ``dscores = g / N * (softmax(s) - onehot(y))``."""
-    probs, y, scale = residuals
-    onehot = _onehot(y, probs.shape[1])
-    dscores = (probs - onehot.astype(probs.dtype)) * (g.astype(probs.dtype) * scale)
-    return dscores, None
+    """Backward pass: ``(dscores, None)`` with ``dscores = g / N * (softmax(s) - onehot(y))``.
+
+    Computed in the probabilities' dtype (float32 for half-precision scores),
+    ``1/N`` included, and cast to the scores' dtype once.
+    """
+    probs, y, valid = residuals
+    n, c = probs.shape
+    acc = probs.dtype
+    scale = g.astype(acc) * (valid.astype(acc) * mean_scale(n, acc))
+    dscores = (probs - _onehot(y, c).astype(acc)) * scale
+    return dscores.astype(valid.dtype), None
 
 
 _softmax_vjp = jax.custom_vjp(lambda scores, y: softmax_loss_fwd(scores, y)[0])
@@ -175,12 +209,15 @@ _softmax_vjp.defvjp(softmax_loss_fwd, softmax_loss_bwd)
 _softmax_jit = jax.jit(_softmax_vjp)
 
 
-def _check(op: str, scores, y) -> None:
+def _check(op: str, scores, y):
+    scores, y = as_array(scores, op, "scores"), as_array(y, op, "y")
     require_rank(scores, op, "scores", rank=2)
     require_float(scores, op, "scores")
     n, c = shape_of(scores)
     require_labels(y, op, n)
+    require_batch(scores, op, "scores", "the mean loss")
     check_label_range(y, c, op)
+    return scores, y
 
 
 def svm_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
@@ -191,25 +228,30 @@ def svm_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
     Args:
       scores: shape ``(N, C)``, floating dtype; ``scores[i, j]`` is the score
         of class ``j`` for example ``i``.
-      y: integer labels, shape ``(N,)``, each in ``[0, C)``.
+      y: labels, shape ``(N,)``, each in ``[0, C)``, any integer dtype
+        (uint8 labels of 257 classes work: they are widened before indexing).
 
     Returns:
       The scalar mean loss, in ``scores``' dtype (float32 for half inputs).
 
     Raises:
-      ValueError: ``scores`` not 2-D, ``y.shape != (N,)``, or (eagerly)
-        labels outside ``[0, C)``. Under ``jit`` out-of-range labels give NaN.
-      TypeError: non-floating scores or non-integer labels.
+      ValueError: ``scores`` not 2-D, ``y.shape != (N,)``, an empty batch
+        (N = 0: the mean over no examples is undefined), or (eagerly) labels
+        outside ``[0, C)``. Under ``jit`` out-of-range labels give NaN.
+      TypeError: non-floating scores, non-integer labels, or an argument that
+        is neither an array nor a (nested) list of numbers. Lists and NumPy
+        scalars are accepted and converted with ``jnp.asarray`` first.
 
     Backward (``custom_vjp``): with ``P[i, j] = [margin > 0]`` (strictly, the
     seed's subgradient at the kink), ``ds[i, j] = P[i, j] / N`` off the target
     and ``ds[i, y_i] = -sum_j P[i, j] / N``. Residual: the boolean ``P``
-    (1 byte/element) and the labels.
+    (1 byte/element) and the labels. Half-precision scores: the backward runs
+    in float32 (``1/N`` included) and is cast to the scores' dtype once.
 
-    Source: the seed's ``svm_loss`` (Weston & Watkins / Crammer & Singer
+    Source: the NumPy original's ``svm_loss`` (Weston & Watkins / Crammer & Singer
     multiclass hinge, as in CS231n).
     """
-    _check("svm_loss", scores, y)
+    scores, y = _check("svm_loss", scores, y)
     return _svm_jit(scores, y)
 
 
@@ -218,7 +260,7 @@ def softmax_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
 
     ``L = 1/N sum_i (logsumexp_j s[i, j] - s[i, y_i])``
 
-    Deviation from the seed: the seed clamps the target probability at 1e-8,
+    Deviation from the NumPy original: the NumPy original clamps the target probability at 1e-8,
     capping each example's loss at ``-log(1e-8) ~= 18.4`` while its gradient is
     not capped, so loss and gradient disagree for confident mistakes. Here the
     loss is exact (computed from log-sum-exp, never from ``log(prob)``) and
@@ -227,21 +269,27 @@ def softmax_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
 
     Args:
       scores: logits, shape ``(N, C)``, floating dtype.
-      y: integer labels, shape ``(N,)``, each in ``[0, C)``.
+      y: labels, shape ``(N,)``, each in ``[0, C)``, any integer dtype
+        (uint8 labels of 257 classes work: they are widened before indexing).
 
     Returns:
       The scalar mean loss (nats), in ``scores``' dtype (float32 for half).
 
     Raises:
-      ValueError: ``scores`` not 2-D, ``y.shape != (N,)``, or (eagerly)
-        labels outside ``[0, C)``. Under ``jit`` out-of-range labels give NaN.
-      TypeError: non-floating scores or non-integer labels.
+      ValueError: ``scores`` not 2-D, ``y.shape != (N,)``, an empty batch
+        (N = 0: the mean over no examples is undefined), or (eagerly) labels
+        outside ``[0, C)``. Under ``jit`` out-of-range labels give NaN.
+      TypeError: non-floating scores, non-integer labels, or an argument that
+        is neither an array nor a (nested) list of numbers. Lists and NumPy
+        scalars are accepted and converted with ``jnp.asarray`` first.
 
     Backward (``custom_vjp``): ``ds = (softmax(s) - onehot(y)) / N``.
-    Residual: the probabilities (N x C, scores' dtype) and the labels.
+    Residual: the probabilities (N x C; scores' dtype, float32 for half-precision
+    scores, whose backward runs in float32 and is cast to the scores' dtype
+    once) and the labels.
 
-    Source: the seed's ``softmax_loss``; log-sum-exp as in
+    Source: the NumPy original's ``softmax_loss``; log-sum-exp as in
     ``optax.softmax_cross_entropy_with_integer_labels``.
     """
-    _check("softmax_loss", scores, y)
+    scores, y = _check("softmax_loss", scores, y)
     return _softmax_jit(scores, y)

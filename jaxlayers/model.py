@@ -37,6 +37,11 @@ How the loop holds a model. A model is either
 :func:`split_model` / :func:`merge_model` are that split, used by every
 compiled function of the training side.
 
+Predictions. :func:`predict` and :func:`predict_proba` work for any model of
+the protocol: test-mode ``apply`` in fixed-size, jitted batches (the last one
+padded), so any number of examples, ``N = 0`` included, runs one compiled
+program per (model structure, batch size, example shape, dtype).
+
 Records. :func:`model_record` is ``{"class": name, "config": to_dict()}``;
 :func:`model_from_record` looks the class name up in a registry -- jaxlayers'
 models are registered; register your own with :func:`register_model`. Nothing
@@ -45,11 +50,14 @@ is imported by a name read from a file.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Protocol, runtime_checkable
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from jaxlayers._checks import require
+from jaxlayers._checks import check_int, require
 
 __all__ = [
     "Model",
@@ -57,6 +65,8 @@ __all__ = [
     "merge_model",
     "model_from_record",
     "model_record",
+    "predict",
+    "predict_proba",
     "register_model",
     "registered_models",
     "split_model",
@@ -183,3 +193,101 @@ def model_from_record(record: dict[str, Any]):
         "(register your own with jaxlayers.model.register_model)",
     )
     return _REGISTRY[name].from_dict(record["config"])
+
+
+# ---------------------------------------------------------------------------
+# Predictions
+# ---------------------------------------------------------------------------
+
+PREDICT_BATCH_SIZE = 1024
+
+
+def _predict_fn(leaves, params, model_state, x, *, static, proba: bool):
+    """One batch in test mode: labels (int32 ``(B,)``) or softmax probabilities (``(B, C)``)."""
+    scores, _ = merge_model(static, leaves).apply(params, model_state, x, train=False)
+    if proba:
+        return jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32)), axis=-1)
+    return jnp.argmax(scores, axis=-1).astype(jnp.int32)
+
+
+_predict_batch = jax.jit(_predict_fn, static_argnames=("static", "proba"))
+
+
+def _batched(model, params, model_state, x, batch_size, *, proba: bool, where: str) -> np.ndarray:
+    check_model(model, where)
+    batch_size = check_int(batch_size, where, "batch_size", minimum=1)
+    x = np.asarray(x)
+    require(x.ndim >= 1, where, f"x must have shape (N, ...), one row per example, got shape {x.shape}")
+    require(
+        np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_,
+        where,
+        f"x must be numeric, got dtype {x.dtype} (shape {x.shape})",
+        TypeError,
+    )
+    static, leaves = split_model(model, where)
+    n, example = x.shape[0], x.shape[1:]
+    # Abstract evaluation on x's own shape (nothing runs): the model refuses a wrong shape naming
+    # the shape given, not the padded batch's; and N = 0 gets its output shape and dtype.
+    spec = jax.ShapeDtypeStruct((max(n, 1), *example), x.dtype)
+    out = jax.eval_shape(functools.partial(_predict_fn, static=static, proba=proba), leaves, params, model_state, spec)
+    if n == 0:
+        return np.zeros((0, *out.shape[1:]), out.dtype)
+    run = functools.partial(_predict_batch, static=static, proba=proba)
+    outs = []
+    for start in range(0, n, batch_size):  # every call has the same shapes: one compiled program
+        xb = x[start : start + batch_size]
+        if xb.shape[0] < batch_size:
+            xb = np.concatenate([xb, np.zeros((batch_size - xb.shape[0], *example), x.dtype)])
+        outs.append(run(leaves, params, model_state, xb))  # dispatched asynchronously
+    return np.concatenate(jax.device_get(outs))[:n]
+
+
+def predict(model, params, model_state, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+    """Predicted class labels: the argmax of ``model``'s test-mode scores.
+
+    Works for any model of the protocol. The examples run in jitted batches
+    of exactly ``batch_size`` (the last padded with zeros, which are
+    discarded; test mode treats examples independently), so every ``N``
+    reuses one compiled program.
+
+    Args:
+      model: any model of the model protocol.
+      params, model_state: its parameters and running statistics.
+      x: ``(N, ...)`` inputs the model accepts (for jaxlayers' models
+        already standardised as in training; :func:`jaxlayers.load_run`'s
+        ``Run.predict`` takes raw inputs). ``N = 0`` gives an empty result.
+      batch_size: examples per compiled call, ``>= 1``.
+
+    Returns:
+      int32 NumPy array ``(N,)`` of labels in ``[0, C)`` (ties: the lowest
+      label; a NaN input row gives label 0).
+
+    Raises:
+      ValueError: ``x`` without a batch axis, a shape the model refuses
+        (the model's error, naming the shapes), ``batch_size < 1``.
+      TypeError: non-numeric ``x``; a model without the protocol.
+    """
+    return _batched(model, params, model_state, x, batch_size, proba=False, where="predict")
+
+
+def predict_proba(model, params, model_state, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+    """Class probabilities: the softmax of ``model``'s test-mode scores, batched as :func:`predict`.
+
+    For a model trained with the softmax (cross-entropy) loss these are the
+    model's probabilities. For one trained with the multiclass SVM (hinge)
+    loss they are the softmax of the SVM scores: they sum to 1 and their
+    argmax is :func:`predict`'s label, but they are **uncalibrated** (the
+    hinge loss fits margins, not probabilities), so read them as a ranking,
+    not as confidences.
+
+    Args:
+      model, params, model_state, x, batch_size: as :func:`predict`.
+
+    Returns:
+      NumPy array ``(N, C)`` in the scores' dtype (at least float32), rows
+      summing to 1; ``(0, C)`` for ``N = 0``.
+
+    Raises:
+      As :func:`predict`.
+    """
+    return _batched(model, params, model_state, x, batch_size, proba=True, where="predict_proba")

@@ -41,7 +41,7 @@ from jaxlayers.layers import (
     spatial_batchnorm,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
-from jaxlayers.model import register_model
+from jaxlayers.model import PREDICT_BATCH_SIZE, predict, predict_proba, register_model
 
 __all__ = ["ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "init_std"]
 
@@ -54,6 +54,14 @@ State = dict[str, BatchNormState]
 
 def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
+
+
+def _format_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def init_std(weight_scale, fan_in: int, dtype) -> jax.Array | float:
@@ -124,6 +132,20 @@ class LayerModel:
         require(not unknown, cls.__name__, f"from_dict: unknown fields {unknown}; known: {sorted(names)}")
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
+    def _check_shared_fields(self) -> None:
+        """Validate (and normalise) the fields every jaxlayers model has: ``num_classes``, ``reg``,
+        ``weight_scale``, ``loss_type``, ``dtype``; raise naming the field."""
+        owner = self._OWNER
+        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
+        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
+        if self.weight_scale is not None:
+            scale = check_number(
+                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
+            )
+            _set(self, "weight_scale", scale)
+        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
+        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+
     def param_shapes(self) -> dict[str, tuple[int, ...]]:  # pragma: no cover - defined by subclasses
         raise NotImplementedError
 
@@ -133,6 +155,47 @@ class LayerModel:
     def num_params(self) -> int:
         """The number of parameters (scalars) of the model."""
         return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def _layer_output_shape(self, weight_shape: tuple[int, ...]) -> str:
+        """The output shape of the layer whose weight has ``weight_shape`` (``N`` for the batch).
+
+        Affine ``(D, M)`` gives ``(N, M)``; a filter bank ``(F, C, HH, WW)`` gives
+        ``(N, F, ...)`` -- a model that knows its spatial sizes overrides this.
+        """
+        if len(weight_shape) == 2:
+            return f"(N, {weight_shape[1]})"
+        return f"(N, {weight_shape[0]}, ...)" if weight_shape else "?"
+
+    def summary(self) -> str:
+        """A table of the model: one row per layer (its parameters, output shape, parameter count,
+        bytes) and a total line; parameters are grouped into layers by their number (``W1, b1, gamma1``)."""
+        itemsize = np.dtype(getattr(self, "dtype", np.float32)).itemsize
+        layers: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+        for name, shape in self.param_shapes().items():
+            number = name.lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") or name
+            layers.setdefault(number, []).append((name, tuple(shape)))
+        rows = [("layer", "parameters", "output", "params", "bytes")]
+        total = 0
+        for number, params in layers.items():
+            count = sum(math.prod(shape) for _, shape in params)
+            total += count
+            weight = next((shape for name, shape in params if name.startswith("W")), ())
+            rows.append(
+                (
+                    number,
+                    ", ".join(f"{name} {shape}" for name, shape in params),
+                    self._layer_output_shape(weight),
+                    f"{count:,}",
+                    _format_bytes(count * itemsize),
+                )
+            )
+        widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        lines = [
+            "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+            for r in rows
+        ]
+        lines.append(f"{type(self).__name__}: {total:,} parameters, {_format_bytes(total * itemsize)}")
+        return "\n".join(line.rstrip() for line in lines)
 
     def l2_penalty(self, params: Params) -> jax.Array:
         """``0.5 * reg * sum_i sum(Wi**2)`` over the weight tensors ``W*`` (a scalar in ``dtype``).
@@ -199,6 +262,23 @@ class LayerModel:
             f"a PRNG key is required for dropout (dropout_rate={dropout_rate}) in train mode: pass key=",
         )
         return use_dropout
+
+    def predict(self, params: Params, state: State, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Predicted labels, int32 ``(N,)``: :func:`jaxlayers.model.predict` of this model.
+
+        ``x`` as :meth:`apply` (standardised as in training); any ``N``,
+        ``0`` included; jitted batches of ``batch_size``, the last padded.
+        """
+        return predict(self, params, state, x, batch_size=batch_size)
+
+    def predict_proba(self, params: Params, state: State, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities ``(N, num_classes)``: :func:`jaxlayers.model.predict_proba` of this model.
+
+        The softmax of the test-mode scores; with ``loss_type="svm"`` the
+        softmax of the SVM scores, which is uncalibrated (a ranking, not a
+        confidence).
+        """
+        return predict_proba(self, params, state, x, batch_size=batch_size)
 
     def _data_loss(self, scores, y):
         return softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
@@ -312,7 +392,6 @@ class FullyConnectedNet(LayerModel):
             self, "hidden_dims", tuple(check_int(h, owner, f"hidden_dims[{i}]", minimum=1) for i, h in enumerate(dims))
         )
         _set(self, "input_dim", check_int(self.input_dim, owner, "input_dim", minimum=1))
-        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
         norm = self.normalization
         if isinstance(norm, str) and norm.lower() == "none":
             norm = None
@@ -328,14 +407,7 @@ class FullyConnectedNet(LayerModel):
             what="; use 0 to disable dropout",
         )
         _set(self, "dropout_rate", rate)
-        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
-        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
-        if self.weight_scale is not None:
-            scale = check_number(
-                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
-            )
-            _set(self, "weight_scale", scale)
-        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        self._check_shared_fields()
 
     # ------------------------------------------------------------------ helpers
 
@@ -551,15 +623,7 @@ class ThreeLayerConvNet(_ImageModel):
         require(self.filter_size % 2 == 1, owner, f"filter_size must be odd (same padding), got {self.filter_size}")
         _, h, w = self.input_dim
         require(h >= 2 and w >= 2, owner, f"input_dim {self.input_dim} is too small for a 2x2 pool")
-        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
-        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
-        if self.weight_scale is not None:
-            scale = check_number(
-                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
-            )
-            _set(self, "weight_scale", scale)
-        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
-        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        self._check_shared_fields()
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         c, h, w = self.input_dim
@@ -701,19 +765,11 @@ class ConvNet(_ImageModel):
         if self.conv_norm == "groupnorm":
             bad = [f for f in self.conv_channels if f % self.groups]
             require(not bad, owner, f"groups={self.groups} must divide every conv channel count, not {bad}")
-        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
         rate = check_number(
             self.dropout_rate, owner, "dropout_rate (probability of dropping a unit)", low=0.0, high=1.0, high_open=True
         )
         _set(self, "dropout_rate", rate)
-        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
-        if self.weight_scale is not None:
-            scale = check_number(
-                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
-            )
-            _set(self, "weight_scale", scale)
-        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
-        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        self._check_shared_fields()
         _, h, w = self.input_dim
         ph, pw = self.pool_size
         for i, _f in enumerate(self.conv_channels, 1):

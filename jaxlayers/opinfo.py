@@ -74,6 +74,14 @@ class OpInfo:
       stateful: the op returns updated state besides its output.
       batch_argnums: for ``vmap`` checks, the arguments that get a batch axis
         (the rest are shared); defaults to ``diff_argnums``.
+      empty_batch: what the op does with an empty batch (N = 0): ``"empty"``
+        -- an output of the right shape with a leading 0, and gradients of the
+        right shapes (zeros for arguments without a batch axis) -- or
+        ``"error"``, a ``ValueError`` whose message starts with the op's name
+        (a mean over no examples, batch statistics of nothing).
+      n_argnums: the arguments whose leading axis is the batch axis N (sliced
+        to length 0 for the empty-batch check); ``(0,)`` for most ops, the
+        losses add their labels.
     """
 
     name: str
@@ -85,6 +93,13 @@ class OpInfo:
     random: bool = False
     stateful: bool = False
     batch_argnums: tuple[int, ...] | None = None
+    empty_batch: str = "empty"
+    n_argnums: tuple[int, ...] = (0,)
+
+    @property
+    def op_name(self) -> str:
+        """The op's name without its mode: ``"batchnorm"`` for ``"batchnorm[train]"``."""
+        return self.name.split("[")[0]
 
     def bind(self, sample: Sample, *, reference: bool = False) -> Callable[..., Any]:
         """``f(*diff_args) -> differentiable output`` with the other arguments fixed."""
@@ -221,6 +236,7 @@ def _batchnorm_info(train: bool) -> OpInfo:
         output=_first,
         stateful=True,
         batch_argnums=(0,),
+        empty_batch="error" if train else "empty",  # no batch statistics of nothing
     )
 
 
@@ -305,6 +321,7 @@ def _spatial_batchnorm_info(train: bool) -> OpInfo:
         output=_first,
         stateful=True,
         batch_argnums=(0,),
+        empty_batch="error" if train else "empty",  # no batch statistics of nothing
     )
 
 
@@ -322,8 +339,26 @@ OPS: tuple[OpInfo, ...] = (
     _batchnorm_info(train=True),
     _batchnorm_info(train=False),
     OpInfo("dropout", dropout, dropout_reference, (0,), _dropout_samples, random=True, batch_argnums=(0, 1)),
-    OpInfo("svm_loss", svm_loss, svm_loss_reference, (0,), _svm_samples, batch_argnums=(0, 1)),
-    OpInfo("softmax_loss", softmax_loss, softmax_loss_reference, (0,), _softmax_samples, batch_argnums=(0, 1)),
+    OpInfo(
+        "svm_loss",
+        svm_loss,
+        svm_loss_reference,
+        (0,),
+        _svm_samples,
+        batch_argnums=(0, 1),
+        empty_batch="error",
+        n_argnums=(0, 1),
+    ),
+    OpInfo(
+        "softmax_loss",
+        softmax_loss,
+        softmax_loss_reference,
+        (0,),
+        _softmax_samples,
+        batch_argnums=(0, 1),
+        empty_batch="error",
+        n_argnums=(0, 1),
+    ),
     # issue 11, convolutional networks
     OpInfo("conv2d", conv2d, conv2d_reference, (0, 1, 2), lambda dtype: _conv_samples(dtype)),
     OpInfo("max_pool2d", max_pool2d, max_pool2d_reference, (0,), lambda dtype: _pool_samples(dtype)),

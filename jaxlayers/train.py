@@ -14,8 +14,12 @@ The pieces, smallest first (each in its own module of :mod:`jaxlayers.training`)
 * :func:`fit`, :func:`fit_many`, :func:`evaluate` -- the one host loop in
   the manner of the course's ``Solver``: history, the best parameters by
   validation accuracy, a checkpoint after every epoch, bitwise-exact resume.
+* ``fit(..., run_dir=)`` -- the run directory ``jaxlayers train`` writes
+  (:mod:`jaxlayers.training.rundir`; one implementation for both).
 * :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`atomic_write`,
   :func:`plot_history`.
+* :func:`load_run` -- after training: a run back in one call, as a
+  :class:`Run` that predicts and evaluates on raw inputs.
 
 Any model of the model protocol (:mod:`jaxlayers.model`) trains here.
 """
@@ -32,9 +36,11 @@ from jaxlayers.training.checkpoint import (
 )
 from jaxlayers.training.config import OPTIMIZERS, TrainConfig, make_optimizer
 from jaxlayers.training.epoch import run_epoch
-from jaxlayers.training.loop import evaluate, fit, fit_many
+from jaxlayers.training.loop import evaluate, fit_many
 from jaxlayers.training.plots import plot_history
-from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError
+from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError, TrainingInterrupted
+from jaxlayers.training.run import Preprocessing, Run, load_run
+from jaxlayers.training.rundir import RUN_FILES, RunDirError, fit
 from jaxlayers.training.state import TrainState, init_train_state, make_train_step
 
 __all__ = [
@@ -45,14 +51,20 @@ __all__ = [
     "FitResult",
     "History",
     "NonFiniteLossError",
+    "Preprocessing",
+    "Run",
+    "RUN_FILES",
+    "RunDirError",
     "TrainConfig",
     "TrainState",
+    "TrainingInterrupted",
     "atomic_write",
     "evaluate",
     "fit",
     "fit_many",
     "init_train_state",
     "load_checkpoint",
+    "load_run",
     "make_optimizer",
     "make_train_step",
     "plot_history",

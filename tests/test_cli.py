@@ -38,8 +38,10 @@ def test_train_end_to_end_writes_all_five_artefacts(tmp_path, capsys):
 
     config = json.loads((run_dir / "config.json").read_text())
     assert config["dataset"] == "digits"
-    assert config["net"]["hidden_dims"] == [24] and config["net"]["input_dim"] == 64
-    assert config["net"]["normalization"] == "batchnorm" and config["net"]["dropout_rate"] == 0.1
+    net = config["model"]["config"]
+    assert config["model"]["class"] == "FullyConnectedNet"
+    assert net["hidden_dims"] == [24] and net["input_dim"] == 64
+    assert net["normalization"] == "batchnorm" and net["dropout_rate"] == 0.1
     assert config["train"]["epochs"] == 2 and config["train"]["batch_size"] == 100
 
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -67,7 +69,7 @@ def test_resume_takes_the_run_settings_and_extends_it(tmp_path, capsys):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["resumed_from_epoch"] == 1 and summary["epochs"] == 2
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["net"]["hidden_dims"] == [24] and config["train"]["seed"] == 3
+    assert config["model"]["config"]["hidden_dims"] == [24] and config["train"]["seed"] == 3
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     # a conflicting flag is refused, naming it
     code, _, err = _run(capsys, "--resume", "--epochs", "3", "--lr", "0.5", "--quiet", "-o", str(run_dir))
@@ -98,3 +100,28 @@ def test_help_lists_the_flags(capsys):
                  "--learning-rate", "--lr-decay", "--reg", "--epochs", "--batch-size", "--seed", "--output-dir",
                  "--resume"):  # fmt: skip
         assert flag in text
+
+
+def test_train_a_convnet_from_the_cli_resume_and_evaluate(tmp_path, capsys):
+    run_dir = tmp_path / "conv"
+    flags = ["--model", "convnet", "--conv-channels", "4", "--hidden-dims", "16", "--batch-size", "100", "--quiet"]
+    code, out, _ = _run(capsys, *flags, "--epochs", "1", "--lr", "0.01", "--output-dir", str(run_dir))
+    assert code == 0, out
+    assert "model: ConvNet(input_dim=[1, 8, 8], conv_channels=[4]" in out
+    meta = train.read_checkpoint_metadata(run_dir / "checkpoint.safetensors")
+    assert meta["models"][0]["class"] == "ConvNet" and meta["models"][0]["config"]["conv_channels"] == [4]
+    # --resume rebuilds the ConvNet from the checkpoint: no model flag needed
+    code, out, _ = _run(capsys, "--resume", "--epochs", "2", "--quiet", "--output-dir", str(run_dir))
+    assert code == 0 and "conv_channels=[4]" in out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["epochs"] == 2
+    assert cli.main(["evaluate", str(run_dir)]) == 0
+    assert f"accuracy {summary['test_acc']:.4f}" in capsys.readouterr().out
+
+
+def test_convnet_presets_fill_the_flags_not_given(tmp_path):
+    args = cli.build_parser().parse_args(["train", "--model", "convnet", "--dataset", "mnist1d", "--epochs", "3"])
+    opts = cli._resolve(args, cli._given(["train", "--model", "convnet", "--dataset", "mnist1d", "--epochs", "3"]))
+    preset = cli.CONVNET_PRESETS["mnist1d"]
+    assert opts["epochs"] == 3  # given
+    assert opts["filter_size"] == preset["filter_size"] and opts["conv_channels"] == preset["conv_channels"]

@@ -205,3 +205,16 @@ def test_init_train_state_compiles_once_per_model_and_optimizer():
     t0 = time.perf_counter()
     messages = _count_compiles(lambda: train.init_train_state(net, opt, jax.random.key(1)))
     assert messages == [] and time.perf_counter() - t0 < 1.0  # bench/ measures it (~ms); this only rules out a compile
+
+
+def test_a_model_of_the_protocol_loads_back_and_predicts(small, tmp_path):
+    result = train.fit(MODEL, small, CONFIG, checkpoint_dir=tmp_path)
+    run = jl.load_run(tmp_path)
+    assert run.model == MODEL  # rebuilt from its record through the registry
+    raw = small.X_test * small.std + small.mean  # raw features, as a loader would return them
+    labels = run.predict(raw)
+    assert labels.shape == (len(small.y_test),) and labels.dtype == np.int32
+    ref = jl.model.predict(MODEL, result.best_params, result.best_model_state, small.X_test)
+    assert np.mean(labels == ref) > 0.99  # raw rebuilt in float32: a rare near-tie may flip
+    np.testing.assert_array_equal(jl.model.predict(MODEL, run.params, run.model_state, small.X_test), ref)
+    assert jl.model.predict_proba(MODEL, run.params, run.model_state, small.X_test[:0]).shape == (0, 10)

@@ -136,7 +136,7 @@ def test_two_processes_match_one_process(tmp_path):
 
     # The same run in this process, on its one device, from the run's own config.json.
     cfg = json.loads((out / "config.json").read_text())
-    net = jl.FullyConnectedNet.from_dict(cfg["net"])
+    net = jl.FullyConnectedNet.from_dict(cfg["model"]["config"])
     config = train.TrainConfig(**cfg["train"])
     ds = jl.data.load(cfg["dataset"])
     ref = train.fit(net, ds, config)

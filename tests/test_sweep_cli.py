@@ -24,7 +24,9 @@ def test_cli_sweep_prints_a_row_per_model_and_writes_json(tmp_path, capsys):
 
     assert cli.main(["sweep", "--quiet"]) == 2
     assert "give at least one of --seeds" in capsys.readouterr().err
-    assert cli.main(["sweep", "--seeds", "0,1", "--resume"]) == 2
-    assert "--resume: not supported by sweep" in capsys.readouterr().err
+    for flag in ("--resume", "--overwrite", "--devices"):  # train's own flags are not sweep's
+        with pytest.raises(SystemExit) as exc:
+            cli.main(["sweep", "--seeds", "0,1", flag, *(["2"] if flag == "--devices" else [])])
+        assert exc.value.code == 2 and f"unrecognized arguments: {flag}" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--regs", "log:0:1:3"])

@@ -1,4 +1,4 @@
-"""The seed's layers, one module each: reference, fwd, bwd, and the public op."""
+"""The NumPy original's layers, one module each: reference, fwd, bwd, and the public op."""
 
 from jaxlayers.layers.affine import affine, affine_bwd, affine_fwd, affine_reference
 from jaxlayers.layers.batchnorm import (

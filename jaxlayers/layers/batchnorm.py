@@ -6,12 +6,12 @@ seed's ``batchnorm_forward`` / ``batchnorm_backward`` for the semantics
 (biased batch variance, ``running = momentum * running + (1 - momentum) *
 batch``, test mode normalises with the running statistics).
 
-Deviations from the seed, on purpose:
+Deviations from the NumPy original, on purpose:
 
 * The train-mode backward is the simplified closed form (one pass over ``g``
-  and ``x_hat``) rather than the seed's long chain through the graph.
+  and ``x_hat``) rather than the NumPy original's long chain through the graph.
 * Test mode has its own backward, ``dx = g * gamma / sqrt(running_var + eps)``.
-  The seed's ``batchnorm_backward`` applies the train-mode formula to the
+  The NumPy original's ``batchnorm_backward`` applies the train-mode formula to the
   test-mode cache, which is wrong there (the running statistics do not depend
   on ``x``).
 * The running statistics live in an explicit :class:`BatchNormState` that is
@@ -190,7 +190,7 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
         dx     = s * (g - (dbeta + x_hat * dgamma) / N)    # train mode
         dx     = s * g                                      # test mode
 
-    The train-mode line is the closed form of the seed's chain rule through
+    The train-mode line is the closed form of the NumPy original's chain rule through
     mean and variance (Ioffe & Szegedy 2015, section 3): one pass over ``g``
     and ``x_hat``. ``g`` may also be the pair ``(g_out, g_state)``; the state
     cotangent is ignored (running statistics carry no gradient). Arithmetic is
@@ -361,7 +361,7 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
     (D,); test mode only (D,) vectors beside ``x`` -- ``x``, ``gamma``,
     ``beta`` are arguments, alive anyway.
 
-    Source: Ioffe & Szegedy (2015); the seed's ``batchnorm_forward``.
+    Source: Ioffe & Szegedy (2015); the NumPy original's ``batchnorm_forward``.
     """
     momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name)
     return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)

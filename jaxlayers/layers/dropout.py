@@ -6,7 +6,7 @@ seed's ``dropout_forward`` (survivors are scaled at train time, test time is
 the identity).
 
 Convention: ``rate`` is the probability of DROPPING an element (Flax, PyTorch,
-Keras). The seed's ``dropout_param['p']`` is the probability of KEEPING; the
+Keras). The NumPy original's ``dropout_param['p']`` is the probability of KEEPING; the
 seed's API in :mod:`jaxlayers.compat` keeps that meaning.
 
 How the mask is drawn: random bits are drawn as 32-bit words and split into
@@ -44,13 +44,14 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlayers._checks import require, require_bool, require_float, require_real, shape_of
+from jaxlayers._checks import as_array, compute_dtype, require, require_bool, require_float, require_key, require_real
 
 __all__ = ["dropout", "dropout_reference", "dropout_fwd", "dropout_bwd", "DropoutResiduals", "keep_threshold"]
 
 
 class DropoutResiduals(NamedTuple):
-    """The keep-mask and the 0-d survivor scale ``1 / keep``.
+    """The keep-mask and the 0-d survivor scale ``1 / keep`` (at least float32:
+    a bfloat16 ``1 / keep`` would be off by up to 0.4%).
 
     ``mask`` is either boolean with ``x``'s shape or, bit-packed, uint32 of
     shape ``(ceil(n / 32),)`` with ``n = x.size``: bit ``j`` of word ``i`` is
@@ -156,7 +157,8 @@ def dropout_reference(x, key, *, rate: float, train: bool):
     if rate == 1.0:
         return jnp.zeros_like(x)
     mask, _, keep = _keep_mask(key, x.shape, rate)
-    return jnp.where(mask, x / jnp.asarray(keep, x.dtype), jnp.zeros((), x.dtype))
+    acc = compute_dtype(x)
+    return jnp.where(mask, (x.astype(acc) / jnp.asarray(keep, acc)).astype(x.dtype), jnp.zeros((), x.dtype))
 
 
 def dropout_fwd(x, key, *, rate: float, train: bool):
@@ -167,13 +169,15 @@ def dropout_fwd(x, key, *, rate: float, train: bool):
     if rate == 1.0:
         return jnp.zeros_like(x), None
     mask, packed, keep = _keep_mask(key, x.shape, rate)
-    scale = jnp.asarray(1.0 / keep, x.dtype)
-    out = jnp.where(mask, x * scale, jnp.zeros((), x.dtype))
+    scale = jnp.asarray(1.0 / keep, compute_dtype(x))
+    out = jnp.where(mask, (x.astype(scale.dtype) * scale).astype(x.dtype), jnp.zeros((), x.dtype))
     return out, DropoutResiduals(mask if packed is None else packed, scale)
 
 
 def dropout_bwd(residuals, g):
-    """Backward pass: ``dx = g * mask / keep``, returned as ``(dx,)``.
+    """Backward pass: ``dx = g * mask / keep``, returned as ``(dx,)``; the
+    product is formed in ``scale``'s dtype (float32 for half-precision ``g``)
+    and rounded to ``g``'s dtype once.
 
     ``residuals`` must be a :class:`DropoutResiduals`; when :func:`dropout_fwd`
     returned ``None`` the op was the identity (``dx = g``) or zero (``dx = 0``).
@@ -181,7 +185,8 @@ def dropout_bwd(residuals, g):
     mask, scale = residuals
     if mask.dtype != jnp.bool_:
         mask = _unpack(mask, g.shape)
-    return (jnp.where(mask, g * scale.astype(g.dtype), jnp.zeros((), g.dtype)),)
+    dx = (g.astype(compute_dtype(g, scale)) * scale).astype(g.dtype)
+    return (jnp.where(mask, dx, jnp.zeros((), g.dtype)),)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(2,))
@@ -203,53 +208,45 @@ _dropout_vjp.defvjp(_dropout_vjp_fwd, _dropout_vjp_bwd)
 _dropout_jit = jax.jit(_dropout_vjp, static_argnums=(2,))
 
 
-def _is_key(key) -> bool:
-    dtype = getattr(key, "dtype", None)
-    if dtype is None:
-        return False
-    if jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key):
-        return True
-    return dtype == jnp.uint32 and shape_of(key)[-1:] == (2,)
-
-
 def dropout(x, key, *, rate: float, train: bool):
     """Inverted dropout with a hand-derived backward pass.
 
     Args:
       x: any shape, floating dtype.
-      key: a PRNG key (``jax.random.key(seed)``, or a legacy
-        ``jax.random.PRNGKey(seed)`` uint32 pair); ignored when the op is the
-        identity, but still checked.
+      key: ONE PRNG key (``jax.random.key(seed)``, shape ``()``, or a legacy
+        ``jax.random.PRNGKey(seed)`` uint32 pair, shape ``(2,)``); ignored
+        when the op is the identity, but still checked. For one key per
+        example, ``jax.vmap`` the op over ``jax.random.split(key, n)``.
       rate: keyword, static, in ``[0, 1]``: the probability of DROPPING each
-        element (Flax/PyTorch convention; the seed's ``p`` is ``1 - rate``).
+        element (Flax/PyTorch convention; the NumPy original's ``p`` is ``1 - rate``).
+        A Python or NumPy number (``np.float32(0.5)`` works); not inf/NaN.
       train: keyword, static. ``False`` makes the op the identity.
 
     Returns:
       ``out``, ``x``'s shape and dtype: each element zeroed with probability
       ``rate`` and the survivors scaled by ``1 / (1 - rate)`` (exactly: see the
       module docstring on mask lanes). ``train=False`` or ``rate=0``: ``x``.
-      ``rate=1``: zeros (never NaN).
+      ``rate=1``: zeros (never NaN). Empty input (N = 0): an empty output
+      of ``x``'s shape, and an empty gradient. bfloat16/float16 ``x``: the
+      scaling (forward and backward) is done in float32, rounded once.
 
     Raises:
-      ValueError: ``rate`` outside ``[0, 1]``.
+      ValueError: ``rate`` outside ``[0, 1]`` or not finite; ``key`` a batch
+        of keys (shape ``(n,)`` typed, ``(n, 2)`` legacy).
       TypeError: ``key`` not a PRNG key, ``train`` not a bool, ``rate`` not a
-        number, ``x`` not floating point.
+        number, ``x`` not floating point or not an array / nested list of
+        numbers (lists are converted with ``jnp.asarray`` before tracing).
 
     Backward (``custom_vjp``): ``dx = g * mask / (1 - rate)``; the key gets no
     cotangent. Residual: the keep-mask -- 1 bit per element for
     ``rate = 0.5``, else 1 byte -- and a scalar.
 
-    Source: Srivastava et al. (2014); the seed's ``dropout_forward``.
+    Source: Srivastava et al. (2014); the NumPy original's ``dropout_forward``.
     """
     op = "dropout"
+    x = as_array(x, op, "x")
     require_float(x, op, "x")
-    require(
-        _is_key(key),
-        op,
-        "key must be a PRNG key from jax.random.key(seed) or jax.random.PRNGKey(seed), got "
-        f"{type(key).__name__} with dtype {getattr(key, 'dtype', None)} and shape {shape_of(key)}",
-        TypeError,
-    )
+    key = require_key(key, op, "key")
     require_bool(train, op, "train")
     rate = require_real(rate, op, "rate")
     require(0.0 <= rate <= 1.0, op, f"rate (probability of dropping) must lie in [0, 1], got {rate}")

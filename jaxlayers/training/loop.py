@@ -13,9 +13,11 @@ train on.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import itertools
 import json
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlayers._checks import check_instance, require
+from jaxlayers.data import preprocessing_record
 from jaxlayers.model import check_model, model_record, split_model
 from jaxlayers.parallel import Distributed, host_copy, initialize_distributed, make_data_mesh
 from jaxlayers.training.checkpoint import (
@@ -38,7 +41,9 @@ from jaxlayers.training.checkpoint import (
 )
 from jaxlayers.training.config import TrainConfig, make_optimizer
 from jaxlayers.training.epoch import pad_eval
-from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError
+from jaxlayers.training.memory import check_run_memory
+from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError, TrainingInterrupted
+from jaxlayers.training.signals import SIGNAL_NAMES, DeferredSignals
 from jaxlayers.training.strategies import DataMesh, ManyModels, SingleDevice, compiled_count
 
 __all__ = ["SWEPT", "as_dataset", "check_data", "evaluate", "fit", "fit_many", "grid"]
@@ -208,7 +213,33 @@ def _run_info(kind: str, models, configs, data) -> dict[str, Any]:
             "name": str(getattr(data, "name", "")),
             "shapes": {k: list(np.shape(getattr(data, k))) for k in ("X_train", "y_train", "X_val", "y_val")},
         },
+        # what load_run needs to apply the model to raw inputs (not compared on resume)
+        "preprocessing": preprocessing_record(data),
     }
+
+
+def check_resume_metadata(meta: dict[str, Any], run_info: dict[str, Any]) -> None:
+    """Refuse to resume from a checkpoint whose run differs from this one.
+
+    Args:
+      meta: the checkpoint's metadata (``read_checkpoint_metadata``).
+      run_info: this run's description (:func:`run_info`).
+
+    Raises:
+      CheckpointError: another kind of run (``fit`` / ``fit_many``), model,
+        training configuration (``epochs`` may differ) or data shapes, naming
+        every field that differs.
+    """
+    if meta.get("kind") != run_info["kind"]:
+        raise CheckpointError(f"resume: the checkpoint is from {meta.get('kind')!r}, not {run_info['kind']!r}")
+    _compare("model", meta.get("models"), run_info["models"])
+    _compare("training config", meta.get("train_configs"), run_info["train_configs"], ignore=("epochs",))
+    _compare("data", meta.get("data"), run_info["data"])
+
+
+def run_info(kind: str, models, configs, data) -> dict[str, Any]:
+    """The description of a run that its checkpoint records and a resume must match (models, configs, data shapes)."""
+    return _run_info(kind, models, configs, data)
 
 
 def _compare(what: str, saved, now, ignore: tuple[str, ...] = ()) -> None:
@@ -254,8 +285,18 @@ def _run(
     resume: bool,
     callback: Callable[[EpochReport], None] | None,
     where: str,
+    on_checkpoint: Callable[[EpochReport], None] | None = None,
 ) -> FitResult:
-    """The host loop shared by ``fit`` and ``fit_many`` (see the module docstring)."""
+    """The host loop shared by ``fit`` and ``fit_many`` (see the module docstring).
+
+    ``on_checkpoint(report)`` runs on the checkpoint writer's thread once the
+    checkpoint of ``report.epoch`` is on disk (the run directory appends its
+    metrics line there, so ``metrics.jsonl`` never lists an epoch that the
+    checkpoint lacks). SIGINT and SIGTERM stop the loop at the next epoch
+    boundary (:class:`~jaxlayers.training.signals.DeferredSignals`): the
+    running epoch finishes and is checkpointed, the writer is closed, and
+    :class:`TrainingInterrupted` is raised.
+    """
     many = kind == "fit_many"
     K = len(models)
     config = configs[0]
@@ -275,11 +316,7 @@ def _run(
     if resume:
         host_state, host_best = strategy.to_host(state, best)
         host_state, host_best, meta = load_checkpoint(ckpt_path, host_state, host_best)
-        if meta.get("kind") != kind:
-            raise CheckpointError(f"resume: the checkpoint is from {meta.get('kind')!r}, not {kind!r}")
-        _compare("model", meta["models"], run_info["models"])
-        _compare("training config", meta["train_configs"], run_info["train_configs"], ignore=("epochs",))
-        _compare("data", meta["data"], run_info["data"])
+        check_resume_metadata(meta, run_info)
         state, best = strategy.from_host(jax.device_get(host_state), jax.device_get(host_best))
         history = History.from_dict(meta["history"])
         best_val_acc = np.asarray(meta["best_val_acc"], np.float64).reshape(K)
@@ -292,8 +329,12 @@ def _run(
         return a if many else a[0]
 
     writer = CheckpointWriter() if ckpt_path is not None else None
+    stop = getattr(_SIGNALS, "active", None) or DeferredSignals()
+    done = start_epoch
     try:
         for epoch in range(start_epoch, config.epochs):
+            if stop.received is not None:
+                break
             t0 = time.perf_counter()
             state, best, out = strategy.epoch(state, best)
             losses = np.asarray(out.loss, np.float64)  # (K, steps)
@@ -317,9 +358,21 @@ def _run(
             best_epoch[improved] = epoch + 1
             lrs = np.array([c.lr_at(epoch) for c in configs])
             history.append(per_model(losses), per_model(train_acc), per_model(val_acc), per_model(lrs), 0.0)
+            tensors = checkpoint_tensors(*strategy.to_host(state, best)) if writer is not None else None
+            history.epoch_time_s[-1] = time.perf_counter() - t0
+            report = EpochReport(
+                epoch=epoch + 1,
+                epochs=config.epochs,
+                steps=(epoch + 1) * steps,
+                loss=per_model(losses.mean(axis=1)) if many else float(losses.mean()),
+                train_acc=per_model(train_acc) if many else float(train_acc[0]),
+                val_acc=per_model(val_acc) if many else float(val_acc[0]),
+                best_val_acc=best_val_acc.copy() if many else float(best_val_acc[0]),
+                lr=lrs if many else float(lrs[0]),
+                epoch_time_s=float(history.epoch_time_s[-1]),
+                history=history,
+            )
             if writer is not None:
-                tensors = checkpoint_tensors(*strategy.to_host(state, best))
-                history.epoch_time_s[-1] = time.perf_counter() - t0
                 meta = {
                     **run_info,
                     "epoch": epoch + 1,
@@ -327,29 +380,27 @@ def _run(
                     "best_val_acc": per_model(best_val_acc).tolist(),
                     "best_epoch": per_model(best_epoch).tolist(),
                 }
-                writer.submit(ckpt_path, tensors, meta)
-            history.epoch_time_s[-1] = time.perf_counter() - t0
+                then = None if on_checkpoint is None else functools.partial(on_checkpoint, report)
+                writer.submit(ckpt_path, tensors, meta, then)
+            done = epoch + 1
             if callback is not None:
-                callback(
-                    EpochReport(
-                        epoch=epoch + 1,
-                        epochs=config.epochs,
-                        steps=(epoch + 1) * steps,
-                        loss=per_model(losses.mean(axis=1)) if many else float(losses.mean()),
-                        train_acc=per_model(train_acc) if many else float(train_acc[0]),
-                        val_acc=per_model(val_acc) if many else float(val_acc[0]),
-                        best_val_acc=best_val_acc.copy() if many else float(best_val_acc[0]),
-                        lr=lrs if many else float(lrs[0]),
-                        epoch_time_s=float(history.epoch_time_s[-1]),
-                        history=history,
-                    )
-                )
+                callback(report)
+        if writer is not None:
+            writer.close()
     except BaseException:
         if writer is not None:
             writer.close(raise_errors=False)  # finish the pending write; the original error wins
         raise
-    if writer is not None:
-        writer.close()
+    if stop.received is not None:
+        name = SIGNAL_NAMES.get(stop.received, f"signal {stop.received}")
+        saved = ckpt_path if ckpt_path is not None and done > 0 else None
+        where_saved = f"; epoch {done} is checkpointed in {saved}" if saved is not None else ""
+        raise TrainingInterrupted(
+            f"{where}: {name} received; stopped after epoch {done} of {config.epochs}{where_saved}",
+            signum=stop.received,
+            epoch=done,
+            checkpoint=saved,
+        )
 
     state, best = strategy.result(state, best)
     return FitResult(
@@ -372,12 +423,33 @@ def _run(
 # ---------------------------------------------------------------------------
 
 
+_SIGNALS = threading.local()  # the DeferredSignals of the fit / fit_many running in this thread
+
+
+def _stops_at_epoch_boundaries(function):
+    """Run ``function`` (``fit``, ``fit_many``) with SIGINT/SIGTERM deferred from its first line to its
+    return, so that no signal raises while JAX traces, compiles or runs; :func:`_run` stops on it."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        outer = getattr(_SIGNALS, "active", None)
+        with DeferredSignals() as stop:
+            _SIGNALS.active = stop
+            try:
+                return function(*args, **kwargs)
+            finally:
+                _SIGNALS.active = outer
+
+    return wrapper
+
+
 def _optimizer(config: TrainConfig, steps: int):
     """The optimizer the loops compile with: ``config``'s, with a placeholder base learning rate
     (each run's rate goes into its state, see :mod:`jaxlayers.training.config`)."""
     return make_optimizer(config, steps, learning_rate=1.0)
 
 
+@_stops_at_epoch_boundaries
 def fit(
     model,
     data,
@@ -388,6 +460,7 @@ def fit(
     callback: Callable[[EpochReport], None] | None = None,
     mesh=None,
     distributed: Distributed | None = None,
+    on_checkpoint: Callable[[EpochReport], None] | None = None,
 ) -> FitResult:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs.
 
@@ -425,6 +498,14 @@ def fit(
         run first (before any JAX computation in this process) and, if
         ``mesh`` is ``None``, train on every device of every process. Every
         process calls ``fit`` with the same arguments.
+      on_checkpoint: called with the epoch's :class:`EpochReport` on the
+        checkpoint writer's thread once that epoch's checkpoint is on disk
+        (needs ``checkpoint_dir``).
+
+    SIGINT (Ctrl-C) and SIGTERM, while ``fit`` runs in the main thread, stop
+    it at the end of the running epoch, after that epoch's checkpoint is
+    written: it raises :class:`TrainingInterrupted` (a ``KeyboardInterrupt``)
+    naming the epoch and checkpoint. A second signal acts at once.
 
     Returns:
       A :class:`FitResult` (no model axis). With ``mesh``, ``state`` holds
@@ -444,6 +525,10 @@ def fit(
       CheckpointError: a checkpoint that is corrupt or from another run.
       NonFiniteLossError: a NaN or infinite loss; the message names the step
         and the last checkpoint, which is left intact.
+      TrainingInterrupted: SIGINT or SIGTERM (see above).
+      InsufficientMemoryError: parameters, optimizer state and activations
+        (estimated with ``jax.eval_shape``, before anything is allocated)
+        exceed the device's available memory.
     """
     check_model(model, "fit")
     config = TrainConfig() if config is None else config
@@ -452,6 +537,7 @@ def fit(
         initialize_distributed(distributed)
         mesh = make_data_mesh() if mesh is None else mesh
     data = check_data(model, data, config, "fit")
+    check_run_memory(model, config, data, "fit")
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
     kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
     optimizer = _optimizer(config, steps)
@@ -466,6 +552,7 @@ def fit(
         resume=resume,
         callback=callback,
         where="fit",
+        on_checkpoint=on_checkpoint,
     )
     if mesh is not None:  # best as local arrays, usable in any process
         result.best_params, result.best_model_state = jax.tree.map(
@@ -509,6 +596,7 @@ def _sweep_values(name: str, values) -> list | None:
     return values
 
 
+@_stops_at_epoch_boundaries
 def fit_many(
     model,
     data,
@@ -614,6 +702,7 @@ def fit_many(
             raise type(e)(f"fit_many: model {k}: {e}") from None
         models.append(m)
     data = check_data(models[0], data, config, "fit_many")
+    check_run_memory(models[0], config, data, "fit_many", num_models=K)
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
     strategy = ManyModels(
         models,

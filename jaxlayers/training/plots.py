@@ -14,7 +14,7 @@ from matplotlib.ticker import MaxNLocator
 from jaxlayers.training.checkpoint import atomic_write
 from jaxlayers.training.results import History
 
-__all__ = ["plot_history"]
+__all__ = ["confusion_matrix", "plot_confusion", "plot_history"]
 
 
 def plot_history(
@@ -73,6 +73,63 @@ def plot_history(
     ax_acc.legend(loc="lower right")
     if title:
         fig.suptitle(title)
+    if path is not None:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        atomic_write(Path(path), buf.getvalue())
+    return fig
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
+    """``(C, C)`` int64 counts: row = true label, column = predicted label.
+
+    Raises:
+      ValueError: labels outside ``[0, num_classes)`` or arrays of different lengths.
+    """
+    y_true, y_pred = np.asarray(y_true).reshape(-1), np.asarray(y_pred).reshape(-1)
+    if y_true.shape != y_pred.shape:
+        raise ValueError(f"confusion_matrix: {y_true.size} labels but {y_pred.size} predictions")
+    for name, y in (("y_true", y_true), ("y_pred", y_pred)):
+        if y.size and (y.min() < 0 or y.max() >= num_classes):
+            raise ValueError(
+                f"confusion_matrix: {name} holds labels in [{y.min()}, {y.max()}], not in [0, {num_classes})"
+            )
+    return np.bincount(y_true * num_classes + y_pred, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def plot_confusion(matrix, path: str | os.PathLike | None = None, *, class_names=None, title: str = ""):
+    """The confusion matrix as an image with counts (rows: true label, columns: predicted).
+
+    Args:
+      matrix: ``(C, C)`` counts (:func:`confusion_matrix`).
+      path: where to save a PNG (written atomically); ``None``: do not save.
+      class_names: a name per class for the axes, or ``None`` (the labels).
+      title: a title.
+
+    Returns:
+      The ``matplotlib.figure.Figure``.
+    """
+    m = np.asarray(matrix)
+    c = m.shape[0]
+    names = [str(n) for n in class_names] if class_names is not None else [str(i) for i in range(c)]
+    size = min(3 + 0.45 * c, 14)
+    fig = Figure(figsize=(size + 1, size), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    image = ax.imshow(m, cmap="Blues")
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    if c <= 30:
+        ax.set_xticks(range(c), names, rotation=45 if max(map(len, names)) > 2 else 0, ha="right")
+        ax.set_yticks(range(c), names)
+        threshold = m.max() / 2 if m.size else 0
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, str(m[i, j]), ha="center", va="center", fontsize=8,
+                        color="white" if m[i, j] > threshold else "black")  # fmt: skip
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if title:
+        ax.set_title(title)
     if path is not None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png")

@@ -12,11 +12,31 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 
-__all__ = ["EpochReport", "FitResult", "History", "NonFiniteLossError"]
+__all__ = ["EpochReport", "FitResult", "History", "NonFiniteLossError", "TrainingInterrupted"]
 
 
 class NonFiniteLossError(FloatingPointError):
     """Training produced a NaN or infinite loss; the last checkpoint is left intact."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped at an epoch boundary on SIGINT (Ctrl-C) or SIGTERM.
+
+    A ``KeyboardInterrupt``, so code that stops on Ctrl-C keeps doing so. It is
+    raised from ordinary Python code after the running epoch finished, its
+    checkpoint was written and the checkpoint writer was shut down: no
+    compiled computation or writer thread is left running.
+
+    Attributes:
+      signum: the signal (``signal.SIGINT`` or ``signal.SIGTERM``).
+      epoch: the last completed epoch (0: none).
+      checkpoint: the checkpoint file holding ``epoch``, or ``None`` (no
+        ``checkpoint_dir``, or no epoch completed).
+    """
+
+    def __init__(self, message: str, *, signum: int, epoch: int, checkpoint=None) -> None:
+        super().__init__(message)
+        self.signum, self.epoch, self.checkpoint = signum, epoch, checkpoint
 
 
 @dataclasses.dataclass

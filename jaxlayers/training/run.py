@@ -1,0 +1,393 @@
+"""After training: load a run back in one call, then predict and evaluate on raw inputs.
+
+:func:`load_run` reads a run directory (or its ``checkpoint.safetensors``)
+written by ``jaxlayers train`` or ``fit(..., checkpoint_dir=)`` and returns a
+:class:`Run`: the model rebuilt from its record
+(:func:`jaxlayers.model.model_from_record`), the best or the last epoch's
+parameters and running statistics, the preprocessing the training data went
+through (standardisation mean and std, input shape, class names), the
+training configuration and history, and ``summary.json`` / ``config.json``
+when the directory has them. It needs neither the training data nor a
+compiled training program: the parameter shapes come from an abstract
+``model.init`` (``jax.eval_shape``), and only the four trees a prediction
+needs are read from the verified file.
+
+``Run.predict(X_raw)``, ``Run.predict_proba(X_raw)`` and ``Run.evaluate(X_raw,
+y)`` take inputs as the dataset's loader reads them, before standardisation,
+and apply the stored standardisation with the arithmetic the loader used
+(:func:`jaxlayers.data.apply_standardization`), so a loaded run reproduces the
+accuracies the run reported, exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from jaxlayers._checks import check_int, require
+from jaxlayers.data import apply_standardization
+from jaxlayers.model import PREDICT_BATCH_SIZE, model_from_record, predict, predict_proba
+from jaxlayers.training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint_trees
+from jaxlayers.training.config import TrainConfig
+from jaxlayers.training.loop import evaluate
+from jaxlayers.training.results import History
+
+__all__ = ["WHICH", "Preprocessing", "Run", "load_run"]
+
+WHICH = ("best", "last")
+
+
+def _stat(values, input_shape: tuple[int, ...], name: str, where: str) -> np.ndarray:
+    """A stored mean or std as a float64 array that broadcasts against one example of ``input_shape``:
+    its own shape if it does, the example's shape if it has as many values, or one value per
+    channel (the first axis) of an image."""
+    a = np.asarray(values, np.float64)
+    if a.shape == input_shape or a.size == 1:
+        return a
+    if a.size == math.prod(input_shape):
+        return a.reshape(input_shape)
+    if a.ndim == 1 and len(input_shape) > 1 and a.shape[0] == input_shape[0]:
+        return a.reshape((a.shape[0],) + (1,) * (len(input_shape) - 1))
+    raise CheckpointError(f"{where}: the stored {name} has shape {a.shape}, which does not fit inputs {input_shape}")
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Preprocessing:
+    """What a run's model expects of an input, and how to get there from a raw one.
+
+    Attributes:
+      input_shape: the shape of one example, ``X_train.shape[1:]`` of the
+        training data (``(64,)`` for digits).
+      mean, std: float64 standardisation statistics of the training split,
+        broadcasting against ``input_shape``; ``None`` when the training data
+        carried none (the model then takes its inputs as given).
+      class_names: a name per label, or ``None``.
+      image_shape: ``(C, H, W)`` of one example as an image, if the dataset
+        had one (``Dataset.image_shape``), else ``None``.
+      stored: ``False`` for a checkpoint written before jaxlayers stored the
+        preprocessing: ``mean``/``std`` are then unknown, and inputs must be
+        standardised already.
+    """
+
+    input_shape: tuple[int, ...]
+    mean: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    std: np.ndarray | None = dataclasses.field(default=None, repr=False)
+    class_names: tuple[str, ...] | None = None
+    image_shape: tuple[int, ...] | None = None
+    stored: bool = True
+
+    @property
+    def standardizes(self) -> bool:
+        """Whether raw inputs are standardised (``mean`` and ``std`` known)."""
+        return self.mean is not None and self.std is not None
+
+    def __call__(self, X, where: str = "Run.standardize") -> np.ndarray:
+        """``X`` checked against ``input_shape`` and standardised (float32), or as given if there is
+        nothing to apply.
+
+        Raises:
+          ValueError: ``X`` is not ``(N, *input_shape)``.
+          TypeError: non-numeric ``X``.
+        """
+        X = np.asarray(X)
+        shape = (self.input_shape[0],) if len(self.input_shape) == 1 else self.input_shape
+        require(
+            X.ndim >= 1 and X.shape[1:] == self.input_shape,
+            where,
+            f"X has shape {X.shape}, but this run's model takes inputs of shape (N, {', '.join(map(str, shape))}) "
+            f"({'raw, as the dataset loader reads them' if self.standardizes else 'as in training'})",
+        )
+        require(
+            np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_,
+            where,
+            f"X must be numeric, got dtype {X.dtype} (shape {X.shape})",
+            TypeError,
+        )
+        return apply_standardization(X, self.mean, self.std) if self.standardizes else X
+
+    @classmethod
+    def from_metadata(cls, meta: dict[str, Any], where: str) -> Preprocessing:
+        """From a checkpoint's metadata (``preprocessing``; older checkpoints: the data shapes only)."""
+        record = meta.get("preprocessing")
+        if record is None:
+            shape = tuple(int(d) for d in meta["data"]["shapes"]["X_train"][1:])
+            return cls(input_shape=shape, stored=False)
+        shape = tuple(int(d) for d in record["input_shape"])
+        mean, std = record.get("mean"), record.get("std")
+        if mean is not None and std is not None:
+            mean, std = _stat(mean, shape, "mean", where), _stat(std, shape, "std", where)
+            if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std)) and np.all(std > 0)):
+                raise CheckpointError(f"{where}: the stored standardisation has non-finite values or std <= 0")
+        else:
+            mean = std = None
+        names, image = record.get("class_names"), record.get("image_shape")
+        return cls(
+            shape,
+            mean,
+            std,
+            class_names=None if names is None else tuple(str(c) for c in names),
+            image_shape=None if image is None else tuple(int(d) for d in image),
+        )
+
+
+@dataclasses.dataclass(frozen=True, repr=False, eq=False)
+class Run:
+    """A trained run, loaded back by :func:`load_run`.
+
+    Attributes:
+      model: the model, rebuilt from the checkpoint's record (any registered
+        model of the protocol).
+      params, model_state: the ``which`` parameters and running statistics
+        (pytrees of arrays on the default device).
+      which: ``"best"`` (the epoch of the highest validation accuracy) or
+        ``"last"``.
+      epoch: the epoch (from 1) these parameters are from.
+      epochs: the epochs the run has trained.
+      best_epoch, best_val_acc: the best epoch and its validation accuracy.
+      preprocessing: the :class:`Preprocessing` the inputs need.
+      train_config: the :class:`~jaxlayers.train.TrainConfig` it trained with.
+      history: its :class:`~jaxlayers.train.History` (per-step losses,
+        per-epoch accuracies).
+      summary: ``summary.json`` of the run directory (``jaxlayers train``
+        writes it: ``test_acc`` with the best parameters, ``final_test_acc``
+        with the last, ...), or ``None``.
+      config: ``config.json`` of the run directory, or ``None``.
+      path: the checkpoint file read.
+      metadata: the checkpoint's whole run metadata.
+    """
+
+    model: Any
+    params: Any
+    model_state: Any
+    which: str
+    epoch: int
+    epochs: int
+    best_epoch: int
+    best_val_acc: float
+    preprocessing: Preprocessing
+    train_config: TrainConfig
+    history: History
+    summary: dict[str, Any] | None
+    config: dict[str, Any] | None
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def run_dir(self) -> Path:
+        """The run directory (the checkpoint's folder)."""
+        return self.path.parent
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """A name per label (``run.class_names[label]``), or ``None``."""
+        return self.preprocessing.class_names
+
+    def __repr__(self) -> str:
+        pre = self.preprocessing
+        inputs = (
+            f"raw inputs {pre.input_shape}, standardised on the way in"
+            if pre.standardizes
+            else f"inputs {pre.input_shape} as given"
+        )
+        return (
+            f"Run({str(self.run_dir)!r}, {type(self.model).__name__}, {self.which} parameters: epoch {self.epoch} "
+            f"of {self.epochs}, best validation accuracy {self.best_val_acc:.4f} at epoch {self.best_epoch}; {inputs})"
+        )
+
+    def standardize(self, X) -> np.ndarray:
+        """Raw inputs ``(N, *input_shape)`` as the model saw its training data (float32).
+
+        Raises:
+          ValueError: a shape other than ``(N, *input_shape)``.
+          TypeError: non-numeric ``X``.
+        """
+        return self.preprocessing(X, "Run.standardize")
+
+    def predict(self, X, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Labels for raw inputs: standardise, then :func:`jaxlayers.model.predict`.
+
+        Args:
+          X: ``(N, *input_shape)`` raw inputs (as the dataset's loader reads
+            them, e.g. scikit-learn's ``load_digits().data``); any ``N``, ``0``
+            included.
+          batch_size: examples per compiled call.
+
+        Returns:
+          int32 ``(N,)`` labels (``run.class_names[label]`` names them).
+
+        Raises:
+          ValueError: ``X`` of another shape (one line naming both shapes).
+          TypeError: non-numeric ``X``.
+        """
+        X = self.preprocessing(X, "Run.predict")
+        return predict(self.model, self.params, self.model_state, X, batch_size=batch_size)
+
+    def predict_proba(self, X, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities ``(N, C)`` for raw inputs: :func:`jaxlayers.model.predict_proba`
+        after standardising (for an SVM-loss model, the uncalibrated softmax of its scores).
+
+        Raises:
+          As :meth:`predict`.
+        """
+        X = self.preprocessing(X, "Run.predict_proba")
+        return predict_proba(self.model, self.params, self.model_state, X, batch_size=batch_size)
+
+    def evaluate(self, X, y, *, batch_size: int = 1024) -> float:
+        """Test-mode accuracy on raw inputs: :func:`jaxlayers.train.evaluate` after standardising.
+
+        Returns:
+          The fraction of ``X`` classified as ``y``, a float in ``[0, 1]``
+          (``nan`` for ``N = 0``); on the run's own test split it equals the
+          ``test_acc`` (best) or ``final_test_acc`` (last) of ``summary.json``.
+
+        Raises:
+          ValueError: ``X`` of another shape; ``y`` not ``(N,)`` or labels
+            outside ``[0, C)``.
+          TypeError: non-numeric ``X``, non-integer ``y``.
+        """
+        X = self.preprocessing(X, "Run.evaluate")
+        return evaluate(self.model, self.params, self.model_state, X, y, batch_size=batch_size)
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """A run directory's JSON file, or ``None`` (missing; unreadable: with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        warnings.warn(f"load_run: ignoring {path}: not readable JSON ({e})", stacklevel=3)
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _rebuild(record, where: str):
+    """The model of a checkpoint's record; a class or config it cannot rebuild is a CheckpointError."""
+    try:
+        return model_from_record(record)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: the recorded model cannot be rebuilt: {e}") from e
+
+
+def _rebuild_config(record, where: str) -> TrainConfig:
+    try:
+        return TrainConfig(**record)
+    except (ValueError, TypeError) as e:
+        raise CheckpointError(f"{where}: the recorded training config cannot be rebuilt: {e}") from e
+
+
+def load_run(run_dir: str | os.PathLike, which: str = "best", *, index: int = 0) -> Run:
+    """Load a trained run in one call: model, parameters, preprocessing, configuration, history.
+
+    Args:
+      run_dir: a run directory holding ``checkpoint.safetensors`` (``jaxlayers
+        train -o DIR``, ``fit(..., checkpoint_dir=DIR)``), or the checkpoint
+        file itself.
+      which: ``"best"``: the parameters and running statistics of the epoch
+        with the highest validation accuracy (what ``jaxlayers train``
+        reports as ``test_acc``); ``"last"``: those of the last epoch
+        trained.
+      index: for a ``fit_many`` checkpoint, which of its models (from 0).
+
+    Returns:
+      A :class:`Run`; ``run.predict(X_raw)``, ``run.predict_proba(X_raw)``
+      and ``run.evaluate(X_raw, y)`` apply its standardisation first. A
+      checkpoint written before jaxlayers stored the preprocessing loads
+      with a ``UserWarning``: its model expects standardised inputs, which
+      ``Run`` then passes on unchanged.
+
+    Raises:
+      FileNotFoundError: no such directory, or no checkpoint in it (naming
+        the path).
+      CheckpointError: a truncated, corrupt or tampered file, metadata it
+        cannot use, or tensors that do not fit the recorded model.
+      ValueError: ``which`` not ``"best"``/``"last"``; ``index`` outside the
+        checkpoint's models.
+      TypeError: a float64 model loaded with JAX's x64 mode off (the model's
+        own error; wrap the call in ``with jax.enable_x64(True):``).
+    """
+    require(which in WHICH, "load_run", f"which must be 'best' or 'last', got {which!r}")
+    index = check_int(index, "load_run", "index", minimum=0)
+    path = Path(run_dir)
+    given = path
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        where = "no such directory or file" if not given.exists() else "no checkpoint"
+        raise FileNotFoundError(
+            f"load_run: {where}: {path} (expected a run directory with {CHECKPOINT_NAME}, "
+            "from `jaxlayers train -o DIR` or fit(..., checkpoint_dir=DIR))"
+        )
+    where = f"load_run: checkpoint {path}"
+    prefix = "best" if which == "best" else "state"
+    parts: dict[str, Any] = {}
+
+    def templates(meta: dict[str, Any]) -> dict[str, Any]:
+        """Rebuild the model from the verified metadata; its parameter shapes from an abstract
+        init (``jax.eval_shape``: nothing is compiled or run)."""
+        try:
+            records = meta["models"]
+            k_models = len(records)
+            require(
+                index < k_models, "load_run", f"index {index} is out of range: the checkpoint holds {k_models} model(s)"
+            )
+            parts["many"] = meta.get("kind") == "fit_many"
+            parts["model"] = model = _rebuild(records[index], where)
+            parts["train_config"] = _rebuild_config(meta["train_configs"][index], where)
+            parts["history"] = History.from_dict(meta["history"])
+            parts["best_epoch"] = np.asarray(meta["best_epoch"], np.int64).reshape(-1)
+            parts["best_val_acc"] = np.asarray(meta["best_val_acc"], np.float64).reshape(-1)
+            parts["epochs"] = int(meta["epoch"])
+            parts["preprocessing"] = Preprocessing.from_metadata(meta, where)
+        except (KeyError, TypeError, IndexError, AttributeError) as e:
+            raise CheckpointError(
+                f"{where}: its run metadata is incomplete or malformed ({type(e).__name__}: {e})"
+            ) from e
+        shapes = jax.eval_shape(model.init, jax.random.key(0))
+        if parts["many"]:
+            shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct((k_models, *s.shape), s.dtype), shapes)
+        return {f"{prefix}.params": shapes[0], f"{prefix}.model_state": shapes[1]}
+
+    trees, meta = load_checkpoint_trees(path, templates)
+    params, model_state = trees[f"{prefix}.params"], trees[f"{prefix}.model_state"]
+    many, history, k = parts["many"], parts["history"], index if parts["many"] else 0
+    if many:
+        params, model_state = jax.tree.map(lambda a: a[index], (params, model_state))
+        history = history.select(index)
+    preprocessing, epochs = parts["preprocessing"], parts["epochs"]
+
+    if not preprocessing.stored:
+        warnings.warn(
+            f"load_run: {path} was written before checkpoints stored the preprocessing, so the "
+            "standardisation of its training data is unknown: Run.predict/predict_proba/evaluate pass inputs on "
+            "unchanged, and the model expects them standardised as in training (e.g. jaxlayers.data.load(name).X_test). "
+            "Retrain (or resume) with this version to store it.",
+            UserWarning,
+            stacklevel=2,
+        )
+    best_epoch = int(parts["best_epoch"][k])
+    return Run(
+        model=parts["model"],
+        params=params,
+        model_state=model_state,
+        which=which,
+        epoch=best_epoch if which == "best" else epochs,
+        epochs=epochs,
+        best_epoch=best_epoch,
+        best_val_acc=float(parts["best_val_acc"][k]),
+        preprocessing=preprocessing,
+        train_config=parts["train_config"],
+        history=history,
+        summary=_read_json(path.parent / "summary.json"),
+        config=_read_json(path.parent / "config.json"),
+        path=path,
+        metadata=meta,
+    )
