@@ -38,7 +38,8 @@ _PARAM_AXES = (0, 3, 4)
 
 
 class GroupNormResiduals(NamedTuple):
-    """Residuals: ``x_hat`` (N, C, H, W, ``x``'s dtype), ``inv_std`` (N, G), and ``gamma``, ``beta``."""
+    """Residuals: ``x_hat`` (N, C, H, W; ``x``'s dtype, float32 for half-precision ``x``),
+    ``inv_std`` (N, G), and ``gamma``, ``beta``."""
 
     x_hat: jax.Array
     inv_std: jax.Array
@@ -72,8 +73,8 @@ def groupnorm_fwd(x, gamma, beta, *, groups: int, eps: float = 1e-5):
     two-pass variance of example ``n``'s group ``g`` (in at least float32, no
     overflow for finite input), ``x_hat = (x - mu_ng) / sqrt(var_ng + eps)``,
     ``out = gamma_c * x_hat + beta_c``. Residuals: :class:`GroupNormResiduals`
-    -- ``x_hat`` (N, C, H, W) in ``x``'s dtype, ``inv_std`` (N, G), ``gamma``,
-    ``beta``.
+    -- ``x_hat`` (N, C, H, W) in ``x``'s dtype (float32 for half-precision
+    ``x``), ``inv_std`` (N, G), ``gamma``, ``beta``.
     """
     out, x_hat, inv_std = _grouped_fwd(
         _view(x, groups), _param_view(gamma, groups), _param_view(beta, groups), _STAT_AXES, eps
@@ -192,7 +193,9 @@ def groupnorm(x, gamma, beta, *, groups: int, eps: float = 1e-5):
         dgamma_c = sum_{n,h,w} g * x_hat
         dx       = inv_std_ng * (gg - (sum_R gg + x_hat * sum_R gg * x_hat) / M)
 
-    Residuals: ``x_hat`` (``x``'s shape and dtype) and ``inv_std`` (N, G).
+    Residuals: ``x_hat`` (``x``'s shape and dtype; float32 for float16/bfloat16
+    ``x``, so that the backward pass is float32's rounded once) and
+    ``inv_std`` (N, G).
 
     Source: Wu & He (2018); the NumPy original's ``spatial_groupnorm_forward``.
     """

@@ -54,7 +54,8 @@ def spatial_batchnorm_fwd(
     and biased two-pass variance of channel ``c`` over ``(N, H, W)`` (train) or
     the running statistics (test); ``out = gamma_c * x_hat + beta_c``.
     Residuals, as ``batchnorm_fwd``: train mode a ``BatchNormTrainResiduals``
-    -- ``x_hat`` ``(N, C, H, W)`` in ``x``'s dtype and ``inv_std`` ``(C,)`` (plus
+    -- ``x_hat`` ``(N, C, H, W)`` (float32 for half-precision ``x``, else ``x``'s
+    dtype) and ``inv_std`` ``(C,)`` (plus
     ``gamma``, ``beta``); test mode a ``BatchNormEvalResiduals`` -- ``x``, the
     running mean and ``inv_std`` ``(C,)``.
     """
@@ -117,8 +118,10 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
         dx     = s * (g - (dbeta + x_hat * dgamma) / M)   # train
         dx     = s * g                                     # test
 
-    Residuals: train mode ``x_hat`` (``x``'s shape and dtype) and ``inv_std``
-    ``(C,)``; test mode ``x`` itself and two ``(C,)`` vectors.
+    Residuals: train mode ``x_hat`` (``x``'s shape and dtype; float32 for
+    float16/bfloat16 ``x``, so that the backward pass stays within one
+    half-precision rounding of float32's) and ``inv_std`` ``(C,)``; test mode
+    ``x`` itself and two ``(C,)`` vectors.
     A constant channel gives ``out = beta`` exactly and finite gradients; test
     mode on ``N = 0`` gives an empty output.
 
