@@ -29,6 +29,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlayers._checks import (
+    as_array,
     require,
     require_bool,
     require_float,
@@ -305,12 +306,24 @@ def _check(
     return momentum, eps
 
 
+def _as_arrays(x, gamma, beta, state, op: str):
+    """The array arguments (and a ``BatchNormState``'s fields) through
+    :func:`~jaxlayers._checks.as_array`: lists and NumPy arrays in, arrays out,
+    before anything is traced. A state of another type is left to :func:`_check`."""
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
+    if isinstance(state, BatchNormState):
+        state = BatchNormState(as_array(state.mean, op, "state.mean"), as_array(state.var, op, "state.var"))
+    return x, gamma, beta, state
+
+
 def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
     """Batch normalisation with a hand-derived backward pass.
 
     Args:
       x: activations, shape ``(N, D)``, floating dtype (float16/bfloat16
-        allowed: statistics are then computed in float32).
+        allowed: statistics and the backward pass are then computed in
+        float32). Arrays, NumPy arrays or nested lists of numbers (converted
+        once, before tracing, as for every op).
       gamma: scale, shape ``(D,)``.
       beta: shift, shape ``(D,)``.
       state: :class:`BatchNormState` of running ``mean`` and ``var``, ``(D,)``,
@@ -370,5 +383,6 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
 
     Source: Ioffe & Szegedy (2015); the seed's ``batchnorm_forward``.
     """
+    x, gamma, beta, state = _as_arrays(x, gamma, beta, state, "batchnorm")
     momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name)
     return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)

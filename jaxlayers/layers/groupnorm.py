@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlayers._checks import require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers._checks import as_array, require, require_float, require_rank, shape_of, stats_dtype
 from jaxlayers.layers._norm import check_eps
 from jaxlayers.layers.layernorm import _grouped_bwd, _grouped_fwd
 
@@ -167,6 +167,7 @@ def groupnorm(x, gamma, beta, *, groups: int, eps: float = 1e-5):
     Args:
       x: activations, shape ``(N, C, H, W)``, floating dtype (float16/bfloat16
         allowed: statistics and the backward pass are then in float32).
+        Arrays, NumPy arrays or nested lists of numbers.
       gamma: scale, shape ``(C,)``.
       beta: shift, shape ``(C,)``.
       groups: keyword, static: the number ``G`` of channel groups; must
@@ -199,5 +200,7 @@ def groupnorm(x, gamma, beta, *, groups: int, eps: float = 1e-5):
 
     Source: Wu & He (2018); the NumPy original's ``spatial_groupnorm_forward``.
     """
+    op = "groupnorm"
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
     groups, eps = _check(x, gamma, beta, groups, eps)
     return _groupnorm_jit(x, gamma, beta, groups, eps)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlayers._checks import require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers._checks import as_array, require, require_float, require_rank, shape_of, stats_dtype
 from jaxlayers.layers._norm import check_eps, normalize, normalized_vjp
 
 __all__ = [
@@ -155,6 +155,7 @@ def layernorm(x, gamma, beta, *, eps: float = 1e-5):
     Args:
       x: activations, shape ``(N, D)``, floating dtype (float16/bfloat16
         allowed: statistics and the backward pass are then in float32).
+        Arrays, NumPy arrays or nested lists of numbers.
       gamma: scale, shape ``(D,)``.
       beta: shift, shape ``(D,)``.
       eps: keyword, static, finite and ``> 0``, added to the variance.
@@ -182,5 +183,7 @@ def layernorm(x, gamma, beta, *, eps: float = 1e-5):
 
     Source: Ba, Kiros & Hinton (2016); the NumPy original's ``layernorm_forward``.
     """
+    op = "layernorm"
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
     eps = _check(x, gamma, beta, eps)
     return _layernorm_jit(x, gamma, beta, eps)

@@ -27,7 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlayers._checks import int_pair, require, require_float, require_int_pair, require_rank, shape_of
+from jaxlayers._checks import (
+    as_array,
+    int_pair,
+    require,
+    require_float,
+    require_int_pair,
+    require_rank,
+    shape_of,
+)
 
 __all__ = ["max_pool2d", "max_pool2d_reference", "max_pool2d_fwd", "max_pool2d_bwd", "MaxPoolResiduals"]
 
@@ -194,7 +202,8 @@ def max_pool2d(x: jax.Array, *, pool_size=(2, 2), stride=2) -> jax.Array:
     """2-D max pooling over VALID windows (NCHW) with a hand-derived backward pass.
 
     Args:
-      x: inputs, shape ``(N, C, H, W)``, floating dtype.
+      x: inputs, shape ``(N, C, H, W)``, floating dtype; an array, a NumPy
+        array or a nested list of numbers.
       pool_size: keyword, static: an int ``>= 1`` or a pair ``(ph, pw)``.
       stride: keyword, static: an int ``>= 1`` or a pair ``(sh, sw)``.
         Windows may overlap (``stride < pool_size``) or skip elements.
@@ -235,5 +244,6 @@ def max_pool2d(x: jax.Array, *, pool_size=(2, 2), stride=2) -> jax.Array:
       Array([[[[ 5.,  7.],
                [13., 15.]]]], dtype=float32)
     """
+    x = as_array(x, "max_pool2d", "x")
     pool_size, stride = _check(x, pool_size, stride)
     return _max_pool2d_jit(x, pool_size, stride)

@@ -18,6 +18,7 @@ statistics) and ``axis_name`` semantics as ``batchnorm``.
 from __future__ import annotations
 
 from jaxlayers.layers.batchnorm import (
+    _as_arrays,
     _batchnorm_jit,
     _check,
     batchnorm_bwd,
@@ -81,6 +82,7 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
     Args:
       x: activations, shape ``(N, C, H, W)``, floating dtype (float16/bfloat16
         allowed: statistics and the backward pass are then in float32).
+        Arrays, NumPy arrays or nested lists of numbers.
       gamma: scale, shape ``(C,)``.
       beta: shift, shape ``(C,)``.
       state: :class:`~jaxlayers.BatchNormState` of running ``mean`` and
@@ -128,5 +130,6 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
     Source: Ioffe & Szegedy (2015), section 3.2; the NumPy original's
     ``spatial_batchnorm_forward``.
     """
+    x, gamma, beta, state = _as_arrays(x, gamma, beta, state, "spatial_batchnorm")
     momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name, op="spatial_batchnorm", rank=4)
     return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)
