@@ -166,10 +166,13 @@ def test_constant_set_gives_beta_exactly_even_at_huge_magnitude(name):
 )
 def test_train_mode_on_an_empty_batch_is_a_clear_error(op, shape):
     name = op.__name__
-    match = (
-        rf"{name}: train mode needs at least one example to compute batch statistics, "
-        rf"got x of shape {re_shape(shape)}"
-    )
+    if shape[0] == 0:  # N = 0: the shared empty-batch message of issue 12 (require_batch)
+        match = rf"^{name}: the train-mode batch mean over an empty batch is undefined: x has shape {re_shape(shape)}$"
+    else:  # H * W = 0: a batch, but no element per channel
+        match = (
+            rf"^{name}: train mode needs at least one example to compute batch statistics, "
+            rf"got x of shape {re_shape(shape)}$"
+        )
     with pytest.raises(ValueError, match=match):
         op(jnp.ones(shape), jnp.ones(3), jnp.zeros(3), jl.batchnorm_state(3), train=True)
 
@@ -181,8 +184,8 @@ def re_shape(shape):
 def test_batchnorm_empty_batch_message_verbatim():
     with pytest.raises(ValueError) as info:
         jl.batchnorm(jnp.ones((0, 3)), jnp.ones(3), jnp.zeros(3), jl.batchnorm_state(3), train=True)
-    assert str(info.value) == (
-        "batchnorm: train mode needs at least one example to compute batch statistics, got x of shape (0, 3)"
+    assert (
+        str(info.value) == "batchnorm: the train-mode batch mean over an empty batch is undefined: x has shape (0, 3)"
     )
 
 

@@ -31,6 +31,7 @@ from jax import lax
 from jaxlayers._checks import (
     as_array,
     require,
+    require_batch,
     require_bool,
     require_float,
     require_rank,
@@ -297,6 +298,7 @@ def _check(
         TypeError,
     )
     if train:
+        require_batch(x, op, "x", "the train-mode batch mean")
         count = math.prod(shape[a] for a in _stat_axes(rank))
         require(
             count > 0,
@@ -354,8 +356,10 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
     Raises:
       ValueError: ``x`` not 2-D; ``gamma``, ``beta``, ``state.mean`` or
         ``state.var`` not of shape ``(D,)``; ``momentum`` outside ``[0, 1]``
-        (or NaN); ``eps`` not finite or ``<= 0``; ``N = 0`` in train mode (no
-        batch statistics). Raised at trace time, naming the argument and shapes.
+        (or NaN); ``eps`` not finite or ``<= 0``; ``N = 0`` in train mode
+        (``batchnorm: the train-mode batch mean over an empty batch is
+        undefined: x has shape (0, D)``). Raised at trace time, naming the
+        argument and shapes.
       TypeError: non-bool ``train``, non-number ``momentum``/``eps``, a state
         that is not a ``BatchNormState``, or non-floating arrays (an integer
         ``state.mean``/``state.var`` included).

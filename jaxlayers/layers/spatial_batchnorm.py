@@ -107,7 +107,9 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
     Raises:
       ValueError: ``x`` not 4-D; ``gamma``, ``beta``, ``state.mean`` or
         ``state.var`` not ``(C,)``; ``momentum`` outside ``[0, 1]``; ``eps`` not
-        finite or ``<= 0``; ``N * H * W = 0`` in train mode. At trace time.
+        finite or ``<= 0``; ``N * H * W = 0`` in train mode (for ``N = 0``:
+        ``spatial_batchnorm: the train-mode batch mean over an empty batch is
+        undefined: x has shape (0, C, H, W)``). At trace time.
       TypeError: non-bool ``train``, non-number ``momentum``/``eps``, a state
         that is not a ``BatchNormState``, or non-floating arrays (an integer
         state included).
