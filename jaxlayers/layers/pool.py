@@ -29,6 +29,7 @@ from jax import lax
 
 from jaxlayers._checks import (
     as_array,
+    compute_dtype,
     int_pair,
     require,
     require_float,
@@ -136,6 +137,11 @@ def max_pool2d_bwd(residuals: MaxPoolResiduals, g: jax.Array) -> tuple[jax.Array
     zeros between elements) and the ``ph * pw`` maps are summed, in the order
     that adds an element's contributions window by window, row-major, as
     ``select_and_scatter_add`` does (so float sums match it bit for bit).
+    Those sums run in :func:`~jaxlayers._checks.compute_dtype` (float32 for
+    float16/bfloat16 ``g``) and ``dx`` is rounded once: summed in half
+    precision, an element that is the maximum of several windows would be
+    rounded once per window (the float32 reference picks the same argmax
+    on the upcast values, so only the rounding differed).
     """
     index = residuals.index
     h, w = residuals.in_hw
@@ -150,18 +156,20 @@ def max_pool2d_bwd(residuals: MaxPoolResiduals, g: jax.Array) -> tuple[jax.Array
         if (h, w) != (ho * ph, wo * pw):
             dx = jnp.pad(dx, ((0, 0), (0, 0), (0, h - ho * ph), (0, w - wo * pw)))
         return (dx,)
+    acc = compute_dtype(g)
+    zero = jnp.zeros((), acc)
     dx = None
     # Position (y, x) gets its contributions from windows (i, j) = ((y - u) / sh, (x - v) / sw):
     # the last window position first is the first window (row-major) first.
     for k, (u, v) in reversed(list(enumerate(_window_offsets(ph, pw)))):
-        part = jnp.where(index == np.asarray(k, idt), g, zero)
+        part = jnp.where(index == np.asarray(k, idt), g.astype(acc), zero)
         spread = lax.pad(
             part,
             zero,
             ((0, 0, 0), (0, 0, 0), (u, h - u - (ho - 1) * sh - 1, sh - 1), (v, w - v - (wo - 1) * sw - 1, sw - 1)),
         )
         dx = spread if dx is None else dx + spread
-    return (dx,)
+    return (dx.astype(g.dtype),)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
