@@ -1,7 +1,8 @@
 """The seed's API, unchanged: ``forward -> (out, cache)``, ``backward(dout, cache)``.
 
-Code written for the NumPy layer library (``shared/seed/layers_seed.txt``)
-runs with its import line changed to ``from jaxlayers.compat import *``. The
+Code written for the NumPy original (the course's layer library,
+``layers.py``, that jaxlayers re-implements) runs with its import line
+changed to ``from jaxlayers.compat import *``. The
 functions keep the seed's names, arguments and return values, and are
 built on the very ``<op>_fwd`` / ``<op>_bwd`` rules behind the jitted ops: the
 seed's ``cache`` *is* the ``custom_vjp`` residuals. The course's

@@ -214,8 +214,15 @@ def test_empty_batch_loss_message(loss):
 # --------------------------------------------------------------------------
 
 
+def _array_leaves(args, convert):
+    """``convert`` applied to every array leaf of ``args`` -- inside a
+    ``BatchNormState`` too, which stays a ``BatchNormState`` (``np.asarray``
+    of the whole state would stack it into one array); keys kept."""
+    return jax.tree.map(lambda a: a if is_key(a) else convert(a), tuple(args))
+
+
 def _as_lists(args):
-    return tuple(np.asarray(a).tolist() if hasattr(a, "dtype") and not is_key(a) else a for a in args)
+    return _array_leaves(args, lambda a: np.asarray(a).tolist())
 
 
 @pytest.mark.parametrize("info", FIRST)
@@ -223,7 +230,7 @@ def test_lists_are_accepted_like_arrays(info):
     """Nested lists (and NumPy arrays) of numbers convert once, as ``jnp.asarray`` would."""
     s = info.samples(jnp.float32)[0]
     want = info.output(info.op(*s.args, **s.kwargs))
-    for args in (_as_lists(s.args), tuple(np.asarray(a) if not is_key(a) else a for a in s.args)):
+    for args in (_as_lists(s.args), _array_leaves(s.args, np.asarray)):
         got = info.output(info.op(*args, **s.kwargs))
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))

@@ -29,7 +29,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlayers._checks import (
+    as_array,
     require,
+    require_batch,
     require_bool,
     require_float,
     require_rank,
@@ -69,7 +71,9 @@ def batchnorm_state(num_features: int, dtype=jnp.float32) -> BatchNormState:
 
 
 class BatchNormTrainResiduals(NamedTuple):
-    """Train-mode residuals: ``x_hat`` (N, D, x's dtype), ``inv_std`` (D,),
+    """Train-mode residuals: ``x_hat`` (N, D) in the statistics dtype (``x``'s
+    dtype, but float32 for float16/bfloat16 ``x``: a half-precision ``x_hat``
+    would put its rounding error into every backward sum), ``inv_std`` (D,),
     and ``gamma``, ``beta`` (the op's own arguments; ``beta`` only for its dtype)."""
 
     x_hat: jax.Array
@@ -145,7 +149,8 @@ def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, 
     var`` and are returned unchanged. Statistics are computed in at least
     float32, without overflow for any finite input (see
     :func:`jaxlayers.layers._norm.normalize`). Residuals (train): ``x_hat`` in
-    ``x``'s dtype, the ``(D,)`` vector ``inv_std``, and ``gamma``, ``beta``;
+    the statistics dtype (``x``'s, or float32 for half-precision ``x``), the
+    ``(D,)`` vector ``inv_std``, and ``gamma``, ``beta``;
     (test): ``x`` itself, the running ``mean`` and ``inv_std``. With
     ``axis_name`` the moments span every shard of the mapped axis.
 
@@ -159,7 +164,7 @@ def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, 
         x_hat, inv_std, mean, var = normalize(xf, _stat_axes(nd), eps, axis_name)
         inv_std = inv_std.reshape(-1)
         new_state = _new_state(state, mean.reshape(-1), var.reshape(-1), momentum)
-        residuals = BatchNormTrainResiduals(x_hat.astype(x.dtype), inv_std, gamma, beta)
+        residuals = BatchNormTrainResiduals(x_hat, inv_std, gamma, beta)
     else:
         mean, var = state.mean.astype(sd), state.var.astype(sd)
         inv_std = lax.rsqrt(var + eps)
@@ -195,7 +200,8 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
     and ``x_hat``. ``g`` may also be the pair ``(g_out, g_state)``; the state
     cotangent is ignored (running statistics carry no gradient). Arithmetic is
     in float32 at least; the cotangents are cast to their arguments' dtypes
-    once, at the end.
+    once, at the end (``dx`` to ``g``'s dtype, which is ``out``'s and so
+    ``x``'s: the train-mode ``x_hat`` may be wider than ``x``).
 
     Rank-generic like :func:`batchnorm_fwd`: on NCHW residuals the sums run
     over ``(n, h, w)`` and ``N`` is ``N * H * W`` (``spatial_batchnorm``).
@@ -213,6 +219,7 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
         g = g[0]
     x_like, inv_std, gamma, beta = residuals[0], residuals.inv_std, residuals.gamma, residuals.beta
     nd = x_like.ndim
+    x_dtype = g.dtype if isinstance(residuals, BatchNormTrainResiduals) else x_like.dtype
     axes = _stat_axes(nd)
     inv_std_b, gamma_b = _channel(inv_std, nd), _channel(gamma, nd)
     if isinstance(residuals, BatchNormTrainResiduals):
@@ -226,7 +233,7 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
         dbeta = jnp.sum(gf, axis=axes)
         dgamma = jnp.sum(gf * x_hat, axis=axes)
         dx = (gamma_b.astype(sd) * inv_std_b) * gf
-    return dx.astype(x_like.dtype), dgamma.reshape(-1).astype(gamma.dtype), dbeta.reshape(-1).astype(beta.dtype)
+    return dx.astype(x_dtype), dgamma.reshape(-1).astype(gamma.dtype), dbeta.reshape(-1).astype(beta.dtype)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
@@ -291,6 +298,7 @@ def _check(
         TypeError,
     )
     if train:
+        require_batch(x, op, "x", "the train-mode batch mean")
         count = math.prod(shape[a] for a in _stat_axes(rank))
         require(
             count > 0,
@@ -300,12 +308,24 @@ def _check(
     return momentum, eps
 
 
+def _as_arrays(x, gamma, beta, state, op: str):
+    """The array arguments (and a ``BatchNormState``'s fields) through
+    :func:`~jaxlayers._checks.as_array`: lists and NumPy arrays in, arrays out,
+    before anything is traced. A state of another type is left to :func:`_check`."""
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
+    if isinstance(state, BatchNormState):
+        state = BatchNormState(as_array(state.mean, op, "state.mean"), as_array(state.var, op, "state.var"))
+    return x, gamma, beta, state
+
+
 def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
     """Batch normalisation with a hand-derived backward pass.
 
     Args:
       x: activations, shape ``(N, D)``, floating dtype (float16/bfloat16
-        allowed: statistics are then computed in float32).
+        allowed: statistics and the backward pass are then computed in
+        float32). Arrays, NumPy arrays or nested lists of numbers (converted
+        once, before tracing, as for every op).
       gamma: scale, shape ``(D,)``.
       beta: shift, shape ``(D,)``.
       state: :class:`BatchNormState` of running ``mean`` and ``var``, ``(D,)``,
@@ -336,8 +356,10 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
     Raises:
       ValueError: ``x`` not 2-D; ``gamma``, ``beta``, ``state.mean`` or
         ``state.var`` not of shape ``(D,)``; ``momentum`` outside ``[0, 1]``
-        (or NaN); ``eps`` not finite or ``<= 0``; ``N = 0`` in train mode (no
-        batch statistics). Raised at trace time, naming the argument and shapes.
+        (or NaN); ``eps`` not finite or ``<= 0``; ``N = 0`` in train mode
+        (``batchnorm: the train-mode batch mean over an empty batch is
+        undefined: x has shape (0, D)``). Raised at trace time, naming the
+        argument and shapes.
       TypeError: non-bool ``train``, non-number ``momentum``/``eps``, a state
         that is not a ``BatchNormState``, or non-floating arrays (an integer
         ``state.mean``/``state.var`` included).
@@ -357,11 +379,14 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
     enters the running state as ``inf``). In test mode ``N = 0`` gives an
     empty output (and empty ``dx``).
 
-    Residuals: train mode ``x_hat`` (N x D, in ``x``'s dtype) and ``inv_std``
-    (D,); test mode only (D,) vectors beside ``x`` -- ``x``, ``gamma``,
-    ``beta`` are arguments, alive anyway.
+    Residuals: train mode ``x_hat`` (N x D) and ``inv_std`` (D,); ``x_hat`` is
+    in ``x``'s dtype, but in float32 for float16/bfloat16 ``x`` (twice the
+    bytes of ``x``: the price of a backward pass within one half-precision
+    rounding of the float32 one). Test mode only (D,) vectors beside ``x`` --
+    ``x``, ``gamma``, ``beta`` are arguments, alive anyway.
 
     Source: Ioffe & Szegedy (2015); the NumPy original's ``batchnorm_forward``.
     """
+    x, gamma, beta, state = _as_arrays(x, gamma, beta, state, "batchnorm")
     momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name)
     return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)

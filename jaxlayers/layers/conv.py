@@ -24,6 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlayers._checks import (
+    as_array,
     int_pair,
     require,
     require_float,
@@ -191,7 +192,8 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride=1, padding=0) -> 
 
     Args:
       x: inputs, shape ``(N, C, H, W)``, floating dtype (float16/bfloat16
-        allowed: products then accumulate in float32).
+        allowed: products then accumulate in float32). ``x``, ``w``, ``b``:
+        arrays, NumPy arrays or nested lists of numbers.
       w: filters, shape ``(F, C, HH, WW)``.
       b: biases, shape ``(F,)``.
       stride: keyword, static: an int ``>= 1`` or a pair ``(sh, sw)``.
@@ -238,5 +240,6 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride=1, padding=0) -> 
       >>> jl.conv2d(jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3)), jnp.zeros(4), padding=1).shape
       (2, 4, 8, 8)
     """
+    x, w, b = as_array(x, "conv2d", "x"), as_array(w, "conv2d", "w"), as_array(b, "conv2d", "b")
     stride, padding = _check(x, w, b, stride, padding)
     return _conv2d_jit(x, w, b, stride, padding)

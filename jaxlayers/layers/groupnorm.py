@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlayers._checks import require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers._checks import as_array, require, require_float, require_rank, shape_of, stats_dtype
 from jaxlayers.layers._norm import check_eps
 from jaxlayers.layers.layernorm import _grouped_bwd, _grouped_fwd
 
@@ -38,7 +38,8 @@ _PARAM_AXES = (0, 3, 4)
 
 
 class GroupNormResiduals(NamedTuple):
-    """Residuals: ``x_hat`` (N, C, H, W, ``x``'s dtype), ``inv_std`` (N, G), and ``gamma``, ``beta``."""
+    """Residuals: ``x_hat`` (N, C, H, W; ``x``'s dtype, float32 for half-precision ``x``),
+    ``inv_std`` (N, G), and ``gamma``, ``beta``."""
 
     x_hat: jax.Array
     inv_std: jax.Array
@@ -72,8 +73,8 @@ def groupnorm_fwd(x, gamma, beta, *, groups: int, eps: float = 1e-5):
     two-pass variance of example ``n``'s group ``g`` (in at least float32, no
     overflow for finite input), ``x_hat = (x - mu_ng) / sqrt(var_ng + eps)``,
     ``out = gamma_c * x_hat + beta_c``. Residuals: :class:`GroupNormResiduals`
-    -- ``x_hat`` (N, C, H, W) in ``x``'s dtype, ``inv_std`` (N, G), ``gamma``,
-    ``beta``.
+    -- ``x_hat`` (N, C, H, W) in ``x``'s dtype (float32 for half-precision
+    ``x``), ``inv_std`` (N, G), ``gamma``, ``beta``.
     """
     out, x_hat, inv_std = _grouped_fwd(
         _view(x, groups), _param_view(gamma, groups), _param_view(beta, groups), _STAT_AXES, eps
@@ -166,6 +167,7 @@ def groupnorm(x, gamma, beta, *, groups: int, eps: float = 1e-5):
     Args:
       x: activations, shape ``(N, C, H, W)``, floating dtype (float16/bfloat16
         allowed: statistics and the backward pass are then in float32).
+        Arrays, NumPy arrays or nested lists of numbers.
       gamma: scale, shape ``(C,)``.
       beta: shift, shape ``(C,)``.
       groups: keyword, static: the number ``G`` of channel groups; must
@@ -192,9 +194,13 @@ def groupnorm(x, gamma, beta, *, groups: int, eps: float = 1e-5):
         dgamma_c = sum_{n,h,w} g * x_hat
         dx       = inv_std_ng * (gg - (sum_R gg + x_hat * sum_R gg * x_hat) / M)
 
-    Residuals: ``x_hat`` (``x``'s shape and dtype) and ``inv_std`` (N, G).
+    Residuals: ``x_hat`` (``x``'s shape and dtype; float32 for float16/bfloat16
+    ``x``, so that the backward pass is float32's rounded once) and
+    ``inv_std`` (N, G).
 
     Source: Wu & He (2018); the NumPy original's ``spatial_groupnorm_forward``.
     """
+    op = "groupnorm"
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
     groups, eps = _check(x, gamma, beta, groups, eps)
     return _groupnorm_jit(x, gamma, beta, groups, eps)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxlayers._checks import require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers._checks import as_array, require, require_float, require_rank, shape_of, stats_dtype
 from jaxlayers.layers._norm import check_eps, normalize, normalized_vjp
 
 __all__ = [
@@ -35,7 +35,8 @@ __all__ = [
 
 
 class LayerNormResiduals(NamedTuple):
-    """Residuals: ``x_hat`` (N, D, ``x``'s dtype), ``inv_std`` (N,), and ``gamma``, ``beta``."""
+    """Residuals: ``x_hat`` (N, D; ``x``'s dtype, float32 for half-precision ``x``),
+    ``inv_std`` (N,), and ``gamma``, ``beta``."""
 
     x_hat: jax.Array
     inv_std: jax.Array
@@ -50,12 +51,14 @@ def _grouped_fwd(xg, gamma_b, beta_b, stat_axes, eps):
     example (layer norm: ``(N, D)`` over ``(1,)``; group norm: ``(N, G, C/G, H,
     W)`` over ``(2, 3, 4)``); ``gamma_b``/``beta_b`` broadcast against it.
     Statistics, ``x_hat`` and ``out`` are computed in at least float32;
-    ``inv_std`` keeps the reduced axes.
+    ``inv_std`` keeps the reduced axes. ``x_hat`` is returned in that dtype
+    (float32 for half-precision ``x``: rounded to the input dtype it would
+    put a half-precision error into every backward sum), ``out`` in ``x``'s.
     """
     sd = stats_dtype(xg.dtype)
     x_hat, inv_std, _, _ = normalize(xg.astype(sd), stat_axes, eps)
     out = gamma_b.astype(sd) * x_hat + beta_b.astype(sd)
-    return out.astype(xg.dtype), x_hat.astype(xg.dtype), inv_std
+    return out.astype(xg.dtype), x_hat, inv_std
 
 
 def _grouped_bwd(g, x_hat, inv_std, gamma_b, stat_axes, param_axes):
@@ -63,11 +66,11 @@ def _grouped_bwd(g, x_hat, inv_std, gamma_b, stat_axes, param_axes):
 
     ``dx = inv_std * (gg - (sum_R gg + x_hat * sum_R gg * x_hat) / M)`` with
     ``gg = g * gamma``; ``dgamma``, ``dbeta`` summed over ``param_axes``. In
-    float32 at least; ``dx`` cast to ``x_hat``'s dtype here, the parameter
-    cotangents by the caller.
+    float32 at least; ``dx`` cast here to ``g``'s dtype (``out``'s, i.e.
+    ``x``'s: ``x_hat`` may be wider), the parameter cotangents by the caller.
     """
     dx, dgamma, dbeta = normalized_vjp(g, x_hat, inv_std, gamma_b, stat_axes, param_axes)
-    return dx.astype(x_hat.dtype), dgamma, dbeta
+    return dx.astype(g.dtype), dgamma, dbeta
 
 
 def layernorm_reference(x, gamma, beta, *, eps: float = 1e-5):
@@ -86,7 +89,8 @@ def layernorm_fwd(x, gamma, beta, *, eps: float = 1e-5):
     ``x[n]`` (in at least float32, no overflow for finite input), ``x_hat =
     (x - mu_n) / sqrt(var_n + eps)``, ``out = gamma * x_hat + beta``.
     Residuals: :class:`LayerNormResiduals` -- ``x_hat`` (N, D) in ``x``'s
-    dtype, ``inv_std`` (N,), ``gamma``, ``beta``.
+    dtype (float32 for half-precision ``x``), ``inv_std`` (N,), ``gamma``,
+    ``beta``.
     """
     out, x_hat, inv_std = _grouped_fwd(x, gamma[None], beta[None], (1,), eps)
     return out, LayerNormResiduals(x_hat, inv_std[:, 0], gamma, beta)
@@ -151,6 +155,7 @@ def layernorm(x, gamma, beta, *, eps: float = 1e-5):
     Args:
       x: activations, shape ``(N, D)``, floating dtype (float16/bfloat16
         allowed: statistics and the backward pass are then in float32).
+        Arrays, NumPy arrays or nested lists of numbers.
       gamma: scale, shape ``(D,)``.
       beta: shift, shape ``(D,)``.
       eps: keyword, static, finite and ``> 0``, added to the variance.
@@ -172,9 +177,13 @@ def layernorm(x, gamma, beta, *, eps: float = 1e-5):
         dgamma = (g * x_hat).sum(0)
         dx     = inv_std_n * (gg - (gg.sum(1) + x_hat * (gg * x_hat).sum(1)) / D)
 
-    Residuals: ``x_hat`` (N x D, ``x``'s dtype) and ``inv_std`` (N,).
+    Residuals: ``x_hat`` (N x D, ``x``'s dtype; float32 for float16/bfloat16
+    ``x``, twice ``x``'s bytes, so that the backward pass is float32's rounded
+    once) and ``inv_std`` (N,).
 
     Source: Ba, Kiros & Hinton (2016); the NumPy original's ``layernorm_forward``.
     """
+    op = "layernorm"
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
     eps = _check(x, gamma, beta, eps)
     return _layernorm_jit(x, gamma, beta, eps)

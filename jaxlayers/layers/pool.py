@@ -27,7 +27,16 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlayers._checks import int_pair, require, require_float, require_int_pair, require_rank, shape_of
+from jaxlayers._checks import (
+    as_array,
+    compute_dtype,
+    int_pair,
+    require,
+    require_float,
+    require_int_pair,
+    require_rank,
+    shape_of,
+)
 
 __all__ = ["max_pool2d", "max_pool2d_reference", "max_pool2d_fwd", "max_pool2d_bwd", "MaxPoolResiduals"]
 
@@ -128,6 +137,11 @@ def max_pool2d_bwd(residuals: MaxPoolResiduals, g: jax.Array) -> tuple[jax.Array
     zeros between elements) and the ``ph * pw`` maps are summed, in the order
     that adds an element's contributions window by window, row-major, as
     ``select_and_scatter_add`` does (so float sums match it bit for bit).
+    Those sums run in :func:`~jaxlayers._checks.compute_dtype` (float32 for
+    float16/bfloat16 ``g``) and ``dx`` is rounded once: summed in half
+    precision, an element that is the maximum of several windows would be
+    rounded once per window (the float32 reference picks the same argmax
+    on the upcast values, so only the rounding differed).
     """
     index = residuals.index
     h, w = residuals.in_hw
@@ -142,18 +156,20 @@ def max_pool2d_bwd(residuals: MaxPoolResiduals, g: jax.Array) -> tuple[jax.Array
         if (h, w) != (ho * ph, wo * pw):
             dx = jnp.pad(dx, ((0, 0), (0, 0), (0, h - ho * ph), (0, w - wo * pw)))
         return (dx,)
+    acc = compute_dtype(g)
+    zero = jnp.zeros((), acc)
     dx = None
     # Position (y, x) gets its contributions from windows (i, j) = ((y - u) / sh, (x - v) / sw):
     # the last window position first is the first window (row-major) first.
     for k, (u, v) in reversed(list(enumerate(_window_offsets(ph, pw)))):
-        part = jnp.where(index == np.asarray(k, idt), g, zero)
+        part = jnp.where(index == np.asarray(k, idt), g.astype(acc), zero)
         spread = lax.pad(
             part,
             zero,
             ((0, 0, 0), (0, 0, 0), (u, h - u - (ho - 1) * sh - 1, sh - 1), (v, w - v - (wo - 1) * sw - 1, sw - 1)),
         )
         dx = spread if dx is None else dx + spread
-    return (dx,)
+    return (dx.astype(g.dtype),)
 
 
 @partial(jax.custom_vjp, nondiff_argnums=(1, 2))
@@ -194,7 +210,8 @@ def max_pool2d(x: jax.Array, *, pool_size=(2, 2), stride=2) -> jax.Array:
     """2-D max pooling over VALID windows (NCHW) with a hand-derived backward pass.
 
     Args:
-      x: inputs, shape ``(N, C, H, W)``, floating dtype.
+      x: inputs, shape ``(N, C, H, W)``, floating dtype; an array, a NumPy
+        array or a nested list of numbers.
       pool_size: keyword, static: an int ``>= 1`` or a pair ``(ph, pw)``.
       stride: keyword, static: an int ``>= 1`` or a pair ``(sh, sw)``.
         Windows may overlap (``stride < pool_size``) or skip elements.
@@ -235,5 +252,6 @@ def max_pool2d(x: jax.Array, *, pool_size=(2, 2), stride=2) -> jax.Array:
       Array([[[[ 5.,  7.],
                [13., 15.]]]], dtype=float32)
     """
+    x = as_array(x, "max_pool2d", "x")
     pool_size, stride = _check(x, pool_size, stride)
     return _max_pool2d_jit(x, pool_size, stride)

@@ -18,6 +18,7 @@ statistics) and ``axis_name`` semantics as ``batchnorm``.
 from __future__ import annotations
 
 from jaxlayers.layers.batchnorm import (
+    _as_arrays,
     _batchnorm_jit,
     _check,
     batchnorm_bwd,
@@ -54,7 +55,8 @@ def spatial_batchnorm_fwd(
     and biased two-pass variance of channel ``c`` over ``(N, H, W)`` (train) or
     the running statistics (test); ``out = gamma_c * x_hat + beta_c``.
     Residuals, as ``batchnorm_fwd``: train mode a ``BatchNormTrainResiduals``
-    -- ``x_hat`` ``(N, C, H, W)`` in ``x``'s dtype and ``inv_std`` ``(C,)`` (plus
+    -- ``x_hat`` ``(N, C, H, W)`` (float32 for half-precision ``x``, else ``x``'s
+    dtype) and ``inv_std`` ``(C,)`` (plus
     ``gamma``, ``beta``); test mode a ``BatchNormEvalResiduals`` -- ``x``, the
     running mean and ``inv_std`` ``(C,)``.
     """
@@ -80,6 +82,7 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
     Args:
       x: activations, shape ``(N, C, H, W)``, floating dtype (float16/bfloat16
         allowed: statistics and the backward pass are then in float32).
+        Arrays, NumPy arrays or nested lists of numbers.
       gamma: scale, shape ``(C,)``.
       beta: shift, shape ``(C,)``.
       state: :class:`~jaxlayers.BatchNormState` of running ``mean`` and
@@ -104,7 +107,9 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
     Raises:
       ValueError: ``x`` not 4-D; ``gamma``, ``beta``, ``state.mean`` or
         ``state.var`` not ``(C,)``; ``momentum`` outside ``[0, 1]``; ``eps`` not
-        finite or ``<= 0``; ``N * H * W = 0`` in train mode. At trace time.
+        finite or ``<= 0``; ``N * H * W = 0`` in train mode (for ``N = 0``:
+        ``spatial_batchnorm: the train-mode batch mean over an empty batch is
+        undefined: x has shape (0, C, H, W)``). At trace time.
       TypeError: non-bool ``train``, non-number ``momentum``/``eps``, a state
         that is not a ``BatchNormState``, or non-floating arrays (an integer
         state included).
@@ -117,13 +122,16 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
         dx     = s * (g - (dbeta + x_hat * dgamma) / M)   # train
         dx     = s * g                                     # test
 
-    Residuals: train mode ``x_hat`` (``x``'s shape and dtype) and ``inv_std``
-    ``(C,)``; test mode ``x`` itself and two ``(C,)`` vectors.
+    Residuals: train mode ``x_hat`` (``x``'s shape and dtype; float32 for
+    float16/bfloat16 ``x``, so that the backward pass stays within one
+    half-precision rounding of float32's) and ``inv_std`` ``(C,)``; test mode
+    ``x`` itself and two ``(C,)`` vectors.
     A constant channel gives ``out = beta`` exactly and finite gradients; test
     mode on ``N = 0`` gives an empty output.
 
     Source: Ioffe & Szegedy (2015), section 3.2; the NumPy original's
     ``spatial_batchnorm_forward``.
     """
+    x, gamma, beta, state = _as_arrays(x, gamma, beta, state, "spatial_batchnorm")
     momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name, op="spatial_batchnorm", rank=4)
     return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)
