@@ -85,7 +85,7 @@ def _train_defaults() -> dict:
 
 
 RUN_FILES = ("config.json", "metrics.jsonl", "curves.png", "checkpoint.safetensors", "summary.json")
-OUTPUT_DEFAULT = "runs/<dataset>"
+OUTPUT_DEFAULT = "runs/<dataset>"  # runs/<dataset>-<model> for --model convnet | threelayer
 SWEEP_OUTPUT_DEFAULT = "runs/<dataset>-sweep"
 EXIT_CODES = """exit status:
   0    success
@@ -253,11 +253,13 @@ def _given(argv: list[str]) -> set[str]:
     return set(vars(build_parser(suppress=True).parse_args(argv))) - {"func", "command"}
 
 
-def _output_dir(args: argparse.Namespace, dataset: str, default: str) -> Path:
-    """``-o``, or its default with the dataset's name filled in."""
+def _output_dir(args: argparse.Namespace, dataset: str, default: str, model: str = "fc") -> Path:
+    """``-o``, or its default with the dataset's name filled in (and ``-<model>`` for a conv model, so
+    that `jaxlayers train --model convnet` does not collide with the fully connected run)."""
     text = args.output_dir
     if text == default:
-        return Path(default.replace("<dataset>", dataset.partition(":")[0]))
+        suffix = "" if model == "fc" else f"-{model}"
+        return Path(default.replace("<dataset>", dataset.partition(":")[0] + suffix))
     return Path(text)
 
 
@@ -275,7 +277,7 @@ def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPU
         if name in opts:
             opts[name] = [h for part in opts[name] for h in part]
     base = dict(defaults)
-    out = _output_dir(args, opts.get("dataset", base["dataset"]), default_out)
+    out = _output_dir(args, opts.get("dataset", base["dataset"]), default_out, opts.get("model", base["model"]))
     ckpt = out / CHECKPOINT_NAME
     if getattr(args, "resume", False) and ckpt.is_file():
         meta = read_checkpoint_metadata(ckpt)
@@ -479,7 +481,7 @@ def _train(args: argparse.Namespace) -> int:
     try:  # before anything is compiled or allocated
         estimate = memory.estimate_memory(net, config, ds)
         print(f"memory: {estimate.describe()}")
-        memory.check_memory(estimate, "jaxlayers train")
+        memory.check_memory(estimate, "the run")
     except MemoryError as e:
         return fail(str(e), 1)
     print(

@@ -62,6 +62,8 @@ __all__ = [
 ]
 
 RUN_FILES = ("config.json", "metrics.jsonl", "curves.png", "checkpoint.safetensors", "summary.json")
+# Written into the run directory after training (`jaxlayers evaluate`); a fresh run removes them with the run.
+DERIVED_FILES = ("confusion.png",)
 LOCK_NAME = ".lock"
 
 
@@ -313,7 +315,8 @@ def train_run(
                     f"{out} already holds a run{held}: {', '.join(present)}; continue it with {how[0]}, "
                     f"or replace it with {how[1]}"
                 )
-            for name in present:
+            derived = [name for name in DERIVED_FILES if (out / name).exists()]  # of the old run's model
+            for name in present + derived:
                 try:
                     (out / name).unlink()
                 except OSError as e:
