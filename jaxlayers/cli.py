@@ -15,7 +15,10 @@ from pathlib import Path
 def _gradcheck(args: argparse.Namespace) -> int:
     from jaxlayers.gradcheck import main as gradcheck_main
 
-    return gradcheck_main(verbose=args.verbose)
+    try:
+        return gradcheck_main(verbose=args.verbose, ops=args.op)
+    except ValueError as e:
+        return _fail("gradcheck", str(e), 2)
 
 
 # Defaults of `jaxlayers train`: the network's, tuned on digits (see README, "Training"); the
@@ -955,6 +958,12 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     p.add_argument("-v", "--verbose", action="store_true", help="one row per sample, not per op")
+    p.add_argument(
+        "--op",
+        nargs="+",
+        metavar="NAME",
+        help="check only these ops (e.g. conv2d batchnorm); default: every op (about 1-2 minutes on 2 cores)",
+    )
     p.set_defaults(func=_gradcheck)
     _add_train_parser(sub, suppress)
     _add_sweep_parser(sub, suppress)

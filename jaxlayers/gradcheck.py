@@ -294,10 +294,32 @@ def _fmt(v: float | None) -> str:
     return "     (kink)" if v is None else f"{v:11.2e}"
 
 
-def main(verbose: bool = False, out=None) -> int:
-    """Print the gradient-check table; return 0 if every error is within :data:`TOLERANCES`."""
+def select_ops(names=None) -> tuple[OpInfo, ...]:
+    """The registry entries named by ``names`` (an op's name, e.g. ``"batchnorm"`` selects both of its
+    modes, or a full entry name such as ``"batchnorm[train]"``); ``None``: every op.
+
+    Raises:
+      ValueError: a name that matches no op, listing the names there are.
+    """
+    if not names:
+        return OPS
+    picked = [info for info in OPS if info.name in names or info.name.split("[")[0] in names]
+    known = {info.name.split("[")[0] for info in OPS} | {info.name for info in OPS}
+    unknown = sorted(set(names) - known)
+    if unknown:
+        raise ValueError(f"gradcheck: no op named {', '.join(unknown)}; the ops are {', '.join(sorted(known))}")
+    return tuple(picked)
+
+
+def main(verbose: bool = False, out=None, ops=None) -> int:
+    """Print the gradient-check table of ``ops`` (names, see :func:`select_ops`; ``None``: every op);
+    return 0 if every error is within :data:`TOLERANCES`.
+
+    Raises:
+      ValueError: an unknown op name.
+    """
     out = out or sys.stdout
-    rows = report()
+    rows = report(select_ops(ops))
     print(
         "jaxlayers gradcheck: relative error of each op's VJP, float64, worst over samples and arguments.\n"
         f"custom/autodiff: elementwise max relative error, tolerance {TOLERANCES['custom_vs_autodiff']:.0e}; "
