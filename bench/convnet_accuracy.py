@@ -49,7 +49,7 @@ CONFIGS: dict[str, tuple[dict, dict]] = {
             "conv_norm": "batchnorm",
             "pool_size": (1, 2),
             "hidden_dims": (256,),
-            "dropout_rate": 0.3,
+            "dropout_rate": 0.5,
         },
         {"epochs": 25, "batch_size": 64, "optimizer": "adam", "learning_rate": 2e-3, "lr_decay": 0.9},
     ),
