@@ -225,19 +225,24 @@ def _softmax_samples(dtype) -> list[Sample]:
     ]
 
 
-def _batchnorm_info(train: bool) -> OpInfo:
-    """batchnorm in one mode: its samples carry ``train``; only ``out`` is differentiated."""
+def _batch_stats_info(name: str, op, reference, samples, train: bool) -> OpInfo:
+    """An op with running statistics (batchnorm, spatial_batchnorm) in one mode: its samples carry
+    ``train``; only ``out`` is differentiated; train mode refuses an empty batch."""
     return OpInfo(
-        f"batchnorm[{'train' if train else 'test'}]",
-        batchnorm,
-        batchnorm_reference,
+        f"{name}[{'train' if train else 'test'}]",
+        op,
+        reference,
         (0, 1, 2),
-        _bn_samples(train),
+        samples(train),
         output=_first,
         stateful=True,
         batch_argnums=(0,),
         empty_batch="error" if train else "empty",  # no batch statistics of nothing
     )
+
+
+def _batchnorm_info(train: bool) -> OpInfo:
+    return _batch_stats_info("batchnorm", batchnorm, batchnorm_reference, _bn_samples, train)
 
 
 # --- normalisation layers (issue 11): spatial_batchnorm, layernorm, groupnorm ---
@@ -311,17 +316,8 @@ def _groupnorm_samples(dtype) -> list[Sample]:
 
 
 def _spatial_batchnorm_info(train: bool) -> OpInfo:
-    """spatial_batchnorm in one mode, declared like batchnorm's entries."""
-    return OpInfo(
-        f"spatial_batchnorm[{'train' if train else 'test'}]",
-        spatial_batchnorm,
-        spatial_batchnorm_reference,
-        (0, 1, 2),
-        _spatial_bn_samples(train),
-        output=_first,
-        stateful=True,
-        batch_argnums=(0,),
-        empty_batch="error" if train else "empty",  # no batch statistics of nothing
+    return _batch_stats_info(
+        "spatial_batchnorm", spatial_batchnorm, spatial_batchnorm_reference, _spatial_bn_samples, train
     )
 
 
