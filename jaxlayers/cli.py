@@ -484,7 +484,7 @@ def _train(args: argparse.Namespace) -> int:
     try:  # before anything is compiled or allocated
         estimate = memory.estimate_memory(net, config, ds)
         print(f"memory: {estimate.describe()}")
-        memory.check_memory(estimate, "the run")
+        memory.check_memory(estimate, "")  # the error line names the command already
     except MemoryError as e:
         return fail(str(e), 1)
     print(

@@ -360,7 +360,7 @@ def test_a_network_too_large_for_memory_is_refused_before_compiling(tmp_path, ca
     assert code == 1 and time.perf_counter() - t0 < 60
     assert "FullyConnectedNet: 40,016,000,010 parameters, 149.1 GiB" in out  # the model summary
     assert "memory: 40,016,000,010 parameters; estimated memory" in out
-    _one_line_error(err, "jaxlayers train: the run needs about")
+    _one_line_error(err, "jaxlayers train: error: the run needs about")
     assert "available" in err and "use a smaller network or batch size" in err
     assert not (tmp_path / "run").exists()  # refused before anything was written
 

@@ -149,12 +149,13 @@ def check_memory(estimate: MemoryEstimate, where: str, available: tuple[int | No
     """Refuse a run whose estimate exceeds the available memory.
 
     Raises:
-      InsufficientMemoryError: naming the estimate, its parts and the available memory.
+      InsufficientMemoryError: naming the estimate, its parts and the available memory, after
+        ``where + ": "`` (nothing for ``where=""``: the caller names the command).
     """
     free, source = available_memory() if available is None else available
     if free is not None and estimate.total > free:
         raise InsufficientMemoryError(
-            f"{where}: the run needs about {format_bytes(estimate.total)} but {source} has "
+            f"{where + ': ' if where else ''}the run needs about {format_bytes(estimate.total)} but {source} has "
             f"{format_bytes(free)} available ({estimate.describe()}); use a smaller network or batch size"
         )
 
