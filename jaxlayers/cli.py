@@ -142,8 +142,15 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
     """
     d = _train_defaults()
 
-    def a(*names, default=None, **kw):
-        p.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
+    def adder(target):
+        """``target.add_argument`` with the default suppressed when ``suppress``."""
+
+        def add(*names, default=None, **kw):
+            target.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
+
+        return add
+
+    a = adder(p)
 
     a("--dataset", default=d["dataset"], help="digits | mnist1d | mnist:DIR | cifar10:DIR")
     a(
@@ -177,10 +184,7 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
         "for --model convnet, flags not given take the tuned settings of the dataset (README, 'Convolutional "
         "networks'); --hidden-dims, --dropout-rate, --reg, --loss and --weight-scale apply to every model",
     )
-
-    def ca(*names, default=None, **kw):
-        c.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
-
+    ca = adder(c)
     ca(
         "--conv-channels",
         default=d["conv_channels"],
@@ -228,10 +232,7 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
         "data-parallel training: every minibatch is split over the devices, batchnorm statistics span the "
         "global batch, and the result equals the one-device run up to float rounding (README, 'Scaling out')",
     )
-
-    def ga(*names, default=None, **kw):
-        g.add_argument(*names, default=argparse.SUPPRESS if suppress else default, **kw)
-
+    ga = adder(g)
     ga(
         "--devices",
         type=int,
