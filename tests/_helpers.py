@@ -5,7 +5,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.flatten_util import ravel_pytree
 
+from jaxlayers.gradcheck import numerical_gradient
 from jaxlayers.opinfo import OPS, OpInfo, Sample
 
 
@@ -77,3 +79,37 @@ def call(info: OpInfo, args, kwargs):
 def tree_allclose(a, b, **kw):
     for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)
+
+
+def numeric_vjp(f, x, dout, h=1e-5):
+    """Central differences of ``sum(f(x) * dout)`` with respect to the NumPy array ``x`` (float64),
+    one element at a time (the course's ``eval_numerical_gradient_array``). ``x`` is restored.
+
+    Compare normwise (``norm_rel_error``): its absolute round-off is set by ``|f|``, not by each element.
+    """
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"])
+    for _ in it:
+        i = it.multi_index
+        old = x[i]
+        x[i] = old + h
+        plus = np.sum(f(x) * dout)
+        x[i] = old - h
+        minus = np.sum(f(x) * dout)
+        x[i] = old
+        grad[i] = (plus - minus) / (2 * h)
+    return grad
+
+
+def model_loss_gradients(net, params, state, x, y, key):
+    """``(grads, numeric)``: ``jax.grad`` of ``net.loss`` (the hand-derived rules) and its fourth-order
+    central differences, both by parameter name. All parameters go through one flat vector: one
+    compiled, vmapped finite-difference pass."""
+    grads, _ = jax.jit(jax.grad(net.loss, has_aux=True))(params, state, x, y, key=key)
+    flat, unravel = ravel_pytree(params)
+
+    @jax.jit
+    def loss_of_flat(v, state, x, y, key):
+        return net.loss(unravel(v), state, x, y, key=key)[0]
+
+    return grads, unravel(numerical_gradient(lambda v: loss_of_flat(v, state, x, y, key), flat, h=1e-4))

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 import seed_numpy as seed
+from _helpers import numeric_vjp
 
 from jaxlayers import compat
 from jaxlayers.gradcheck import norm_rel_error, rel_error
@@ -227,25 +228,6 @@ POOL_CASES = [
 ]
 
 
-def _numeric(f, x, dout, h=1e-5):
-    """Central differences of ``sum(f(x) * dout)`` (the course's eval_numerical_gradient_array).
-
-    Compared normwise (:func:`norm_rel_error`): their absolute round-off is set by ``|f|``, not by each element.
-    """
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + h
-        pos = np.sum(f(x) * dout)
-        x[i] = old - h
-        neg = np.sum(f(x) * dout)
-        x[i] = old
-        grad[i] = (pos - neg) / (2 * h)
-    return grad
-
-
 @pytest.mark.parametrize(("xs", "ws", "conv_param"), CONV_CASES)
 def test_conv_matches_naive_loops(rng, x64, xs, ws, conv_param):
     x, w, b = rng.randn(*xs), rng.randn(*ws), rng.randn(ws[0])
@@ -295,14 +277,14 @@ def test_conv_and_pool_numeric_gradients(rng, x64):
     out, cache = compat.conv_forward_naive(x, w, b, conv_param)
     dout = rng.randn(*out.shape)
     dx, dw, db = compat.conv_backward_naive(dout, cache)
-    assert norm_rel_error(dx, _numeric(lambda a: naive.conv_forward_naive(a, w, b, conv_param)[0], x, dout)) <= 1e-8
-    assert norm_rel_error(dw, _numeric(lambda a: naive.conv_forward_naive(x, a, b, conv_param)[0], w, dout)) <= 1e-8
-    assert norm_rel_error(db, _numeric(lambda a: naive.conv_forward_naive(x, w, a, conv_param)[0], b, dout)) <= 1e-8
+    assert norm_rel_error(dx, numeric_vjp(lambda a: naive.conv_forward_naive(a, w, b, conv_param)[0], x, dout)) <= 1e-8
+    assert norm_rel_error(dw, numeric_vjp(lambda a: naive.conv_forward_naive(x, a, b, conv_param)[0], w, dout)) <= 1e-8
+    assert norm_rel_error(db, numeric_vjp(lambda a: naive.conv_forward_naive(x, w, a, conv_param)[0], b, dout)) <= 1e-8
     xp = rng.permutation(2 * 2 * 5 * 5).reshape(2, 2, 5, 5) / 10.0  # distinct values, no ties
     pool_param = {"pool_height": 3, "pool_width": 3, "stride": 2}
     out, cache = compat.max_pool_forward_naive(xp, pool_param)
     dout = rng.randn(*out.shape)
-    num = _numeric(lambda a: naive.max_pool_forward_naive(a, pool_param)[0], xp, dout)
+    num = numeric_vjp(lambda a: naive.max_pool_forward_naive(a, pool_param)[0], xp, dout)
     assert norm_rel_error(compat.max_pool_backward_naive(dout, cache), num) <= 1e-8
 
 
@@ -328,7 +310,7 @@ def test_sandwich_layers_match_the_course(rng, x64):
         grads = getattr(compat, bwd)(dout, cache)
         for g, g_s in zip(grads, getattr(naive, bwd)(dout, cache_s), strict=True):
             assert g.shape == g_s.shape and rel_error(g, g_s) <= TOL
-        num = _numeric(lambda a, fwd=fwd, extra=extra: getattr(naive, fwd)(x, a, b, *extra)[0], w, dout)
+        num = numeric_vjp(lambda a, fwd=fwd, extra=extra: getattr(naive, fwd)(x, a, b, *extra)[0], w, dout)
         assert norm_rel_error(grads[1], num) <= 1e-8
 
 

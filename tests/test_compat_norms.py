@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import seed_numpy as seed
 import seed_numpy_norms as course
+from _helpers import numeric_vjp
 
 from jaxlayers import compat
 from jaxlayers.gradcheck import norm_rel_error, rel_error
@@ -16,22 +17,6 @@ TOL = 1e-9
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)
-
-
-def _numeric(f, x, dout, h=1e-5):
-    """Central differences of ``sum(f(x) * dout)`` with respect to ``x`` (NumPy, float64)."""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"])
-    for _ in it:
-        i = it.multi_index
-        old = x[i]
-        x[i] = old + h
-        plus = np.sum(f(x) * dout)
-        x[i] = old - h
-        minus = np.sum(f(x) * dout)
-        x[i] = old
-        grad[i] = (plus - minus) / (2 * h)
-    return grad
 
 
 def _close(ours, theirs):
@@ -71,7 +56,7 @@ def test_spatial_batchnorm(rng, x64, mode):
     def f(x):
         return compat.spatial_batchnorm_forward(x, gamma, beta, dict(params))[0]
 
-    assert norm_rel_error(grads[0], _numeric(f, x.copy(), dout)) <= 1e-7
+    assert norm_rel_error(grads[0], numeric_vjp(f, x.copy(), dout)) <= 1e-7
 
 
 def test_layernorm(rng, x64):
@@ -88,7 +73,7 @@ def test_layernorm(rng, x64):
         2: lambda a: compat.layernorm_forward(x, gamma, a, {"eps": 1e-4})[0],
     }
     for k, arg in enumerate((x, gamma, beta)):
-        assert norm_rel_error(grads[k], _numeric(f[k], arg.copy(), dout)) <= 1e-7
+        assert norm_rel_error(grads[k], numeric_vjp(f[k], arg.copy(), dout)) <= 1e-7
 
 
 @pytest.mark.parametrize("groups", [1, 2, 6])
@@ -106,7 +91,7 @@ def test_spatial_groupnorm(rng, x64, groups):
     def f(a):
         return compat.spatial_groupnorm_forward(a, gamma, beta, groups, {})[0]
 
-    assert norm_rel_error(grads[0], _numeric(f, x.copy(), dout)) <= 1e-7
+    assert norm_rel_error(grads[0], numeric_vjp(f, x.copy(), dout)) <= 1e-7
 
 
 def test_spatial_groupnorm_errors():

@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _helpers import model_loss_gradients
 from jax.flatten_util import ravel_pytree
 
 import jaxlayers as jl
@@ -223,16 +224,8 @@ def test_convnet_loss_gradient_matches_finite_differences_float64(conv_norm, fc_
     x, y = _images(n=6, seed=2)
     key = jax.random.key(3)  # a fixed dropout mask: the loss is a deterministic function of params
 
-    grads, _ = jax.jit(jax.grad(net.loss, has_aux=True))(params, state, x, y, key=key)
+    grads, num = model_loss_gradients(net, params, state, x, y, key)
     assert set(grads) == set(params)
-
-    flat, unravel = ravel_pytree(params)
-
-    @jax.jit
-    def loss_of_flat(v, state, x, y, key):
-        return net.loss(unravel(v), state, x, y, key=key)[0]
-
-    num = unravel(numerical_gradient(lambda v: loss_of_flat(v, state, x, y, key), flat, h=1e-4))
     for name in sorted(params):
         assert grads[name].dtype == jnp.float64
         # Biases before batchnorm have an exactly-zero gradient, dead, pooled-away or

@@ -8,10 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.flatten_util import ravel_pytree
+from _helpers import model_loss_gradients
 
 import jaxlayers as jl
-from jaxlayers.gradcheck import numerical_gradient, rel_error
+from jaxlayers.gradcheck import rel_error
 
 
 def _data(n=6, d=5, c=3, seed=0, dtype=np.float64):
@@ -160,17 +160,8 @@ def test_loss_gradient_matches_finite_differences_float64(loss_type, x64):
     x, y = _data(n=8, d=4, c=3, seed=2)
     key = jax.random.key(3)  # a fixed dropout mask: the loss is a deterministic function of params
 
-    grads, _ = jax.jit(jax.grad(net.loss, has_aux=True))(params, state, x, y, key=key)
+    grads, num = model_loss_gradients(net, params, state, x, y, key)
     assert set(grads) == set(params)
-
-    # All parameters as one flat vector: one compiled, vmapped finite-difference pass.
-    flat, unravel = ravel_pytree(params)
-
-    @jax.jit
-    def loss_of_flat(v, state, x, y, key):
-        return net.loss(unravel(v), state, x, y, key=key)[0]
-
-    num = unravel(numerical_gradient(lambda v: loss_of_flat(v, state, x, y, key), flat, h=1e-4))
     for name in sorted(params):
         assert grads[name].dtype == jnp.float64
         if name in ("b1", "b2"):  # batchnorm cancels the bias before it: the gradient is exactly 0
