@@ -40,8 +40,34 @@ MODEL_DEFAULTS = {
     "pool_size": [2, 2],
     "fc_norm": "none",
 }
-TRAIN_FLAGS = ("optimizer", "learning_rate", "lr_decay", "epochs", "batch_size", "seed")
+TRAIN_FLAGS = (
+    "optimizer",
+    "learning_rate",
+    "lr_decay",
+    "schedule",
+    "warmup_epochs",
+    "weight_decay",
+    "clip_norm",
+    "epochs",
+    "batch_size",
+    "seed",
+)
 MODELS = {"fc": "FullyConnectedNet", "convnet": "ConvNet", "threelayer": "ThreeLayerConvNet"}
+# The flags that configure the named models; a model given as PATH.json (its record) takes none of them.
+NAMED_MODEL_FLAGS = (
+    "hidden_dims",
+    "normalization",
+    "dropout_rate",
+    "loss",
+    "conv_channels",
+    "filter_size",
+    "conv_norm",
+    "groups",
+    "pool_size",
+    "fc_norm",
+    "reg",
+    "weight_scale",
+)
 # `--model convnet`'s settings per dataset (model flags and training flags), tuned for the README's figures;
 # any flag given overrides its entry. Datasets not listed take MODEL_DEFAULTS and TrainConfig's defaults.
 CONVNET_PRESETS: dict[str, dict] = {
@@ -124,6 +150,13 @@ def _hidden_dims(text: str) -> list[int]:
     return dims
 
 
+def _model_choice(text: str) -> str:
+    """A named model (``fc``, ``convnet``, ``threelayer``) or the path of a model record ending in ``.json``."""
+    if text in MODELS or text.lower().endswith(".json"):
+        return text
+    raise argparse.ArgumentTypeError(f"expected one of {', '.join(MODELS)} or a model record PATH.json, got {text!r}")
+
+
 def _int_pair(text: str) -> list[int]:
     """``3`` -> ``[3, 3]``; ``1,5`` or ``1x5`` -> ``[1, 5]``."""
     try:
@@ -152,13 +185,21 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
 
     a = adder(p)
 
-    a("--dataset", default=d["dataset"], help="digits | mnist1d | mnist:DIR | cifar10:DIR")
+    a(
+        "--dataset",
+        default=d["dataset"],
+        help="digits | mnist1d | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, X_test, y_test; "
+        "optional X_val, y_val, class_names, image_shape)",
+    )
     a(
         "--model",
         default=d["model"],
-        choices=list(MODELS),
+        type=_model_choice,
+        metavar="{fc,convnet,threelayer,PATH.json}",
         help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see README); "
-        "threelayer: the course's ThreeLayerConvNet (first --conv-channels, --filter-size, first --hidden-dims)",
+        "threelayer: the course's ThreeLayerConvNet (first --conv-channels, --filter-size, first --hidden-dims); "
+        "PATH.json: any registered model from its record (json.dump(jaxlayers.model_record(model), f)), which "
+        "takes none of the model flags",
     )
     a(
         "--hidden-dims",
@@ -200,9 +241,23 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
     ca("--fc-norm", default=d["fc_norm"], choices=["batchnorm", "layernorm", "none"], help="after each hidden affine")
     a("--reg", default=d["reg"], type=float, help="L2 strength, 0.5*reg*sum(W**2)")
     a("--weight-scale", default=d["weight_scale"], type=float, help="std of the normal weight init (None: He init)")
-    a("--optimizer", default=d["optimizer"], choices=["sgd", "sgd_momentum", "rmsprop", "adam"], help="optax optimizer")
-    a("--learning-rate", "--lr", default=d["learning_rate"], type=float, dest="learning_rate", help="initial step size")
-    a("--lr-decay", default=d["lr_decay"], type=float, help="learning-rate factor per epoch")
+    a(
+        "--optimizer",
+        default=d["optimizer"],
+        choices=["sgd", "sgd_momentum", "rmsprop", "adam", "adamw"],
+        help="optax optimizer",
+    )
+    a("--learning-rate", "--lr", default=d["learning_rate"], type=float, dest="learning_rate", help="base step size")
+    a(
+        "--schedule",
+        default=d["schedule"],
+        choices=["constant", "exponential", "cosine"],
+        help="the step size over training (optax): exponential: x --lr-decay per epoch; cosine: to 0 at the last epoch",
+    )
+    a("--lr-decay", default=d["lr_decay"], type=float, help="learning-rate factor per epoch (--schedule exponential)")
+    a("--warmup-epochs", default=d["warmup_epochs"], type=int, help="epochs of linear warmup from 0 to --lr")
+    a("--weight-decay", default=d["weight_decay"], type=float, help="decoupled weight decay of --optimizer adamw")
+    a("--clip-norm", default=d["clip_norm"], type=float, help="clip gradients to this global norm (None: no clipping)")
     more = "" if sweep else "; with --resume, more epochs extend the run"
     a("--epochs", default=d["epochs"], type=int, help=f"passes over the training data{more}")
     a("--batch-size", default=d["batch_size"], type=int, help="examples per step")
@@ -262,7 +317,7 @@ def _output_dir(args: argparse.Namespace, dataset: str, default: str, model: str
     that `jaxlayers train --model convnet` does not collide with the fully connected run)."""
     text = args.output_dir
     if text == default:
-        suffix = "" if model == "fc" else f"-{model}"
+        suffix = "" if model == "fc" else f"-{Path(model).stem if model.lower().endswith('.json') else model}"
         return Path(default.replace("<dataset>", dataset.partition(":")[0] + suffix))
     return Path(text)
 
@@ -287,10 +342,14 @@ def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPU
         meta = read_checkpoint_metadata(ckpt)
         try:
             record, tc = meta["models"][0], meta["train_configs"][0]
+            if given & {"model", *NAMED_MODEL_FLAGS}:  # flags given: they must describe the checkpoint's model
+                flags = _flags_of_model(record["class"], record["config"])
+            else:  # the checkpoint's model, rebuilt from its record (any registered model, PATH.json ones too)
+                flags = {"model": "record", "model_record": record}
             base.update(
                 dataset=meta["data"]["name"] or base["dataset"],
-                **_flags_of_model(record["class"], record["config"]),
-                **{k: tc[k] for k in TRAIN_FLAGS},
+                **flags,
+                **{k: tc.get(k, defaults[k]) for k in TRAIN_FLAGS},  # older checkpoints lack the newer fields
             )
         except (KeyError, IndexError, TypeError, ValueError) as e:
             raise CheckpointError(
@@ -300,7 +359,7 @@ def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPU
     elif opts.get("model", base["model"]) == "convnet":
         preset = CONVNET_PRESETS.get(opts.get("dataset", base["dataset"]).partition(":")[0], {})
         base.update(preset)
-    return {**base, **opts, "output_dir": out}
+    return {**base, **opts, "output_dir": out, "given": given}
 
 
 def _flags_of_model(name: str, config: dict) -> dict:
@@ -377,6 +436,9 @@ def _net_and_config(opts: dict, ds):
     from jaxlayers import train as jl_train
     from jaxlayers.models import ConvNet, FullyConnectedNet, ThreeLayerConvNet
 
+    if opts["model"] == "record" or opts["model"].lower().endswith(".json"):
+        net, ds = _model_of_record(opts, ds)
+        return net, jl_train.TrainConfig(**{k: opts[k] for k in TRAIN_FLAGS}), ds
     none = lambda v: None if v == "none" else v  # noqa: E731
     common = {
         "num_classes": max(ds.num_classes, 2),
@@ -420,6 +482,73 @@ def _net_and_config(opts: dict, ds):
             )
     config = jl_train.TrainConfig(**{k: opts[k] for k in TRAIN_FLAGS})
     return net, config, ds
+
+
+def _model_of_record(opts: dict, ds):
+    """``(model, dataset)`` for ``--model PATH.json`` (or a resumed run's record): the model rebuilt with
+    :func:`jaxlayers.model.model_from_record`, the dataset shaped as its examples (flat or images).
+
+    Raises:
+      ValueError: an unreadable file, a record that cannot be rebuilt, model flags given with it, or a
+        model whose input shape the dataset's examples cannot take.
+    """
+    import json
+    import math
+
+    from jaxlayers.model import model_from_record
+
+    given = sorted(f for f in NAMED_MODEL_FLAGS if f in opts.get("given", ()))
+    if given:
+        raise ValueError(
+            f"--{', --'.join(g.replace('_', '-') for g in given)} configure the named models; "
+            f"{opts['model']} holds the whole model (edit the record instead)"
+        )
+    record = opts.get("model_record")
+    if opts["model"] != "record":
+        path = Path(opts["model"])
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ValueError(f"--model: no such model record {path}") from None
+        except (OSError, ValueError) as e:
+            raise ValueError(f"--model: {path} is not a readable JSON model record ({e})") from None
+    if not isinstance(record, dict) or "class" not in record or "config" not in record:
+        raise ValueError(f"--model: {opts['model']} is not a model record: expected {{'class': ..., 'config': ...}}")
+    net = model_from_record(record)
+    want = getattr(net, "input_shape", None) or getattr(net, "input_dim", None)
+    if want is None:
+        return net, ds
+    want = tuple(int(d) for d in want) if isinstance(want, list | tuple) else (int(want),)
+    if want == ds.input_shape:
+        return net, ds
+    if ds.image_shape is not None and tuple(ds.image_shape) == want:
+        return net, ds.as_images()
+    if math.prod(want) == ds.num_features:
+        import dataclasses
+
+        return net, dataclasses.replace(
+            ds, **{f"X_{s}": getattr(ds, f"X_{s}").reshape(-1, *want) for s in ("train", "val", "test")}
+        )
+    raise ValueError(
+        f"the model of {opts['model']} takes examples of shape {want}, but {ds.name} has {ds.input_shape} "
+        f"({ds.num_features} features)"
+    )
+
+
+def _describe_training(config) -> str:
+    """One line: optimizer, learning rate and its schedule, epochs, batch, seed."""
+    schedule = {
+        "constant": "constant",
+        "exponential": f"x {config.lr_decay}/epoch",
+        "cosine": f"cosine to 0 over {config.epochs} epochs",
+    }[config.schedule]
+    extra = f", warmup {config.warmup_epochs} epochs" if config.warmup_epochs else ""
+    extra += f", weight decay {config.weight_decay}" if config.optimizer == "adamw" else ""
+    extra += f", clip norm {config.clip_norm}" if config.clip_norm is not None else ""
+    return (
+        f"{config.optimizer}, lr {config.learning_rate} {schedule}{extra}, "
+        f"{config.epochs} epochs of batch {config.batch_size}, seed {config.seed}"
+    )
 
 
 def _fail(command: str, message: str, code: int) -> int:
@@ -488,11 +617,7 @@ def _train(args: argparse.Namespace) -> int:
         memory.check_memory(estimate, "")  # the error line names the command already
     except MemoryError as e:
         return fail(str(e), 1)
-    print(
-        f"train: {config.optimizer}, lr {config.learning_rate} x {config.lr_decay}/epoch, "
-        f"{config.epochs} epochs of batch {config.batch_size}, seed {config.seed} | run dir {out}",
-        flush=True,
-    )
+    print(f"train: {_describe_training(config)} | run dir {out}", flush=True)
     bar = None
 
     def on_start(start: int) -> None:

@@ -13,6 +13,10 @@
 * ``"cifar10:DIR"`` -- CIFAR-10, binary version: ``data_batch_1.bin`` ...
   ``data_batch_5.bin`` and ``test_batch.bin`` in ``DIR`` (or in
   ``DIR/cifar-10-batches-bin``). Never the pickled Python version.
+* ``"npz:PATH"`` -- your own arrays in a NumPy ``.npz`` file (:func:`load_npz`):
+  ``X_train, y_train, X_test, y_test``, optionally ``X_val, y_val``,
+  ``class_names`` and ``image_shape``. From Python, :meth:`Dataset.from_arrays`
+  takes the same arrays.
 
 Every split is float32 features ``(N, D)`` and int32 labels ``(N,)``. The
 features are standardised per feature with the mean and standard deviation of
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import hashlib
 import math
 import os
 import random
@@ -38,13 +43,16 @@ __all__ = [
     "Dataset",
     "apply_standardization",
     "load",
+    "load_npz",
     "preprocessing_record",
     "read_cifar10_bin",
     "read_idx",
     "standardize",
 ]
 
-DATASETS = ("digits", "mnist1d", "mnist:DIR", "cifar10:DIR")
+DATASETS = ("digits", "mnist1d", "mnist:DIR", "cifar10:DIR", "npz:PATH")
+NPZ_REQUIRED = ("X_train", "y_train", "X_test", "y_test")
+NPZ_OPTIONAL = ("X_val", "y_val", "class_names", "image_shape")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +73,10 @@ class Dataset:
         splits in that shape, for convolutional models; the flat ``(N, D)``
         features are what the fully connected net takes.
       class_names: the name of every class, index = label.
+      digest: for your own arrays (:meth:`from_arrays`, ``npz:PATH``), a
+        SHA-256 of the raw arrays; a checkpoint records it, and resuming on
+        other data (same shapes, other values) is refused. ``None`` for the
+        built-in datasets.
     """
 
     X_train: np.ndarray
@@ -78,6 +90,73 @@ class Dataset:
     std: np.ndarray | None = dataclasses.field(default=None, repr=False)
     image_shape: tuple[int, ...] | None = None
     class_names: tuple[str, ...] | None = None
+    digest: str | None = None
+
+    @classmethod
+    def from_arrays(
+        cls,
+        X_train,
+        y_train,
+        X_test,
+        y_test,
+        *,
+        X_val=None,
+        y_val=None,
+        class_names=None,
+        image_shape=None,
+        name: str = "arrays",
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        standardize: bool = True,
+    ) -> Dataset:
+        """Your own arrays as a :class:`Dataset`, prepared as the built-in datasets are.
+
+        Without ``X_val``/``y_val`` a stratified ``val_fraction`` of the
+        training arrays is held out for validation (seeded by ``seed``).
+        Features are flattened to ``(N, D)`` and standardised with the
+        training split's statistics (:func:`standardize`); the statistics are
+        stored with a run, so ``load_run(...).predict`` takes raw inputs.
+
+        Args:
+          X_train, X_test, X_val: ``(N, ...)`` real features, one example
+            shape for all splits; ``(N, C, H, W)`` examples set
+            ``image_shape`` (for convolutional models).
+          y_train, y_test, y_val: ``(N,)`` integer labels ``>= 0``.
+          class_names: a name per class (at least ``max label + 1``).
+          image_shape: ``(C, H, W)`` of one example, for flat features
+            (``C * H * W = D``).
+          name: the dataset's name in summaries and run records.
+          val_fraction: in ``(0, 1)``, used without ``X_val``.
+          seed: the train/validation split's seed.
+          standardize: ``False``: use the features as given (nothing is stored).
+
+        Returns:
+          A :class:`Dataset` (float32 ``(N, D)`` features, int32 labels) with
+          ``digest`` set.
+
+        Raises:
+          ValueError: shapes that disagree (naming the arrays and shapes),
+            ``X_val`` without ``y_val`` or the reverse, negative labels, too
+            few class names, an ``image_shape`` that does not hold ``D``.
+          TypeError: non-integer labels or non-numeric features (naming the
+            array and its dtype).
+        """
+        return _from_arrays(
+            {
+                "X_train": X_train,
+                "y_train": y_train,
+                "X_test": X_test,
+                "y_test": y_test,
+                "X_val": X_val,
+                "y_val": y_val,
+            },
+            class_names=class_names,
+            image_shape=image_shape,
+            name=name,
+            val_fraction=_check_fraction("val_fraction", val_fraction),
+            seed=seed,
+            scale=standardize,
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -240,6 +319,135 @@ def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test, *, image_shape
         std=std,
         image_shape=tuple(image_shape),
         class_names=tuple(class_names) if class_names is not None else tuple(str(i) for i in range(10)),
+    )
+
+
+def _arrays_digest(arrays: dict) -> str:
+    """SHA-256 over the named arrays' names, dtypes, shapes and bytes."""
+    h = hashlib.sha256()
+    for key in sorted(k for k, v in arrays.items() if v is not None):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"\0{key}\0{a.dtype.str}\0{a.shape}\0".encode())
+        h.update(a.reshape(-1).view(np.uint8))
+    return h.hexdigest()
+
+
+def _from_arrays(arrays: dict, *, class_names, image_shape, name: str, val_fraction: float, seed: int, scale: bool):
+    """:meth:`Dataset.from_arrays` of ``{"X_train": ..., "y_train": ..., ...}`` (``X_val``/``y_val`` may be None)."""
+    where = f"Dataset.from_arrays ({name})"
+    if (arrays["X_val"] is None) != (arrays["y_val"] is None):
+        given = "X_val" if arrays["X_val"] is not None else "y_val"
+        raise ValueError(f"{where}: {given} is given without its partner; give both X_val and y_val, or neither")
+    splits = ("train", "val", "test") if arrays["X_val"] is not None else ("train", "test")
+    raw = {}
+    for split in splits:
+        X, y = np.asarray(arrays[f"X_{split}"]), np.asarray(arrays[f"y_{split}"])
+        if not (np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer)) or X.dtype == np.bool_:
+            raise TypeError(f"{where}: X_{split} must hold real numbers, got dtype {X.dtype} (shape {X.shape})")
+        if X.ndim < 2 or X.shape[0] == 0:
+            raise ValueError(f"{where}: X_{split} must have shape (N, ...) with N >= 1, got {X.shape}")
+        if not np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+            raise TypeError(
+                f"{where}: y_{split} must hold integer class labels, got dtype {y.dtype} (shape {y.shape}); "
+                "convert with y.astype(int) if the values are whole numbers"
+            )
+        if y.shape != (X.shape[0],):
+            raise ValueError(f"{where}: y_{split} has shape {y.shape}, but X_{split} {X.shape} needs ({X.shape[0]},)")
+        if y.min() < 0:
+            raise ValueError(f"{where}: y_{split} holds label {int(y.min())}; labels must be >= 0")
+        if X.shape[1:] != np.shape(arrays["X_train"])[1:]:
+            raise ValueError(
+                f"{where}: X_{split} has examples of shape {X.shape[1:]}, but X_train of {np.shape(arrays['X_train'])[1:]}"
+            )
+        raw[f"X_{split}"], raw[f"y_{split}"] = X, y
+    digest = _arrays_digest(raw)
+    example = raw["X_train"].shape[1:]
+    D = math.prod(example)
+    if image_shape is None and len(example) == 3:
+        image_shape = example
+    if image_shape is not None:
+        image_shape = tuple(int(d) for d in np.asarray(image_shape).reshape(-1))
+        if math.prod(image_shape) != D or len(image_shape) != 3:
+            raise ValueError(f"{where}: image_shape {image_shape} must be (C, H, W) with C * H * W = {D} features")
+    flat = {k: (v.reshape(v.shape[0], -1) if k.startswith("X") else v) for k, v in raw.items()}
+    if "X_val" not in flat:
+        flat["X_train"], flat["y_train"], flat["X_val"], flat["y_val"] = _stratified_split(
+            flat["X_train"], flat["y_train"], val_fraction, seed
+        )
+    num_classes = int(max(flat[f"y_{s}"].max() for s in ("train", "val", "test"))) + 1
+    if class_names is not None:
+        class_names = tuple(str(c) for c in np.asarray(class_names).reshape(-1))
+        if len(class_names) < num_classes:
+            raise ValueError(f"{where}: {len(class_names)} class_names for labels up to {num_classes - 1}")
+    Xs = [flat["X_train"], flat["X_val"], flat["X_test"]]
+    if scale:
+        mean, std, *Xs = standardize(*Xs)
+    else:
+        mean = std = None
+        Xs = [np.asarray(X, np.float32) for X in Xs]
+    as_labels = lambda y: np.asarray(y, dtype=np.int32)  # noqa: E731
+    return Dataset(
+        Xs[0],
+        as_labels(flat["y_train"]),
+        Xs[1],
+        as_labels(flat["y_val"]),
+        Xs[2],
+        as_labels(flat["y_test"]),
+        name=name,
+        mean=mean,
+        std=std,
+        image_shape=image_shape,
+        class_names=class_names,
+        digest=digest,
+    )
+
+
+def load_npz(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+    """Your own dataset from a NumPy ``.npz`` file (``np.savez(path, X_train=..., ...)``).
+
+    Arrays: ``X_train, y_train, X_test, y_test`` (required), ``X_val, y_val``
+    (optional: else a stratified ``val_fraction`` of the training arrays),
+    ``class_names`` (optional strings) and ``image_shape`` (optional ``(C, H,
+    W)`` for flat features). Read without pickle; prepared by
+    :meth:`Dataset.from_arrays`; the name is ``"npz:PATH"``.
+
+    Raises:
+      FileNotFoundError: no such file.
+      ValueError: not an ``.npz`` file, a required array missing or an
+        unknown one present (naming the arrays the file holds), and what
+        :meth:`Dataset.from_arrays` raises.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            2, f"npz: no such file {path} (expected an .npz of X_train, y_train, X_test, y_test)", str(path)
+        )
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (ValueError, OSError, zlib.error) as e:
+        raise ValueError(f"npz: {path} is not a readable .npz file without pickled objects ({e})") from None
+    held = ", ".join(sorted(arrays)) or "none"
+    missing = [k for k in NPZ_REQUIRED if k not in arrays]
+    if missing:
+        raise ValueError(
+            f"npz: {path} lacks {', '.join(missing)}; it holds {held} (needs {', '.join(NPZ_REQUIRED)}; "
+            f"optional {', '.join(NPZ_OPTIONAL)})"
+        )
+    unknown = sorted(set(arrays) - set(NPZ_REQUIRED) - set(NPZ_OPTIONAL))
+    if unknown:
+        raise ValueError(
+            f"npz: {path} holds arrays jaxlayers does not read: {', '.join(unknown)} (it holds {held}; "
+            f"expected {', '.join(NPZ_REQUIRED + NPZ_OPTIONAL)})"
+        )
+    return _from_arrays(
+        {k: arrays.get(k) for k in ("X_train", "y_train", "X_test", "y_test", "X_val", "y_val")},
+        class_names=arrays.get("class_names"),
+        image_shape=arrays.get("image_shape"),
+        name=f"npz:{path}",
+        val_fraction=val_fraction,
+        seed=seed,
+        scale=True,
     )
 
 
@@ -559,8 +767,8 @@ def load(name: str = "digits", *, val_fraction: float = 0.1, seed: int = 0) -> D
     """Load a dataset by name as standardised train/val/test splits.
 
     Args:
-      name: ``"digits"``, ``"mnist1d"``, ``"mnist:DIR"`` or ``"cifar10:DIR"``
-        (see the module docstring; nothing is downloaded).
+      name: ``"digits"``, ``"mnist1d"``, ``"mnist:DIR"``, ``"cifar10:DIR"``
+        or ``"npz:PATH"`` (see the module docstring; nothing is downloaded).
       val_fraction: fraction of the training portion held out, stratified,
         for validation, in ``(0, 1)``.
       seed: seed of the (deterministic) train/val and, for digits,
@@ -592,4 +800,8 @@ def load(name: str = "digits", *, val_fraction: float = 0.1, seed: int = 0) -> D
             )
         loader = load_mnist if kind == "mnist" else load_cifar10
         return loader(os.path.expanduser(arg), val_fraction=val_fraction, seed=seed)
+    if kind == "npz":
+        if not arg:
+            raise ValueError("data.load: 'npz' needs a file, as 'npz:PATH' (arrays X_train, y_train, X_test, y_test)")
+        return load_npz(os.path.expanduser(arg), val_fraction=val_fraction, seed=seed)
     raise ValueError(f"data.load: unknown dataset {name!r}; expected one of {', '.join(DATASETS)}")

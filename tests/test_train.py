@@ -105,7 +105,7 @@ def test_learning_rate_decays_once_per_epoch():
 @pytest.mark.parametrize("optimizer", train.OPTIMIZERS)
 def test_every_optimizer_trains(small, optimizer):
     net = jl.FullyConnectedNet(hidden_dims=(16,), input_dim=64, num_classes=10)
-    lr = {"sgd": 0.1, "sgd_momentum": 0.05, "rmsprop": 1e-2, "adam": 1e-2}[optimizer]
+    lr = {"sgd": 0.1, "sgd_momentum": 0.05, "rmsprop": 1e-2, "adam": 1e-2, "adamw": 1e-2}[optimizer]
     config = train.TrainConfig(epochs=2, batch_size=50, optimizer=optimizer, learning_rate=lr)
     result = train.fit(net, small, config)
     assert len(result.history.loss) == 2 * 8 and len(result.history.val_acc) == 2

@@ -268,7 +268,8 @@ def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
     ints >= 1); ``data`` (``name`` and the four split ``shapes``); ``epoch``
     (an int in ``[0, epochs]``); ``history`` (``loss`` of ``epoch * steps``
     numbers or ``None``, where ``steps = N_train // batch_size``;
-    ``train_acc``, ``val_acc`` in [0, 1] and ``lr`` of ``epoch`` numbers, each
+    ``train_acc``, ``val_acc`` in [0, 1] and ``lr`` of ``epoch`` numbers
+    (``lr`` also ``None``: an optimizer given to ``fit`` that holds no rate), each
     per model for ``"fit_many"``; ``epoch_time_s`` of ``epoch`` numbers >= 0);
     ``best_val_acc`` in [-1, 1] and ``best_epoch`` in ``[0, epoch]`` (a list of
     one per model for ``"fit_many"``); optional ``preprocessing`` (an object:
@@ -330,7 +331,7 @@ def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
                 _fail(where, f"history.{name}", f"is {type(rows).__name__}, expected a list of {K} (one per model)")
         for k, row in enumerate(rows if many else [rows]):
             field = f"history.{name}[{k}]" if many else f"history.{name}"
-            _numbers(where, field, row, length, lo, hi, allow_none=name == "loss")
+            _numbers(where, field, row, length, lo, hi, allow_none=name in ("loss", "lr"))
     _numbers(where, "history.epoch_time_s", history["epoch_time_s"], epoch, 0, math.inf)
     for name, check in (
         ("best_val_acc", lambda f, v: _number_field(where, f, v, -1, 1)),

@@ -1,19 +1,29 @@
-"""How to train: :class:`TrainConfig` and the optax optimizer it names.
+"""How to train: :class:`TrainConfig`, its optax optimizer and its learning-rate schedule.
 
-The learning rate is an optax *injected hyperparameter*
-(``optax.inject_hyperparams``): it lives in the optimizer state
-(``opt_state.hyperparams["learning_rate"]``), not in the compiled program, so
-a second run with another learning rate reuses the compiled step, and
-``fit_many`` gives every model its own learning rate by vmapping over the
-state. The per-epoch decay is an ``optax.exponential_decay`` schedule
-(staircase) of that base rate.
+The learning rate's path, from ``TrainConfig.learning_rate`` to the step:
+``make_optimizer(config, steps_per_epoch)`` wraps :func:`_transform` in
+``optax.inject_hyperparams``, so the base learning rate is an *injected
+hyperparameter*: it lives in the optimizer state
+(``opt_state.hyperparams["learning_rate"]``), not in the compiled program. A
+second run with another learning rate therefore reuses the compiled step, and
+``fit_many`` gives every model its own rate by vmapping over the states.
+Inside, :func:`learning_rate_schedule` turns that base rate into the optax
+schedule of the step size (``constant``, ``exponential`` -- per epoch,
+staircase -- or ``cosine``, each with an optional linear warmup); the training
+loop reads the history's per-epoch rates from the same function, so the
+schedule is written once.
+
+The optimizer :func:`make_optimizer` returns compares (and hashes) equal for
+two configurations that differ only in ``learning_rate``: compiled programs
+are cached by the model's structure and the optimizer's :class:`OptimizerSpec`,
+both visible values.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -21,9 +31,20 @@ import optax
 
 from jaxlayers._checks import check_choice, check_int, check_number, require
 
-__all__ = ["OPTIMIZERS", "TrainConfig", "learning_rate_of", "make_optimizer", "with_learning_rate"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "ConfiguredOptimizer",
+    "OptimizerSpec",
+    "TrainConfig",
+    "learning_rate_of",
+    "learning_rate_schedule",
+    "make_optimizer",
+    "with_learning_rate",
+]
 
-OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam")
+OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adamw")
+SCHEDULES = ("constant", "exponential", "cosine")
 _OWNER = "TrainConfig"
 
 
@@ -32,7 +53,7 @@ class TrainConfig:
     """How to train (everything but the model and the data).
 
     The defaults are ``jaxlayers train``'s, tuned on digits; the CLI reads
-    them from here.
+    them from here (this is the one place they are set).
 
     Attributes:
       epochs: passes over the training data, ``>= 1``.
@@ -40,17 +61,31 @@ class TrainConfig:
         size. Each epoch is ``N_train // batch_size`` steps over a fresh
         random permutation; the remainder of the permutation is skipped.
       optimizer: ``"sgd"``, ``"sgd_momentum"`` (``momentum``),
-        ``"rmsprop"`` (decay 0.99, eps 1e-8) or ``"adam"`` (0.9, 0.999,
-        1e-8); all optax.
-      learning_rate: the initial step size, ``> 0`` (traced: changing it
+        ``"rmsprop"`` (decay 0.99, eps 1e-8), ``"adam"`` (0.9, 0.999,
+        1e-8) or ``"adamw"`` (adam with decoupled ``weight_decay``); all optax.
+        ``fit(..., optimizer=)`` takes any optax ``GradientTransformation``
+        instead.
+      learning_rate: the base step size, ``> 0`` (traced: changing it
         compiles nothing).
-      lr_decay: multiplies the learning rate after every epoch (an optax
-        ``exponential_decay`` schedule, staircase, ``transition_steps`` = steps
-        per epoch), in ``(0, 1]``.
+      lr_decay: for ``schedule="exponential"``: multiplies the learning rate
+        after every epoch (``optax.exponential_decay``, staircase,
+        ``transition_steps`` = steps per epoch), in ``(0, 1]``.
       momentum: for ``sgd_momentum``, in ``[0, 1)``.
       seed: in ``[0, 2**32)``; seeds ``jax.random.key``: initialisation, shuffling and dropout.
         Same seed, same data, same config: bitwise the same result.
       eval_batch_size: batch size of the test-mode validation passes.
+      schedule: the step size over training (:func:`learning_rate_schedule`):
+        ``"constant"``; ``"exponential"`` (``learning_rate * lr_decay **
+        epoch``); ``"cosine"`` (``optax.warmup_cosine_decay_schedule`` from
+        ``learning_rate`` to 0 over all ``epochs``: a resume cannot change
+        ``epochs`` then).
+      warmup_epochs: epochs of linear warmup from 0 to ``learning_rate``
+        before the schedule (``optax.linear_schedule``), ``>= 0``, fewer than
+        ``epochs``.
+      weight_decay: for ``adamw``, the decoupled weight decay (optax's
+        ``weight_decay``, applied to every parameter), ``>= 0``.
+      clip_norm: clip the gradients to this global norm first
+        (``optax.clip_by_global_norm``), ``> 0``; ``None``: no clipping.
 
     Raises:
       TypeError / ValueError: a field of the wrong type or out of range,
@@ -65,6 +100,10 @@ class TrainConfig:
     momentum: float = 0.9
     seed: int = 0
     eval_batch_size: int = 1024
+    schedule: str = "exponential"
+    warmup_epochs: int = 0
+    weight_decay: float = 1e-4
+    clip_norm: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "eval_batch_size"):
@@ -74,6 +113,7 @@ class TrainConfig:
         require(seed < 2**32, _OWNER, f"seed must be an int in [0, 2**32), got {seed}")
         object.__setattr__(self, "seed", seed)
         check_choice(self.optimizer, _OWNER, "optimizer", OPTIMIZERS)
+        check_choice(self.schedule, _OWNER, "schedule", SCHEDULES)
         lr = check_number(self.learning_rate, _OWNER, "learning_rate", low=0.0, low_open=True)
         object.__setattr__(self, "learning_rate", lr)
         decay = check_number(self.lr_decay, _OWNER, "lr_decay", low=0.0, high=1.0, low_open=True, what="(1 = no decay)")
@@ -81,74 +121,172 @@ class TrainConfig:
         object.__setattr__(
             self, "momentum", check_number(self.momentum, _OWNER, "momentum", low=0.0, high=1.0, high_open=True)
         )
+        warmup = check_int(self.warmup_epochs, _OWNER, "warmup_epochs", minimum=0)
+        require(
+            warmup < self.epochs,
+            _OWNER,
+            f"warmup_epochs must be fewer than epochs ({self.epochs}), got {warmup}",
+        )
+        object.__setattr__(self, "warmup_epochs", warmup)
+        object.__setattr__(self, "weight_decay", check_number(self.weight_decay, _OWNER, "weight_decay", low=0.0))
+        if self.clip_norm is not None:
+            clip = check_number(self.clip_norm, _OWNER, "clip_norm", low=0.0, low_open=True, what="(or None)")
+            object.__setattr__(self, "clip_norm", clip)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values."""
         return dataclasses.asdict(self)
 
-    def lr_at(self, epoch: int) -> float:
-        """The learning rate of epoch ``epoch`` (from 0): ``learning_rate * lr_decay ** epoch``."""
-        return self.learning_rate * self.lr_decay**epoch
+    def spec(self, steps_per_epoch: int) -> OptimizerSpec:
+        """The optimizer this config describes, without its learning rate (see :class:`OptimizerSpec`)."""
+        steps = check_int(steps_per_epoch, "make_optimizer", "steps_per_epoch", minimum=1)
+        return OptimizerSpec(
+            optimizer=self.optimizer,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay if self.optimizer == "adamw" else 0.0,
+            clip_norm=self.clip_norm,
+            schedule=self.schedule,
+            lr_decay=self.lr_decay if self.schedule == "exponential" else 1.0,
+            warmup_steps=self.warmup_epochs * steps,
+            steps_per_epoch=steps,
+            total_steps=self.epochs * steps if self.schedule == "cosine" else 0,
+        )
 
 
-def _transform(learning_rate, *, optimizer: str, momentum: float, lr_decay: float, steps_per_epoch: int):
-    schedule = optax.exponential_decay(
-        init_value=learning_rate, transition_steps=steps_per_epoch, decay_rate=lr_decay, staircase=True
-    )
-    if optimizer == "sgd":
-        return optax.sgd(schedule)
-    if optimizer == "sgd_momentum":
-        return optax.sgd(schedule, momentum=momentum)
-    if optimizer == "rmsprop":
-        return optax.rmsprop(schedule, decay=0.99, eps=1e-8)
-    return optax.adam(schedule, b1=0.9, b2=0.999, eps=1e-8)
+class OptimizerSpec(NamedTuple):
+    """Everything an optimizer of :func:`make_optimizer` is but its learning rate (hashable).
+
+    Fields that do not act are normalised (``weight_decay`` 0 unless
+    ``adamw``, ``lr_decay`` 1 unless ``exponential``, ``total_steps`` 0 unless
+    ``cosine``), so configurations that train alike share compiled programs.
+    """
+
+    optimizer: str
+    momentum: float
+    weight_decay: float
+    clip_norm: float | None
+    schedule: str
+    lr_decay: float
+    warmup_steps: int
+    steps_per_epoch: int
+    total_steps: int
+
+
+def learning_rate_schedule(spec: OptimizerSpec, learning_rate) -> optax.Schedule:
+    """The step size of every step: an optax schedule of the step count, from base rate ``learning_rate``.
+
+    ``spec.schedule``: ``"constant"`` (``optax.constant_schedule``),
+    ``"exponential"`` (``optax.exponential_decay``: ``learning_rate * lr_decay
+    ** (t // steps_per_epoch)``) or ``"cosine"``
+    (``optax.warmup_cosine_decay_schedule`` from ``learning_rate`` to 0 at
+    ``total_steps``); with ``warmup_steps``, a linear warmup from 0
+    (``optax.linear_schedule``) comes first (``optax.join_schedules``; the
+    cosine schedule has its own). The device's optimizer and the host's
+    history both call this function. ``learning_rate`` may be traced.
+    """
+    warm = spec.warmup_steps
+    if spec.schedule == "cosine":
+        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warm, max(spec.total_steps, warm + 1), 0.0)
+    if spec.schedule == "constant":
+        main = optax.constant_schedule(learning_rate)
+    else:
+        main = optax.exponential_decay(learning_rate, spec.steps_per_epoch, spec.lr_decay, staircase=True)
+    if warm == 0:
+        return main
+    return optax.join_schedules([optax.linear_schedule(0.0, learning_rate, warm), main], [warm])
+
+
+def _transform(learning_rate, *, spec: OptimizerSpec) -> optax.GradientTransformation:
+    """The optax optimizer of ``spec`` with base rate ``learning_rate`` (injected, see the module docstring)."""
+    lr = learning_rate_schedule(spec, learning_rate)
+    if spec.optimizer == "sgd":
+        tx = optax.sgd(lr)
+    elif spec.optimizer == "sgd_momentum":
+        tx = optax.sgd(lr, momentum=spec.momentum)
+    elif spec.optimizer == "rmsprop":
+        tx = optax.rmsprop(lr, decay=0.99, eps=1e-8)
+    elif spec.optimizer == "adam":
+        tx = optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8)
+    else:
+        tx = optax.adamw(lr, b1=0.9, b2=0.999, eps=1e-8, weight_decay=spec.weight_decay)
+    return tx if spec.clip_norm is None else optax.chain(optax.clip_by_global_norm(spec.clip_norm), tx)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfiguredOptimizer:
+    """The optax optimizer of a :class:`TrainConfig` (``init`` and ``update``, as an optax
+    ``GradientTransformation``): ``optax.inject_hyperparams(_transform)`` of its ``spec``.
+
+    Equal and hashed by ``spec`` alone: the compiled programs cached per
+    (model structure, optimizer) serve every learning rate, which is read
+    from the state (``opt_state.hyperparams["learning_rate"]``); ``init``
+    puts ``learning_rate`` there.
+    """
+
+    spec: OptimizerSpec
+    learning_rate: float = dataclasses.field(compare=False)
+
+    @functools.cached_property
+    def _tx(self) -> optax.GradientTransformation:
+        return optax.inject_hyperparams(_transform, static_args=("spec",))(
+            learning_rate=self.learning_rate, spec=self.spec
+        )
+
+    def init(self, params):
+        return self._tx.init(params)
+
+    def update(self, updates, state, params=None, **extra):
+        return self._tx.update(updates, state, params, **extra)
+
+    def schedule(self) -> optax.Schedule:
+        """The step size per step count (:func:`learning_rate_schedule` of this optimizer)."""
+        return learning_rate_schedule(self.spec, self.learning_rate)
 
 
 @functools.lru_cache(maxsize=64)
-def _optimizer(optimizer: str, momentum: float, lr_decay: float, steps_per_epoch: int, learning_rate: float):
-    return optax.inject_hyperparams(_transform, static_args=("optimizer", "momentum", "lr_decay", "steps_per_epoch"))(
-        learning_rate=learning_rate,
-        optimizer=optimizer,
-        momentum=momentum,
-        lr_decay=lr_decay,
-        steps_per_epoch=steps_per_epoch,
-    )
+def _configured(spec: OptimizerSpec, learning_rate: float) -> ConfiguredOptimizer:
+    return ConfiguredOptimizer(spec, learning_rate)
 
 
-def make_optimizer(
-    config: TrainConfig, steps_per_epoch: int, *, learning_rate: float | None = None
-) -> optax.GradientTransformation:
-    """The optax optimizer ``config.optimizer`` with per-epoch learning-rate decay.
-
-    The same arguments return the same object (cached), so
-    :func:`~jaxlayers.training.state.init_train_state` and
-    :func:`~jaxlayers.training.state.make_train_step`, which compile once per
-    (model, optimizer), compile once per configuration.
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> ConfiguredOptimizer:
+    """The optax optimizer ``config`` describes, with its learning-rate schedule.
 
     Args:
-      config: the training configuration.
+      config: the training configuration (``optimizer``, ``learning_rate``,
+        ``schedule``, ``lr_decay``, ``warmup_epochs``, ``momentum``,
+        ``weight_decay``, ``clip_norm``; ``epochs`` for the cosine schedule).
       steps_per_epoch: steps between two decays, ``>= 1``.
-      learning_rate: replaces ``config.learning_rate`` as the initial value
-        in the state (:func:`with_learning_rate` changes it later).
 
     Returns:
-      An ``optax.inject_hyperparams`` transformation whose state holds the
-      base learning rate; the step size of step ``t`` is ``learning_rate *
-      lr_decay ** (t // steps_per_epoch)``.
+      A :class:`ConfiguredOptimizer` (the same object for the same
+      arguments) whose state holds the base learning rate; the step size of
+      step ``t`` is ``learning_rate_schedule(spec, learning_rate)(t)``.
     """
-    steps = check_int(steps_per_epoch, "make_optimizer", "steps_per_epoch", minimum=1)
-    lr = config.learning_rate if learning_rate is None else float(learning_rate)
-    return _optimizer(config.optimizer, config.momentum, config.lr_decay, steps, lr)
+    return _configured(config.spec(steps_per_epoch), config.learning_rate)
 
 
 def with_learning_rate(opt_state, learning_rate) -> Any:
-    """``opt_state`` (of :func:`make_optimizer`) with base learning rate ``learning_rate`` (may be traced)."""
-    hyper = dict(opt_state.hyperparams)
+    """``opt_state`` (of an ``optax.inject_hyperparams`` optimizer, as :func:`make_optimizer`'s) with
+    base learning rate ``learning_rate`` (may be traced).
+
+    Raises:
+      TypeError: an optimizer state with no injected ``learning_rate`` (an optax optimizer made without
+        ``optax.inject_hyperparams``).
+    """
+    hyper = getattr(opt_state, "hyperparams", None)
+    require(
+        isinstance(hyper, dict) and "learning_rate" in hyper,
+        "fit",
+        "per-model learning rates need an optimizer whose state holds the learning rate: "
+        "build it with optax.inject_hyperparams, e.g. optax.inject_hyperparams(optax.adamw)(learning_rate=1e-3)",
+        TypeError,
+    )
+    hyper = dict(hyper)
     old = hyper["learning_rate"]
     hyper["learning_rate"] = jnp.asarray(learning_rate, old.dtype).reshape(jnp.shape(old))
     return opt_state._replace(hyperparams=hyper)
 
 
 def learning_rate_of(opt_state) -> jax.Array:
-    """The base learning rate held in ``opt_state`` (of :func:`make_optimizer`)."""
+    """The learning rate held in ``opt_state`` (of an ``optax.inject_hyperparams`` optimizer)."""
     return opt_state.hyperparams["learning_rate"]

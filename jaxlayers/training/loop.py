@@ -39,7 +39,7 @@ from jaxlayers.training.checkpoint import (
     checkpoint_tensors,
     load_checkpoint,
 )
-from jaxlayers.training.config import TrainConfig, make_optimizer
+from jaxlayers.training.config import ConfiguredOptimizer, TrainConfig, learning_rate_schedule, make_optimizer
 from jaxlayers.training.epoch import pad_eval
 from jaxlayers.training.memory import check_run_memory
 from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError, TrainingInterrupted
@@ -204,18 +204,48 @@ def evaluate(model, params, model_state, X, y, *, batch_size: int = 1024) -> flo
 # ---------------------------------------------------------------------------
 
 
-def _run_info(kind: str, models, configs, data) -> dict[str, Any]:
-    return {
+def _run_info(kind: str, models, configs, data, optimizer=None) -> dict[str, Any]:
+    info = {
         "kind": kind,
         "models": [model_record(m) for m in models],
         "train_configs": [c.to_dict() for c in configs],
         "data": {
             "name": str(getattr(data, "name", "")),
             "shapes": {k: list(np.shape(getattr(data, k))) for k in ("X_train", "y_train", "X_val", "y_val")},
+            # your own arrays (Dataset.from_arrays, npz:PATH): their SHA-256, so a resume on changed data is refused
+            **({"digest": data.digest} if getattr(data, "digest", None) else {}),
         },
         # what load_run needs to apply the model to raw inputs (not compared on resume)
         "preprocessing": preprocessing_record(data),
     }
+    if optimizer is not None and not isinstance(optimizer, ConfiguredOptimizer):
+        info["optimizer"] = optimizer_record(models[0], optimizer)
+    return info
+
+
+def optimizer_record(model, optimizer) -> dict[str, Any]:
+    """What a checkpoint records of an optax optimizer given to ``fit(..., optimizer=)``: its state's
+    tree structure, shapes and dtypes (from ``jax.eval_shape``; nothing runs). A resume must pass an
+    optimizer whose state matches."""
+    params, _ = jax.eval_shape(model.init, jax.random.key(0))
+    state = jax.eval_shape(optimizer.init, params)
+    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
+    return {
+        "given": True,
+        "state": [f"{jax.tree_util.keystr(k)}: {v.dtype}{list(v.shape)}" for k, v in leaves],
+    }
+
+
+def _check_optimizer(optimizer, where: str):
+    """``optimizer`` if it has an optax ``GradientTransformation``'s ``init`` and ``update``."""
+    require(
+        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None)),
+        where,
+        f"optimizer must be an optax GradientTransformation (with init and update), e.g. optax.adamw(1e-3); "
+        f"got {type(optimizer).__name__}",
+        TypeError,
+    )
+    return optimizer
 
 
 def check_resume_metadata(meta: dict[str, Any], run_info: dict[str, Any]) -> None:
@@ -233,13 +263,41 @@ def check_resume_metadata(meta: dict[str, Any], run_info: dict[str, Any]) -> Non
     if meta.get("kind") != run_info["kind"]:
         raise CheckpointError(f"resume: the checkpoint is from {meta.get('kind')!r}, not {run_info['kind']!r}")
     _compare("model", meta.get("models"), run_info["models"])
-    _compare("training config", meta.get("train_configs"), run_info["train_configs"], ignore=("epochs",))
+    saved, now = meta.get("train_configs"), run_info["train_configs"]
+    if isinstance(saved, list):  # fields added since the checkpoint was written take their defaults
+        saved = [{**TrainConfig().to_dict(), **c} if isinstance(c, dict) else c for c in saved]
+    # a cosine schedule spans all epochs: extending the run would change every step size
+    cosine = any(c.get("schedule") == "cosine" for c in now)
+    _compare("training config", saved, now, ignore=() if cosine else ("epochs",))
     _compare("data", meta.get("data"), run_info["data"])
+    _compare_optimizers(meta.get("optimizer"), run_info.get("optimizer"))
 
 
-def run_info(kind: str, models, configs, data) -> dict[str, Any]:
-    """The description of a run that its checkpoint records and a resume must match (models, configs, data shapes)."""
-    return _run_info(kind, models, configs, data)
+def _compare_optimizers(saved, now) -> None:
+    """Refuse to resume with another optimizer than the checkpoint's (given or the config's)."""
+    if saved == now:
+        return
+    if saved is None:
+        raise CheckpointError(
+            "resume: the checkpoint was trained with the TrainConfig's optimizer, but this run passes "
+            "optimizer=; resume without it"
+        )
+    if now is None:
+        raise CheckpointError(
+            "resume: the checkpoint was trained with an optimizer passed as fit(..., optimizer=); pass the same "
+            "optimizer again to resume"
+        )
+    diff = sorted(set(saved.get("state", [])) ^ set(now.get("state", [])))
+    raise CheckpointError(
+        "resume: the optimizer's state differs from the checkpoint's (pass the optimizer the run was trained "
+        f"with); entries in one but not the other: {diff[:6]}"
+    )
+
+
+def run_info(kind: str, models, configs, data, optimizer=None) -> dict[str, Any]:
+    """The description of a run that its checkpoint records and a resume must match (models, configs, data
+    shapes, and an optimizer given to ``fit``)."""
+    return _run_info(kind, models, configs, data, optimizer)
 
 
 def _compare(what: str, saved, now, ignore: tuple[str, ...] = ()) -> None:
@@ -285,7 +343,9 @@ def _run(
     resume: bool,
     callback: Callable[[EpochReport], None] | None,
     where: str,
+    optimizer,
     on_checkpoint: Callable[[EpochReport], None] | None = None,
+    per_model_lr: bool = False,
 ) -> FitResult:
     """The host loop shared by ``fit`` and ``fit_many`` (see the module docstring).
 
@@ -303,14 +363,18 @@ def _run(
     n_train, n_val = int(np.shape(data.y_train)[0]), int(np.shape(data.y_val)[0])
     steps = n_train // config.batch_size
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
-    run_info = _run_info(kind, models, configs, data)
+    run_info = _run_info(kind, models, configs, data, optimizer)
     if resume:
         require(ckpt_path is not None, where, "resume=True needs checkpoint_dir")
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"{where}: resume=True but there is no checkpoint at {ckpt_path}")
 
     strategy.place(data)
-    state, best = strategy.init([c.seed for c in configs], [c.learning_rate for c in configs])
+    configured = isinstance(optimizer, ConfiguredOptimizer)
+    inject = configured or per_model_lr  # a given optimizer keeps its own rate unless fit_many sweeps it
+    state, best = strategy.init([c.seed for c in configs], [c.learning_rate if inject else None for c in configs])
+    # the history's learning rates: the optimizer's own schedule (a given optimizer: the rate in its state)
+    schedules = [learning_rate_schedule(optimizer.spec, c.learning_rate) for c in configs] if configured else None
     history = History.empty(K if many else None)
     best_val_acc, best_epoch, start_epoch = np.full(K, -1.0), np.zeros(K, np.int64), 0
     if resume:
@@ -356,9 +420,13 @@ def _run(
             improved = np.asarray(out.improved, bool)
             best_val_acc[improved] = val_acc[improved]
             best_epoch[improved] = epoch + 1
-            lrs = np.array([c.lr_at(epoch) for c in configs])
+            host = strategy.to_host(state, best) if writer is not None or not configured else None
+            if configured:
+                lrs = np.array([float(f(epoch * steps)) for f in schedules])
+            else:
+                lrs = _injected_learning_rate(host[0].opt_state, K)
             history.append(per_model(losses), per_model(train_acc), per_model(val_acc), per_model(lrs), 0.0)
-            tensors = checkpoint_tensors(*strategy.to_host(state, best)) if writer is not None else None
+            tensors = checkpoint_tensors(*host) if writer is not None else None
             history.epoch_time_s[-1] = time.perf_counter() - t0
             report = EpochReport(
                 epoch=epoch + 1,
@@ -443,10 +511,17 @@ def _stops_at_epoch_boundaries(function):
     return wrapper
 
 
-def _optimizer(config: TrainConfig, steps: int):
-    """The optimizer the loops compile with: ``config``'s, with a placeholder base learning rate
-    (each run's rate goes into its state, see :mod:`jaxlayers.training.config`)."""
-    return make_optimizer(config, steps, learning_rate=1.0)
+def _injected_learning_rate(opt_state, k: int) -> np.ndarray:
+    """``(k,)``: the learning rate an ``optax.inject_hyperparams`` optimizer holds in its (host) state
+    (the last step's, for a schedule), or ``nan`` where the state holds none."""
+    hyper = getattr(opt_state, "hyperparams", None)
+    if isinstance(hyper, dict) and "learning_rate" in hyper:
+        return np.broadcast_to(np.asarray(hyper["learning_rate"], np.float64).reshape(-1), (k,)).copy()
+    for part in opt_state if isinstance(opt_state, tuple) else ():
+        found = _injected_learning_rate(part, k)
+        if not np.all(np.isnan(found)):
+            return found
+    return np.full(k, np.nan)
 
 
 @_stops_at_epoch_boundaries
@@ -461,6 +536,7 @@ def fit(
     mesh=None,
     distributed: Distributed | None = None,
     on_checkpoint: Callable[[EpochReport], None] | None = None,
+    optimizer=None,
 ) -> FitResult:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs.
 
@@ -501,6 +577,15 @@ def fit(
       on_checkpoint: called with the epoch's :class:`EpochReport` on the
         checkpoint writer's thread once that epoch's checkpoint is on disk
         (needs ``checkpoint_dir``).
+      optimizer: any optax ``GradientTransformation`` (e.g.
+        ``optax.adamw(optax.warmup_cosine_decay_schedule(...))``), used in
+        place of the one ``config`` describes (whose ``optimizer``,
+        ``learning_rate``, ``schedule``, ... are then unused). Its state is
+        checkpointed; a resume must pass an optimizer with the same state
+        structure (else :class:`CheckpointError`). The history's ``lr`` is
+        the learning rate its state holds (an ``optax.inject_hyperparams``
+        optimizer; the epoch's last step), else ``nan``. Passing the same
+        object again reuses the compiled programs.
 
     SIGINT (Ctrl-C) and SIGTERM, while ``fit`` runs in the main thread, stop
     it at the end of the running epoch, after that epoch's checkpoint is
@@ -537,10 +622,10 @@ def fit(
         initialize_distributed(distributed)
         mesh = make_data_mesh() if mesh is None else mesh
     data = check_data(model, data, config, "fit")
-    check_run_memory(model, config, data, "fit")
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
+    optimizer = make_optimizer(config, steps) if optimizer is None else _check_optimizer(optimizer, "fit")
+    check_run_memory(model, config, data, "fit", optimizer=optimizer)
     kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
-    optimizer = _optimizer(config, steps)
     strategy = SingleDevice(model, optimizer, **kw) if mesh is None else DataMesh(model, optimizer, mesh=mesh, **kw)
     result = _run(
         strategy,
@@ -552,6 +637,7 @@ def fit(
         resume=resume,
         callback=callback,
         where="fit",
+        optimizer=optimizer,
         on_checkpoint=on_checkpoint,
     )
     if mesh is not None:  # best as local arrays, usable in any process
@@ -610,6 +696,7 @@ def fit_many(
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
     callback: Callable[[EpochReport], None] | None = None,
+    optimizer=None,
 ) -> FitResult:
     """Train ``K`` variants of ``model`` at once: one compiled program per epoch, vmapped over the models.
 
@@ -642,6 +729,9 @@ def fit_many(
       checkpoint_dir, resume: as :func:`fit`: a checkpoint of all ``K``
         models after every epoch; resume continues the sweep bitwise.
       callback: called with an :class:`EpochReport` (``(K,)`` arrays) after every epoch.
+      optimizer: as :func:`fit`, shared by the models; ``learning_rates``
+        then needs an ``optax.inject_hyperparams`` optimizer (each model's
+        rate goes into its state).
 
     Returns:
       A :class:`FitResult` with a leading model axis; ``result[k]`` is model
@@ -702,11 +792,12 @@ def fit_many(
             raise type(e)(f"fit_many: model {k}: {e}") from None
         models.append(m)
     data = check_data(models[0], data, config, "fit_many")
-    check_run_memory(models[0], config, data, "fit_many", num_models=K)
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
+    optimizer = make_optimizer(config, steps) if optimizer is None else _check_optimizer(optimizer, "fit_many")
+    check_run_memory(models[0], config, data, "fit_many", num_models=K, optimizer=optimizer)
     strategy = ManyModels(
         models,
-        _optimizer(config, steps),
+        optimizer,
         steps=steps,
         batch_size=config.batch_size,
         eval_batch_size=config.eval_batch_size,
@@ -721,4 +812,6 @@ def fit_many(
         resume=resume,
         callback=callback,
         where="fit_many",
+        optimizer=optimizer,
+        per_model_lr=learning_rates is not None,
     )

@@ -78,7 +78,7 @@ class MemoryEstimate:
         )
 
 
-def estimate_memory(model, config: TrainConfig, data, *, num_models: int = 1) -> MemoryEstimate:
+def estimate_memory(model, config: TrainConfig, data, *, num_models: int = 1, optimizer=None) -> MemoryEstimate:
     """The memory a run of ``model`` with ``config`` on ``data`` needs, measured with ``jax.eval_shape``.
 
     Args:
@@ -86,6 +86,7 @@ def estimate_memory(model, config: TrainConfig, data, *, num_models: int = 1) ->
       config: the training configuration (its optimizer and batch size).
       data: anything with ``X_train, y_train, X_val, y_val``.
       num_models: models trained at once (``fit_many``'s ``K``).
+      optimizer: an optax optimizer given to ``fit`` (``None``: ``config``'s).
 
     Returns:
       A :class:`MemoryEstimate`.
@@ -93,7 +94,8 @@ def estimate_memory(model, config: TrainConfig, data, *, num_models: int = 1) ->
     params, model_state = jax.eval_shape(model.init, jax.random.key(0))
     n_train = int(np.shape(data.y_train)[0])
     steps = max(n_train // config.batch_size, 1)
-    opt_state = jax.eval_shape(make_optimizer(config, steps).init, params)
+    optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
+    opt_state = jax.eval_shape(optimizer.init, params)
     feature_shape = tuple(np.shape(data.X_train)[1:])
 
     def residuals(p, s, xb, yb):
@@ -160,7 +162,7 @@ def check_memory(estimate: MemoryEstimate, where: str, available: tuple[int | No
         )
 
 
-def check_run_memory(model, config: TrainConfig, data, where: str, *, num_models: int = 1) -> None:
+def check_run_memory(model, config: TrainConfig, data, where: str, *, num_models: int = 1, optimizer=None) -> None:
     """:func:`check_memory` of :func:`estimate_memory`, skipped when the parameters alone are clearly small.
 
     Raises:
@@ -173,4 +175,5 @@ def check_run_memory(model, config: TrainConfig, data, where: str, *, num_models
     data_bytes = sum(math.prod(np.shape(getattr(data, k))) * 4 for k in ("X_train", "X_val") if hasattr(data, k))
     if num_models * 8 * _bytes(params) + 2 * data_bytes < free // 4:  # far below: skip tracing the loss
         return
-    check_memory(estimate_memory(model, config, data, num_models=num_models), where, (free, source))
+    estimate = estimate_memory(model, config, data, num_models=num_models, optimizer=optimizer)
+    check_memory(estimate, where, (free, source))

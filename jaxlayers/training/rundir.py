@@ -251,6 +251,7 @@ def train_run(
     record: dict[str, Any] | None = None,
     on_start: Callable[[int], None] | None = None,
     where: str = "fit",
+    optimizer=None,
 ) -> tuple[FitResult, dict[str, Any]]:
     """Train ``model`` with :func:`jaxlayers.training.loop.fit` and write the run directory's five files.
 
@@ -260,7 +261,7 @@ def train_run(
     a directory that holds a run is refused unless ``overwrite``.
 
     Args:
-      model, data, config, mesh: as :func:`~jaxlayers.training.loop.fit`.
+      model, data, config, mesh, optimizer: as :func:`~jaxlayers.training.loop.fit`.
       run_dir: the run directory.
       resume: continue the checkpointed run there.
       overwrite: replace a run the directory holds (its five files are deleted first).
@@ -286,7 +287,7 @@ def train_run(
     data = as_dataset(data, where)
     out = prepare_run_dir(run_dir, where)
     ckpt = out / CHECKPOINT_NAME
-    check_run_memory(model, config, data, where)
+    check_run_memory(model, config, data, where, optimizer=optimizer)
     with RunDirLock(out):
         remove_stale_temp_files(out)
         _check_config_json(out)
@@ -299,7 +300,7 @@ def train_run(
                     errno.ENOENT, f"{where}: resume: no checkpoint at {ckpt}; run without resume to start", str(ckpt)
                 )
             meta = read_checkpoint_metadata(ckpt)
-            check_resume_metadata(meta, run_info("fit", [model], [config], data))
+            check_resume_metadata(meta, run_info("fit", [model], [config], data, optimizer))
             history0 = History.from_dict(meta["history"])
         else:
             present = [name for name in RUN_FILES if (out / name).exists()]
@@ -330,6 +331,7 @@ def train_run(
             **(record or {}),
             "model": model_record(model),
             "train": config.to_dict(),
+            **({} if optimizer is None else {"optimizer": "an optax optimizer given to fit (optimizer=)"}),
             "splits": {
                 k: int(np.shape(getattr(data, f"y_{k}"))[0])
                 for k in ("train", "val", "test")
@@ -351,7 +353,7 @@ def train_run(
         t_fit = time.perf_counter()
         result = _fit(
             model, data, config, checkpoint_dir=out, resume=resume, callback=callback, mesh=mesh,
-            on_checkpoint=on_checkpoint,
+            on_checkpoint=on_checkpoint, optimizer=optimizer,
         )  # fmt: skip
         fit_time = time.perf_counter() - t_fit
         with DeferredSignals() as stop:  # no signal may raise while the evaluation below compiles
@@ -425,6 +427,7 @@ def fit(
     callback: Callable[[EpochReport], None] | None = None,
     mesh=None,
     distributed=None,
+    optimizer=None,
 ) -> FitResult:
     """:func:`jaxlayers.training.loop.fit`, plus a run directory and a progress bar.
 
@@ -477,7 +480,7 @@ def fit(
             )
             result, _ = train_run(
                 model, data, config, run_dir, resume=resume, overwrite=overwrite, callback=on_epoch, mesh=mesh,
-                on_start=start_bar,
+                on_start=start_bar, optimizer=optimizer,
             )  # fmt: skip
             return result
         if verbose and resume and checkpoint_dir is not None:
@@ -486,7 +489,7 @@ def fit(
         start_bar(0)
         return _fit(
             model, data, config, checkpoint_dir=checkpoint_dir, resume=resume, callback=on_epoch, mesh=mesh,
-            distributed=distributed,
+            distributed=distributed, optimizer=optimizer,
         )  # fmt: skip
     finally:
         if bar is not None:

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlayers.model import check_model, merge_model, split_model
-from jaxlayers.training.config import with_learning_rate
+from jaxlayers.training.config import ConfiguredOptimizer, with_learning_rate
 
 __all__ = [
     "StepMetrics",
@@ -35,8 +35,8 @@ class TrainState(NamedTuple):
     Attributes:
       params: the model's parameters (e.g. ``{"W1": ..., "b1": ..., ...}``).
       model_state: the model's running statistics (e.g. ``{"bn1": BatchNormState, ...}``).
-      opt_state: the optax optimizer state; holds the base learning rate
-        (``opt_state.hyperparams["learning_rate"]``).
+      opt_state: the optax optimizer state; for a ``TrainConfig``'s optimizer it
+        holds the base learning rate (``opt_state.hyperparams["learning_rate"]``).
       step: int32 scalar, optimizer steps taken.
       key: a typed PRNG key (``jax.random.key``); split for every shuffle
         and every dropout mask.
@@ -117,7 +117,9 @@ def init_train_state(model, optimizer: optax.GradientTransformation, key: jax.Ar
     """
     check_model(model, "init_train_state")
     static, leaves = split_model(model, "init_train_state")
-    return jitted_init(static, optimizer)(leaves, key)
+    # a TrainConfig's optimizer: the compiled init serves every learning rate, so pass this one's
+    learning_rate = optimizer.learning_rate if isinstance(optimizer, ConfiguredOptimizer) else None
+    return jitted_init(static, optimizer)(leaves, key, learning_rate)
 
 
 @functools.lru_cache(maxsize=32)
