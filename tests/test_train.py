@@ -125,7 +125,8 @@ def test_fit_history_best_params_and_determinism(small):
     h = r1.history
     assert len(h.loss) == 4 * steps_per_epoch and r1.steps_per_epoch == steps_per_epoch
     assert len(h.train_acc) == len(h.val_acc) == len(h.lr) == len(h.epoch_time_s) == 4
-    np.testing.assert_allclose(h.lr, [3e-3 * 0.9**e for e in range(4)])
+    # the optax schedule's values, in the float32 the device steps with
+    np.testing.assert_allclose(h.lr, [3e-3 * 0.9**e for e in range(4)], rtol=1e-6)
     assert int(r1.state.step) == 4 * steps_per_epoch
     assert [r.epoch for r in reports] == [1, 2, 3, 4] and reports[-1].steps == 32
     assert r1.best_val_acc == max(h.val_acc) and h.val_acc[r1.best_epoch - 1] == r1.best_val_acc

@@ -177,17 +177,16 @@ def learning_rate_schedule(spec: OptimizerSpec, learning_rate) -> optax.Schedule
 
     ``spec.schedule``: ``"constant"`` (``optax.constant_schedule``),
     ``"exponential"`` (``optax.exponential_decay``: ``learning_rate * lr_decay
-    ** (t // steps_per_epoch)``) or ``"cosine"``
-    (``optax.warmup_cosine_decay_schedule`` from ``learning_rate`` to 0 at
-    ``total_steps``); with ``warmup_steps``, a linear warmup from 0
-    (``optax.linear_schedule``) comes first (``optax.join_schedules``; the
-    cosine schedule has its own). The device's optimizer and the host's
+    ** (t // steps_per_epoch)``) or ``"cosine"`` (``optax.cosine_decay_schedule``
+    from ``learning_rate`` to 0 at ``total_steps``, as
+    ``optax.warmup_cosine_decay_schedule``); with ``warmup_steps``, a linear warmup from 0
+    (``optax.linear_schedule``) comes first (``optax.join_schedules``). The device's optimizer and the host's
     history both call this function. ``learning_rate`` may be traced.
     """
     warm = spec.warmup_steps
-    if spec.schedule == "cosine":
-        return optax.warmup_cosine_decay_schedule(0.0, learning_rate, warm, max(spec.total_steps, warm + 1), 0.0)
-    if spec.schedule == "constant":
+    if spec.schedule == "cosine":  # optax.warmup_cosine_decay_schedule's shape; its pieces take a traced rate
+        main = optax.cosine_decay_schedule(learning_rate, max(spec.total_steps - warm, 1))
+    elif spec.schedule == "constant":
         main = optax.constant_schedule(learning_rate)
     else:
         main = optax.exponential_decay(learning_rate, spec.steps_per_epoch, spec.lr_decay, staircase=True)

@@ -38,6 +38,7 @@ from jaxlayers.training.checkpoint import (
     CheckpointWriter,
     checkpoint_tensors,
     load_checkpoint,
+    read_checkpoint_metadata,
 )
 from jaxlayers.training.config import ConfiguredOptimizer, TrainConfig, learning_rate_schedule, make_optimizer
 from jaxlayers.training.epoch import pad_eval
@@ -379,7 +380,11 @@ def _run(
     best_val_acc, best_epoch, start_epoch = np.full(K, -1.0), np.zeros(K, np.int64), 0
     if resume:
         host_state, host_best = strategy.to_host(state, best)
-        host_state, host_best, meta = load_checkpoint(ckpt_path, host_state, host_best)
+        try:
+            host_state, host_best, meta = load_checkpoint(ckpt_path, host_state, host_best)
+        except CheckpointError:  # tensors of another run: name what differs, if the metadata can
+            check_resume_metadata(read_checkpoint_metadata(ckpt_path), run_info)
+            raise
         check_resume_metadata(meta, run_info)
         state, best = strategy.from_host(jax.device_get(host_state), jax.device_get(host_best))
         history = History.from_dict(meta["history"])
