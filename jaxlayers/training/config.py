@@ -53,7 +53,7 @@ class TrainConfig:
       eval_batch_size: batch size of the test-mode validation passes.
 
     Raises:
-      TypeError / ValueError: a field of the wrong type or out of range,
+      TypeError, ValueError: a field of the wrong type or out of range,
         naming it. NumPy scalars are accepted where Python numbers are.
     """
 
