@@ -160,6 +160,8 @@ def _check_api_complete(app, env) -> None:
             continue
         if modname not in documented:
             logger.warning("API reference: public module %s has no page (no automodule/py:module)", modname)
+        if not hasattr(module, "__all__"):
+            logger.warning("API reference: public module %s has no __all__ to check the reference against", modname)
         missing = []
         for name in getattr(module, "__all__", []):
             full = f"{modname}.{name}"
