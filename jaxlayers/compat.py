@@ -321,7 +321,7 @@ def conv_forward_naive(x, w, b, conv_param):
       ``cache`` the residuals (``x``, ``w``, stride, pad).
 
     Raises:
-      ValueError / TypeError: as :func:`jaxlayers.conv2d`.
+      ValueError, TypeError: as :func:`jaxlayers.conv2d`.
     """
     stride, pad = conv_param["stride"], conv_param["pad"]
     x, w, b = _to_jax(x, w, b)
@@ -357,7 +357,7 @@ def max_pool_forward_naive(x, pool_param):
       window; ``cache`` the argmax of every window (uint8), not ``x``.
 
     Raises:
-      ValueError / TypeError: as :func:`jaxlayers.max_pool2d`.
+      ValueError, TypeError: as :func:`jaxlayers.max_pool2d`.
     """
     pool_size = (pool_param["pool_height"], pool_param["pool_width"])
     (x,) = _to_jax(x)

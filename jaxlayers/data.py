@@ -160,7 +160,7 @@ class Dataset:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        """The shape of one example as stored: ``X_train.shape[1:]``."""
+        """The shape of one example as stored, ``X_train.shape[1:]``."""
         return tuple(self.X_train.shape[1:])
 
     def as_images(self) -> Dataset:

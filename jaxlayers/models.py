@@ -124,7 +124,7 @@ class LayerModel:
         """Inverse of :meth:`to_dict`.
 
         Raises:
-          ValueError / TypeError: unknown fields, or values the constructor refuses.
+          ValueError, TypeError: unknown fields, or values the constructor refuses.
         """
         names = {f.name for f in dataclasses.fields(cls)}
         require(isinstance(d, dict), cls.__name__, f"from_dict needs a dict, got {type(d).__name__}", TypeError)
@@ -354,7 +354,7 @@ class FullyConnectedNet(LayerModel):
         needs x64 (``with jax.enable_x64(True):``).
 
     Raises:
-      ValueError / TypeError: at construction, for a config that cannot work
+      ValueError, TypeError: at construction, for a config that cannot work
         (negative widths, unknown normalization or loss, rate outside
         ``[0, 1)``, negative reg, non-floating dtype, ...), naming the field.
 
@@ -600,7 +600,7 @@ class ThreeLayerConvNet(_ImageModel):
       dtype: parameter and compute dtype.
 
     Raises:
-      ValueError / TypeError: at construction, naming the field.
+      ValueError, TypeError: at construction, naming the field.
     """
 
     input_dim: tuple[int, int, int] = (3, 32, 32)
@@ -714,7 +714,7 @@ class ConvNet(_ImageModel):
       dtype: parameter and compute dtype.
 
     Raises:
-      ValueError / TypeError: at construction, naming the field (including a
+      ValueError, TypeError: at construction, naming the field (including a
         pool that shrinks the image below 1 pixel, and groups that do not divide
         the channels).
     """

@@ -88,7 +88,7 @@ class TrainConfig:
         (``optax.clip_by_global_norm``), ``> 0``; ``None``: no clipping.
 
     Raises:
-      TypeError / ValueError: a field of the wrong type or out of range,
+      TypeError, ValueError: a field of the wrong type or out of range,
         naming it. NumPy scalars are accepted where Python numbers are.
     """
 

@@ -439,7 +439,8 @@ def fit(
         ``checkpoint_dir``.
       overwrite: with ``run_dir``, replace a run it holds (else refused).
       verbose: the CLI's progress bar (tqdm, on stderr), one step per epoch.
-      the others: as :func:`jaxlayers.training.loop.fit`.
+      model, data, config, checkpoint_dir, resume, callback, mesh, distributed: as
+        :func:`jaxlayers.training.loop.fit`.
 
     Returns:
       The :class:`FitResult`.
@@ -447,7 +448,8 @@ def fit(
     Raises:
       ValueError: ``run_dir`` together with ``checkpoint_dir``.
       RunDirError, OSError: as :func:`train_run`.
-      and what :func:`jaxlayers.training.loop.fit` raises.
+
+    And what :func:`jaxlayers.training.loop.fit` raises.
     """
     config = TrainConfig() if config is None else config
     bar = None
