@@ -135,6 +135,11 @@ class _Layer:
         return cls(*args, **d)
 
     def __repr__(self) -> str:
+        return self._describe(traced=True)
+
+    def _describe(self, *, traced: bool) -> str:
+        """The constructor call; without the traced fields (``weight_scale``) when ``traced`` is false (the
+        title a model's structure holds, so that a new ``weight_scale`` compiles nothing)."""
         args = [repr(getattr(self, n)) for n in self._ARGS]
         defaults = {
             n: p.default
@@ -143,6 +148,8 @@ class _Layer:
         }
         for n in self._KWARGS:
             v = getattr(self, n)
+            if n in self._LEAVES and not traced:
+                continue
             if not (n in defaults and _same(v, defaults[n])):
                 args.append(f"{n}={v!r}" if not isinstance(v, jax.Array) else f"{n}=<traced>")
         return f"{type(self).__name__}({', '.join(args)})"

@@ -158,7 +158,7 @@ def _declare(layers, shape, dtype, owner: str, counter: _Counter, prefix: str = 
         cls = type(layer)
         naming = cls.naming if isinstance(layer, _Layer) else "custom"
         naming = naming or "none"
-        title = repr(layer) if isinstance(layer, _Layer) else cls.__name__
+        title = layer._describe(traced=False) if isinstance(layer, _Layer) else cls.__name__
         position = counter.leaf + 1
         random_init = bool(getattr(layer, "random_init", True))
         random_apply = bool(getattr(layer, "random_apply", True))
