@@ -6,7 +6,7 @@ hand-derived one, registered with ``jax.custom_vjp`` and checked against
 The NumPy original's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
-from jaxlayers import compat, data, gradcheck, model, parallel, sweep, train
+from jaxlayers import compat, data, gradcheck, model, nn, parallel, sweep, train
 from jaxlayers.layers import (
     BatchNormState,
     affine,
@@ -43,6 +43,7 @@ __all__ = [
     "gradcheck",
     "load_run",
     "model",
+    "nn",
     "parallel",
     "register_model",
     "relu",

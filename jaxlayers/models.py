@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlayers import nn
 from jaxlayers._checks import (
     check_choice,
     check_float_dtype,
@@ -25,23 +26,12 @@ from jaxlayers._checks import (
     check_number,
     is_int,
     require,
-    stats_dtype,
 )
-from jaxlayers.layers import (
-    BatchNormState,
-    affine,
-    batchnorm,
-    batchnorm_state,
-    conv2d,
-    dropout,
-    groupnorm,
-    layernorm,
-    max_pool2d,
-    relu,
-    spatial_batchnorm,
-)
+from jaxlayers.layers import BatchNormState
 from jaxlayers.losses import softmax_loss, svm_loss
 from jaxlayers.model import PREDICT_BATCH_SIZE, predict, predict_proba, register_model
+from jaxlayers.nn import init_std
+from jaxlayers.nn._sequential import _forward, _leaf_layers
 
 __all__ = ["ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "init_std"]
 
@@ -56,26 +46,6 @@ def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
 
 
-def _format_bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def init_std(weight_scale, fan_in: int, dtype) -> jax.Array | float:
-    """The standard deviation of a weight initialisation: ``weight_scale``, or He's ``sqrt(2 / fan_in)`` for ``None``.
-
-    ``weight_scale`` may be traced (a model's pytree leaf); it is cast to
-    ``dtype`` so the product with a ``dtype`` draw rounds the same way whether
-    it came in as a Python float or an array (He, He et al. 2015).
-    """
-    if weight_scale is None:
-        return math.sqrt(2.0 / fan_in)
-    return jnp.asarray(weight_scale, dtype)
-
-
 class LayerModel:
     """What jaxlayers' models share (a mixin for frozen dataclasses).
 
@@ -86,8 +56,15 @@ class LayerModel:
     * ``to_dict`` / ``from_dict``, the L2 penalty over the ``W*`` parameters,
       and the checks of ``params`` / ``state`` against :meth:`param_shapes`.
 
-    Subclasses define ``_OWNER`` (the name in error messages),
-    ``param_shapes()`` and ``state_keys()``.
+    * An :mod:`jaxlayers.nn` **declaration**: a subclass writes its
+      architecture once, in :meth:`layers` (from its fields); the
+      :class:`~jaxlayers.nn.Sequential` built from it (:attr:`net`, built once
+      per model) gives ``init``, the forward pass, :meth:`param_shapes`,
+      :meth:`state_keys`, :meth:`summary` and so the memory estimate. Every
+      weight layer gets the model's ``weight_scale``.
+
+    Subclasses define ``_OWNER`` (the name in error messages), :meth:`layers`
+    and :meth:`input_shape`.
     """
 
     _TRACED: ClassVar[tuple[str, ...]] = ("reg", "weight_scale")
@@ -100,16 +77,52 @@ class LayerModel:
     def _tree_flatten(self):
         fields = [f.name for f in dataclasses.fields(self)]
         static = tuple((n, getattr(self, n)) for n in fields if n not in self._TRACED)
-        return tuple(getattr(self, n) for n in self._TRACED), static
+        return tuple(getattr(self, n) for n in self._TRACED), (static, self._net_def)
 
     @classmethod
-    def _tree_unflatten(cls, static, leaves):
+    def _tree_unflatten(cls, aux, leaves):
+        static, net_def = aux
         obj = object.__new__(cls)  # no __post_init__: leaves may be tracers or vmapped arrays
         for name, value in static:
             _set(obj, name, value)
         for name, value in zip(cls._TRACED, leaves, strict=True):
             _set(obj, name, value)
+        # the declaration's leaves: reg, then every weight layer's weight_scale (none for He init)
+        n_scales = net_def.num_leaves - 1
+        _set(obj, "_net_def", net_def)
+        _set(obj, "net", jax.tree_util.tree_unflatten(net_def, [obj.reg, *[obj.weight_scale] * n_scales]))
         return obj
+
+    # ------------------------------------------------------------------ the declaration
+
+    def layers(self) -> tuple:  # pragma: no cover - defined by subclasses
+        """The architecture, as :mod:`jaxlayers.nn` layers (written once, here)."""
+        raise NotImplementedError
+
+    def input_shape(self) -> tuple[int, ...]:  # pragma: no cover - defined by subclasses
+        raise NotImplementedError
+
+    def _declare(self) -> None:
+        """Build :attr:`net` from the (validated) fields; called at the end of ``__post_init__``."""
+        net = nn.Sequential(
+            *self.layers(), input_shape=self.input_shape(), loss=self.loss_type, reg=self.reg, dtype=self.dtype
+        )
+        _set(self, "net", net)
+        _set(self, "_net_def", jax.tree_util.tree_structure(net))
+
+    def init(self, key: jax.Array) -> tuple[Params, State]:
+        """Initial ``(params, state)``: the declaration's ``init`` (see the class docstring for the values).
+
+        ``key`` is split into one subkey per weight layer, in order.
+
+        Raises:
+          TypeError: ``dtype`` float64 with x64 off.
+        """
+        self._check_dtype_available()
+        return self.net.init(key)
+
+    def _forward(self, params, state, h, train: bool, key):
+        return _forward(self.net._plan, _leaf_layers(self.net.layers), params, state, h, train=bool(train), key=key)
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-ready values (tuples as lists, ``dtype`` by name)."""
@@ -146,56 +159,23 @@ class LayerModel:
         check_choice(self.loss_type, owner, "loss_type", _LOSSES)
         _set(self, "dtype", check_float_dtype(self.dtype, owner))
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:  # pragma: no cover - defined by subclasses
-        raise NotImplementedError
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """The shape of every parameter, by name (``W1``, ``b1``, ``gamma1``, ...), from the declaration."""
+        return self.net.param_shapes()
 
-    def state_keys(self) -> set[str]:  # pragma: no cover - defined by subclasses
-        raise NotImplementedError
+    def state_keys(self) -> set[str]:
+        """The keys of the running-statistics dict (``bn{i}`` per batch-normalised layer)."""
+        return self.net.state_keys()
 
     def num_params(self) -> int:
         """The number of parameters (scalars) of the model."""
-        return sum(math.prod(s) for s in self.param_shapes().values())
-
-    def _layer_output_shape(self, weight_shape: tuple[int, ...]) -> str:
-        """The output shape of the layer whose weight has ``weight_shape`` (``N`` for the batch).
-
-        Affine ``(D, M)`` gives ``(N, M)``; a filter bank ``(F, C, HH, WW)`` gives
-        ``(N, F, ...)`` -- a model that knows its spatial sizes overrides this.
-        """
-        if len(weight_shape) == 2:
-            return f"(N, {weight_shape[1]})"
-        return f"(N, {weight_shape[0]}, ...)" if weight_shape else "?"
+        return self.net.num_params()
 
     def summary(self) -> str:
-        """A table of the model: one row per layer (its parameters, output shape, parameter count,
-        bytes) and a total line; parameters are grouped into layers by their number (``W1, b1, gamma1``)."""
-        itemsize = np.dtype(getattr(self, "dtype", np.float32)).itemsize
-        layers: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
-        for name, shape in self.param_shapes().items():
-            number = name.lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ_") or name
-            layers.setdefault(number, []).append((name, tuple(shape)))
-        rows = [("layer", "parameters", "output", "params", "bytes")]
-        total = 0
-        for number, params in layers.items():
-            count = sum(math.prod(shape) for _, shape in params)
-            total += count
-            weight = next((shape for name, shape in params if name.startswith("W")), ())
-            rows.append(
-                (
-                    number,
-                    ", ".join(f"{name} {shape}" for name, shape in params),
-                    self._layer_output_shape(weight),
-                    f"{count:,}",
-                    _format_bytes(count * itemsize),
-                )
-            )
-        widths = [max(len(r[i]) for r in rows) for i in range(5)]
-        lines = [
-            "  ".join(c.rjust(w) if i >= 3 else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-            for r in rows
-        ]
-        lines.append(f"{type(self).__name__}: {total:,} parameters, {_format_bytes(total * itemsize)}")
-        return "\n".join(line.rstrip() for line in lines)
+        """A table of the model: one row per parameter number (``W1, b1, gamma1`` together: the
+        output shape of that weight layer, parameter count, bytes) and a total line; see
+        ``self.net.summary()`` for one row per layer."""
+        return self.net.summary(by="number", title=type(self).__name__)
 
     def l2_penalty(self, params: Params) -> jax.Array:
         """``0.5 * reg * sum_i sum(Wi**2)`` over the weight tensors ``W*`` (a scalar in ``dtype``).
@@ -408,6 +388,7 @@ class FullyConnectedNet(LayerModel):
         )
         _set(self, "dropout_rate", rate)
         self._check_shared_fields()
+        self._declare()
 
     # ------------------------------------------------------------------ helpers
 
@@ -425,21 +406,17 @@ class FullyConnectedNet(LayerModel):
     def use_batchnorm(self) -> bool:
         return self.normalization == "batchnorm"
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        """The shape of every parameter, by name (``W1``, ``b1``, ``gamma1``, ...)."""
-        dims = self.layer_dims
-        shapes: dict[str, tuple[int, ...]] = {}
-        for i in range(1, self.num_layers + 1):
-            shapes[f"W{i}"] = (dims[i - 1], dims[i])
-            shapes[f"b{i}"] = (dims[i],)
-            if self.use_batchnorm and i < self.num_layers:
-                shapes[f"gamma{i}"] = (dims[i],)
-                shapes[f"beta{i}"] = (dims[i],)
-        return shapes
+    def layers(self) -> tuple:
+        """``{Affine - [BatchNorm] - ReLU - [Dropout]} x (L-1) - Affine``."""
+        ws = self.weight_scale
+        hidden = []
+        for h in self.hidden_dims:
+            hidden += [nn.Affine(h, weight_scale=ws), *([nn.BatchNorm()] if self.use_batchnorm else []), nn.ReLU()]
+            hidden += [nn.Dropout(self.dropout_rate)] if self.dropout_rate > 0 else []
+        return (*hidden, nn.Affine(self.num_classes, weight_scale=ws))
 
-    def state_keys(self) -> set[str]:
-        """The keys of the running-statistics dict: ``bn1 .. bn{L-1}`` with batchnorm, else none."""
-        return {f"bn{i}" for i in range(1, self.num_layers)} if self.use_batchnorm else set()
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.input_dim,)
 
     def _describe(self) -> str:
         return f"layer dims {self.layer_dims}, normalization {self.normalization!r}"
@@ -477,21 +454,7 @@ class FullyConnectedNet(LayerModel):
         Raises:
           TypeError: ``dtype`` float64 with x64 off.
         """
-        self._check_dtype_available()
-        dims = self.layer_dims
-        keys = jax.random.split(key, self.num_layers)
-        params: Params = {}
-        state: State = {}
-        for i in range(1, self.num_layers + 1):
-            fan_in, fan_out = dims[i - 1], dims[i]
-            std = init_std(self.weight_scale, fan_in, self.dtype)
-            params[f"W{i}"] = std * jax.random.normal(keys[i - 1], (fan_in, fan_out), self.dtype)
-            params[f"b{i}"] = jnp.zeros((fan_out,), self.dtype)
-            if self.use_batchnorm and i < self.num_layers:
-                params[f"gamma{i}"] = jnp.ones((fan_out,), self.dtype)
-                params[f"beta{i}"] = jnp.zeros((fan_out,), self.dtype)
-                state[f"bn{i}"] = batchnorm_state(fan_out, stats_dtype(self.dtype))
-        return params, state
+        return super().init(key)
 
     def apply(
         self,
@@ -528,20 +491,7 @@ class FullyConnectedNet(LayerModel):
         self._check_params(params, state)
         x = jnp.asarray(x)
         h = x.reshape(x.shape[0], -1).astype(self.dtype)
-        hidden = self.num_layers - 1
-        keys = jax.random.split(key, hidden) if use_dropout and hidden else None
-        new_state: State = {}
-        for i in range(1, hidden + 1):
-            h = affine(h, params[f"W{i}"], params[f"b{i}"])
-            if self.use_batchnorm:
-                h, new_state[f"bn{i}"] = batchnorm(
-                    h, params[f"gamma{i}"], params[f"beta{i}"], state[f"bn{i}"], train=bool(train)
-                )
-            h = relu(h)
-            if use_dropout:
-                h = dropout(h, keys[i - 1], rate=self.dropout_rate, train=True)
-        scores = affine(h, params[f"W{self.num_layers}"], params[f"b{self.num_layers}"])
-        return scores, new_state
+        return self._forward(params, state, h, train, key if use_dropout else None)
 
 
 def _pair(value, owner: str, name: str) -> tuple[int, int]:
@@ -572,9 +522,6 @@ class _ImageModel(LayerModel):
         )
         x = jnp.asarray(x)
         return x.reshape(x.shape[0], c, h, w).astype(self.dtype)
-
-    def _conv_weight(self, key, shape, fan_in: int) -> jax.Array:
-        return init_std(self.weight_scale, fan_in, self.dtype) * jax.random.normal(key, shape, self.dtype)
 
 
 @register_model
@@ -624,41 +571,22 @@ class ThreeLayerConvNet(_ImageModel):
         _, h, w = self.input_dim
         require(h >= 2 and w >= 2, owner, f"input_dim {self.input_dim} is too small for a 2x2 pool")
         self._check_shared_fields()
+        self._declare()
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        c, h, w = self.input_dim
-        f, k = self.num_filters, self.filter_size
-        flat = f * (h // 2) * (w // 2)
-        return {
-            "W1": (f, c, k, k),
-            "b1": (f,),
-            "W2": (flat, self.hidden_dim),
-            "b2": (self.hidden_dim,),
-            "W3": (self.hidden_dim, self.num_classes),
-            "b3": (self.num_classes,),
-        }
+    def layers(self) -> tuple:
+        """``Conv2d (same) - ReLU - 2x2 MaxPool - Affine - ReLU - Affine``."""
+        ws, k = self.weight_scale, self.filter_size
+        return (
+            nn.Conv2d(self.num_filters, k, padding=(k - 1) // 2, weight_scale=ws),
+            nn.ReLU(),
+            nn.MaxPool2d((2, 2), stride=2),
+            nn.Affine(self.hidden_dim, weight_scale=ws),
+            nn.ReLU(),
+            nn.Affine(self.num_classes, weight_scale=ws),
+        )
 
-    def state_keys(self) -> set[str]:
-        return set()
-
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        """Weights ``N(0, weight_scale^2)`` (or He), biases 0; ``state = {}``.
-
-        Raises:
-          TypeError: ``dtype`` float64 with x64 off.
-        """
-        self._check_dtype_available()
-        shapes = self.param_shapes()
-        k1, k2, k3 = jax.random.split(key, 3)
-        c, _, _ = self.input_dim
-        params = {
-            "W1": self._conv_weight(k1, shapes["W1"], c * self.filter_size**2),
-            "W2": self._conv_weight(k2, shapes["W2"], shapes["W2"][0]),
-            "W3": self._conv_weight(k3, shapes["W3"], shapes["W3"][0]),
-        }
-        for b in ("b1", "b2", "b3"):
-            params[b] = jnp.zeros(shapes[b], self.dtype)
-        return params, {}
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_dim
 
     def apply(self, params, state, x, *, train: bool, key=None):
         """Class scores ``(N, num_classes)`` and ``state`` (no running statistics).
@@ -669,10 +597,7 @@ class ThreeLayerConvNet(_ImageModel):
         self._check_train_key(train, key, 0.0)
         h = self._images(x)
         self._check_params(params, state)
-        h = conv2d(h, params["W1"], params["b1"], stride=1, padding=(self.filter_size - 1) // 2)
-        h = max_pool2d(relu(h), pool_size=(2, 2), stride=2)
-        h = relu(affine(h, params["W2"], params["b2"]))
-        return affine(h, params["W3"], params["b3"]), state
+        return self._forward(params, state, h, train, None)
 
 
 _CONV_NORMS = (None, "batchnorm", "groupnorm")
@@ -779,45 +704,38 @@ class ConvNet(_ImageModel):
                 f"conv block {i}'s {ph}x{pw} pool shrinks the {h}x{w} image to nothing; use fewer blocks or pool_size=1",
             )
             h, w = h // ph, w // pw
+        self._declare()
 
     def feature_shape(self) -> tuple[int, int, int]:
-        """``(C, H, W)`` after the conv blocks."""
-        c, h, w = self.input_dim
-        ph, pw = self.pool_size
-        for f in self.conv_channels:
-            c, h, w = f, h // ph, w // pw
-        return c, h, w
+        """``(C, H, W)`` after the conv blocks (the input shape of the first affine layer)."""
+        conv_blocks = len(self.layers()) - len(self._fc_layers())
+        return self.net.layer_table()[conv_blocks - 1][2] if conv_blocks else self.input_dim
 
-    def param_shapes(self) -> dict[str, tuple[int, ...]]:
-        shapes: dict[str, tuple[int, ...]] = {}
-        c = self.input_dim[0]
+    def _conv_layers(self) -> list:
         kh, kw = self.filter_size
-        i = 0
+        ws, out = self.weight_scale, []
+        norm = {None: [], "batchnorm": [nn.SpatialBatchNorm()], "groupnorm": [nn.GroupNorm(self.groups)]}
         for f in self.conv_channels:
-            i += 1
-            shapes[f"W{i}"], shapes[f"b{i}"] = (f, c, kh, kw), (f,)
-            if self.conv_norm:
-                shapes[f"gamma{i}"], shapes[f"beta{i}"] = (f,), (f,)
-            c = f
-        d = math.prod(self.feature_shape())
-        for h in self.hidden_dims:
-            i += 1
-            shapes[f"W{i}"], shapes[f"b{i}"] = (d, h), (h,)
-            if self.fc_norm:
-                shapes[f"gamma{i}"], shapes[f"beta{i}"] = (h,), (h,)
-            d = h
-        i += 1
-        shapes[f"W{i}"], shapes[f"b{i}"] = (d, self.num_classes), (self.num_classes,)
-        return shapes
+            out += [nn.Conv2d(f, (kh, kw), padding=((kh - 1) // 2, (kw - 1) // 2), weight_scale=ws)]
+            out += [*norm[self.conv_norm], nn.ReLU()]
+            out += [nn.MaxPool2d(self.pool_size, stride=self.pool_size)] if self.pool_size != (1, 1) else []
+        return out
 
-    def state_keys(self) -> set[str]:
-        keys = set()
-        if self.conv_norm == "batchnorm":
-            keys |= {f"bn{i}" for i in range(1, len(self.conv_channels) + 1)}
-        if self.fc_norm == "batchnorm":
-            first = len(self.conv_channels) + 1
-            keys |= {f"bn{i}" for i in range(first, first + len(self.hidden_dims))}
-        return keys
+    def _fc_layers(self) -> list:
+        ws, out = self.weight_scale, []
+        norm = {None: [], "batchnorm": [nn.BatchNorm()], "layernorm": [nn.LayerNorm()]}
+        for h in self.hidden_dims:
+            out += [nn.Affine(h, weight_scale=ws), *norm[self.fc_norm], nn.ReLU()]
+            out += [nn.Dropout(self.dropout_rate)] if self.dropout_rate > 0 else []
+        return [*out, nn.Affine(self.num_classes, weight_scale=ws)]
+
+    def layers(self) -> tuple:
+        """``[Conv2d (same) - (SpatialBatchNorm | GroupNorm) - ReLU - (MaxPool2d)] x L -
+        [Affine - (BatchNorm | LayerNorm) - ReLU - (Dropout)] x M - Affine``."""
+        return (*self._conv_layers(), *self._fc_layers())
+
+    def input_shape(self) -> tuple[int, ...]:
+        return self.input_dim
 
     def _describe(self) -> str:
         return f"conv channels {self.conv_channels}, hidden dims {self.hidden_dims}"
@@ -829,21 +747,7 @@ class ConvNet(_ImageModel):
         Raises:
           TypeError: ``dtype`` float64 with x64 off.
         """
-        self._check_dtype_available()
-        shapes = self.param_shapes()
-        n_w = sum(1 for n in shapes if n.startswith("W"))
-        keys = jax.random.split(key, n_w)
-        params: Params = {}
-        for i in range(1, n_w + 1):
-            shape = shapes[f"W{i}"]
-            fan_in = math.prod(shape[1:]) if len(shape) == 4 else shape[0]
-            params[f"W{i}"] = self._conv_weight(keys[i - 1], shape, fan_in)
-            params[f"b{i}"] = jnp.zeros(shapes[f"b{i}"], self.dtype)
-            if f"gamma{i}" in shapes:
-                params[f"gamma{i}"] = jnp.ones(shapes[f"gamma{i}"], self.dtype)
-                params[f"beta{i}"] = jnp.zeros(shapes[f"beta{i}"], self.dtype)
-        state = {k: batchnorm_state(shapes[f"b{k[2:]}"][0], stats_dtype(self.dtype)) for k in sorted(self.state_keys())}
-        return params, state
+        return super().init(key)
 
     def apply(self, params, state, x, *, train: bool, key=None):
         """Class scores ``(N, num_classes)`` and the new running statistics.
@@ -855,34 +759,4 @@ class ConvNet(_ImageModel):
         use_dropout = self._check_train_key(train, key, self.dropout_rate)
         h = self._images(x)
         self._check_params(params, state)
-        train = bool(train)
-        kh, kw = self.filter_size
-        new_state: State = {}
-        i = 0
-        for _ in self.conv_channels:
-            i += 1
-            h = conv2d(h, params[f"W{i}"], params[f"b{i}"], stride=1, padding=((kh - 1) // 2, (kw - 1) // 2))
-            if self.conv_norm == "batchnorm":
-                h, new_state[f"bn{i}"] = spatial_batchnorm(
-                    h, params[f"gamma{i}"], params[f"beta{i}"], state[f"bn{i}"], train=train
-                )
-            elif self.conv_norm == "groupnorm":
-                h = groupnorm(h, params[f"gamma{i}"], params[f"beta{i}"], groups=self.groups)
-            h = relu(h)
-            if self.pool_size != (1, 1):
-                h = max_pool2d(h, pool_size=self.pool_size, stride=self.pool_size)
-        keys = jax.random.split(key, len(self.hidden_dims)) if use_dropout and self.hidden_dims else None
-        for j, _ in enumerate(self.hidden_dims):
-            i += 1
-            h = affine(h, params[f"W{i}"], params[f"b{i}"])
-            if self.fc_norm == "batchnorm":
-                h, new_state[f"bn{i}"] = batchnorm(
-                    h, params[f"gamma{i}"], params[f"beta{i}"], state[f"bn{i}"], train=train
-                )
-            elif self.fc_norm == "layernorm":
-                h = layernorm(h, params[f"gamma{i}"], params[f"beta{i}"])
-            h = relu(h)
-            if use_dropout:
-                h = dropout(h, keys[j], rate=self.dropout_rate, train=True)
-        i += 1
-        return affine(h, params[f"W{i}"], params[f"b{i}"]), new_state
+        return self._forward(params, state, h, train, key if use_dropout else None)

@@ -1,0 +1,484 @@
+"""jaxlayers' own layers: each one op of :mod:`jaxlayers.layers` with its parameters declared.
+
+Every class here follows the layer protocol of :mod:`jaxlayers.nn` and adds, as
+optional extensions :class:`~jaxlayers.nn.Sequential` uses: ``init(..., dtype=)``,
+the naming role ``naming`` (``"weight"``: takes the next number ``i`` and names
+its parameters ``W{i}, b{i}``; ``"norm"``: takes the number of the last weight
+layer, ``gamma{i}, beta{i}``, state ``bn{i}``; ``None``: no parameters) and the
+flags ``random_init`` / ``random_apply`` (whether it draws random numbers).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlayers._checks import check_int, check_number, require, require_int_pair, stats_dtype
+from jaxlayers.layers import (
+    affine,
+    batchnorm,
+    batchnorm_state,
+    conv2d,
+    dropout,
+    groupnorm,
+    layernorm,
+    max_pool2d,
+    relu,
+    spatial_batchnorm,
+)
+from jaxlayers.nn._registry import register_layer
+
+__all__ = [
+    "Affine",
+    "BatchNorm",
+    "Conv2d",
+    "Dropout",
+    "Flatten",
+    "GroupNorm",
+    "LayerNorm",
+    "MaxPool2d",
+    "ReLU",
+    "SpatialBatchNorm",
+    "init_std",
+]
+
+
+def init_std(weight_scale, fan_in: int, dtype) -> jax.Array | float:
+    """The standard deviation of a weight initialisation: ``weight_scale``, or He's ``sqrt(2 / fan_in)`` for ``None``.
+
+    ``weight_scale`` may be traced (a model's pytree leaf); it is cast to
+    ``dtype`` so the product with a ``dtype`` draw rounds the same way whether
+    it came in as a Python float or an array (He, He et al. 2015).
+    """
+    if weight_scale is None:
+        return math.sqrt(2.0 / fan_in)
+    return jnp.asarray(weight_scale, dtype)
+
+
+def _shape(input_shape, owner: str, rank: int | None, what: str) -> tuple[int, ...]:
+    shape = tuple(input_shape) if isinstance(input_shape, tuple | list) else None
+    require(shape is not None, owner, f"input_shape must be a tuple of ints (no batch axis), got {input_shape!r}")
+    require(
+        rank is None or len(shape) == rank,
+        owner,
+        f"needs inputs of shape {what} (without the batch axis), got input shape {shape}",
+    )
+    return shape
+
+
+def _json(v):
+    if isinstance(v, tuple):
+        return [_json(x) for x in v]
+    if isinstance(v, jax.Array | np.ndarray | np.generic):
+        return float(v)
+    return v
+
+
+class _Layer:
+    """What jaxlayers' layers share: a pytree (``_LEAVES`` traced), ``to_dict``/``from_dict``, a repr, the registry."""
+
+    _ARGS: ClassVar[tuple[str, ...]] = ()  # positional constructor arguments, in order
+    _KWARGS: ClassVar[tuple[str, ...]] = ()  # keyword-only ones
+    _LEAVES: ClassVar[tuple[str, ...]] = ()  # traced when not None (weight_scale)
+    naming: ClassVar[str | None] = None
+    param_order: ClassVar[tuple[str, ...]] = ()  # the order of its parameter names (W before b, gamma before beta)
+    random_init: ClassVar[bool] = False
+    random_apply: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            jax.tree_util.register_pytree_node(cls, cls._flatten, cls._unflatten)
+            register_layer(cls)
+
+    def _fields(self):
+        return (*self._ARGS, *self._KWARGS)
+
+    def _flatten(self):
+        traced = tuple(n for n in self._LEAVES if getattr(self, n) is not None)
+        static = tuple((n, getattr(self, n)) for n in self._fields() if n not in traced)
+        return tuple(getattr(self, n) for n in traced), (traced, static)
+
+    @classmethod
+    def _unflatten(cls, aux, leaves):
+        traced, static = aux
+        obj = object.__new__(cls)  # no validation: leaves may be tracers
+        for n, v in (*static, *zip(traced, leaves, strict=True)):
+            object.__setattr__(obj, n, v)
+        return obj
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"{type(self).__name__} is immutable (a layer is a configuration)")
+
+    def _set(self, **values) -> None:
+        for n, v in values.items():
+            object.__setattr__(self, n, v)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The constructor arguments as JSON values (tuples as lists)."""
+        return {n: _json(getattr(self, n)) for n in self._fields()}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict` (raises ``ValueError`` for unknown keys)."""
+        require(isinstance(d, dict), cls.__name__, f"from_dict needs a dict, got {type(d).__name__}", TypeError)
+        fields = (*cls._ARGS, *cls._KWARGS)
+        unknown = sorted(set(d) - set(fields))
+        require(not unknown, cls.__name__, f"from_dict: unknown fields {unknown}; known: {list(fields)}")
+        d = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()}
+        args = [d.pop(n) for n in cls._ARGS if n in d]
+        return cls(*args, **d)
+
+    def __repr__(self) -> str:
+        return self._describe(traced=True)
+
+    def _describe(self, *, traced: bool) -> str:
+        """The constructor call; without the traced fields (``weight_scale``) when ``traced`` is false (the
+        title a model's structure holds, so that a new ``weight_scale`` compiles nothing)."""
+        args = [repr(getattr(self, n)) for n in self._ARGS]
+        defaults = {
+            n: p.default
+            for n, p in inspect.signature(type(self).__init__).parameters.items()
+            if p.default is not p.empty
+        }
+        for n in self._KWARGS:
+            v = getattr(self, n)
+            if n in self._LEAVES and not traced:
+                continue
+            if not (n in defaults and _same(v, defaults[n])):
+                args.append(f"{n}={v!r}" if not isinstance(v, jax.Array) else f"{n}=<traced>")
+        return f"{type(self).__name__}({', '.join(args)})"
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):  # pragma: no cover - each layer defines it
+        raise NotImplementedError
+
+
+def _same(a, b) -> bool:
+    try:
+        return bool(a == b) and type(a) is type(b)
+    except Exception:
+        return False
+
+
+def _check_scale(weight_scale, owner: str):
+    if weight_scale is None or isinstance(weight_scale, jax.Array):
+        return weight_scale
+    return check_number(weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)")
+
+
+def _weight(key, shape, fan_in, weight_scale, dtype):
+    return init_std(weight_scale, fan_in, dtype) * jax.random.normal(key, shape, dtype)
+
+
+class Affine(_Layer):
+    """A fully connected layer, :func:`jaxlayers.affine`: ``out = x.reshape(N, D) @ W + b``.
+
+    Args:
+      features: ``M``, the output width, ``>= 1``.
+      weight_scale: std of the normal init of ``W``; ``None`` (default) for He, ``sqrt(2 / D)``.
+        A pytree leaf (traced by the training loop).
+
+    Input shape: any ``(d1, ..., dk)``, flattened to ``D = d1 * ... * dk``. Output: ``(M,)``.
+    Parameters: ``W`` ``(D, M)`` (normal), ``b`` ``(M,)`` (zeros); no state.
+    """
+
+    _ARGS = ("features",)
+    _KWARGS = ("weight_scale",)
+    _LEAVES = ("weight_scale",)
+    naming = "weight"
+    param_order = ("W", "b")
+    random_init = True
+
+    def __init__(self, features: int, *, weight_scale: float | None = None) -> None:
+        self._set(
+            features=check_int(features, "nn.Affine", "features", minimum=1),
+            weight_scale=_check_scale(weight_scale, "nn.Affine"),
+        )
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        shape = _shape(input_shape, "nn.Affine", None, "(d1, ..., dk)")
+        fan_in = math.prod(shape)
+        require(fan_in >= 1, "nn.Affine", f"input shape {shape} has no features")
+        w = _weight(key, (fan_in, self.features), fan_in, self.weight_scale, dtype)
+        return {"W": w, "b": jnp.zeros((self.features,), dtype)}, {}, (self.features,)
+
+    def apply(self, params, state, x, *, train, key=None):
+        return affine(x, params["W"], params["b"]), state
+
+
+def _conv_out(size: int, k: int, s: int, p: int) -> int:
+    return (size + 2 * p - k) // s + 1
+
+
+class Conv2d(_Layer):
+    """A 2-D convolution (cross-correlation), :func:`jaxlayers.conv2d`, NCHW.
+
+    Args:
+      features: ``F``, the number of filters.
+      kernel_size: ``k`` or ``(kh, kw)``.
+      stride: ``s`` or ``(sh, sw)``, ``>= 1``.
+      padding: zero padding ``p`` or ``(ph, pw)``, or ``"same"`` (``(k - 1) // 2``: the size is
+        kept for odd kernels and stride 1).
+      weight_scale: std of the normal init, or ``None`` (He, ``sqrt(2 / (C kh kw))``). Traced.
+
+    Input ``(C, H, W)``; output ``(F, (H + 2 ph - kh) // sh + 1, (W + 2 pw - kw) // sw + 1)``.
+    Parameters: ``W`` ``(F, C, kh, kw)``, ``b`` ``(F,)``.
+    """
+
+    _ARGS = ("features", "kernel_size")
+    _KWARGS = ("stride", "padding", "weight_scale")
+    _LEAVES = ("weight_scale",)
+    naming = "weight"
+    param_order = ("W", "b")
+    random_init = True
+
+    def __init__(self, features: int, kernel_size, *, stride=1, padding=0, weight_scale=None) -> None:
+        owner = "nn.Conv2d"
+        require_int_pair(kernel_size, owner, "kernel_size", 1)
+        require_int_pair(stride, owner, "stride", 1)
+        if padding == "same":
+            kh, kw = require_int_pair(kernel_size, owner, "kernel_size", 1)
+            require(kh % 2 == 1 and kw % 2 == 1, owner, f"padding='same' needs an odd kernel, got {kernel_size!r}")
+        else:
+            require_int_pair(padding, owner, "padding", 0)
+        self._set(
+            features=check_int(features, owner, "features", minimum=1),
+            kernel_size=kernel_size,
+            stride=stride,
+            padding=padding,
+            weight_scale=_check_scale(weight_scale, owner),
+        )
+
+    def _pads(self):
+        kh, kw = require_int_pair(self.kernel_size, "nn.Conv2d", "kernel_size", 1)
+        if self.padding == "same":
+            return ((kh - 1) // 2, (kw - 1) // 2)
+        return self.padding
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        owner = "nn.Conv2d"
+        c, h, w = _shape(input_shape, owner, 3, "(C, H, W)")
+        kh, kw = require_int_pair(self.kernel_size, owner, "kernel_size", 1)
+        sh, sw = require_int_pair(self.stride, owner, "stride", 1)
+        ph, pw = require_int_pair(self._pads(), owner, "padding", 0)
+        ho, wo = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
+        require(
+            ho >= 1 and wo >= 1,
+            owner,
+            f"kernel {kh}x{kw} does not fit the input {(c, h, w)} with padding {(ph, pw)}: the output would be empty",
+        )
+        shape = (self.features, c, kh, kw)
+        params = {"W": _weight(key, shape, c * kh * kw, self.weight_scale, dtype), "b": jnp.zeros((shape[0],), dtype)}
+        return params, {}, (self.features, ho, wo)
+
+    def apply(self, params, state, x, *, train, key=None):
+        return conv2d(x, params["W"], params["b"], stride=self.stride, padding=self._pads()), state
+
+
+class MaxPool2d(_Layer):
+    """VALID max pooling, :func:`jaxlayers.max_pool2d`.
+
+    Args:
+      pool_size: ``p`` or ``(ph, pw)``.
+      stride: ``s`` or ``(sh, sw)``; ``None`` (default): the pool size.
+
+    Input ``(C, H, W)``; output ``(C, (H - ph) // sh + 1, (W - pw) // sw + 1)``; no parameters.
+    """
+
+    _ARGS = ("pool_size",)
+    _KWARGS = ("stride",)
+
+    def __init__(self, pool_size, *, stride=None) -> None:
+        require_int_pair(pool_size, "nn.MaxPool2d", "pool_size", 1)
+        if stride is not None:
+            require_int_pair(stride, "nn.MaxPool2d", "stride", 1)
+        self._set(pool_size=pool_size, stride=stride)
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        owner = "nn.MaxPool2d"
+        c, h, w = _shape(input_shape, owner, 3, "(C, H, W)")
+        ph, pw = require_int_pair(self.pool_size, owner, "pool_size", 1)
+        sh, sw = require_int_pair(self.pool_size if self.stride is None else self.stride, owner, "stride", 1)
+        require(h >= ph and w >= pw, owner, f"pool {ph}x{pw} is larger than the input {(c, h, w)}")
+        return {}, {}, (c, (h - ph) // sh + 1, (w - pw) // sw + 1)
+
+    def apply(self, params, state, x, *, train, key=None):
+        stride = self.pool_size if self.stride is None else self.stride
+        return max_pool2d(x, pool_size=self.pool_size, stride=stride), state
+
+
+class _Norm(_Layer):
+    _KWARGS = ("eps",)
+    naming = "norm"
+    param_order = ("gamma", "beta")
+    _RANK: ClassVar[int] = 1
+    _WHAT: ClassVar[str] = "(D,)"
+
+    def _params(self, input_shape, dtype):
+        shape = _shape(input_shape, f"nn.{type(self).__name__}", self._RANK, self._WHAT)
+        c = shape[0]
+        return {"gamma": jnp.ones((c,), dtype), "beta": jnp.zeros((c,), dtype)}, shape
+
+
+def _momentum_eps(momentum, eps, owner):
+    return (
+        check_number(momentum, owner, "momentum", low=0.0, high=1.0),
+        check_number(eps, owner, "eps", low=0.0, low_open=True),
+    )
+
+
+class BatchNorm(_Norm):
+    """Batch normalisation of features, :func:`jaxlayers.batchnorm`.
+
+    Args:
+      momentum: of the running statistics, ``running = momentum * running + (1 - momentum) * batch``.
+      eps: added to the variance.
+
+    Input ``(D,)``; output ``(D,)``. Parameters ``gamma`` (ones), ``beta`` (zeros) ``(D,)``;
+    state a :class:`~jaxlayers.BatchNormState` (``mean=0, var=1``, at least float32). Train mode
+    normalises with the batch's statistics and updates the running ones; test mode uses them.
+    """
+
+    _KWARGS = ("momentum", "eps")
+
+    def __init__(self, *, momentum: float = 0.9, eps: float = 1e-5) -> None:
+        m, e = _momentum_eps(momentum, eps, f"nn.{type(self).__name__}")
+        self._set(momentum=m, eps=e)
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        params, shape = self._params(input_shape, dtype)
+        return params, batchnorm_state(shape[0], stats_dtype(dtype)), shape
+
+    def apply(self, params, state, x, *, train, key=None):
+        return batchnorm(
+            x, params["gamma"], params["beta"], state, train=bool(train), momentum=self.momentum, eps=self.eps
+        )
+
+
+class SpatialBatchNorm(BatchNorm):
+    """Batch normalisation per channel of images, :func:`jaxlayers.spatial_batchnorm`.
+
+    As :class:`BatchNorm`, over ``(N, H, W)`` per channel: input ``(C, H, W)``, parameters and
+    running statistics ``(C,)``.
+    """
+
+    _RANK = 3
+    _WHAT = "(C, H, W)"
+
+    def apply(self, params, state, x, *, train, key=None):
+        return spatial_batchnorm(
+            x, params["gamma"], params["beta"], state, train=bool(train), momentum=self.momentum, eps=self.eps
+        )
+
+
+class LayerNorm(_Norm):
+    """Layer normalisation over each example's features, :func:`jaxlayers.layernorm`.
+
+    Args:
+      eps: added to the variance.
+
+    Input ``(D,)``; output ``(D,)``; ``gamma``, ``beta`` ``(D,)``; no state (train = test).
+    """
+
+    def __init__(self, *, eps: float = 1e-5) -> None:
+        self._set(eps=check_number(eps, "nn.LayerNorm", "eps", low=0.0, low_open=True))
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        params, shape = self._params(input_shape, dtype)
+        return params, {}, shape
+
+    def apply(self, params, state, x, *, train, key=None):
+        return layernorm(x, params["gamma"], params["beta"], eps=self.eps), state
+
+
+class GroupNorm(_Norm):
+    """Group normalisation of images, :func:`jaxlayers.groupnorm`.
+
+    Args:
+      groups: ``G``, dividing the channel count ``C``.
+      eps: added to the variance.
+
+    Input ``(C, H, W)``; output the same; ``gamma``, ``beta`` ``(C,)``; no state.
+    """
+
+    _ARGS = ("groups",)
+    _KWARGS = ("eps",)
+    _RANK = 3
+    _WHAT = "(C, H, W)"
+
+    def __init__(self, groups: int, *, eps: float = 1e-5) -> None:
+        self._set(
+            groups=check_int(groups, "nn.GroupNorm", "groups", minimum=1),
+            eps=check_number(eps, "nn.GroupNorm", "eps", low=0.0, low_open=True),
+        )
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        params, shape = self._params(input_shape, dtype)
+        require(
+            shape[0] % self.groups == 0,
+            "nn.GroupNorm",
+            f"groups={self.groups} must divide the {shape[0]} channels of the input {shape}",
+        )
+        return params, {}, shape
+
+    def apply(self, params, state, x, *, train, key=None):
+        return groupnorm(x, params["gamma"], params["beta"], groups=self.groups, eps=self.eps), state
+
+
+class ReLU(_Layer):
+    """``max(x, 0)``, :func:`jaxlayers.relu`; any input shape, kept; no parameters."""
+
+    def __init__(self) -> None:
+        pass
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        return {}, {}, _shape(input_shape, "nn.ReLU", None, "")
+
+    def apply(self, params, state, x, *, train, key=None):
+        return relu(x), state
+
+
+class Flatten(_Layer):
+    """``(d1, ..., dk) -> (d1 * ... * dk,)``; no parameters."""
+
+    def __init__(self) -> None:
+        pass
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        return {}, {}, (math.prod(_shape(input_shape, "nn.Flatten", None, "")),)
+
+    def apply(self, params, state, x, *, train, key=None):
+        return x.reshape(x.shape[0], -1), state
+
+
+class Dropout(_Layer):
+    """Inverted dropout, :func:`jaxlayers.dropout`: in train mode each unit is DROPPED with
+    probability ``rate`` and the kept ones scaled by ``1 / (1 - rate)``; the identity in test mode.
+
+    Args:
+      rate: in ``[0, 1)``.
+
+    Any input shape, kept; no parameters. Needs a PRNG ``key`` in train mode when ``rate > 0``
+    (:class:`Sequential` gives each dropout layer its own subkey).
+    """
+
+    _ARGS = ("rate",)
+    random_apply = True
+
+    def __init__(self, rate: float) -> None:
+        r = check_number(rate, "nn.Dropout", "rate (probability of dropping a unit)", low=0.0, high=1.0, high_open=True)
+        self._set(rate=r)
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        return {}, {}, _shape(input_shape, "nn.Dropout", None, "")
+
+    def apply(self, params, state, x, *, train, key=None):
+        if not train or self.rate == 0.0:
+            return x, state
+        require(key is not None, "nn.Dropout", f"a PRNG key is required in train mode (rate={self.rate}): pass key=")
+        return dropout(x, key, rate=self.rate, train=True), state

@@ -1,0 +1,282 @@
+"""jaxlayers.nn: every layer's shapes and errors, the naming rule, Sequential as a model of the protocol
+(fit, fit_many, run directories), a user layer defined here, records, summaries, and the three models
+as declarations (identical to hand-written Sequentials, bitwise)."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlayers as jl
+from jaxlayers import nn
+
+KEY = jax.random.key(0)
+
+
+@nn.register_layer
+class Scale:
+    """A user layer, not a jaxlayers subclass: ``x * s`` with one learnable scalar ``s`` (starts at ``init``)."""
+
+    random_init = False
+    random_apply = False
+
+    def __init__(self, init: float = 1.0):
+        self.init_value = float(init)
+
+    def init(self, key, input_shape):
+        return {"s": jnp.asarray(self.init_value)}, {}, tuple(input_shape)
+
+    def apply(self, params, state, x, *, train, key=None):
+        return x * params["s"], state
+
+    def to_dict(self):
+        return {"init": self.init_value}
+
+
+CASES = [
+    (nn.Affine(5), (3, 4), (5,), {"W": (12, 5), "b": (5,)}),
+    (nn.Conv2d(4, 3, padding=1), (2, 6, 6), (4, 6, 6), {"W": (4, 2, 3, 3), "b": (4,)}),
+    (nn.Conv2d(4, (3, 1), stride=2), (2, 7, 6), (4, 3, 3), {"W": (4, 2, 3, 1), "b": (4,)}),
+    (nn.MaxPool2d(2), (3, 6, 5), (3, 3, 2), {}),
+    (nn.MaxPool2d(3, stride=1), (3, 6, 5), (3, 4, 3), {}),
+    (nn.BatchNorm(momentum=0.8), (7,), (7,), {"gamma": (7,), "beta": (7,)}),
+    (nn.SpatialBatchNorm(), (3, 4, 4), (3, 4, 4), {"gamma": (3,), "beta": (3,)}),
+    (nn.LayerNorm(eps=1e-3), (7,), (7,), {"gamma": (7,), "beta": (7,)}),
+    (nn.GroupNorm(2), (4, 3, 3), (4, 3, 3), {"gamma": (4,), "beta": (4,)}),
+    (nn.ReLU(), (2, 3), (2, 3), {}),
+    (nn.Dropout(0.5), (6,), (6,), {}),
+    (nn.Flatten(), (2, 3, 4), (24,), {}),
+    (nn.Residual(nn.Conv2d(2, 3, padding="same"), nn.ReLU()), (2, 5, 5), (2, 5, 5), {"W1": (2, 2, 3, 3), "b1": (2,)}),
+]
+
+
+@pytest.mark.parametrize(("layer", "in_shape", "out_shape", "param_shapes"), CASES, ids=lambda v: repr(v)[:30])
+def test_every_layer_init_and_apply_shapes(layer, in_shape, out_shape, param_shapes):
+    params, state, out = layer.init(KEY, in_shape)
+    assert out == out_shape
+    assert {k: tuple(v.shape) for k, v in params.items()} == param_shapes
+    x = jax.random.normal(jax.random.key(1), (4, *in_shape))
+    for train in (True, False):
+        y, new_state = layer.apply(params, state, x, train=train, key=jax.random.key(2))
+        assert y.shape == (4, *out_shape)
+        assert jax.tree.structure(new_state) == jax.tree.structure(state)
+    assert isinstance(layer, nn.Layer)
+    json.dumps(nn.layer_record(layer))
+    assert repr(nn.layer_from_record(nn.layer_record(layer))) == repr(layer)
+
+
+def test_layers_match_their_ops():
+    x = jax.random.normal(KEY, (3, 2, 6, 6))
+    conv = nn.Conv2d(4, 3, stride=1, padding=1)
+    p, s, _ = conv.init(KEY, (2, 6, 6))
+    np.testing.assert_array_equal(conv.apply(p, s, x, train=True)[0], jl.conv2d(x, p["W"], p["b"], padding=1))
+    bn = nn.SpatialBatchNorm(momentum=0.5)
+    p, s, _ = bn.init(KEY, (2, 6, 6))
+    want = jl.spatial_batchnorm(x, p["gamma"], p["beta"], s, train=True, momentum=0.5)
+    got = bn.apply(p, s, x, train=True)
+    jax.tree.map(np.testing.assert_array_equal, got, want)
+    y, _ = nn.Dropout(0.5).apply({}, {}, x, train=True, key=jax.random.key(3))
+    np.testing.assert_array_equal(y, jl.dropout(x, jax.random.key(3), rate=0.5, train=True))
+    assert nn.Dropout(0.5).apply({}, {}, x, train=False)[0] is x
+
+
+def test_layer_argument_errors():
+    with pytest.raises(ValueError, match=r"nn.Affine: features must be"):
+        nn.Affine(0)
+    with pytest.raises(TypeError, match=r"nn.Conv2d: kernel_size"):
+        nn.Conv2d(3, 2.5)
+    with pytest.raises(ValueError, match=r"nn.Dropout: rate"):
+        nn.Dropout(1.0)
+    with pytest.raises(ValueError, match=r"nn.Conv2d: padding='same' needs an odd kernel"):
+        nn.Conv2d(3, 2, padding="same")
+    with pytest.raises(ValueError, match=r"nn.GroupNorm: groups=3 must divide the 4 channels of the input \(4, 2, 2\)"):
+        nn.GroupNorm(3).init(KEY, (4, 2, 2))
+    with pytest.raises(ValueError, match=r"nn.BatchNorm: needs inputs of shape \(D,\).*got input shape \(3, 4, 4\)"):
+        nn.BatchNorm().init(KEY, (3, 4, 4))
+
+
+def test_sequential_errors_name_the_layer_and_the_shapes():
+    with pytest.raises(
+        ValueError,
+        match=r"layers\[2\] \(Conv2d\(4, 3\)\) with input shape \(16,\): nn.Conv2d: needs inputs of shape \(C, H, W\)",
+    ):
+        nn.Sequential(nn.Flatten(), nn.Affine(16), nn.Conv2d(4, 3), nn.Affine(10), input_shape=(1, 4, 4))
+    with pytest.raises(
+        ValueError, match=r"layers\[1\] \(Residual\) must keep the shape of its input.*map \(4, 6, 6\) to \(8, 6, 6\)"
+    ):
+        nn.Sequential(
+            nn.Conv2d(4, 3, padding=1),
+            nn.Residual(nn.Conv2d(8, 3, padding=1)),
+            nn.Flatten(),
+            nn.Affine(10),
+            input_shape=(1, 6, 6),
+        )
+    with pytest.raises(ValueError, match=r"Residual.*map \(3, 4, 4\) to \(5, 4, 4\)"):
+        nn.Residual(nn.Conv2d(5, 1)).init(KEY, (3, 4, 4))
+    with pytest.raises(ValueError, match=r"must output class scores \(C,\).*got output shape \(4, 4, 4\)"):
+        nn.Sequential(nn.Conv2d(4, 1), input_shape=(1, 4, 4))
+    with pytest.raises(TypeError, match=r"layers\[1\] \(int\) is not a layer"):
+        nn.Sequential(nn.Affine(3), 5, input_shape=(2,))
+    with pytest.raises(
+        ValueError, match=r"layers\[3\] would name a parameter or state 'gamma1', already taken by layers\[1\]"
+    ):
+        nn.Sequential(nn.Affine(8), nn.BatchNorm(), nn.ReLU(), nn.LayerNorm(), nn.Affine(3), input_shape=(4,))
+    model = nn.Sequential(nn.Affine(8), nn.Dropout(0.5), nn.Affine(3), input_shape=(4,))
+    params, state = model.init(KEY)
+    with pytest.raises(ValueError, match=r"x must have shape \(N, 4\).*got \(2, 5\)"):
+        model.apply(params, state, jnp.ones((2, 5)), train=False)
+    with pytest.raises(ValueError, match=r"PRNG key is required for dropout \(layers\[1\] \(Dropout\(0.5\)\)\)"):
+        model.apply(params, state, jnp.ones((2, 4)), train=True)
+    with pytest.raises(ValueError, match=r"params do not match this model: missing \['W2'\]"):
+        model.apply({k: v for k, v in params.items() if k != "W2"}, state, jnp.ones((2, 4)), train=False)
+
+
+def test_naming_rule_through_residual_blocks_and_user_layers():
+    model = nn.Sequential(
+        nn.Conv2d(4, 3, padding=1),
+        nn.SpatialBatchNorm(),
+        nn.ReLU(),
+        nn.Residual(nn.Conv2d(4, 3, padding=1), nn.GroupNorm(2), nn.ReLU(), Scale(0.5)),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        Scale(),
+        nn.Affine(10),
+        input_shape=(1, 6, 6),
+    )
+    params, state = model.init(KEY)
+    assert list(model.param_shapes()) == [
+        "W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "Scale_7['s']", "Scale_10['s']", "W3", "b3",
+    ]  # fmt: skip
+    assert sorted(params) == sorted(
+        ["W1", "b1", "gamma1", "beta1", "W2", "b2", "gamma2", "beta2", "Scale_7", "Scale_10", "W3", "b3"]
+    )
+    assert float(params["Scale_7"]["s"]) == 0.5 and set(state) == {"bn1"} == model.state_keys()
+    assert model.weight_names() == ["W1", "W2", "W3"]
+
+
+def test_keys_split_once_per_random_layer():
+    """Only the weight layers draw init keys: inserting deterministic layers changes nothing."""
+    a = nn.Sequential(nn.Affine(8), nn.Affine(3), input_shape=(4,))
+    b = nn.Sequential(nn.Affine(8), nn.BatchNorm(), nn.ReLU(), nn.Affine(3), input_shape=(4,))
+    pa, _ = a.init(KEY)
+    pb, _ = b.init(KEY)
+    _, k2 = jax.random.split(KEY, 2)
+    np.testing.assert_array_equal(pa["W1"], pb["W1"])
+    np.testing.assert_array_equal(pa["W2"], np.sqrt(2 / 8) * jax.random.normal(k2, (8, 3)))
+
+
+def test_sequential_equals_fully_connected_net_bitwise():
+    fc = jl.FullyConnectedNet(hidden_dims=(16, 12), input_dim=64, num_classes=10, normalization="batchnorm",
+                              dropout_rate=0.2, reg=0.1, weight_scale=0.05)  # fmt: skip
+    seq = nn.Sequential(
+        nn.Affine(16, weight_scale=0.05), nn.BatchNorm(), nn.ReLU(), nn.Dropout(0.2),
+        nn.Affine(12, weight_scale=0.05), nn.BatchNorm(), nn.ReLU(), nn.Dropout(0.2),
+        nn.Affine(10, weight_scale=0.05),
+        input_shape=(64,), reg=0.1,
+    )  # fmt: skip
+    p1, s1 = fc.init(KEY)
+    p2, s2 = seq.init(KEY)
+    jax.tree.map(np.testing.assert_array_equal, (p1, s1), (p2, s2))
+    x, y = jax.random.normal(jax.random.key(1), (8, 64)), jnp.arange(8)
+    k = jax.random.key(2)
+    jax.tree.map(np.testing.assert_array_equal, fc.loss(p1, s1, x, y, key=k), seq.loss(p2, s2, x, y, key=k))
+    jax.tree.map(np.testing.assert_array_equal, fc.apply(p1, s1, x, train=False), seq.apply(p2, s2, x, train=False))
+    assert fc.param_shapes() == seq.param_shapes()
+
+
+def _old_convnet_init(net, key):
+    """Today's ConvNet.init before it became a declaration (kept as the reference)."""
+    shapes = net.param_shapes()
+    n_w = sum(1 for n in shapes if n.startswith("W"))
+    keys = jax.random.split(key, n_w)
+    params = {}
+    for i in range(1, n_w + 1):
+        shape = shapes[f"W{i}"]
+        fan_in = int(np.prod(shape[1:])) if len(shape) == 4 else shape[0]
+        std = np.sqrt(2.0 / fan_in) if net.weight_scale is None else jnp.asarray(net.weight_scale, net.dtype)
+        params[f"W{i}"] = std * jax.random.normal(keys[i - 1], shape, net.dtype)
+        params[f"b{i}"] = jnp.zeros(shapes[f"b{i}"], net.dtype)
+        if f"gamma{i}" in shapes:
+            params[f"gamma{i}"] = jnp.ones(shapes[f"gamma{i}"], net.dtype)
+            params[f"beta{i}"] = jnp.zeros(shapes[f"beta{i}"], net.dtype)
+    return params
+
+
+@pytest.mark.parametrize("conv_norm", [None, "batchnorm", "groupnorm"])
+def test_convnet_is_a_declaration_with_the_old_names_and_init(conv_norm):
+    net = jl.ConvNet(input_dim=(1, 8, 8), conv_channels=(4, 8), conv_norm=conv_norm, groups=2, hidden_dims=(16,),
+                     fc_norm="batchnorm", dropout_rate=0.1, num_classes=10)  # fmt: skip
+    params, state = net.init(KEY)
+    jax.tree.map(np.testing.assert_array_equal, params, _old_convnet_init(net, KEY))
+    assert set(state) == ({"bn1", "bn2"} if conv_norm == "batchnorm" else set()) | {"bn3"}
+    assert net.feature_shape() == (8, 2, 2)
+    assert isinstance(net.net, nn.Sequential) and net.summary().splitlines()[-1].startswith("ConvNet: ")
+
+
+def test_sequential_trains_through_fit_and_fit_many():
+    ds = jl.data.load("digits")
+    model = nn.Sequential(nn.Affine(16), nn.LayerNorm(), nn.ReLU(), nn.Dropout(0.1), nn.Affine(10),
+                          input_shape=(64,), reg=1e-3)  # fmt: skip
+    config = jl.train.TrainConfig(epochs=2, batch_size=128, learning_rate=0.05)
+    result = jl.train.fit(model, ds, config)
+    acc = jl.train.evaluate(model, result.best_params, result.best_model_state, ds.X_test, ds.y_test)
+    assert acc > 0.5
+    many = jl.train.fit_many(model, ds, config, seeds=[0, 1])
+    assert jax.tree.leaves(many.best_params)[0].shape[0] == 2
+
+
+def test_user_layer_trains_and_round_trips_through_a_run_directory(tmp_path):
+    ds = jl.data.load("digits")
+    model = nn.Sequential(nn.Affine(16), nn.ReLU(), Scale(0.5), nn.Affine(10), input_shape=(64,))
+    result = jl.train.fit(model, ds, jl.train.TrainConfig(epochs=1, batch_size=128), run_dir=tmp_path / "run")
+    assert float(result.best_params["Scale_3"]["s"]) != 0.5  # it learned
+    run = jl.load_run(tmp_path / "run")
+    assert isinstance(run.model, nn.Sequential) and isinstance(run.model.layers[2], Scale)
+    x = ds.X_test[:50]
+    want = model.predict(result.best_params, result.best_model_state, run.standardize(x))
+    np.testing.assert_array_equal(run.predict(x), want)
+
+
+def test_records_are_json_and_round_trip():
+    model = nn.Sequential(
+        nn.Conv2d(4, (3, 3), padding="same", weight_scale=0.1), nn.GroupNorm(2), nn.ReLU(),
+        nn.Residual(nn.Conv2d(4, 3, padding=1), nn.ReLU()), nn.MaxPool2d(2, stride=2), nn.Flatten(),
+        Scale(2.0), nn.Dropout(0.3), nn.Affine(10), input_shape=(1, 6, 6), loss="svm", reg=0.5,
+    )  # fmt: skip
+    d = json.loads(json.dumps(model.to_dict()))
+    again = nn.Sequential.from_dict(d)
+    assert again.to_dict() == d and again.summary() == model.summary()
+    rebuilt = jl.model.model_from_record(jl.model.model_record(model))
+    jax.tree.map(np.testing.assert_array_equal, rebuilt.init(KEY), model.init(KEY))
+    with pytest.raises(ValueError, match="unknown layer class 'Nope'"):
+        nn.Sequential.from_dict({**d, "layers": [{"class": "Nope", "config": {}}]})
+
+
+def test_summary_one_row_per_layer():
+    model = nn.Sequential(nn.Conv2d(4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Affine(10), input_shape=(1, 4, 4))
+    lines = model.summary().splitlines()
+    assert lines[0].split() == ["layer", "parameters", "output", "params", "bytes"]
+    assert len(lines) == 1 + 4 + 1
+    assert "Conv2d(4, 3, padding=1)" in lines[1] and "W1 (4, 1, 3, 3)" in lines[1] and "(N, 4, 4, 4)" in lines[1]
+    assert "Flatten()" in lines[3] and "(N, 64)" in lines[3]
+    assert lines[-1] == f"Sequential: {model.num_params():,} parameters, {model.num_params() * 4 / 1024:.1f} KiB"
+
+
+def test_jit_and_vmap_over_traced_reg():
+    model = nn.Sequential(nn.Affine(8), nn.ReLU(), nn.Affine(3), input_shape=(4,), reg=0.5)
+    leaves, treedef = jax.tree.flatten(model)
+    assert leaves == [0.5]
+    params, state = model.init(KEY)
+    x, y = jnp.ones((2, 4)), jnp.array([0, 1])
+
+    def loss(reg):
+        m = jax.tree.unflatten(treedef, [reg])
+        return m.loss(params, state, x, y)[0]
+
+    losses = jax.jit(jax.vmap(loss))(jnp.array([0.0, 1.0]))
+    penalty = 0.5 * sum(float(jnp.vdot(params[n], params[n])) for n in ("W1", "W2"))
+    np.testing.assert_allclose(losses[1] - losses[0], penalty, rtol=1e-5)
