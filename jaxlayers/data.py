@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxlayers._checks import check_number
+
 __all__ = [
     "DATASETS",
     "Dataset",
@@ -241,12 +243,6 @@ def _finish(name, X_train, y_train, X_val, y_val, X_test, y_test, *, image_shape
         image_shape=tuple(image_shape),
         class_names=tuple(class_names) if class_names is not None else tuple(str(i) for i in range(10)),
     )
-
-
-def _check_fraction(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"data.load: {name} must lie in (0, 1), got {value!r}")
-    return float(value)
 
 
 # ---------------------------------------------------------------------------
@@ -577,7 +573,9 @@ def load(name: str = "digits", *, val_fraction: float = 0.1, seed: int = 0) -> D
     """
     if not isinstance(name, str):
         raise TypeError(f"data.load: name must be a string such as 'digits', got {name!r}")
-    val_fraction = _check_fraction("val_fraction", val_fraction)
+    val_fraction = check_number(
+        val_fraction, "data.load", "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True
+    )
     kind, sep, arg = name.partition(":")
     kind = kind.strip().lower()
     if kind == "digits" and not sep:
