@@ -6,8 +6,9 @@ never deep inside XLA.
 
 Hostile input, handled once here for every op: :func:`as_array` (array-likes
 in, arrays out, or a ``TypeError`` naming the argument), :func:`require_key`
-(one PRNG key, not a batch), :func:`require_real` (finite static numbers,
-NumPy scalars included), :func:`require_batch` (``ValueError`` for N = 0 where
+(one PRNG key, not a batch), :func:`check_number` (the one real-number
+check: finite static numbers, NumPy scalars included, optionally in an
+interval), :func:`int_pair` (the one int-or-pair parser), :func:`require_batch` (``ValueError`` for N = 0 where
 the op is undefined), :func:`as_index_labels` (labels widened before they meet
 class indices), :func:`compute_dtype` / :func:`mean_scale` (half-precision
 arithmetic in float32), :func:`flat_features` (no ``reshape(N, -1)``).
@@ -28,9 +29,9 @@ def shape_of(x) -> tuple[int, ...]:
 
 
 def require(cond: bool, op: str, message: str, exc: type[Exception] = ValueError) -> None:
-    """Raise ``exc(f"{op}: {message}")`` unless ``cond``."""
+    """Raise ``exc(f"{op}: {message}")`` unless ``cond`` (just ``message`` when ``op`` is ``""``)."""
     if not cond:
-        raise exc(f"{op}: {message}")
+        raise exc(f"{op}: {message}" if op else message)
 
 
 def require_float(x, op: str, name: str) -> None:
@@ -68,19 +69,6 @@ def require_bool(value, op: str, name: str) -> None:
         f"{name} must be a Python bool (static under jit), got {value!r} of type {type(value).__name__}",
         TypeError,
     )
-
-
-def require_real(value, op: str, name: str) -> float:
-    require(
-        isinstance(value, numbers.Real) and not isinstance(value, bool),
-        op,
-        f"{name} must be a Python number (static under jit), got {value!r} of type {type(value).__name__}",
-        TypeError,
-    )
-    # inf / nan are never a meaningful rate, eps or momentum (the range checks
-    # after this let eps=inf through); NumPy scalars pass as Python numbers.
-    require(np.isfinite(float(value)), op, f"{name} must be a finite number, got {float(value)}")
-    return float(value)
 
 
 def require_labels(y, op: str, n: int, name: str = "y") -> None:
@@ -290,6 +278,16 @@ def check_number(
 ) -> float:
     """``float(value)``; raise unless ``value`` is a finite real number in the given interval.
 
+    The one real-number check of ops (``rate``, ``eps``, ``momentum``: static
+    under ``jit``), models and configurations. Python and NumPy numbers pass;
+    bools, strings and arrays (``jnp.float32(0.5)`` too) do not.
+
+    Raises:
+      TypeError: not a real number: ``<owner>: <name> must be a Python number ...,
+        got <value> of type <type>``.
+      ValueError: inf, NaN or outside the interval: ``<owner>: <name> must be a
+        finite number <interval>, got <value>``.
+
     ``what`` (e.g. ``"(1 = no decay)"``) is appended to the message.
     """
     if low is not None and high is not None:
@@ -300,8 +298,15 @@ def check_number(
         interval = f" {'<' if high_open else '<='} {high:g}"
     else:
         interval = ""
-    message = f"{name} must be a finite number{interval}{' ' + what if what else ''}, got {value!r}"
-    require(is_real(value), owner, message, TypeError)
+    what = f" {what}" if what else ""
+    message = f"{name} must be a finite number{interval}{what}, got {value!r}"
+    static = " (a jax.Array cannot be static under jit)" if isinstance(value, jax.Array) else ""
+    require(
+        is_real(value),
+        owner,
+        f"{name} must be a Python number{interval}{what}, got {value!r} of type {type(value).__name__}{static}",
+        TypeError,
+    )
     v = float(value)
     ok = math.isfinite(v)
     if ok and low is not None:
@@ -347,22 +352,54 @@ def check_float_dtype(dtype, owner: str, name: str = "dtype") -> np.dtype:
     return dt
 
 
-def int_pair(value) -> tuple[int, int]:
-    """An int or a pair of ints -> ``(vertical, horizontal)``; no checks (see :func:`require_int_pair`)."""
-    if isinstance(value, tuple | list):
-        return int(value[0]), int(value[1])
-    return int(value), int(value)
+def int_pair(value, owner: str, name: str, *, minimum: int = 1) -> tuple[int, int]:
+    """``(a, a)`` from an int ``a``, ``(a, b)`` from a pair: the one parser of 2-D sizes, strides and paddings.
 
+    Equinox's ``_ntuple(2)`` with the checks: used by the ops (``stride``,
+    ``padding``, ``pool_size``), the models (``filter_size``, ``pool_size``)
+    and the command line (``--filter-size 1,5``).
 
-def require_int_pair(value, op: str, name: str, minimum: int) -> tuple[int, int]:
-    """A static window parameter (stride, padding, pool size): a Python int or a
-    pair of ints, each ``>= minimum``; returns the pair."""
-    items = tuple(value) if isinstance(value, tuple | list) else (value, value)
-    require(
-        len(items) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in items),
-        op,
-        f"{name} must be a Python int or a pair of ints (static under jit), got {value!r}",
-        TypeError,
-    )
-    require(all(v >= minimum for v in items), op, f"{name} must be >= {minimum}, got {value!r}")
+    Args:
+      value: a Python or NumPy int (not a bool), a tuple or list of two, or
+        command-line text: ``"3"``, ``"1,5"`` or ``"1x5"``.
+      owner: the op, class or function checking (the message's prefix; ``""``: none).
+      name: the argument's name, for the message.
+      minimum: the smallest allowed entry (1 for sizes and strides, 0 for padding).
+
+    Returns:
+      ``(vertical, horizontal)`` as Python ints.
+
+    Raises:
+      TypeError: ``<owner>: <name> must be a Python int or a pair of ints, got <value>``.
+      ValueError: ``<owner>: <name> must be >= <minimum>, got <value>`` (``... in each
+        entry`` for a pair).
+
+    Example:
+      >>> int_pair(3, "conv2d", "stride"), int_pair([1, 5], "ConvNet", "filter_size"), int_pair("1x5", "", "K")
+      ((3, 3), (1, 5), (1, 5))
+    """
+    items = value
+    if isinstance(value, str):
+        try:
+            items = tuple(int(t) for t in value.replace("x", ",").split(","))
+        except ValueError:
+            items = None
+        if items is not None and len(items) == 1:
+            items = items[0]
+    single = is_int(items)
+    if single:
+        items = (items, items)
+    elif isinstance(items, tuple | list) and len(items) == 2 and all(is_int(v) for v in items):
+        items = tuple(items)
+    else:
+        kind = (
+            " (text: K, KH,KW or KHxKW)"
+            if isinstance(value, str)
+            else ""
+            if isinstance(value, tuple | list)
+            else f" of type {type(value).__name__}"
+        )
+        require(False, owner, f"{name} must be a Python int or a pair of ints, got {value!r}{kind}", TypeError)
+    each = "" if single else " in each entry"
+    require(all(v >= minimum for v in items), owner, f"{name} must be >= {minimum}{each}, got {value!r}")
     return int(items[0]), int(items[1])

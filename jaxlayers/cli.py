@@ -158,14 +158,13 @@ def _model_choice(text: str) -> str:
 
 
 def _int_pair(text: str) -> list[int]:
-    """``3`` -> ``[3, 3]``; ``1,5`` or ``1x5`` -> ``[1, 5]``."""
+    """``3`` -> ``[3, 3]``; ``1,5`` or ``1x5`` -> ``[1, 5]`` (:func:`jaxlayers._checks.int_pair`)."""
+    from jaxlayers._checks import int_pair  # lazy: parsing --help imports no JAX
+
     try:
-        parts = [int(t) for t in text.replace("x", ",").split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int or a pair like 1,5, got {text!r}") from None
-    if len(parts) not in (1, 2) or min(parts) < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive int or a pair like 1,5, got {text!r}")
-    return parts * 2 if len(parts) == 1 else parts
+        return list(int_pair(text, "", "the size"))
+    except (TypeError, ValueError) as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: bool = False) -> None:

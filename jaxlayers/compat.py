@@ -42,19 +42,13 @@ import numpy as np
 
 from jaxlayers import losses as _losses
 from jaxlayers._checks import require_float
-from jaxlayers.layers.affine import _check as _affine_check
-from jaxlayers.layers.affine import affine_bwd, affine_fwd
-from jaxlayers.layers.batchnorm import BatchNormState, batchnorm_bwd, batchnorm_fwd
-from jaxlayers.layers.batchnorm import _check as _batchnorm_check
-from jaxlayers.layers.conv import _check as _conv_check
-from jaxlayers.layers.conv import conv2d_bwd, conv2d_fwd
+from jaxlayers.layers.affine import affine_bwd, affine_fwd, check_affine
+from jaxlayers.layers.batchnorm import BatchNormState, batchnorm_bwd, batchnorm_fwd, check_batchnorm
+from jaxlayers.layers.conv import check_conv2d, conv2d_bwd, conv2d_fwd
 from jaxlayers.layers.dropout import dropout_bwd, dropout_fwd
-from jaxlayers.layers.groupnorm import _check as _groupnorm_check
-from jaxlayers.layers.groupnorm import groupnorm_bwd, groupnorm_fwd
-from jaxlayers.layers.layernorm import _check as _layernorm_check
-from jaxlayers.layers.layernorm import layernorm_bwd, layernorm_fwd
-from jaxlayers.layers.pool import _check as _pool_check
-from jaxlayers.layers.pool import max_pool2d_bwd, max_pool2d_fwd
+from jaxlayers.layers.groupnorm import check_groupnorm, groupnorm_bwd, groupnorm_fwd
+from jaxlayers.layers.layernorm import check_layernorm, layernorm_bwd, layernorm_fwd
+from jaxlayers.layers.pool import check_max_pool2d, max_pool2d_bwd, max_pool2d_fwd
 from jaxlayers.layers.relu import relu_bwd, relu_fwd
 
 __all__ = [
@@ -150,7 +144,7 @@ def affine_forward(x, w, b):
       ValueError: on mismatched shapes (see :func:`jaxlayers.affine`).
     """
     x, w, b = _to_jax(x, w, b)
-    _affine_check(x, w, b)
+    x, w, b = check_affine(x, w, b)
     out, cache = _affine_fwd(x, w, b)
     return np.asarray(out), cache
 
@@ -210,7 +204,7 @@ def batchnorm_forward(x, gamma, beta, bn_param):
     running_var = bn_param.get("running_var", np.zeros(d, dtype=x.dtype))
     state = BatchNormState(*_to_jax(running_mean, running_var))
     train = mode == "train"
-    momentum, eps = _batchnorm_check(x, gamma, beta, state, train, momentum, eps)
+    x, gamma, beta, state, train, momentum, eps, _ = check_batchnorm(x, gamma, beta, state, train, momentum, eps)
     (out, new_state), cache = _bn_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps)
     bn_param["running_mean"] = np.asarray(new_state.mean)
     bn_param["running_var"] = np.asarray(new_state.var)
@@ -274,25 +268,25 @@ def dropout_backward(dout, cache):
     return np.asarray(_dropout_bwd(residuals, dout)[0])
 
 
-def _loss(op: str, fwd, bwd, x, y):
+def _loss(check, fwd, bwd, x, y):
     (x,) = _to_jax(x)
     y = jnp.asarray(np.asarray(y))
-    _losses._check(op, x, y)
+    x, y = check(x, y)
     loss, residuals = fwd(x, y)
-    dx, _ = bwd(residuals, jnp.ones((), loss.dtype))
+    (dx,) = bwd(residuals, jnp.ones((), loss.dtype))
     return np.asarray(loss)[()], np.asarray(dx)
 
 
 def svm_loss(x, y):
     """Multiclass SVM loss and gradient: ``(loss, dx)`` for scores ``x`` (N, C)
     and labels ``y`` (N,), margin 1, mean over the batch."""
-    return _loss("svm_loss", _svm_fwd, _svm_bwd, x, y)
+    return _loss(_losses.check_svm_loss, _svm_fwd, _svm_bwd, x, y)
 
 
 def softmax_loss(x, y):
     """Softmax loss and gradient: ``(loss, dx)`` for scores ``x`` (N, C) and
     labels ``y`` (N,), mean over the batch (no 1e-8 clamp)."""
-    return _loss("softmax_loss", _softmax_fwd, _softmax_bwd, x, y)
+    return _loss(_losses.check_softmax_loss, _softmax_fwd, _softmax_bwd, x, y)
 
 
 # --------------------------------------------------------------------------
@@ -327,7 +321,7 @@ def conv_forward_naive(x, w, b, conv_param):
     x, w, b = _to_jax(x, w, b)
     dtype = jnp.result_type(x, w, b)
     x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)
-    stride, pad = _conv_check(x, w, b, stride, pad)
+    x, w, b, stride, pad = check_conv2d(x, w, b, stride, pad)
     out, cache = _conv_fwd(x, w, b, stride=stride, padding=pad)
     return np.asarray(out), cache
 
@@ -361,7 +355,7 @@ def max_pool_forward_naive(x, pool_param):
     """
     pool_size = (pool_param["pool_height"], pool_param["pool_width"])
     (x,) = _to_jax(x)
-    pool_size, stride = _pool_check(x, pool_size, pool_param["stride"])
+    x, pool_size, stride = check_max_pool2d(x, pool_size, pool_param["stride"])
     out, cache = _pool_fwd(x, pool_size=pool_size, stride=stride)
     return np.asarray(out), cache
 
@@ -450,7 +444,7 @@ def _bn_param_forward(op: str, rank: int, x, gamma, beta, bn_param):
     running_var = bn_param.get("running_var", np.zeros(c, dtype=x.dtype))
     state = BatchNormState(*_to_jax(running_mean, running_var))
     train = mode == "train"
-    momentum, eps = _batchnorm_check(
+    x, gamma, beta, state, train, momentum, eps, _ = check_batchnorm(
         x, gamma, beta, state, train, bn_param.get("momentum", 0.9), bn_param.get("eps", 1e-5), op=op, rank=rank
     )
     (out, new_state), cache = _bn_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps)
@@ -513,7 +507,7 @@ def layernorm_forward(x, gamma, beta, ln_param):
       ValueError: shapes as :func:`jaxlayers.layernorm`.
     """
     x, gamma, beta = _to_jax(x, gamma, beta)
-    eps = _layernorm_check(x, gamma, beta, ln_param.get("eps", 1e-5))
+    x, gamma, beta, eps = check_layernorm(x, gamma, beta, ln_param.get("eps", 1e-5))
     out, cache = _ln_fwd(x, gamma, beta, eps=eps)
     return np.asarray(out), cache
 
@@ -554,7 +548,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
                     f"got {p.shape}"
                 )
         gamma, beta = gamma.reshape(c), beta.reshape(c)
-    groups, eps = _groupnorm_check(x, gamma, beta, G, gn_param.get("eps", 1e-5))
+    x, gamma, beta, groups, eps = check_groupnorm(x, gamma, beta, G, gn_param.get("eps", 1e-5))
     out, cache = _gn_fwd(x, gamma, beta, groups=groups, eps=eps)
     return np.asarray(out), cache
 

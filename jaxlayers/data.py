@@ -38,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
+from jaxlayers._checks import check_number
+
 __all__ = [
     "DATASETS",
     "Dataset",
@@ -153,7 +155,9 @@ class Dataset:
             class_names=class_names,
             image_shape=image_shape,
             name=name,
-            val_fraction=_check_fraction("val_fraction", val_fraction),
+            val_fraction=check_number(
+                val_fraction, "Dataset.from_arrays", "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True
+            ),
             seed=seed,
             scale=standardize,
         )
@@ -449,12 +453,6 @@ def load_npz(path: str | os.PathLike, *, val_fraction: float = 0.1, seed: int = 
         seed=seed,
         scale=True,
     )
-
-
-def _check_fraction(name: str, value: float) -> float:
-    if not isinstance(value, (int, float)) or not 0.0 < value < 1.0:
-        raise ValueError(f"data.load: {name} must lie in (0, 1), got {value!r}")
-    return float(value)
 
 
 # ---------------------------------------------------------------------------
@@ -785,7 +783,9 @@ def load(name: str = "digits", *, val_fraction: float = 0.1, seed: int = 0) -> D
     """
     if not isinstance(name, str):
         raise TypeError(f"data.load: name must be a string such as 'digits', got {name!r}")
-    val_fraction = _check_fraction("val_fraction", val_fraction)
+    val_fraction = check_number(
+        val_fraction, "data.load", "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True
+    )
     kind, sep, arg = name.partition(":")
     kind = kind.strip().lower()
     if kind == "digits" and not sep:

@@ -27,6 +27,7 @@ undefined: scores has shape (0, 5)``) rather than return NaN.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -44,6 +45,7 @@ from jaxlayers._checks import (
     shape_of,
     stats_dtype,
 )
+from jaxlayers._oprule import custom_op
 
 __all__ = [
     "svm_loss",
@@ -54,6 +56,8 @@ __all__ = [
     "softmax_loss_reference",
     "softmax_loss_fwd",
     "softmax_loss_bwd",
+    "check_svm_loss",
+    "check_softmax_loss",
     "SvmResiduals",
     "SoftmaxResiduals",
 ]
@@ -117,7 +121,7 @@ def svm_loss_fwd(scores, y):
 
 
 def svm_loss_bwd(residuals: SvmResiduals, g):
-    """Backward pass: ``(dscores, None)``.
+    """Backward pass: ``(dscores,)`` (the labels get no cotangent).
 
     With ``P[i, j] = 1`` where the margin ``s[i, j] - s[i, y_i] + 1 > 0``
     (``j != y_i``)::
@@ -135,14 +139,10 @@ def svm_loss_bwd(residuals: SvmResiduals, g):
     count = jnp.sum(pos, axis=1, keepdims=True)
     scale = g.astype(acc) * (valid.astype(acc) * mean_scale(n, acc))
     dscores = (pos - _onehot(y, c) * count) * scale
-    return dscores.astype(valid.dtype), None
+    return (dscores.astype(valid.dtype),)
 
 
-# The primal is the fwd rule's output, so undifferentiated calls run the same
-# forward code as differentiated ones (XLA drops the unused residuals).
-_svm_vjp = jax.custom_vjp(lambda scores, y: svm_loss_fwd(scores, y)[0])
-_svm_vjp.defvjp(svm_loss_fwd, svm_loss_bwd)
-_svm_jit = jax.jit(_svm_vjp)
+_svm_loss = custom_op(svm_loss_reference, svm_loss_fwd, svm_loss_bwd, nondiff=("y",))
 
 
 # --------------------------------------------------------------------------
@@ -191,7 +191,7 @@ def softmax_loss_fwd(scores, y):
 
 
 def softmax_loss_bwd(residuals: SoftmaxResiduals, g):
-    """Backward pass: ``(dscores, None)`` with ``dscores = g / N * (softmax(s) - onehot(y))``.
+    """Backward pass: ``(dscores,)`` with ``dscores = g / N * (softmax(s) - onehot(y))``.
 
     Computed in the probabilities' dtype (float32 for half-precision scores),
     ``1/N`` included, and cast to the scores' dtype once.
@@ -201,15 +201,13 @@ def softmax_loss_bwd(residuals: SoftmaxResiduals, g):
     acc = probs.dtype
     scale = g.astype(acc) * (valid.astype(acc) * mean_scale(n, acc))
     dscores = (probs - _onehot(y, c).astype(acc)) * scale
-    return dscores.astype(valid.dtype), None
+    return (dscores.astype(valid.dtype),)
 
 
-_softmax_vjp = jax.custom_vjp(lambda scores, y: softmax_loss_fwd(scores, y)[0])
-_softmax_vjp.defvjp(softmax_loss_fwd, softmax_loss_bwd)
-_softmax_jit = jax.jit(_softmax_vjp)
+_softmax_loss = custom_op(softmax_loss_reference, softmax_loss_fwd, softmax_loss_bwd, nondiff=("y",))
 
 
-def _check(op: str, scores, y):
+def _check(scores, y, *, op: str):
     scores, y = as_array(scores, op, "scores"), as_array(y, op, "y")
     require_rank(scores, op, "scores", rank=2)
     require_float(scores, op, "scores")
@@ -218,6 +216,12 @@ def _check(op: str, scores, y):
     require_batch(scores, op, "scores", "the mean loss")
     check_label_range(y, c, op)
     return scores, y
+
+
+#: ``(scores, y)`` as arrays, or the error :func:`svm_loss` raises (see its Raises).
+check_svm_loss = partial(_check, op="svm_loss")
+#: ``(scores, y)`` as arrays, or the error :func:`softmax_loss` raises (see its Raises).
+check_softmax_loss = partial(_check, op="softmax_loss")
 
 
 def svm_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
@@ -251,8 +255,8 @@ def svm_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
     Source: the NumPy original's ``svm_loss`` (Weston & Watkins / Crammer & Singer
     multiclass hinge, as in CS231n).
     """
-    scores, y = _check("svm_loss", scores, y)
-    return _svm_jit(scores, y)
+    scores, y = check_svm_loss(scores, y)
+    return _svm_loss(scores, y)
 
 
 def softmax_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
@@ -291,5 +295,5 @@ def softmax_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
     Source: the NumPy original's ``softmax_loss``; log-sum-exp as in
     ``optax.softmax_cross_entropy_with_integer_labels``.
     """
-    scores, y = _check("softmax_loss", scores, y)
-    return _softmax_jit(scores, y)
+    scores, y = check_softmax_loss(scores, y)
+    return _softmax_loss(scores, y)

@@ -24,7 +24,7 @@ from jaxlayers._checks import (
     check_float_dtype,
     check_int,
     check_number,
-    is_int,
+    int_pair,
     require,
 )
 from jaxlayers.layers import BatchNormState
@@ -494,15 +494,6 @@ class FullyConnectedNet(LayerModel):
         return self._forward(params, state, h, train, key if use_dropout else None)
 
 
-def _pair(value, owner: str, name: str) -> tuple[int, int]:
-    """``(a, b)`` from an int or a pair of ints, each ``>= 1``."""
-    pair = (value, value) if is_int(value) else tuple(value) if isinstance(value, tuple | list) else None
-    require(
-        pair is not None and len(pair) == 2, owner, f"{name} must be an int or a pair of ints, got {value!r}", TypeError
-    )
-    return tuple(check_int(v, owner, f"{name}[{i}]", minimum=1) for i, v in enumerate(pair))
-
-
 def _image_shape(value, owner: str) -> tuple[int, int, int]:
     shape = tuple(value) if isinstance(value, tuple | list) else None
     require(shape is not None and len(shape) == 3, owner, f"input_dim must be (C, H, W), got {value!r}", TypeError)
@@ -673,14 +664,14 @@ class ConvNet(_ImageModel):
                 TypeError,
             )
             _set(self, name, tuple(check_int(h, owner, f"{name}[{i}]", minimum=1) for i, h in enumerate(v)))
-        fs = _pair(self.filter_size, owner, "filter_size")
+        fs = int_pair(self.filter_size, owner, "filter_size")
         require(
             fs[0] % 2 == 1 and fs[1] % 2 == 1,
             owner,
             f"filter_size must be odd (same padding), got {self.filter_size!r}",
         )
         _set(self, "filter_size", fs)
-        _set(self, "pool_size", _pair(self.pool_size, owner, "pool_size"))
+        _set(self, "pool_size", int_pair(self.pool_size, owner, "pool_size"))
         for name, choices in (("conv_norm", _CONV_NORMS), ("fc_norm", _FC_NORMS)):
             v = getattr(self, name)
             v = None if isinstance(v, str) and v.lower() == "none" else v

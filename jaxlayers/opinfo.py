@@ -5,11 +5,15 @@ plain-``jnp`` reference, which positional arguments are differentiable, how to
 pick the differentiable output, and a function producing :class:`Sample`
 inputs in a given dtype -- ordinary, odd shapes, ``N = 1``, exact kinks,
 large offsets. ``jaxlayers gradcheck`` and the test suite both iterate over
-:data:`OPS`; adding a layer means adding one entry here.
+:data:`OPS`; adding a layer means adding one declaration here: its samples
+function, decorated with :func:`declare` (the op, its differentiable arguments
+by name, and its options).
 """
 
 from __future__ import annotations
 
+import inspect
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,18 +22,21 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlayers.layers.affine import affine, affine_reference
-from jaxlayers.layers.batchnorm import BatchNormState, batchnorm, batchnorm_reference
-from jaxlayers.layers.conv import conv2d, conv2d_reference
-from jaxlayers.layers.dropout import dropout, dropout_reference
-from jaxlayers.layers.groupnorm import groupnorm, groupnorm_reference
-from jaxlayers.layers.layernorm import layernorm, layernorm_reference
-from jaxlayers.layers.pool import max_pool2d, max_pool2d_reference
-from jaxlayers.layers.relu import relu, relu_reference
-from jaxlayers.layers.spatial_batchnorm import spatial_batchnorm, spatial_batchnorm_reference
-from jaxlayers.losses import softmax_loss, softmax_loss_reference, svm_loss, svm_loss_reference
+from jaxlayers.layers import (
+    BatchNormState,
+    affine,
+    batchnorm,
+    conv2d,
+    dropout,
+    groupnorm,
+    layernorm,
+    max_pool2d,
+    relu,
+    spatial_batchnorm,
+)
+from jaxlayers.losses import softmax_loss, svm_loss
 
-__all__ = ["OPS", "OpInfo", "Sample", "get_opinfo"]
+__all__ = ["OPS", "OpInfo", "Sample", "declare", "get_opinfo"]
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,54 @@ class OpInfo:
         return tuple(sample.args[i] for i in self.diff_argnums)
 
 
+_DECLARED: list[OpInfo] = []
+
+
+def declare(op: Callable[..., Any], diff: tuple[str, ...], *, name: str | None = None, **options: Any):
+    """Decorator: the samples function it decorates declares ``op``, one entry of :data:`OPS`.
+
+    Args:
+      op: the public op. Its reference is ``<op>_reference`` of the op's
+        module (the naming every op module follows).
+      diff: the differentiable arguments, by name (``("x", "w", "b")``).
+      name: the display name, default ``op.__name__`` (``"batchnorm[train]"``
+        for one mode of an op).
+      options: the other :class:`OpInfo` fields; ``batch`` and ``n_args``
+        (argument names) give ``batch_argnums`` and ``n_argnums``.
+    """
+    reference = getattr(sys.modules[op.__module__], f"{op.__name__}_reference")
+    params = tuple(inspect.signature(reference).parameters)
+
+    def argnums(names):
+        return tuple(params.index(n) for n in names)
+
+    if "batch" in options:
+        options["batch_argnums"] = argnums(options.pop("batch"))
+    if "n_args" in options:
+        options["n_argnums"] = argnums(options.pop("n_args"))
+
+    def register(samples: Callable[[Any], list[Sample]]) -> Callable[[Any], list[Sample]]:
+        _DECLARED.append(OpInfo(name or op.__name__, op, reference, argnums(diff), samples, **options))
+        return samples
+
+    return register
+
+
+def _declare_batch_stats(op, samples: Callable[[bool], Callable[[Any], list[Sample]]]) -> None:
+    """An op with running statistics (batchnorm, spatial_batchnorm), once per mode: its samples
+    carry ``train``; only ``out`` is differentiated; train mode refuses an empty batch."""
+    for train in (True, False):
+        declare(
+            op,
+            ("x", "gamma", "beta"),
+            name=f"{op.__name__}[{'train' if train else 'test'}]",
+            output=_first,
+            stateful=True,
+            batch=("x",),
+            empty_batch="error" if train else "empty",  # no batch statistics of nothing
+        )(samples(train))
+
+
 def _rng(seed: int) -> np.random.RandomState:
     return np.random.RandomState(seed)
 
@@ -126,6 +181,7 @@ def _arr(a, dtype):
     return jnp.asarray(np.asarray(a), dtype)
 
 
+@declare(affine, ("x", "w", "b"))
 def _affine_samples(dtype) -> list[Sample]:
     r = _rng(0)
 
@@ -148,6 +204,7 @@ def _affine_samples(dtype) -> list[Sample]:
     ]
 
 
+@declare(relu, ("x",))
 def _relu_samples(dtype) -> list[Sample]:
     r = _rng(1)
     kink = r.randn(4, 6)
@@ -186,6 +243,10 @@ def _bn_samples(train: bool) -> Callable[[Any], list[Sample]]:
     return samples
 
 
+_declare_batch_stats(batchnorm, _bn_samples)
+
+
+@declare(dropout, ("x",), random=True, batch=("x", "key"))
 def _dropout_samples(dtype) -> list[Sample]:
     r = _rng(3)
     key = jax.random.key(7)
@@ -201,6 +262,7 @@ def _labels(r, n, c):
     return jnp.asarray(r.randint(0, c, size=n), jnp.int32)
 
 
+@declare(svm_loss, ("scores",), batch=("scores", "y"), empty_batch="error", n_args=("scores", "y"))
 def _svm_samples(dtype) -> list[Sample]:
     r = _rng(4)
     y = _labels(r, 6, 5)
@@ -214,6 +276,7 @@ def _svm_samples(dtype) -> list[Sample]:
     ]
 
 
+@declare(softmax_loss, ("scores",), batch=("scores", "y"), empty_batch="error", n_args=("scores", "y"))
 def _softmax_samples(dtype) -> list[Sample]:
     r = _rng(5)
     y = _labels(r, 6, 5)
@@ -225,24 +288,58 @@ def _softmax_samples(dtype) -> list[Sample]:
     ]
 
 
-def _batch_stats_info(name: str, op, reference, samples, train: bool) -> OpInfo:
-    """An op with running statistics (batchnorm, spatial_batchnorm) in one mode: its samples carry
-    ``train``; only ``out`` is differentiated; train mode refuses an empty batch."""
-    return OpInfo(
-        f"{name}[{'train' if train else 'test'}]",
-        op,
-        reference,
-        (0, 1, 2),
-        samples(train),
-        output=_first,
-        stateful=True,
-        batch_argnums=(0,),
-        empty_batch="error" if train else "empty",  # no batch statistics of nothing
-    )
+# issue 11, convolutional networks: conv2d and max_pool2d samples (tiny: the
+# float64 finite differences cost 4 evaluations per input element).
 
 
-def _batchnorm_info(train: bool) -> OpInfo:
-    return _batch_stats_info("batchnorm", batchnorm, batchnorm_reference, _bn_samples, train)
+@declare(conv2d, ("x", "w", "b"))
+def _conv_samples(dtype) -> list[Sample]:
+    r = _rng(11)
+
+    def s(name, xshape, wshape, offset=0.0, **kwargs):
+        fan_in = int(np.prod(wshape[1:]))
+        return Sample(
+            name,
+            (
+                _arr(r.randn(*xshape) + offset, dtype),
+                _arr(r.randn(*wshape) / np.sqrt(fan_in), dtype),
+                _arr(r.randn(wshape[0]), dtype),
+            ),
+            kwargs,
+        )
+
+    return [
+        s("ordinary 3x3", (2, 2, 5, 5), (3, 2, 3, 3)),
+        s("stride 2, rows unread", (2, 2, 6, 6), (2, 2, 3, 3), stride=2),
+        s("stride (1,2), padding (2,1)", (2, 2, 5, 6), (2, 2, 3, 3), stride=(1, 2), padding=(2, 1)),
+        s("non-square kernel 2x3", (2, 2, 5, 6), (3, 2, 2, 3), padding=(0, 1)),
+        s("N=1, padding 1", (1, 2, 4, 4), (2, 2, 3, 3), padding=1),
+        s("large offset", (2, 2, 5, 5), (2, 2, 3, 3), offset=1e3),
+    ]
+
+
+@declare(max_pool2d, ("x",))
+def _pool_samples(dtype) -> list[Sample]:
+    r = _rng(12)
+
+    def distinct(*shape):
+        # Values 0.02 apart or more: every window's maximum is unique and stays
+        # the maximum under the finite differences' steps.
+        n = int(np.prod(shape))
+        return _arr((r.permutation(n) / n * 4.0 - 2.0).reshape(shape), dtype)
+
+    def ties(*shape):
+        return _arr(r.randint(0, 3, size=shape).astype(np.float64), dtype)  # many equal maxima
+
+    return [
+        Sample("2x2 stride 2", (distinct(2, 2, 4, 4),), {"pool_size": (2, 2), "stride": 2}),
+        Sample("overlapping 3x3 stride 2", (distinct(2, 2, 7, 7),), {"pool_size": 3, "stride": 2}),
+        Sample("H, W not divisible", (distinct(2, 2, 5, 7),), {"pool_size": (2, 2), "stride": 2}),
+        Sample("2x3 stride (3,2), gaps", (distinct(2, 2, 7, 8),), {"pool_size": (2, 3), "stride": (3, 2)}),
+        Sample("N=1, 2x3 stride (2,3)", (distinct(1, 3, 4, 6),), {"pool_size": (2, 3), "stride": (2, 3)}),
+        Sample("ties 2x2 stride 2", (ties(2, 2, 6, 6),), {"pool_size": (2, 2), "stride": 2}, smooth=False),
+        Sample("ties overlapping 3x3 stride 1", (ties(2, 2, 6, 6),), {"pool_size": 3, "stride": 1}, smooth=False),
+    ]
 
 
 # --- normalisation layers (issue 11): spatial_batchnorm, layernorm, groupnorm ---
@@ -274,6 +371,10 @@ def _spatial_bn_samples(train: bool) -> Callable[[Any], list[Sample]]:
     return samples
 
 
+_declare_batch_stats(spatial_batchnorm, _spatial_bn_samples)
+
+
+@declare(layernorm, ("x", "gamma", "beta"))
 def _layernorm_samples(dtype) -> list[Sample]:
     r = _rng(7)
 
@@ -291,6 +392,7 @@ def _layernorm_samples(dtype) -> list[Sample]:
     ]
 
 
+@declare(groupnorm, ("x", "gamma", "beta"))
 def _groupnorm_samples(dtype) -> list[Sample]:
     r = _rng(8)
 
@@ -315,51 +417,8 @@ def _groupnorm_samples(dtype) -> list[Sample]:
     ]
 
 
-def _spatial_batchnorm_info(train: bool) -> OpInfo:
-    return _batch_stats_info(
-        "spatial_batchnorm", spatial_batchnorm, spatial_batchnorm_reference, _spatial_bn_samples, train
-    )
-
-
-NORM_OPS: tuple[OpInfo, ...] = (
-    _spatial_batchnorm_info(train=True),
-    _spatial_batchnorm_info(train=False),
-    OpInfo("layernorm", layernorm, layernorm_reference, (0, 1, 2), _layernorm_samples),
-    OpInfo("groupnorm", groupnorm, groupnorm_reference, (0, 1, 2), _groupnorm_samples),
-)
-
-
-OPS: tuple[OpInfo, ...] = (
-    OpInfo("affine", affine, affine_reference, (0, 1, 2), _affine_samples),
-    OpInfo("relu", relu, relu_reference, (0,), _relu_samples),
-    _batchnorm_info(train=True),
-    _batchnorm_info(train=False),
-    OpInfo("dropout", dropout, dropout_reference, (0,), _dropout_samples, random=True, batch_argnums=(0, 1)),
-    OpInfo(
-        "svm_loss",
-        svm_loss,
-        svm_loss_reference,
-        (0,),
-        _svm_samples,
-        batch_argnums=(0, 1),
-        empty_batch="error",
-        n_argnums=(0, 1),
-    ),
-    OpInfo(
-        "softmax_loss",
-        softmax_loss,
-        softmax_loss_reference,
-        (0,),
-        _softmax_samples,
-        batch_argnums=(0, 1),
-        empty_batch="error",
-        n_argnums=(0, 1),
-    ),
-    # issue 11, convolutional networks
-    OpInfo("conv2d", conv2d, conv2d_reference, (0, 1, 2), lambda dtype: _conv_samples(dtype)),
-    OpInfo("max_pool2d", max_pool2d, max_pool2d_reference, (0,), lambda dtype: _pool_samples(dtype)),
-    *NORM_OPS,
-)
+#: Every declared op, in declaration order.
+OPS: tuple[OpInfo, ...] = tuple(_DECLARED)
 
 
 def get_opinfo(op: Callable[..., Any]) -> OpInfo:
@@ -372,55 +431,3 @@ def get_opinfo(op: Callable[..., Any]) -> OpInfo:
         if info.op is op:
             return info
     raise KeyError(f"{getattr(op, '__name__', op)!r} is not in jaxlayers.opinfo.OPS; pass reference= explicitly")
-
-
-# issue 11, convolutional networks: conv2d and max_pool2d samples (tiny: the
-# float64 finite differences cost 4 evaluations per input element).
-
-
-def _conv_samples(dtype) -> list[Sample]:
-    r = _rng(11)
-
-    def s(name, xshape, wshape, offset=0.0, **kwargs):
-        fan_in = int(np.prod(wshape[1:]))
-        return Sample(
-            name,
-            (
-                _arr(r.randn(*xshape) + offset, dtype),
-                _arr(r.randn(*wshape) / np.sqrt(fan_in), dtype),
-                _arr(r.randn(wshape[0]), dtype),
-            ),
-            kwargs,
-        )
-
-    return [
-        s("ordinary 3x3", (2, 2, 5, 5), (3, 2, 3, 3)),
-        s("stride 2, rows unread", (2, 2, 6, 6), (2, 2, 3, 3), stride=2),
-        s("stride (1,2), padding (2,1)", (2, 2, 5, 6), (2, 2, 3, 3), stride=(1, 2), padding=(2, 1)),
-        s("non-square kernel 2x3", (2, 2, 5, 6), (3, 2, 2, 3), padding=(0, 1)),
-        s("N=1, padding 1", (1, 2, 4, 4), (2, 2, 3, 3), padding=1),
-        s("large offset", (2, 2, 5, 5), (2, 2, 3, 3), offset=1e3),
-    ]
-
-
-def _pool_samples(dtype) -> list[Sample]:
-    r = _rng(12)
-
-    def distinct(*shape):
-        # Values 0.02 apart or more: every window's maximum is unique and stays
-        # the maximum under the finite differences' steps.
-        n = int(np.prod(shape))
-        return _arr((r.permutation(n) / n * 4.0 - 2.0).reshape(shape), dtype)
-
-    def ties(*shape):
-        return _arr(r.randint(0, 3, size=shape).astype(np.float64), dtype)  # many equal maxima
-
-    return [
-        Sample("2x2 stride 2", (distinct(2, 2, 4, 4),), {"pool_size": (2, 2), "stride": 2}),
-        Sample("overlapping 3x3 stride 2", (distinct(2, 2, 7, 7),), {"pool_size": 3, "stride": 2}),
-        Sample("H, W not divisible", (distinct(2, 2, 5, 7),), {"pool_size": (2, 2), "stride": 2}),
-        Sample("2x3 stride (3,2), gaps", (distinct(2, 2, 7, 8),), {"pool_size": (2, 3), "stride": (3, 2)}),
-        Sample("N=1, 2x3 stride (2,3)", (distinct(1, 3, 4, 6),), {"pool_size": (2, 3), "stride": (2, 3)}),
-        Sample("ties 2x2 stride 2", (ties(2, 2, 6, 6),), {"pool_size": (2, 2), "stride": 2}, smooth=False),
-        Sample("ties overlapping 3x3 stride 1", (ties(2, 2, 6, 6),), {"pool_size": 3, "stride": 1}, smooth=False),
-    ]

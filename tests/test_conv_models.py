@@ -111,7 +111,7 @@ def test_convnet_init_one_dimensional_groupnorm_layernorm():
         ({"conv_norm": "groupnorm", "groups": 3}, ValueError, r"groups=3 must divide .* \[4\]"),
         ({"conv_channels": (4, 4, 4, 4)}, ValueError, "conv block 3's 2x2 pool shrinks the 1x1 image"),
         ({"pool_size": (1, 7)}, ValueError, "conv block 1's 1x7 pool"),
-        ({"pool_size": 0}, ValueError, r"pool_size\[0\]"),
+        ({"pool_size": 0}, ValueError, r"pool_size must be >= 1, got 0"),
         ({"input_dim": (6, 6)}, TypeError, "input_dim must be"),
         ({"input_dim": 36}, TypeError, "input_dim must be"),
         ({"input_dim": (2, 0, 6)}, ValueError, r"input_dim\[1\]"),

@@ -279,7 +279,7 @@ def test_dropout_rate_must_be_finite(rate):
 
 @pytest.mark.parametrize("over", [{"eps": math.inf}, {"eps": math.nan}, {"momentum": math.nan}])
 def test_batchnorm_hyperparameters_must_be_finite(over):
-    """Through the shared require_real: batchnorm needs no change of its own."""
+    """Through the shared check_number: batchnorm needs no change of its own."""
     name = next(iter(over))
     with pytest.raises(ValueError, match=rf"^batchnorm: {name} must be a finite number"):
         jl.batchnorm(jnp.ones((4, 3)), jnp.ones(3), jnp.zeros(3), jl.batchnorm_state(3), train=True, **over)

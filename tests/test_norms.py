@@ -234,7 +234,7 @@ def _call(name, eps=1e-5, momentum=0.9, state=None):
 @pytest.mark.parametrize(
     ("eps", "match"),
     [
-        (float("inf"), "eps must be a finite number, got inf"),  # the shared require_real
+        (float("inf"), "eps must be a finite number, got inf"),  # the shared check_number
         (float("nan"), "eps must be a finite number, got nan"),
         (0.0, r"eps must be > 0, got 0.0"),
         (-1e-5, r"eps must be > 0"),
@@ -249,7 +249,7 @@ def test_bad_eps(name, eps, match):
 @pytest.mark.parametrize(
     ("momentum", "match"),
     [
-        (float("nan"), "momentum must be a finite number, got nan"),  # the shared require_real
+        (float("nan"), "momentum must be a finite number, got nan"),  # the shared check_number
         (float("inf"), "momentum must be a finite number, got inf"),
         (-0.5, r"momentum must lie in \[0, 1\]"),
         (1.01, r"momentum must lie in \[0, 1\]"),

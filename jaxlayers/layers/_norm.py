@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxlayers._checks import require, require_real
+from jaxlayers._checks import check_number, require
 
 __all__ = ["Normalized", "check_eps", "normalize", "normalized_vjp", "pmean", "psum"]
 
@@ -151,7 +151,7 @@ def normalized_vjp(g, x_hat, inv_std, gamma, stat_axes, param_axes, axis_name=No
 
 def check_eps(eps, op: str) -> float:
     """``eps`` as a float: a Python number, finite and ``> 0``."""
-    eps = require_real(eps, op, "eps")
+    eps = check_number(eps, op, "eps")
     require(math.isfinite(eps), op, f"eps must be finite, got {eps}")
     require(eps > 0.0, op, f"eps must be > 0, got {eps}")
     return eps

@@ -20,8 +20,9 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlayers._checks import as_array, compute_dtype, flat_features, require, require_float, require_rank, shape_of
+from jaxlayers._oprule import custom_op
 
-__all__ = ["affine", "affine_reference", "affine_fwd", "affine_bwd", "AffineResiduals"]
+__all__ = ["affine", "affine_reference", "affine_fwd", "affine_bwd", "check_affine", "AffineResiduals"]
 
 
 class AffineResiduals(NamedTuple):
@@ -113,13 +114,11 @@ def affine_bwd(residuals: AffineResiduals, g: jax.Array) -> tuple[jax.Array, jax
     return dx, dw, db
 
 
-_affine_vjp = jax.custom_vjp(affine_reference)
-_affine_vjp.defvjp(affine_fwd, affine_bwd)
-
-_affine_jit = jax.jit(_affine_vjp)
+_affine = custom_op(affine_reference, affine_fwd, affine_bwd)
 
 
-def _check(x, w, b):
+def check_affine(x, w, b):
+    """``(x, w, b)`` as arrays, or the error :func:`affine` raises (see its Raises)."""
     op = "affine"
     x, w, b = as_array(x, op, "x"), as_array(w, op, "w"), as_array(b, op, "b")
     for name, arr in (("x", x), ("w", w), ("b", b)):
@@ -177,5 +176,5 @@ def affine(x: jax.Array, w: jax.Array, b: jax.Array) -> jax.Array:
       >>> jl.affine(jnp.ones((2, 3, 4)), jnp.ones((12, 5)), jnp.zeros(5)).shape
       (2, 5)
     """
-    x, w, b = _check(x, w, b)
-    return _affine_jit(x, w, b)
+    x, w, b = check_affine(x, w, b)
+    return _affine(x, w, b)

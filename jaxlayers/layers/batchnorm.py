@@ -21,7 +21,6 @@ Deviations from the NumPy original, on purpose:
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -30,15 +29,16 @@ from jax import lax
 
 from jaxlayers._checks import (
     as_array,
+    check_number,
     require,
     require_batch,
     require_bool,
     require_float,
     require_rank,
-    require_real,
     shape_of,
     stats_dtype,
 )
+from jaxlayers._oprule import custom_op
 from jaxlayers.layers._norm import check_eps, normalize, normalized_vjp, pmean, psum
 
 __all__ = [
@@ -50,6 +50,7 @@ __all__ = [
     "batchnorm_reference",
     "batchnorm_fwd",
     "batchnorm_bwd",
+    "check_batchnorm",
 ]
 
 
@@ -236,30 +237,27 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
     return dx.astype(x_dtype), dgamma.reshape(-1).astype(gamma.dtype), dbeta.reshape(-1).astype(beta.dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7))
-def _batchnorm_vjp(x, gamma, beta, state, train, momentum, eps, axis_name):
-    # Undifferentiated calls run the same forward code as differentiated ones.
-    return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)[0]
+_batchnorm = custom_op(
+    batchnorm_reference,
+    batchnorm_fwd,
+    batchnorm_bwd,
+    static=("train", "momentum", "eps", "axis_name"),
+    nondiff=("state",),  # running statistics carry no gradient
+)
 
 
-def _batchnorm_vjp_fwd(x, gamma, beta, state, train, momentum, eps, axis_name):
-    return batchnorm_fwd(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)
-
-
-def _batchnorm_vjp_bwd(train, momentum, eps, axis_name, residuals, g):
-    del train, momentum, eps  # the residuals' type carries the mode
-    dx, dgamma, dbeta = batchnorm_bwd(residuals, g[0], axis_name=axis_name)
-    return dx, dgamma, dbeta, None  # no gradient for the running statistics
-
-
-_batchnorm_vjp.defvjp(_batchnorm_vjp_fwd, _batchnorm_vjp_bwd)
-_batchnorm_jit = jax.jit(_batchnorm_vjp, static_argnums=(4, 5, 6, 7))
-
-
-def _check(
+def check_batchnorm(
     x, gamma, beta, state, train, momentum, eps, axis_name=None, *, op: str = "batchnorm", rank: int = 2
-) -> tuple[float, float]:
-    """Validate batchnorm's (``rank=2``) or spatial_batchnorm's (``rank=4``) arguments."""
+):
+    """``(x, gamma, beta, state, train, momentum, eps, axis_name)`` as the rule
+    takes them -- arrays, a state of arrays, a bool and two floats -- or the
+    error :func:`batchnorm` (``rank=2``) or ``spatial_batchnorm`` (``rank=4``,
+    ``op="spatial_batchnorm"``) raises (see their Raises). Lists and NumPy
+    arrays (a ``BatchNormState``'s fields too) become arrays before anything
+    is traced."""
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
+    if isinstance(state, BatchNormState):
+        state = BatchNormState(as_array(state.mean, op, "state.mean"), as_array(state.var, op, "state.var"))
     require_rank(x, op, "x", rank=rank)
     for name, arr in (("x", x), ("gamma", gamma), ("beta", beta)):
         require_float(arr, op, name)
@@ -288,7 +286,7 @@ def _check(
             TypeError,
         )
     require_bool(train, op, "train")
-    momentum = require_real(momentum, op, "momentum")
+    momentum = check_number(momentum, op, "momentum")
     require(0.0 <= momentum <= 1.0, op, f"momentum must lie in [0, 1], got {momentum}")
     eps = check_eps(eps, op)
     require(
@@ -305,17 +303,7 @@ def _check(
             op,
             f"train mode needs at least one example to compute batch statistics, got x of shape {shape}",
         )
-    return momentum, eps
-
-
-def _as_arrays(x, gamma, beta, state, op: str):
-    """The array arguments (and a ``BatchNormState``'s fields) through
-    :func:`~jaxlayers._checks.as_array`: lists and NumPy arrays in, arrays out,
-    before anything is traced. A state of another type is left to :func:`_check`."""
-    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
-    if isinstance(state, BatchNormState):
-        state = BatchNormState(as_array(state.mean, op, "state.mean"), as_array(state.var, op, "state.var"))
-    return x, gamma, beta, state
+    return x, gamma, beta, state, bool(train), momentum, eps, axis_name
 
 
 def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
@@ -387,6 +375,7 @@ def batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps:
 
     Source: Ioffe & Szegedy (2015); the NumPy original's ``batchnorm_forward``.
     """
-    x, gamma, beta, state = _as_arrays(x, gamma, beta, state, "batchnorm")
-    momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name)
-    return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)
+    x, gamma, beta, state, train, momentum, eps, axis_name = check_batchnorm(
+        x, gamma, beta, state, train, momentum, eps, axis_name
+    )
+    return _batchnorm(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)

@@ -28,13 +28,13 @@ from jaxlayers._checks import (
     int_pair,
     require,
     require_float,
-    require_int_pair,
     require_rank,
     shape_of,
     stats_dtype,
 )
+from jaxlayers._oprule import custom_op
 
-__all__ = ["conv2d", "conv2d_reference", "conv2d_fwd", "conv2d_bwd", "ConvResiduals"]
+__all__ = ["conv2d", "conv2d_reference", "conv2d_fwd", "conv2d_bwd", "check_conv2d", "ConvResiduals"]
 
 _NCHW = ("NCHW", "OIHW", "NCHW")
 
@@ -60,7 +60,7 @@ def conv2d_reference(x, w, b, *, stride=1, padding=0):
 
     Same signature and result as :func:`conv2d`; no argument checks.
     """
-    (sh, sw), (ph, pw) = int_pair(stride), int_pair(padding)
+    (sh, sw), (ph, pw) = int_pair(stride, "conv2d", "stride"), int_pair(padding, "conv2d", "padding", minimum=0)
     dtype = jnp.result_type(x, w, b)
     out = lax.conv_general_dilated(
         x.astype(dtype), w.astype(dtype), (sh, sw), ((ph, ph), (pw, pw)), dimension_numbers=_NCHW
@@ -76,7 +76,7 @@ def conv2d_fwd(x, w, b, *, stride=1, padding=0) -> tuple[jax.Array, ConvResidual
     (``preferred_element_type``) and the bias added there too; the result is
     cast to the inputs' dtype once, at the end.
     """
-    stride, padding = int_pair(stride), int_pair(padding)
+    stride, padding = int_pair(stride, "conv2d", "stride"), int_pair(padding, "conv2d", "padding", minimum=0)
     (ph, pw) = padding
     acc = stats_dtype(x.dtype)
     out = lax.conv_general_dilated(
@@ -138,38 +138,21 @@ def conv2d_bwd(residuals: ConvResiduals, g: jax.Array) -> tuple[jax.Array, jax.A
     return dx, dw, db
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _conv2d_vjp(x, w, b, stride, padding):
-    # Undifferentiated calls run the same forward code as differentiated ones.
-    return conv2d_fwd(x, w, b, stride=stride, padding=padding)[0]
+_conv2d = custom_op(conv2d_reference, conv2d_fwd, conv2d_bwd, static=("stride", "padding"))
 
 
-def _conv2d_vjp_fwd(x, w, b, stride, padding):
-    return conv2d_fwd(x, w, b, stride=stride, padding=padding)
-
-
-def _conv2d_vjp_bwd(stride, padding, residuals, g):
-    del stride, padding  # carried by the residuals
-    return conv2d_bwd(residuals, g)
-
-
-_conv2d_vjp.defvjp(_conv2d_vjp_fwd, _conv2d_vjp_bwd)
-
-
-@partial(jax.jit, static_argnums=(3, 4))
-def _conv2d_jit(x, w, b, stride, padding):
-    dtype = jnp.result_type(x, w, b)
-    return _conv2d_vjp(x.astype(dtype), w.astype(dtype), b.astype(dtype), stride, padding)
-
-
-def _check(x, w, b, stride, padding) -> tuple[tuple[int, int], tuple[int, int]]:
+def check_conv2d(x, w, b, stride, padding):
+    """``(x, w, b, stride, padding)`` as :func:`conv2d`'s rule takes them -- arrays
+    promoted to one dtype, ``(vertical, horizontal)`` pairs -- or the error
+    :func:`conv2d` raises (see its Raises)."""
     op = "conv2d"
+    x, w, b = as_array(x, op, "x"), as_array(w, op, "w"), as_array(b, op, "b")
     for name, arr in (("x", x), ("w", w), ("b", b)):
         require_float(arr, op, name)
     require_rank(x, op, "x", rank=4)
     require_rank(w, op, "w", rank=4)
-    stride = require_int_pair(stride, op, "stride", 1)
-    padding = require_int_pair(padding, op, "padding", 0)
+    stride = int_pair(stride, op, "stride", minimum=1)
+    padding = int_pair(padding, op, "padding", minimum=0)
     xs, ws, bs = shape_of(x), shape_of(w), shape_of(b)
     require(
         ws[1] == xs[1],
@@ -184,7 +167,8 @@ def _check(x, w, b, stride, padding) -> tuple[tuple[int, int], tuple[int, int]]:
             f"kernel {ws[2]}x{ws[3]} is larger than the padded input along {axis}: {size} + 2 * {p} < {k} "
             f"(x shape {xs}, w shape {ws}, padding {padding}); the output would be empty",
         )
-    return stride, padding
+    dtype = jnp.result_type(x, w, b)
+    return x.astype(dtype), w.astype(dtype), b.astype(dtype), stride, padding
 
 
 def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride=1, padding=0) -> jax.Array:
@@ -240,6 +224,5 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride=1, padding=0) -> 
       >>> jl.conv2d(jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3)), jnp.zeros(4), padding=1).shape
       (2, 4, 8, 8)
     """
-    x, w, b = as_array(x, "conv2d", "x"), as_array(w, "conv2d", "w"), as_array(b, "conv2d", "b")
-    stride, padding = _check(x, w, b, stride, padding)
-    return _conv2d_jit(x, w, b, stride, padding)
+    x, w, b, stride, padding = check_conv2d(x, w, b, stride, padding)
+    return _conv2d(x, w, b, stride=stride, padding=padding)

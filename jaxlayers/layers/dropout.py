@@ -36,7 +36,6 @@ draw every random bit twice; keeping it is cheaper.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
@@ -44,9 +43,18 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlayers._checks import as_array, compute_dtype, require, require_bool, require_float, require_key, require_real
+from jaxlayers._checks import as_array, check_number, compute_dtype, require, require_bool, require_float, require_key
+from jaxlayers._oprule import custom_op
 
-__all__ = ["dropout", "dropout_reference", "dropout_fwd", "dropout_bwd", "DropoutResiduals", "keep_threshold"]
+__all__ = [
+    "dropout",
+    "dropout_reference",
+    "dropout_fwd",
+    "dropout_bwd",
+    "check_dropout",
+    "DropoutResiduals",
+    "keep_threshold",
+]
 
 
 class DropoutResiduals(NamedTuple):
@@ -189,23 +197,28 @@ def dropout_bwd(residuals, g):
     return (jnp.where(mask, dx, jnp.zeros((), g.dtype)),)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _dropout_vjp(x, key, rate):
-    return dropout_reference(x, key, rate=rate, train=True)
+# Undifferentiated calls run the reference (``x / keep``; the fwd rule multiplies by ``1 / keep``).
+_dropout = custom_op(
+    dropout_reference,
+    dropout_fwd,
+    dropout_bwd,
+    static=("rate", "train"),
+    nondiff=("key",),  # keys carry no gradient
+    primal=dropout_reference,
+)
 
 
-def _dropout_vjp_fwd(x, key, rate):
-    return dropout_fwd(x, key, rate=rate, train=True)
-
-
-def _dropout_vjp_bwd(rate, residuals, g):
-    del rate
-    (dx,) = dropout_bwd(residuals, g)
-    return dx, None  # keys carry no gradient
-
-
-_dropout_vjp.defvjp(_dropout_vjp_fwd, _dropout_vjp_bwd)
-_dropout_jit = jax.jit(_dropout_vjp, static_argnums=(2,))
+def check_dropout(x, key, rate, train):
+    """``(x, key, rate, train)`` as :func:`dropout` takes them (an array, one
+    key, a float, a bool), or the error :func:`dropout` raises (see its Raises)."""
+    op = "dropout"
+    x = as_array(x, op, "x")
+    require_float(x, op, "x")
+    key = require_key(key, op, "key")
+    require_bool(train, op, "train")
+    rate = check_number(rate, op, "rate")
+    require(0.0 <= rate <= 1.0, op, f"rate (probability of dropping) must lie in [0, 1], got {rate}")
+    return x, key, rate, bool(train)
 
 
 def dropout(x, key, *, rate: float, train: bool):
@@ -243,15 +256,9 @@ def dropout(x, key, *, rate: float, train: bool):
 
     Source: Srivastava et al. (2014); the NumPy original's ``dropout_forward``.
     """
-    op = "dropout"
-    x = as_array(x, op, "x")
-    require_float(x, op, "x")
-    key = require_key(key, op, "key")
-    require_bool(train, op, "train")
-    rate = require_real(rate, op, "rate")
-    require(0.0 <= rate <= 1.0, op, f"rate (probability of dropping) must lie in [0, 1], got {rate}")
+    x, key, rate, train = check_dropout(x, key, rate, train)
     if not train or rate == 0.0:
         return x
     if rate == 1.0:
         return jnp.zeros_like(x)
-    return _dropout_jit(x, key, rate)
+    return _dropout(x, key, rate=rate, train=True)

@@ -14,14 +14,13 @@ view ``(N, G, C // G, H, W)``: a reshape, no copy.
 
 from __future__ import annotations
 
-import numbers
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-from jaxlayers._checks import as_array, require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers._checks import as_array, is_int, require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers._oprule import custom_op
 from jaxlayers.layers._norm import check_eps
 from jaxlayers.layers.layernorm import _grouped_bwd, _grouped_fwd
 
@@ -31,6 +30,7 @@ __all__ = [
     "groupnorm_reference",
     "groupnorm_fwd",
     "groupnorm_bwd",
+    "check_groupnorm",
 ]
 
 _STAT_AXES = (2, 3, 4)  # of the view (N, G, C // G, H, W)
@@ -110,25 +110,14 @@ def groupnorm_bwd(residuals, g):
     return dx.reshape(x_hat.shape), dgamma.reshape(-1).astype(gamma.dtype), dbeta.reshape(-1).astype(beta.dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3, 4))
-def _groupnorm_vjp(x, gamma, beta, groups, eps):
-    return groupnorm_fwd(x, gamma, beta, groups=groups, eps=eps)[0]
+_groupnorm = custom_op(groupnorm_reference, groupnorm_fwd, groupnorm_bwd, static=("groups", "eps"))
 
 
-def _groupnorm_vjp_fwd(x, gamma, beta, groups, eps):
-    return groupnorm_fwd(x, gamma, beta, groups=groups, eps=eps)
-
-
-def _groupnorm_vjp_bwd(groups, eps, residuals, g):
-    del groups, eps  # G is in the residuals' shapes
-    return groupnorm_bwd(residuals, g)
-
-
-_groupnorm_vjp.defvjp(_groupnorm_vjp_fwd, _groupnorm_vjp_bwd)
-_groupnorm_jit = jax.jit(_groupnorm_vjp, static_argnums=(3, 4))
-
-
-def _check(x, gamma, beta, groups, eps, op: str = "groupnorm") -> tuple[int, float]:
+def check_groupnorm(x, gamma, beta, groups, eps):
+    """``(x, gamma, beta, groups, eps)`` as :func:`groupnorm`'s rule takes them
+    (arrays, an int, a float), or the error :func:`groupnorm` raises (see its Raises)."""
+    op = "groupnorm"
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
     require_rank(x, op, "x", rank=4)
     for name, arr in (("x", x), ("gamma", gamma), ("beta", beta)):
         require_float(arr, op, name)
@@ -141,7 +130,7 @@ def _check(x, gamma, beta, groups, eps, op: str = "groupnorm") -> tuple[int, flo
             f"{name} must have shape ({c},) to match x's {c} channels (x shape {shape}), got {shape_of(arr)}",
         )
     require(
-        isinstance(groups, numbers.Integral) and not isinstance(groups, bool),
+        is_int(groups),
         op,
         f"groups must be a Python int (static under jit), got {groups!r} of type {type(groups).__name__}",
         TypeError,
@@ -158,7 +147,7 @@ def _check(x, gamma, beta, groups, eps, op: str = "groupnorm") -> tuple[int, flo
         op,
         f"each group needs at least one element to normalise over, got x of shape {shape} (C * H * W = 0)",
     )
-    return groups, check_eps(eps, op)
+    return x, gamma, beta, groups, check_eps(eps, op)
 
 
 def groupnorm(x, gamma, beta, *, groups: int, eps: float = 1e-5):
@@ -200,7 +189,5 @@ def groupnorm(x, gamma, beta, *, groups: int, eps: float = 1e-5):
 
     Source: Wu & He (2018); the NumPy original's ``spatial_groupnorm_forward``.
     """
-    op = "groupnorm"
-    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
-    groups, eps = _check(x, gamma, beta, groups, eps)
-    return _groupnorm_jit(x, gamma, beta, groups, eps)
+    x, gamma, beta, groups, eps = check_groupnorm(x, gamma, beta, groups, eps)
+    return _groupnorm(x, gamma, beta, groups=groups, eps=eps)

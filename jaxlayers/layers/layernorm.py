@@ -16,13 +16,13 @@ each example, ``gamma`` along others) are shared with group norm.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from jaxlayers._checks import as_array, require, require_float, require_rank, shape_of, stats_dtype
+from jaxlayers._oprule import custom_op
 from jaxlayers.layers._norm import check_eps, normalize, normalized_vjp
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "layernorm_reference",
     "layernorm_fwd",
     "layernorm_bwd",
+    "check_layernorm",
 ]
 
 
@@ -114,26 +115,14 @@ def layernorm_bwd(residuals, g):
     return dx, dgamma[0].astype(gamma.dtype), dbeta[0].astype(beta.dtype)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(3,))
-def _layernorm_vjp(x, gamma, beta, eps):
-    return layernorm_fwd(x, gamma, beta, eps=eps)[0]
+_layernorm = custom_op(layernorm_reference, layernorm_fwd, layernorm_bwd, static=("eps",))
 
 
-def _layernorm_vjp_fwd(x, gamma, beta, eps):
-    return layernorm_fwd(x, gamma, beta, eps=eps)
-
-
-def _layernorm_vjp_bwd(eps, residuals, g):
-    del eps
-    return layernorm_bwd(residuals, g)
-
-
-_layernorm_vjp.defvjp(_layernorm_vjp_fwd, _layernorm_vjp_bwd)
-_layernorm_jit = jax.jit(_layernorm_vjp, static_argnums=(3,))
-
-
-def _check(x, gamma, beta, eps) -> float:
+def check_layernorm(x, gamma, beta, eps):
+    """``(x, gamma, beta, eps)`` as :func:`layernorm`'s rule takes them (arrays,
+    a float), or the error :func:`layernorm` raises (see its Raises)."""
     op = "layernorm"
+    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
     require_rank(x, op, "x", rank=2)
     for name, arr in (("x", x), ("gamma", gamma), ("beta", beta)):
         require_float(arr, op, name)
@@ -146,7 +135,7 @@ def _check(x, gamma, beta, eps) -> float:
             f"{name} must have shape ({d},) to match x's {d} features (x shape {shape}), got {shape_of(arr)}",
         )
     require(d > 0, op, f"x needs at least one feature per example to normalise over, got x of shape {shape}")
-    return check_eps(eps, op)
+    return x, gamma, beta, check_eps(eps, op)
 
 
 def layernorm(x, gamma, beta, *, eps: float = 1e-5):
@@ -183,7 +172,5 @@ def layernorm(x, gamma, beta, *, eps: float = 1e-5):
 
     Source: Ba, Kiros & Hinton (2016); the NumPy original's ``layernorm_forward``.
     """
-    op = "layernorm"
-    x, gamma, beta = as_array(x, op, "x"), as_array(gamma, op, "gamma"), as_array(beta, op, "beta")
-    eps = _check(x, gamma, beta, eps)
-    return _layernorm_jit(x, gamma, beta, eps)
+    x, gamma, beta, eps = check_layernorm(x, gamma, beta, eps)
+    return _layernorm(x, gamma, beta, eps=eps)

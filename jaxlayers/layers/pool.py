@@ -33,12 +33,19 @@ from jaxlayers._checks import (
     int_pair,
     require,
     require_float,
-    require_int_pair,
     require_rank,
     shape_of,
 )
+from jaxlayers._oprule import custom_op
 
-__all__ = ["max_pool2d", "max_pool2d_reference", "max_pool2d_fwd", "max_pool2d_bwd", "MaxPoolResiduals"]
+__all__ = [
+    "max_pool2d",
+    "max_pool2d_reference",
+    "max_pool2d_fwd",
+    "max_pool2d_bwd",
+    "check_max_pool2d",
+    "MaxPoolResiduals",
+]
 
 
 @partial(jax.tree_util.register_dataclass, data_fields=["index"], meta_fields=["in_hw", "pool_size", "stride"])
@@ -74,7 +81,7 @@ def max_pool2d_reference(x, *, pool_size=(2, 2), stride=2):
     JAX differentiates it with ``select_and_scatter_add`` (comparison ``>=``),
     which sends each window's gradient to its first maximum in window order.
     """
-    (ph, pw), (sh, sw) = int_pair(pool_size), int_pair(stride)
+    (ph, pw), (sh, sw) = int_pair(pool_size, "max_pool2d", "pool_size"), int_pair(stride, "max_pool2d", "stride")
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 1, ph, pw), (1, 1, sh, sw), "VALID")
 
 
@@ -101,7 +108,7 @@ def max_pool2d_fwd(x, *, pool_size=(2, 2), stride=2) -> tuple[jax.Array, MaxPool
     pw)`` reshape (which read ``x`` twice). A NaN replaces the running value
     too, so a window holding NaN gives NaN, as ``lax.max`` does.
     """
-    (ph, pw), (sh, sw) = int_pair(pool_size), int_pair(stride)
+    (ph, pw), (sh, sw) = int_pair(pool_size, "max_pool2d", "pool_size"), int_pair(stride, "max_pool2d", "stride")
     _, _, h, w = x.shape
     ho, wo = _out_size(h, ph, sh), _out_size(w, pw, sw)
     idt = _index_dtype(ph, pw)
@@ -172,38 +179,25 @@ def max_pool2d_bwd(residuals: MaxPoolResiduals, g: jax.Array) -> tuple[jax.Array
     return (dx.astype(g.dtype),)
 
 
-@partial(jax.custom_vjp, nondiff_argnums=(1, 2))
-def _max_pool2d_vjp(x, pool_size, stride):
-    # Undifferentiated calls run the same forward code as differentiated ones.
-    return max_pool2d_fwd(x, pool_size=pool_size, stride=stride)[0]
+_max_pool2d = custom_op(max_pool2d_reference, max_pool2d_fwd, max_pool2d_bwd, static=("pool_size", "stride"))
 
 
-def _max_pool2d_vjp_fwd(x, pool_size, stride):
-    return max_pool2d_fwd(x, pool_size=pool_size, stride=stride)
-
-
-def _max_pool2d_vjp_bwd(pool_size, stride, residuals, g):
-    del pool_size, stride  # carried by the residuals
-    return max_pool2d_bwd(residuals, g)
-
-
-_max_pool2d_vjp.defvjp(_max_pool2d_vjp_fwd, _max_pool2d_vjp_bwd)
-_max_pool2d_jit = jax.jit(_max_pool2d_vjp, static_argnums=(1, 2))
-
-
-def _check(x, pool_size, stride) -> tuple[tuple[int, int], tuple[int, int]]:
+def check_max_pool2d(x, pool_size, stride):
+    """``(x, pool_size, stride)`` as :func:`max_pool2d`'s rule takes them (an
+    array, two pairs), or the error :func:`max_pool2d` raises (see its Raises)."""
     op = "max_pool2d"
+    x = as_array(x, op, "x")
     require_float(x, op, "x")
     require_rank(x, op, "x", rank=4)
-    pool_size = require_int_pair(pool_size, op, "pool_size", 1)
-    stride = require_int_pair(stride, op, "stride", 1)
+    pool_size = int_pair(pool_size, op, "pool_size")
+    stride = int_pair(stride, op, "stride")
     xs = shape_of(x)
     require(
         xs[2] >= pool_size[0] and xs[3] >= pool_size[1],
         op,
         f"pool_size {pool_size} is larger than x's (H, W) = {xs[2:]} (x shape {xs}); the output would be empty",
     )
-    return pool_size, stride
+    return x, pool_size, stride
 
 
 def max_pool2d(x: jax.Array, *, pool_size=(2, 2), stride=2) -> jax.Array:
@@ -252,6 +246,5 @@ def max_pool2d(x: jax.Array, *, pool_size=(2, 2), stride=2) -> jax.Array:
       Array([[[[ 5.,  7.],
                [13., 15.]]]], dtype=float32)
     """
-    x = as_array(x, "max_pool2d", "x")
-    pool_size, stride = _check(x, pool_size, stride)
-    return _max_pool2d_jit(x, pool_size, stride)
+    x, pool_size, stride = check_max_pool2d(x, pool_size, stride)
+    return _max_pool2d(x, pool_size=pool_size, stride=stride)

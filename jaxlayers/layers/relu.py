@@ -10,8 +10,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxlayers._checks import as_array, require_float
+from jaxlayers._oprule import custom_op
 
-__all__ = ["relu", "relu_reference", "relu_fwd", "relu_bwd"]
+__all__ = ["relu", "relu_reference", "relu_fwd", "relu_bwd", "check_relu"]
 
 
 def _keep(x: jax.Array) -> jax.Array:
@@ -37,9 +38,14 @@ def relu_bwd(mask: jax.Array, g: jax.Array) -> tuple[jax.Array]:
     return (jnp.where(mask, g, jnp.zeros((), g.dtype)),)
 
 
-_relu_vjp = jax.custom_vjp(relu_reference)
-_relu_vjp.defvjp(relu_fwd, relu_bwd)
-_relu_jit = jax.jit(_relu_vjp)
+_relu = custom_op(relu_reference, relu_fwd, relu_bwd)
+
+
+def check_relu(x):
+    """``x`` as an array (:func:`~jaxlayers._checks.as_array`), or the error :func:`relu` raises."""
+    x = as_array(x, "relu", "x")
+    require_float(x, "relu", "x")
+    return x
 
 
 def relu(x: jax.Array) -> jax.Array:
@@ -69,6 +75,5 @@ def relu(x: jax.Array) -> jax.Array:
       >>> jl.relu(jnp.array([-1.0, 0.0, 2.0]))
       Array([0., 0., 2.], dtype=float32)
     """
-    x = as_array(x, "relu", "x")
-    require_float(x, "relu", "x")
-    return _relu_jit(x)
+    x = check_relu(x)
+    return _relu(x)

@@ -17,20 +17,17 @@ statistics) and ``axis_name`` semantics as ``batchnorm``.
 
 from __future__ import annotations
 
-from jaxlayers.layers.batchnorm import (
-    _as_arrays,
-    _batchnorm_jit,
-    _check,
-    batchnorm_bwd,
-    batchnorm_fwd,
-    batchnorm_reference,
-)
+from functools import partial
+
+from jaxlayers._oprule import custom_op
+from jaxlayers.layers.batchnorm import batchnorm_bwd, batchnorm_fwd, batchnorm_reference, check_batchnorm
 
 __all__ = [
     "spatial_batchnorm",
     "spatial_batchnorm_reference",
     "spatial_batchnorm_fwd",
     "spatial_batchnorm_bwd",
+    "check_spatial_batchnorm",
 ]
 
 
@@ -74,6 +71,18 @@ def spatial_batchnorm_bwd(residuals, g, *, axis_name=None):
         dx     = gamma * inv_std * g                                     # test
     """
     return batchnorm_bwd(residuals, g, axis_name=axis_name)
+
+
+_spatial_batchnorm = custom_op(
+    spatial_batchnorm_reference,
+    spatial_batchnorm_fwd,
+    spatial_batchnorm_bwd,
+    static=("train", "momentum", "eps", "axis_name"),
+    nondiff=("state",),  # running statistics carry no gradient
+)
+
+#: ``check_batchnorm`` for NCHW input: the errors :func:`spatial_batchnorm` raises.
+check_spatial_batchnorm = partial(check_batchnorm, op="spatial_batchnorm", rank=4)
 
 
 def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
@@ -132,6 +141,7 @@ def spatial_batchnorm(x, gamma, beta, state, *, train: bool, momentum: float = 0
     Source: Ioffe & Szegedy (2015), section 3.2; the NumPy original's
     ``spatial_batchnorm_forward``.
     """
-    x, gamma, beta, state = _as_arrays(x, gamma, beta, state, "spatial_batchnorm")
-    momentum, eps = _check(x, gamma, beta, state, train, momentum, eps, axis_name, op="spatial_batchnorm", rank=4)
-    return _batchnorm_jit(x, gamma, beta, state, bool(train), momentum, eps, axis_name)
+    x, gamma, beta, state, train, momentum, eps, axis_name = check_spatial_batchnorm(
+        x, gamma, beta, state, train, momentum, eps, axis_name
+    )
+    return _spatial_batchnorm(x, gamma, beta, state, train=train, momentum=momentum, eps=eps, axis_name=axis_name)

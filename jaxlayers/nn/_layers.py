@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlayers._checks import check_int, check_number, require, require_int_pair, stats_dtype
+from jaxlayers._checks import check_int, check_number, int_pair, require, stats_dtype
 from jaxlayers.layers import (
     affine,
     batchnorm,
@@ -239,13 +239,13 @@ class Conv2d(_Layer):
 
     def __init__(self, features: int, kernel_size, *, stride=1, padding=0, weight_scale=None) -> None:
         owner = "nn.Conv2d"
-        require_int_pair(kernel_size, owner, "kernel_size", 1)
-        require_int_pair(stride, owner, "stride", 1)
+        int_pair(kernel_size, owner, "kernel_size", minimum=1)
+        int_pair(stride, owner, "stride", minimum=1)
         if padding == "same":
-            kh, kw = require_int_pair(kernel_size, owner, "kernel_size", 1)
+            kh, kw = int_pair(kernel_size, owner, "kernel_size", minimum=1)
             require(kh % 2 == 1 and kw % 2 == 1, owner, f"padding='same' needs an odd kernel, got {kernel_size!r}")
         else:
-            require_int_pair(padding, owner, "padding", 0)
+            int_pair(padding, owner, "padding", minimum=0)
         self._set(
             features=check_int(features, owner, "features", minimum=1),
             kernel_size=kernel_size,
@@ -255,7 +255,7 @@ class Conv2d(_Layer):
         )
 
     def _pads(self):
-        kh, kw = require_int_pair(self.kernel_size, "nn.Conv2d", "kernel_size", 1)
+        kh, kw = int_pair(self.kernel_size, "nn.Conv2d", "kernel_size", minimum=1)
         if self.padding == "same":
             return ((kh - 1) // 2, (kw - 1) // 2)
         return self.padding
@@ -263,9 +263,9 @@ class Conv2d(_Layer):
     def init(self, key, input_shape, *, dtype=jnp.float32):
         owner = "nn.Conv2d"
         c, h, w = _shape(input_shape, owner, 3, "(C, H, W)")
-        kh, kw = require_int_pair(self.kernel_size, owner, "kernel_size", 1)
-        sh, sw = require_int_pair(self.stride, owner, "stride", 1)
-        ph, pw = require_int_pair(self._pads(), owner, "padding", 0)
+        kh, kw = int_pair(self.kernel_size, owner, "kernel_size", minimum=1)
+        sh, sw = int_pair(self.stride, owner, "stride", minimum=1)
+        ph, pw = int_pair(self._pads(), owner, "padding", minimum=0)
         ho, wo = _conv_out(h, kh, sh, ph), _conv_out(w, kw, sw, pw)
         require(
             ho >= 1 and wo >= 1,
@@ -294,16 +294,16 @@ class MaxPool2d(_Layer):
     _KWARGS = ("stride",)
 
     def __init__(self, pool_size, *, stride=None) -> None:
-        require_int_pair(pool_size, "nn.MaxPool2d", "pool_size", 1)
+        int_pair(pool_size, "nn.MaxPool2d", "pool_size", minimum=1)
         if stride is not None:
-            require_int_pair(stride, "nn.MaxPool2d", "stride", 1)
+            int_pair(stride, "nn.MaxPool2d", "stride", minimum=1)
         self._set(pool_size=pool_size, stride=stride)
 
     def init(self, key, input_shape, *, dtype=jnp.float32):
         owner = "nn.MaxPool2d"
         c, h, w = _shape(input_shape, owner, 3, "(C, H, W)")
-        ph, pw = require_int_pair(self.pool_size, owner, "pool_size", 1)
-        sh, sw = require_int_pair(self.pool_size if self.stride is None else self.stride, owner, "stride", 1)
+        ph, pw = int_pair(self.pool_size, owner, "pool_size", minimum=1)
+        sh, sw = int_pair(self.pool_size if self.stride is None else self.stride, owner, "stride", minimum=1)
         require(h >= ph and w >= pw, owner, f"pool {ph}x{pw} is larger than the input {(c, h, w)}")
         return {}, {}, (c, (h - ph) // sh + 1, (w - pw) // sw + 1)
 
