@@ -99,13 +99,15 @@ class LayerModel:
         """The architecture, as :mod:`jaxlayers.nn` layers (written once, here)."""
         raise NotImplementedError
 
+    @property
     def input_shape(self) -> tuple[int, ...]:  # pragma: no cover - defined by subclasses
+        """One example's shape, without the batch axis (as ``nn.Sequential.input_shape``)."""
         raise NotImplementedError
 
     def _declare(self) -> None:
         """Build :attr:`net` from the (validated) fields; called at the end of ``__post_init__``."""
         net = nn.Sequential(
-            *self.layers(), input_shape=self.input_shape(), loss=self.loss_type, reg=self.reg, dtype=self.dtype
+            *self.layers(), input_shape=self.input_shape, loss=self.loss_type, reg=self.reg, dtype=self.dtype
         )
         _set(self, "net", net)
         _set(self, "_net_def", jax.tree_util.tree_structure(net))
@@ -415,6 +417,7 @@ class FullyConnectedNet(LayerModel):
             hidden += [nn.Dropout(self.dropout_rate)] if self.dropout_rate > 0 else []
         return (*hidden, nn.Affine(self.num_classes, weight_scale=ws))
 
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return (self.input_dim,)
 
@@ -576,6 +579,7 @@ class ThreeLayerConvNet(_ImageModel):
             nn.Affine(self.num_classes, weight_scale=ws),
         )
 
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return self.input_dim
 
@@ -725,6 +729,7 @@ class ConvNet(_ImageModel):
         [Affine - (BatchNorm | LayerNorm) - ReLU - (Dropout)] x M - Affine``."""
         return (*self._conv_layers(), *self._fc_layers())
 
+    @property
     def input_shape(self) -> tuple[int, ...]:
         return self.input_dim
 
