@@ -40,7 +40,7 @@ def test_evaluate_refuses_a_dataset_of_another_shape(run_dir, capsys):
     assert cli.main(["evaluate", str(run_dir), "--dataset", "mnist1d"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("jaxlayers evaluate: error: dataset 'mnist1d' test: X has shape (") and "\n" not in err
-    assert "), 40), but this run's model takes inputs of shape (N, 64) or (N, 1, 8, 8) or (N, 8, 8)" in err
+    assert ", 40), but this run's model takes inputs of shape (N, 64) or (N, 1, 8, 8) or (N, 8, 8)" in err
 
 
 def test_predict_writes_a_row_per_example(run_dir, tmp_path, capsys):

@@ -271,14 +271,14 @@ def test_abbreviations_are_refused_and_help_shows_the_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "(default: 80)" in text and "(default: runs/<dataset>)" in text and "(default: sgd_momentum)" in text
+    assert "(default: 80)" in text and "(default: runs/digits)" in text and "(default: sgd_momentum)" in text
     assert "(default " not in text  # no hand-written defaults
     assert "130" in text and "143" in text and "exit status" in text
     with pytest.raises(SystemExit):
         cli.main(["sweep", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert " --resume" not in text and " --devices" not in text and " --overwrite" not in text
-    assert "(default: runs/<dataset>-sweep)" in text
+    assert "(default: runs/digits-sweep)" in text
 
 
 def test_version_and_python_dash_m():
