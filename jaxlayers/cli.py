@@ -93,8 +93,10 @@ OUTPUT_DEFAULT = "runs/<dataset>"  # runs/<dataset>-<model> for --model convnet 
 SWEEP_OUTPUT_DEFAULT = "runs/<dataset>-sweep"
 EXIT_CODES = """exit status:
   0    success
-  1    runtime error: unreadable or foreign checkpoint, a file that cannot be written, run directory in use
-  2    usage error: a bad flag or value, a run directory that holds another run (see --overwrite)
+  1    runtime error: unreadable or foreign checkpoint, a file that cannot be written, run directory in use,
+       processes that could not join (--coordinator)
+  2    usage error: a bad flag or value, flags that do not go together, a run that fails its checks before
+       training (batch size, devices, memory), a run directory that holds another run (see --overwrite)
   130  interrupted (SIGINT, Ctrl-C): the running epoch finishes and is checkpointed first
   141  the reader of standard output closed it (e.g. `| head`); nothing more is printed
   143  terminated (SIGTERM): as Ctrl-C"""
@@ -103,6 +105,7 @@ SWEEP_EXIT_CODES = """exit status:
   1    runtime error: a file that cannot be written
   2    usage error: a bad flag or value
   130  interrupted (SIGINT, Ctrl-C) at the end of the running epoch; nothing is written
+  141  the reader of standard output closed it (e.g. `| head`); nothing more is printed
   143  terminated (SIGTERM): as Ctrl-C"""
 
 
