@@ -6,6 +6,7 @@ Nothing in the package imports this module.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -118,15 +119,19 @@ OUTPUT_DEFAULT = "runs/<dataset>"  # runs/<dataset>-<model> for --model convnet 
 SWEEP_OUTPUT_DEFAULT = "runs/<dataset>-sweep"
 EXIT_CODES = """exit status:
   0    success
-  1    runtime error: unreadable or foreign checkpoint, a file that cannot be written, run directory in use
-  2    usage error: a bad flag or value, a run directory that holds another run (see --overwrite)
+  1    runtime error: unreadable or foreign checkpoint, a file that cannot be written, run directory in use,
+       processes that could not join (--coordinator)
+  2    usage error: a bad flag or value, flags that do not go together, a run that fails its checks before
+       training (batch size, devices, memory), a run directory that holds another run (see --overwrite)
   130  interrupted (SIGINT, Ctrl-C): the running epoch finishes and is checkpointed first
+  141  the reader of standard output closed it (e.g. `| head`); nothing more is printed
   143  terminated (SIGTERM): as Ctrl-C"""
 SWEEP_EXIT_CODES = """exit status:
   0    success
   1    runtime error: a file that cannot be written
   2    usage error: a bad flag or value
   130  interrupted (SIGINT, Ctrl-C) at the end of the running epoch; nothing is written
+  141  the reader of standard output closed it (e.g. `| head`); nothing more is printed
   143  terminated (SIGTERM): as Ctrl-C"""
 
 
@@ -167,12 +172,25 @@ def _int_pair(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: bool = False) -> None:
+def _shown_defaults(model: str, dataset: str) -> dict:
+    """The defaults a run of ``model`` on ``dataset`` takes for the flags not given (``--model convnet``:
+    its preset for the dataset), as the help shows them; :func:`_resolve` applies the same."""
+    d = _train_defaults()
+    if model == "convnet":
+        d.update(CONVNET_PRESETS.get(dataset.partition(":")[0], {}))
+    return {**d, "model": model, "dataset": dataset}
+
+
+def _add_train_arguments(
+    p: argparse.ArgumentParser, *, suppress: bool, sweep: bool = False, chosen: tuple[str, str] | None = None
+) -> None:
     """The flags `train` and `sweep` share; `train`'s own (--resume, --overwrite, devices) unless ``sweep``.
 
     ``suppress``: no defaults at all, so that parsing tells which flags were given (see :func:`_given`).
+    ``chosen``: ``(model, dataset)`` of the command line (:func:`_chosen`), whose defaults the help shows.
     """
-    d = _train_defaults()
+    model, dataset = chosen or (MODEL_DEFAULTS["model"], MODEL_DEFAULTS["dataset"])
+    d = _shown_defaults(model, dataset)
 
     def adder(target):
         """``target.add_argument`` with the default suppressed when ``suppress``."""
@@ -222,7 +240,8 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
     c = p.add_argument_group(
         "convolutional models (--model convnet | threelayer)",
         "for --model convnet, flags not given take the tuned settings of the dataset (README, 'Convolutional "
-        "networks'); --hidden-dims, --dropout-rate, --reg, --loss and --weight-scale apply to every model",
+        "networks'; `--model convnet --dataset D --help` shows them as the defaults); --hidden-dims, "
+        "--dropout-rate, --reg, --loss and --weight-scale apply to every model",
     )
     ca = adder(c)
     ca(
@@ -261,10 +280,14 @@ def _add_train_arguments(p: argparse.ArgumentParser, *, suppress: bool, sweep: b
     a("--epochs", default=d["epochs"], type=int, help=f"passes over the training data{more}")
     a("--batch-size", default=d["batch_size"], type=int, help="examples per step")
     a("--seed", default=d["seed"], type=int, help="PRNG seed in [0, 2**32): init, shuffling, dropout")
-    if sweep:
-        a("--output-dir", "-o", default=SWEEP_OUTPUT_DEFAULT, help="directory for sweep.json")
-    else:
-        a("--output-dir", "-o", default=OUTPUT_DEFAULT, help="run directory")
+    template = SWEEP_OUTPUT_DEFAULT if sweep else OUTPUT_DEFAULT
+    a(
+        "--output-dir",
+        "-o",
+        default=_default_output(template, dataset, model),
+        help=("directory for sweep.json" if sweep else "run directory")
+        + f": {template} for --model fc, {template.replace('<dataset>', '<dataset>-<model>')} otherwise",
+    )
     a("--quiet", "-q", default=False, action="store_true", help="no progress bar")
     if sweep:
         return
@@ -311,14 +334,31 @@ def _given(argv: list[str]) -> set[str]:
     return set(vars(build_parser(suppress=True).parse_args(argv))) - {"func", "command"}
 
 
-def _output_dir(args: argparse.Namespace, dataset: str, default: str, model: str = "fc") -> Path:
-    """``-o``, or its default with the dataset's name filled in (and ``-<model>`` for a conv model, so
-    that `jaxlayers train --model convnet` does not collide with the fully connected run)."""
+def _default_output(default: str, dataset: str, model: str) -> str:
+    """The output directory's template filled in: the dataset's name (and ``-<model>`` for a conv model,
+    so that `jaxlayers train --model convnet` does not collide with the fully connected run)."""
+    suffix = "" if model == "fc" else f"-{Path(model).stem if model.lower().endswith('.json') else model}"
+    return default.replace("<dataset>", dataset.partition(":")[0] + suffix)
+
+
+def _output_dir(args: argparse.Namespace, dataset: str, default: str, model: str = "fc", given=None) -> Path:
+    """``-o`` if given, else :func:`_default_output` (``given``: the flags given; ``None``: compare ``-o``
+    with the template)."""
     text = args.output_dir
-    if text == default:
-        suffix = "" if model == "fc" else f"-{Path(model).stem if model.lower().endswith('.json') else model}"
-        return Path(default.replace("<dataset>", dataset.partition(":")[0] + suffix))
+    if (given is not None and "output_dir" not in given) or text == default:
+        return Path(_default_output(default, dataset, model))
     return Path(text)
+
+
+def _chosen(argv: list[str] | None) -> tuple[str, str]:
+    """``(model, dataset)`` named on a `train`/`sweep` command line (a pre-parse, before ``--help`` acts),
+    the defaults where not given: the help then shows that model's defaults and output directory."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--model", default=MODEL_DEFAULTS["model"])
+    pre.add_argument("--dataset", default=MODEL_DEFAULTS["dataset"])
+    known, _ = pre.parse_known_args(list(argv or [])[1:])
+    model = known.model if known.model in MODELS else MODEL_DEFAULTS["model"]
+    return model, known.dataset
 
 
 def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPUT_DEFAULT) -> dict:
@@ -335,7 +375,7 @@ def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPU
         if name in opts:
             opts[name] = [h for part in opts[name] for h in part]
     base = dict(defaults)
-    out = _output_dir(args, opts.get("dataset", base["dataset"]), default_out, opts.get("model", base["model"]))
+    out = _output_dir(args, opts.get("dataset", base["dataset"]), default_out, opts.get("model", base["model"]), given)
     ckpt = out / CHECKPOINT_NAME
     if getattr(args, "resume", False) and ckpt.is_file():
         meta = read_checkpoint_metadata(ckpt)
@@ -562,6 +602,38 @@ def _os_message(e: OSError) -> str:
     return str(e.strerror or e)
 
 
+# Field names in the library's messages, as the flags that set them (`batch_size` -> `--batch-size`).
+_FLAG_NAMES = re.compile(
+    r"\b(batch_size|learning_rate|lr_decay|hidden_dims|dropout_rate|weight_scale|conv_channels|filter_size|"
+    r"pool_size|conv_norm|fc_norm)\b"
+)
+
+
+def _as_flags(message: str, where: str) -> str:
+    """A library error's message for the command line: without its ``where:`` prefix (the command
+    names itself), field names spelt as the flags that set them."""
+    message = message.removeprefix(f"{where}: ")
+    return _FLAG_NAMES.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
+
+
+def _preflight(command: str, net, ds, config, *, mesh=None, num_models: int = 1, run_dir=None, **target) -> int:
+    """Every check the run can fail before training (:func:`jaxlayers.training.loop.preflight`, and the
+    run directory's rule, :func:`~jaxlayers.training.checkpoint.check_checkpoint_target`), before the
+    command prints, creates or compiles anything: a failure is one usage-error line and exit status 2
+    (0: all passed)."""
+    from jaxlayers.training.checkpoint import RunExists, check_checkpoint_target
+    from jaxlayers.training.loop import preflight
+
+    where = f"jaxlayers {command}"
+    try:
+        if run_dir is not None:
+            check_checkpoint_target(run_dir, where=where, **target)
+        preflight(net, ds, config, mesh=mesh, num_models=num_models, where=where)
+    except (ValueError, TypeError, MemoryError, FileNotFoundError, RunExists) as e:
+        return _fail(command, _as_flags(str(e), where), 2)
+    return 0
+
+
 def _train(args: argparse.Namespace) -> int:
     import time
 
@@ -569,6 +641,8 @@ def _train(args: argparse.Namespace) -> int:
     fail = lambda message, code=2: _fail("train", message, code)  # noqa: E731
     if args.output_dir == "":
         return fail("--output-dir is an empty path; give a directory such as runs/mine")
+    if args.resume and args.overwrite:
+        return fail("--resume continues the run and --overwrite replaces it; give one of them, not both")
 
     from jaxlayers import data as jl_data
     from jaxlayers import train as jl_train
@@ -586,18 +660,21 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         mesh = _setup_devices(args)
-    except (ValueError, RuntimeError) as e:  # RuntimeError: DistributedInitError
+    except ValueError as e:  # flags that do not go together, more devices than there are
+        return fail(str(e))
+    except RuntimeError as e:  # DistributedInitError
         return fail(str(e), 1)
     if jax.process_index() > 0:  # every process keeps its own copy of the run (and can resume from it)
         out, args.quiet = out / f"process-{jax.process_index()}", True
     ckpt = out / jl_train.CHECKPOINT_NAME
-    if args.resume and not ckpt.is_file():
-        return fail(f"--resume: no checkpoint at {ckpt}; run without --resume to start")
     try:
         ds = jl_data.load(opts["dataset"])
         net, config, ds = _net_and_config(opts, ds)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return fail(str(e))
+    code = _preflight("train", net, ds, config, mesh=mesh, run_dir=out, resume=args.resume, overwrite=args.overwrite)
+    if code:
+        return code
 
     print(ds.summary())
     if mesh is not None:
@@ -610,12 +687,7 @@ def _train(args: argparse.Namespace) -> int:
         print(net.summary())
     from jaxlayers.training import memory
 
-    try:  # before anything is compiled or allocated
-        estimate = memory.estimate_memory(net, config, ds)
-        print(f"memory: {estimate.describe()}")
-        memory.check_memory(estimate, "")  # the error line names the command already
-    except MemoryError as e:
-        return fail(str(e), 1)
+    print(f"memory: {memory.estimate_memory(net, config, ds).describe()}")  # checked by _preflight
     print(f"train: {_describe_training(config)} | run dir {out}", flush=True)
     bar = None
 
@@ -642,7 +714,7 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result, summary = rundir.train_run(
             net, ds, config, out, resume=args.resume, overwrite=args.overwrite, callback=on_epoch, mesh=mesh,
-            record=record, on_start=on_start, where="jaxlayers train",
+            record=record, on_start=on_start, where="jaxlayers train", checked=True,
         )  # fmt: skip
     except jl_train.TrainingInterrupted as e:
         if bar is not None:
@@ -686,7 +758,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train_parser(sub, suppress: bool) -> None:
+def _add_train_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None) -> None:
     p = sub.add_parser(
         "train",
         help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
@@ -698,7 +770,7 @@ def _add_train_parser(sub, suppress: bool) -> None:
         formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )
-    _add_train_arguments(p, suppress=suppress)
+    _add_train_arguments(p, suppress=suppress, chosen=chosen)
     p.set_defaults(func=_train)
 
 
@@ -762,6 +834,9 @@ def _sweep(args: argparse.Namespace) -> int:
         ds = jl_data.load(opts["dataset"])
         net, config, ds = _net_and_config(opts, ds)
         k_models = len(next(iter(lists.values())))
+        code = _preflight("sweep", net, ds, config, num_models=k_models)
+        if code:
+            return code
         print(ds.summary())
         print(f"sweep: {k_models} models over {', '.join(lists)}; model {type(net).__name__}")
         bar = None
@@ -830,7 +905,7 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_sweep_parser(sub, suppress: bool) -> None:
+def _add_sweep_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None) -> None:
     p = sub.add_parser(
         "sweep",
         help="train many variants at once (vmapped, one compiled program), e.g. --weight-scales log:1e-4:1:20",
@@ -842,7 +917,7 @@ def _add_sweep_parser(sub, suppress: bool) -> None:
         formatter_class=_HelpFormatter,
         allow_abbrev=False,
     )
-    _add_train_arguments(p, suppress=suppress, sweep=True)
+    _add_train_arguments(p, suppress=suppress, sweep=True, chosen=chosen)
     from jaxlayers.sweep import SWEPT  # the one list of sweepable settings
 
     for flag in SWEPT:
@@ -872,11 +947,19 @@ def _load_run(run_dir: str, which: str):
     return jaxlayers.load_run(run_dir, which)
 
 
+class _UsageError(Exception):
+    """A command-line usage error found by a command itself (exit status 2)."""
+
+
 def _run_errors(command: str, action):
     """Run ``action()``; errors a user can cause become one line: 1 for a run or file that cannot be read or
     written, 2 for an input of the wrong shape or kind."""
     try:
         return action()
+    except _UsageError as e:
+        return _fail(command, str(e), 2)
+    except BrokenPipeError:  # the reader left (`| head`): main's one handler
+        raise
     except FileNotFoundError as e:
         return _fail(command, _os_message(e) if e.filename else str(e), 1)
     except OSError as e:
@@ -914,13 +997,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.run_dir}: the run does not record its dataset; give --dataset")
         ds = jl_data.load(name)
         X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
-        want = tuple(run.preprocessing.input_shape)
-        if X.shape[1:] != want and int(np.prod(X.shape[1:])) == int(np.prod(want)):
-            X = X.reshape(len(X), *want)  # the loader's flat features, as the images a conv model trained on
-        if tuple(X.shape[1:]) != want:
-            raise ValueError(
-                f"dataset {name!r} has examples of shape {tuple(X.shape[1:])}, but the run's model takes {want}"
-            )
+        X = run.preprocessing.as_input(X, f"dataset {name!r} {args.split}")  # the one reshaping rule
         # The loader standardises with the training statistics, as training did: the model sees what it saw.
         pred = _predict_labels(run, X)
         num_classes = int(max(pred.max(initial=0), y.max(initial=0)) + 1)
@@ -980,25 +1057,20 @@ def _read_inputs(path: Path):
 
 def _predict(args: argparse.Namespace) -> int:
     def action() -> int:
-        import math
 
         import numpy as np
 
         path = Path(args.input)
+        if args.output != "-" and Path(args.output).exists() and not args.overwrite:  # before any work
+            raise _UsageError(
+                f"--output {args.output} exists; give --overwrite to replace it, another --output, "
+                "or --output - for standard output"
+            )
         if not path.is_file():
             raise FileNotFoundError(2, f"no input file {path}", str(path))
         X = _read_inputs(path)
         run = _load_run(args.run_dir, args.which)
-        want = tuple(run.preprocessing.input_shape)
-        if X.ndim >= 1 and tuple(X.shape[1:]) != want:
-            if X.ndim == 2 and X.shape[1] == math.prod(want):  # flat rows (a CSV) of image inputs
-                X = X.reshape((X.shape[0], *want))
-            else:
-                got = tuple(X.shape[1:]) if X.ndim > 1 else "a single row"
-                raise ValueError(
-                    f"{path}: examples of shape {got} (array {X.shape}), but the run's model takes {want} "
-                    f"({math.prod(want)} features): give an (N, {', '.join(map(str, want))}) array"
-                )
+        X = run.preprocessing.as_input(X, str(path))  # the shapes Run.predict takes, by the same rule
         if not np.issubdtype(X.dtype, np.number):
             raise TypeError(f"{path}: inputs must be numbers, got dtype {X.dtype}")
         proba = np.asarray(run.predict_proba(X))
@@ -1009,14 +1081,21 @@ def _predict(args: argparse.Namespace) -> int:
         for i, (label, p) in enumerate(zip(labels, proba, strict=True)):
             row = [str(i), str(int(label))] + ([f'"{names[label]}"'] if names else []) + [f"{v:.6g}" for v in p]
             lines.append(",".join(row))
+        text = "\n".join(lines) + "\n"
+        done = f"{len(labels)} predictions ({run.which} parameters, epoch {run.epoch})"
+        if args.output == "-":  # the CSV is the output; the note goes to stderr
+            sys.stdout.write(text)
+            sys.stdout.flush()
+            print(f"wrote {done} to standard output", file=sys.stderr)
+            return 0
         out = Path(args.output)
         from jaxlayers.train import atomic_write
 
         try:
-            atomic_write(out, ("\n".join(lines) + "\n").encode())
+            atomic_write(out, text.encode())
         except OSError as e:
             raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
-        print(f"wrote {len(labels)} predictions ({run.which} parameters, epoch {run.epoch}) to {out}")
+        print(f"wrote {done} to {out}")
         return 0
 
     return _run_errors("predict", action)
@@ -1048,34 +1127,88 @@ def _add_run_parsers(sub) -> None:
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or its checkpoint.safetensors)")
     p.add_argument("input", metavar="INPUT", help=".npy, .npz (array X) or .csv (one example per row) of raw inputs")
-    p.add_argument("--output", "-o", default="predictions.csv", help="the CSV to write")
+    p.add_argument("--output", "-o", default="predictions.csv", help="the CSV to write; - for standard output")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists (else refused)")
     p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
     p.set_defaults(func=_predict)
+
+
+class _Parser(argparse.ArgumentParser):
+    """``argparse.ArgumentParser`` (the subcommands' parsers too) whose unknown-option error suggests the
+    nearest option of that (sub)command: ``--epoch`` -> "did you mean --epochs?" (Python 3.12's
+    ``suggest_on_error`` does it for choices only, and we support 3.11)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        namespace, extras = super().parse_known_args(args, namespace)
+        unknown = [a for a in extras if a.startswith("-") and a != "-" and not a.lstrip("-").isdigit()]
+        if unknown:
+            self.error(self._unknown(extras))
+        return namespace, extras
+
+    def _unknown(self, extras: list[str]) -> str:
+        import difflib
+
+        options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        message = f"unrecognized arguments: {' '.join(extras)}"
+        for arg in extras:
+            name = arg.split("=", 1)[0]
+            if name.startswith("--"):
+                close = difflib.get_close_matches(name, options, n=1, cutoff=0.6)
+                if close:
+                    return f"{message} (did you mean {close[0]}?)"
+        return message
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: jaxlayers', jax's and jaxlib's versions and JAX's default backend (JAX is imported
+    only here, so that other commands' start-up does not pay for it twice)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version_text())
+        parser.exit()
+
+
+def _version_text() -> str:
+    """``jaxlayers X (jax Y, jaxlib Z; default backend B)``."""
+    from importlib import metadata
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "unknown"
+
+    try:
+        import jax
+
+        backend = jax.default_backend()
+    except Exception as e:  # a broken accelerator plugin still lets --version answer
+        backend = f"unavailable ({type(e).__name__})"
+    return f"jaxlayers {version('jaxlayers')} (jax {version('jax')}, jaxlib {version('jaxlib')}; default backend {backend})"
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
     """Defaults in the help, and the exit-status epilog as written."""
 
 
-def _version() -> str:
-    from importlib import metadata
-
-    try:
-        return metadata.version("jaxlayers")
-    except metadata.PackageNotFoundError:
-        return "unknown"
-
-
-def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
-    """The ``jaxlayers`` parser; ``suppress``: without defaults (which flags were given, see :func:`_given`)."""
-    parser = argparse.ArgumentParser(
+def build_parser(*, suppress: bool = False, argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The ``jaxlayers`` parser; ``suppress``: without defaults (which flags were given, see :func:`_given`);
+    ``argv``: the command line, whose ``--model``/``--dataset`` choose the defaults `train --help` shows."""
+    parser = _Parser(
         prog="jaxlayers",
-        description=__doc__.splitlines()[0],
+        description=re.sub(r"``(.*?)``", r"\1", __doc__.splitlines()[0]),  # the docstring's markup, as text
         epilog=EXIT_CODES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         allow_abbrev=False,
     )
-    parser.add_argument("--version", action="version", version=f"jaxlayers {_version()}")
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="show the versions of jaxlayers, jax and jaxlib, and the default backend",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "gradcheck",
@@ -1090,10 +1223,25 @@ def build_parser(*, suppress: bool = False) -> argparse.ArgumentParser:
         help="check only these ops (e.g. conv2d batchnorm); default: every op (about 1-2 minutes on 2 cores)",
     )
     p.set_defaults(func=_gradcheck)
-    _add_train_parser(sub, suppress)
-    _add_sweep_parser(sub, suppress)
+    chosen = _chosen(argv) if argv and argv[0] in ("train", "sweep") else None
+    _add_train_parser(sub, suppress, chosen)
+    _add_sweep_parser(sub, suppress, chosen)
     _add_run_parsers(sub)
     return parser
+
+
+def _reader_left() -> int:
+    """The reader of standard output closed it (``jaxlayers evaluate RUN | head -3``): stop quietly with
+    128 + SIGPIPE, as a program killed by SIGPIPE would. Standard output is pointed at ``/dev/null`` so that
+    the interpreter's final flush does not fail again (the Python docs' recipe for SIGPIPE)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (captured): nothing to redirect
+        pass
+    return 128 + int(getattr(signal, "SIGPIPE", 13))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1103,9 +1251,19 @@ def main(argv: list[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
         restore = signal.signal(signal.SIGTERM, _terminate)  # start-up: SIGTERM leaves as Ctrl-C does
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(argv=argv).parse_args(argv)
         args.given = _given(argv)
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_left()
+    except SystemExit:  # --help, --version, a usage error: argparse printed and exits
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            return _reader_left()
+        raise
     except KeyboardInterrupt as e:  # before training started (fit stops at an epoch boundary itself)
         signum = getattr(e, "signum", signal.SIGINT)
         name = "SIGTERM" if signum == signal.SIGTERM else "SIGINT"

@@ -111,6 +111,20 @@ def _to_jax(*arrays: Any) -> tuple[jax.Array, ...]:
     return tuple(out)
 
 
+def _float_args(op: str, **arrays: Any) -> tuple[jax.Array, ...]:
+    """:func:`_to_jax` of ``arrays`` after checking that each has a floating dtype, for the functions that
+    cast or compute before any jaxlayers op could check (``conv_forward_naive`` promotes its three arrays
+    to one dtype: an int32 ``x`` with float16 filters would become float16, 2049 -> 2048; ``dropout_forward``
+    and the ``*_backward`` functions call the op's forward/backward directly).
+
+    Raises:
+      TypeError: ``"{op}: {name} must have a floating dtype, got {dtype} (shape ...)"``, as the ops say it.
+    """
+    for name, a in arrays.items():
+        require_float(a if isinstance(a, jax.Array) else np.asarray(a), op, name)
+    return _to_jax(*arrays.values())
+
+
 def _np(*arrays):
     return tuple(np.asarray(a) for a in arrays)
 
@@ -155,7 +169,7 @@ def affine_backward(dout, cache):
     ``dx = (dout @ w.T).reshape(x.shape)``, ``dw = x.reshape(N, D).T @ dout``,
     ``db = dout.sum(0)``.
     """
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("affine_backward", dout=dout)
     return _np(*_affine_bwd(cache, dout))
 
 
@@ -170,7 +184,7 @@ def relu_forward(x):
 
 def relu_backward(dout, cache):
     """ReLU backward pass: ``dx = dout * (x > 0)``."""
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("relu_backward", dout=dout)
     return np.asarray(_relu_bwd(cache, dout)[0])
 
 
@@ -218,7 +232,7 @@ def batchnorm_backward(dout, cache):
     mean(dout) - x_hat * mean(dout * x_hat))``; test mode ``dx = dout * gamma /
     sqrt(running_var + eps)`` (the seed's formula is only right in train mode).
     """
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("batchnorm_backward", dout=dout)
     return _np(*_bn_bwd(cache, dout))
 
 
@@ -235,7 +249,7 @@ def dropout_forward(x, dropout_param):
     """Inverted dropout forward pass (the seed's signature).
 
     Args:
-      x: any shape.
+      x: any shape, floating dtype.
       dropout_param: dict with ``'p'`` -- the probability of KEEPING each
         unit, in ``(0, 1]`` --, ``'mode'`` (``'train'``/``'test'``) and
         optional ``'seed'`` (int) for a deterministic mask.
@@ -246,9 +260,10 @@ def dropout_forward(x, dropout_param):
 
     Raises:
       ValueError: ``p`` outside ``(0, 1]`` or an unknown mode.
+      TypeError: ``x`` not of a floating dtype (as :func:`jaxlayers.dropout`).
     """
     p, mode = _dropout_config(dropout_param)
-    (x,) = _to_jax(x)
+    (x,) = _float_args("dropout_forward", x=x)
     if mode == "test":
         return np.asarray(x), (dropout_param, None)
     # Without a 'seed', draw one from NumPy's global generator, as the seed's np.random would.
@@ -262,7 +277,7 @@ def dropout_backward(dout, cache):
     ``dx = dout`` (test)."""
     dropout_param, residuals = cache
     _dropout_config(dropout_param)
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("dropout_backward", dout=dout)
     if dropout_param["mode"] == "test" or residuals is None:
         return np.asarray(dout)
     return np.asarray(_dropout_bwd(residuals, dout)[0])
@@ -312,13 +327,15 @@ def conv_forward_naive(x, w, b, conv_param):
       ``(out, cache)``: ``out`` of shape ``(N, F, 1 + (H + 2 pad - HH) //
       stride, 1 + (W + 2 pad - WW) // stride)`` (NumPy), ``out[n, f, i, j] =
       b[f] + sum_{c, u, v} w[f, c, u, v] * xpad[n, c, stride*i + u, stride*j + v]``;
-      ``cache`` the residuals (``x``, ``w``, stride, pad).
+      ``cache`` the residuals (``x``, ``w``, stride, pad). ``x``, ``w``, ``b`` of
+      different float dtypes are promoted to one (``jnp.result_type``).
 
     Raises:
-      ValueError, TypeError: as :func:`jaxlayers.conv2d`.
+      ValueError, TypeError: as :func:`jaxlayers.conv2d`; ``TypeError`` for a
+        non-float ``x``, ``w`` or ``b``, before any promotion.
     """
     stride, pad = conv_param["stride"], conv_param["pad"]
-    x, w, b = _to_jax(x, w, b)
+    x, w, b = _float_args("conv_forward_naive", x=x, w=w, b=b)  # before the cast to one float dtype
     dtype = jnp.result_type(x, w, b)
     x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)
     x, w, b, stride, pad = check_conv2d(x, w, b, stride, pad)
@@ -333,7 +350,7 @@ def conv_backward_naive(dout, cache):
     with ``dout``; ``dx`` the transposed convolution of ``dout`` with ``w``
     (see :func:`jaxlayers.conv2d`).
     """
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("conv_backward_naive", dout=dout)
     return _np(*_conv_bwd(cache, dout))
 
 
@@ -366,7 +383,7 @@ def max_pool_backward_naive(dout, cache):
     A window with several equal maxima sends its gradient to the first one
     in row-major window order (``np.argmax`` of the flattened window).
     """
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("max_pool_backward_naive", dout=dout)
     return np.asarray(_pool_bwd(cache, dout)[0])
 
 
@@ -488,7 +505,7 @@ def spatial_batchnorm_backward(dout, cache):
 
     Batchnorm's closed form with sums over ``(N, H, W)``; right in test mode too.
     """
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("spatial_batchnorm_backward", dout=dout)
     return _np(*_bn_bwd(cache, dout))
 
 
@@ -518,7 +535,7 @@ def layernorm_backward(dout, cache):
     ``dx = inv_std / D * (D * dout*gamma - sum_d(dout*gamma) - x_hat * sum_d(dout*gamma*x_hat))``
     per row; ``dgamma = sum_n dout * x_hat``, ``dbeta = sum_n dout``.
     """
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("layernorm_backward", dout=dout)
     return _np(*_ln_bwd(cache, dout))
 
 
@@ -559,6 +576,6 @@ def spatial_groupnorm_backward(dout, cache):
     ``dx = inv_std / M * (M * dout*gamma - sum_R(dout*gamma) - x_hat * sum_R(dout*gamma*x_hat))``
     with ``R`` one example's group, ``M = (C/G) * H * W``.
     """
-    (dout,) = _to_jax(dout)
+    (dout,) = _float_args("spatial_groupnorm_backward", dout=dout)
     dx, dgamma, dbeta = _gn_bwd(cache, dout)
     return np.asarray(dx), np.asarray(dgamma).reshape(1, -1, 1, 1), np.asarray(dbeta).reshape(1, -1, 1, 1)

@@ -507,12 +507,16 @@ class _ImageModel(LayerModel):
     """Shared by the conv nets: image-shaped or flat inputs, ``(N, C, H, W)``."""
 
     def _images(self, x) -> jax.Array:
+        """``x`` as ``(N, C, H, W)``: exactly that shape, or flat ``(N, C*H*W)`` (row-major, as
+        ``images.reshape(N, -1)``). Any other layout is refused, even one with as many elements per
+        example (``(N, H, W, C)`` would be silently scrambled by a reshape)."""
         shape = tuple(np.shape(x))
         c, h, w = self.input_dim
         require(
-            len(shape) >= 2 and math.prod(shape[1:]) == c * h * w,
+            (len(shape) == 2 and shape[1] == c * h * w) or (len(shape) == 4 and shape[1:] == (c, h, w)),
             self._OWNER,
-            f"x must have shape (N, {c}, {h}, {w}) (or (N, {c * h * w}) flat), got {shape}",
+            f"x must have shape (N, C, H, W) = (N, {c}, {h}, {w}) or flat (N, {c * h * w}), got {shape}"
+            + (" (channels last? transpose it to channels first)" if len(shape) == 4 and shape[-1] == c else ""),
         )
         x = jnp.asarray(x)
         return x.reshape(x.shape[0], c, h, w).astype(self.dtype)

@@ -38,8 +38,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import socket
-import sys
-import threading
 import time
 
 import jax
@@ -167,9 +165,9 @@ def initialize_distributed(dist: Distributed) -> None:
     accepts a connection within ``timeout_s`` it raises
     :class:`DistributedInitError` -- a Python exception, with the address.
     Once connected, JAX waits up to ``timeout_s`` more for all processes to
-    register; if one never does, JAX itself aborts the process (SIGABRT,
-    ``DEADLINE_EXCEEDED``; it cannot be caught), and jaxlayers prints a line
-    to stderr saying which wait ran out first. Every wait is bounded.
+    register; if one never does, :class:`DistributedInitError` is raised
+    too (JAX itself would abort the process, SIGABRT; jaxlayers creates its
+    client so that the failure is an exception). Every wait is bounded.
 
     Calling it again with the same settings does nothing.
 
@@ -177,7 +175,8 @@ def initialize_distributed(dist: Distributed) -> None:
       dist: a :class:`Distributed`.
 
     Raises:
-      DistributedInitError: the coordinator was unreachable for ``timeout_s``;
+      DistributedInitError: the coordinator was unreachable for ``timeout_s``,
+        or the processes did not all register within ``timeout_s``;
         already initialised with other settings; or a JAX backend is already
         initialised in this process.
     """
@@ -205,30 +204,57 @@ def initialize_distributed(dist: Distributed) -> None:
     if dist.local_devices is not None:
         jax.config.update("jax_num_cpu_devices", int(dist.local_devices))
     timeout = max(1, math.ceil(dist.timeout_s))
-    note = threading.Timer(
-        max(timeout - 0.5, 0.5),
-        lambda: print(
-            f"jaxlayers: {where}: the {dist.num_processes} processes have not all registered with the "
-            f"coordinator at {dist.coordinator} within the {timeout} s timeout; JAX will abort this process "
-            "(DEADLINE_EXCEEDED) shortly unless they do. Start every process with the same coordinator "
-            "address and process count.",
-            file=sys.stderr,
-            flush=True,
-        ),
-    )
-    note.daemon = True
-    note.start()
     try:
-        jax.distributed.initialize(
+        _initialize_jax_distributed(
             coordinator_address=dist.coordinator,
             num_processes=dist.num_processes,
             process_id=dist.process_id,
             initialization_timeout=timeout,
             coordinator_bind_address=dist.coordinator,
         )
-    finally:
-        note.cancel()
+    except Exception:  # JAX's own error says little (a C++ type name): name what did not happen
+        raise DistributedInitError(
+            f"{where}: the {dist.num_processes} processes did not all register with the coordinator at "
+            f"{dist.coordinator} within {timeout} s. Start every process with the same coordinator address and "
+            "process count, or raise the timeout (--init-timeout, Distributed.timeout_s)."
+        ) from None
     _initialized = dist
+
+
+def _initialize_jax_distributed(**kwargs) -> None:
+    """``jax.distributed.initialize(**kwargs)``, but a failed connection raises instead of aborting the process.
+
+    JAX's distributed client aborts the process (``LOG(FATAL)``, SIGABRT, exit 134 with a C++ stack trace)
+    when it cannot register with the coordination service in time, unless it was created with a
+    ``missed_heartbeat_callback``; then ``connect`` raises a ``RuntimeError``. ``jax.distributed.initialize``
+    does not expose that argument, so the client factory it calls is wrapped for the duration of the call.
+    On failure the half-initialised state is cleared, so that the process exits normally.
+    """
+    import contextlib
+
+    from jax._src import distributed as jax_distributed  # the client factory: no public equivalent
+
+    module = jax_distributed._jax
+    factory = module.get_distributed_runtime_client
+
+    def client(*args, **kw):
+        kw.setdefault("missed_heartbeat_callback", lambda *status: None)
+        kw.setdefault("shutdown_on_destruction", False)
+        return factory(*args, **kw)
+
+    module.get_distributed_runtime_client = client
+    try:
+        jax.distributed.initialize(**kwargs)
+    except Exception:
+        state = jax_distributed.global_state
+        state.client = None
+        if state.service is not None:
+            with contextlib.suppress(Exception):
+                state.service.shutdown()
+            state.service = None
+        raise
+    finally:
+        module.get_distributed_runtime_client = factory
 
 
 # ---------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def test_resume_takes_the_run_settings_and_extends_it(tmp_path, capsys):
     [
         (["--dataset", "imagenet"], "unknown dataset 'imagenet'"),
         (["--dataset", "mnist:/nonexistent/dir"], "not a directory"),
-        (["--batch-size", "5000"], "batch_size 5000 is larger than the 1293 training examples"),
+        (["--batch-size", "5000"], "--batch-size 5000 is larger than the 1293 training examples"),
         (["--dropout-rate", "1.5"], "dropout_rate"),
         (["--resume"], "no checkpoint at"),
     ],

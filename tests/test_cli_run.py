@@ -39,10 +39,8 @@ def test_evaluate_prints_accuracy_per_class_and_confusion(run_dir, capsys):
 def test_evaluate_refuses_a_dataset_of_another_shape(run_dir, capsys):
     assert cli.main(["evaluate", str(run_dir), "--dataset", "mnist1d"]) == 2
     err = capsys.readouterr().err.strip()
-    assert (
-        err
-        == "jaxlayers evaluate: error: dataset 'mnist1d' has examples of shape (40,), but the run's model takes (64,)"
-    )
+    assert err.startswith("jaxlayers evaluate: error: dataset 'mnist1d' test: X has shape (") and "\n" not in err
+    assert ", 40), but this run's model takes inputs of shape (N, 64) or (N, 1, 8, 8) or (N, 8, 8)" in err
 
 
 def test_predict_writes_a_row_per_example(run_dir, tmp_path, capsys):
@@ -66,8 +64,8 @@ def test_predict_writes_a_row_per_example(run_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("array", "message"),
     [
-        (np.zeros((3, 10)), "examples of shape (10,) (array (3, 10)), but the run's model takes (64,) (64 features)"),
-        (np.zeros(64), "examples of shape a single row (array (64,)), but the run's model takes (64,)"),
+        (np.zeros((3, 10)), "bad.npy: X has shape (3, 10), but this run's model takes inputs of shape (N, 64) or"),
+        (np.zeros(64), "bad.npy: X has shape (64,), but this run's model takes inputs of shape (N, 64) or"),
     ],
 )
 def test_predict_refuses_inputs_of_the_wrong_shape(run_dir, tmp_path, capsys, array, message):

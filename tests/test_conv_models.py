@@ -182,7 +182,9 @@ def test_apply_accepts_images_and_flat_inputs(cls):
     assert train_scores.shape == (7, 3) and set(new_state) == set(state)
     if state:
         assert not np.allclose(new_state["bn1"].mean, state["bn1"].mean)  # running mean moved
-    with pytest.raises(ValueError, match=r"x must have shape \(N, 2, 6, 6\) \(or \(N, 72\) flat\), got \(7, 71\)"):
+    with pytest.raises(
+        ValueError, match=r"x must have shape \(N, C, H, W\) = \(N, 2, 6, 6\) or flat \(N, 72\), got \(7, 71\)"
+    ):
         net.apply(params, state, np.zeros((7, 71), np.float32), train=False)
     with pytest.raises(ValueError, match=r"missing \['W1'\]"):
         net.apply({k: v for k, v in params.items() if k != "W1"}, state, x, train=False)

@@ -100,8 +100,8 @@ def test_cli_devices_8_prints_the_accuracy_of_devices_1(tmp_path):
 
 def test_cli_devices_must_divide_the_batch(tmp_path):
     proc = _train_cli(*SMALL, "--batch-size", "30", "--devices", "8", "-o", str(tmp_path), env=_env(), timeout=120)
-    assert proc.returncode == 1
-    assert "batch_size 30 cannot be split evenly over the mesh's 8 devices" in proc.stderr
+    assert proc.returncode == 2 and proc.stdout == ""  # a usage error, before anything is printed or written
+    assert "--batch-size 30 cannot be split evenly over the mesh's 8 devices" in proc.stderr
 
 
 def test_two_processes_match_one_process(tmp_path):

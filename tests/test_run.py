@@ -143,7 +143,8 @@ def test_predict_any_batch_size_one_compiled_program():
 
 def test_run_refuses_inputs_of_the_wrong_shape_in_one_line(cli_run):
     run = jl.load_run(cli_run)
-    for bad in (np.zeros((4, 63)), np.zeros((4, 8, 8)), np.zeros(64)):
+    assert run.predict(np.zeros((4, 8, 8))).shape == (4,)  # digits' images (scikit-learn's load_digits().images)
+    for bad in (np.zeros((4, 63)), np.zeros((4, 8, 9)), np.zeros((4, 8, 8, 1)), np.zeros(64)):
         with pytest.raises(ValueError) as e:
             run.predict(bad)
         assert "\n" not in str(e.value) and "(N, 64)" in str(e.value) and str(bad.shape) in str(e.value)
@@ -198,10 +199,13 @@ def test_a_run_trained_on_image_shaped_inputs_takes_raw_images(tmp_path, digits,
     assert run.preprocessing.input_shape == (1, 8, 8) and run.preprocessing.image_shape == (1, 8, 8)
     best = train.evaluate(net, result.best_params, result.best_model_state, images.X_test, images.y_test)
     assert run.evaluate(X_raw.reshape(-1, 1, 8, 8), y) == best
+    # flat rows and (N, H, W) images are the same examples (Preprocessing.as_input, one rule for every input)
+    np.testing.assert_array_equal(run.predict(X_raw), run.predict(X_raw.reshape(-1, 1, 8, 8)))
+    np.testing.assert_array_equal(run.predict(X_raw.reshape(-1, 8, 8)), run.predict(X_raw))
     with pytest.raises(
-        ValueError, match=r"X has shape \(360, 64\), but this run's model takes inputs of shape \(N, 1, 8, 8\)"
+        ValueError, match=r"X has shape \(360, 8, 8, 1\), but this run's model takes inputs of shape \(N, 1, 8, 8\)"
     ):
-        run.predict(X_raw)
+        run.predict(X_raw.reshape(-1, 8, 8, 1))
 
 
 def test_a_conv_net_run_loads_back_and_predicts_raw_images(tmp_path, digits, raw_test):

@@ -34,7 +34,10 @@ __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
     "CheckpointWriter",
+    "RunDirError",
+    "RunExists",
     "atomic_write",
+    "check_checkpoint_target",
     "check_run_metadata",
     "checkpoint_tensors",
     "load_checkpoint",
@@ -56,6 +59,63 @@ MAX_HEADER_BYTES = 100_000_000
 MAX_TENSORS = 100_000
 KINDS = ("fit", "fit_many")
 HISTORY_FIELDS = ("loss", "train_acc", "val_acc", "lr", "epoch_time_s")
+
+
+class RunDirError(RuntimeError):
+    """A run directory that this run may not write: in use by another process, or holding another run."""
+
+
+class RunExists(RunDirError):
+    """A fresh run was asked for in a directory that holds a run (neither resume nor overwrite)."""
+
+
+def check_checkpoint_target(directory, *, resume: bool, overwrite: bool, where: str) -> Path | None:
+    """The one rule for where a run may write its checkpoint (``fit``, ``fit_many``, ``jaxlayers train``).
+
+    A fresh run does not replace a checkpoint that is there (a finished or
+    resumable run) unless ``overwrite``; a resume needs one. Nothing is
+    read beyond the checkpoint's epoch (for the message) and nothing is written.
+
+    Args:
+      directory: the checkpoint's directory, or ``None`` (no checkpoints: nothing to check but the flags).
+      resume, overwrite: what the caller asked for; not both.
+      where: the caller's name in messages; names starting with ``jaxlayers`` get
+        the CLI's flags (``--resume``, ``--overwrite``) in them, others the keywords.
+
+    Returns:
+      The checkpoint's path (``None`` without ``directory``).
+
+    Raises:
+      ValueError: ``resume`` and ``overwrite`` together; ``resume`` without a directory.
+      FileNotFoundError: ``resume`` and no checkpoint in ``directory``.
+      RunExists: a fresh run, a checkpoint in ``directory`` and no ``overwrite``.
+    """
+    cli = where.startswith("jaxlayers")
+    flag_resume, flag_overwrite = ("--resume", "--overwrite") if cli else ("resume=True", "overwrite=True")
+    if resume and overwrite:
+        raise ValueError(
+            f"{where}: {flag_resume} continues the run and {flag_overwrite} replaces it; give one of them, not both"
+        )
+    if directory is None:
+        if resume:
+            raise ValueError(f"{where}: resume=True needs checkpoint_dir (or run_dir)")
+        return None
+    ckpt = Path(directory) / CHECKPOINT_NAME
+    if resume:
+        if not ckpt.is_file():
+            raise FileNotFoundError(
+                f"{where}: {flag_resume}: no checkpoint at {ckpt}; run without {flag_resume} to start"
+            )
+    elif ckpt.exists() and not overwrite:  # a finished or resumable run
+        try:
+            held = f" (checkpoint at epoch {read_checkpoint_metadata(ckpt)['epoch']})"
+        except Exception:  # a corrupt checkpoint is still a run to protect
+            held = " (an unreadable checkpoint)"
+        raise RunExists(
+            f"{Path(directory)} already holds a run{held}; continue it with {flag_resume}, "
+            f"or replace it with {flag_overwrite}"
+        )
+    return ckpt
 
 
 class CheckpointError(ValueError):

@@ -20,7 +20,6 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,11 +30,18 @@ import numpy as np
 from jaxlayers._checks import check_instance, require
 from jaxlayers.data import preprocessing_record
 from jaxlayers.model import check_model, model_record, split_model
-from jaxlayers.parallel import Distributed, host_copy, initialize_distributed, make_data_mesh
+from jaxlayers.parallel import (
+    Distributed,
+    as_auto_mesh,
+    check_batch_size,
+    host_copy,
+    initialize_distributed,
+    make_data_mesh,
+)
 from jaxlayers.training.checkpoint import (
-    CHECKPOINT_NAME,
     CheckpointError,
     CheckpointWriter,
+    check_checkpoint_target,
     checkpoint_tensors,
     load_checkpoint,
     read_checkpoint_metadata,
@@ -47,7 +53,7 @@ from jaxlayers.training.results import EpochReport, FitResult, History, NonFinit
 from jaxlayers.training.signals import SIGNAL_NAMES, DeferredSignals
 from jaxlayers.training.strategies import DataMesh, ManyModels, SingleDevice, compiled_count
 
-__all__ = ["SWEPT", "as_dataset", "check_data", "evaluate", "fit", "fit_many", "grid"]
+__all__ = ["SWEPT", "as_dataset", "check_data", "evaluate", "fit", "fit_many", "grid", "preflight"]
 
 # fit_many's per-model lists: the keyword, and the field of the model (or of the TrainConfig) it sets.
 SWEPT = {
@@ -163,6 +169,39 @@ def check_data(model, data, config: TrainConfig, where: str = "fit"):
         where,
         f"batch_size {config.batch_size} is larger than the {n} training examples; use batch_size <= {n}",
     )
+    return data
+
+
+def preflight(model, data, config: TrainConfig, *, mesh=None, num_models: int = 1, where: str = "fit", optimizer=None):
+    """Every check a run can fail before it trains, in one place, run before anything is written or compiled.
+
+    ``fit``, ``fit_many``, ``fit(run_dir=)`` and ``jaxlayers train`` / ``sweep`` call it first (the
+    CLI, to report a failure as a usage error before it prints or creates anything). It traces
+    abstractly (``jax.eval_shape``) and compiles, allocates and writes nothing.
+
+    Checks: the data against the model and ``config`` (:func:`check_data`: kinds, shapes, label
+    range, NaN/inf, ``batch_size`` at most the training set), ``batch_size`` a multiple of the mesh's
+    device count, and the memory estimate (:func:`~jaxlayers.training.memory.check_run_memory`).
+
+    Args:
+      model, data, config: as :func:`fit`.
+      mesh: the ``jax.sharding.Mesh`` the run will use, or ``None``.
+      num_models: models trained at once (``fit_many``'s ``K``), for the memory estimate.
+      optimizer: the optax optimizer given to ``fit`` (``None``: ``config``'s), for the memory estimate.
+      where: the caller's name, first in every message.
+
+    Returns:
+      The dataset (``as_dataset(data)``).
+
+    Raises:
+      TypeError: data of the wrong kind, float labels, ``mesh`` not a ``Mesh``.
+      ValueError: as :func:`check_data`; ``batch_size`` not a multiple of the mesh's device count.
+      InsufficientMemoryError: the estimate exceeds the available memory.
+    """
+    data = check_data(model, data, config, where)
+    if mesh is not None:
+        check_batch_size(as_auto_mesh(mesh), config.batch_size, f"{where}: batch_size")
+    check_run_memory(model, config, data, where, num_models=num_models, optimizer=optimizer)
     return data
 
 
@@ -342,6 +381,7 @@ def _run(
     kind: str,
     checkpoint_dir,
     resume: bool,
+    overwrite: bool = False,
     callback: Callable[[EpochReport], None] | None,
     where: str,
     optimizer,
@@ -363,12 +403,8 @@ def _run(
     config = configs[0]
     n_train, n_val = int(np.shape(data.y_train)[0]), int(np.shape(data.y_val)[0])
     steps = n_train // config.batch_size
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir is not None else None
+    ckpt_path = check_checkpoint_target(checkpoint_dir, resume=resume, overwrite=overwrite, where=where)
     run_info = _run_info(kind, models, configs, data, optimizer)
-    if resume:
-        require(ckpt_path is not None, where, "resume=True needs checkpoint_dir")
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"{where}: resume=True but there is no checkpoint at {ckpt_path}")
 
     strategy.place(data)
     configured = isinstance(optimizer, ConfiguredOptimizer)
@@ -537,6 +573,7 @@ def fit(
     *,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callback: Callable[[EpochReport], None] | None = None,
     mesh=None,
     distributed: Distributed | None = None,
@@ -570,6 +607,8 @@ def fit(
         data shapes and config must be those of the checkpointed run, except
         ``epochs``, which may grow; the run then ends bitwise equal to an
         uninterrupted one.
+      overwrite: start afresh in a ``checkpoint_dir`` that holds a checkpoint,
+        replacing it (else refused: :class:`~jaxlayers.training.checkpoint.RunExists`).
       callback: called with an :class:`EpochReport` after every epoch.
       mesh: a ``jax.sharding.Mesh`` (e.g. ``jaxlayers.parallel.make_data_mesh(8)``):
         train data-parallel, the same epoch sharded over its devices
@@ -609,9 +648,10 @@ def fit(
       ValueError: data that disagree with the model (feature shape, label
         range), NaN/inf features, ``batch_size`` larger than the training set
         or not a multiple of the mesh's device count, ``resume`` without
-        ``checkpoint_dir``.
+        ``checkpoint_dir``, ``resume`` with ``overwrite``.
       DistributedInitError: the coordinator could not be reached.
       FileNotFoundError: ``resume`` with no checkpoint in ``checkpoint_dir``.
+      RunExists: a checkpoint in ``checkpoint_dir``, and neither ``resume`` nor ``overwrite``.
       CheckpointError: a checkpoint that is corrupt or from another run.
       NonFiniteLossError: a NaN or infinite loss; the message names the step
         and the last checkpoint, which is left intact.
@@ -626,10 +666,34 @@ def fit(
     if distributed is not None:
         initialize_distributed(distributed)
         mesh = make_data_mesh() if mesh is None else mesh
-    data = check_data(model, data, config, "fit")
+    if optimizer is not None:
+        optimizer = _check_optimizer(optimizer, "fit")
+    data = preflight(model, data, config, mesh=mesh, where="fit", optimizer=optimizer)
+    return fit_checked(
+        model, data, config, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite, callback=callback,
+        mesh=mesh, on_checkpoint=on_checkpoint, optimizer=optimizer,
+    )  # fmt: skip
+
+
+@_stops_at_epoch_boundaries
+def fit_checked(
+    model,
+    data,
+    config: TrainConfig,
+    *,
+    checkpoint_dir=None,
+    resume: bool = False,
+    overwrite: bool = False,
+    callback=None,
+    mesh=None,
+    on_checkpoint=None,
+    optimizer=None,
+    where: str = "fit",
+) -> FitResult:
+    """:func:`fit` after :func:`preflight` passed on these arguments (``data`` is its result): for callers
+    that ran the checks themselves, earlier (``fit(run_dir=)``, ``jaxlayers train``), so they run once."""
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
-    optimizer = make_optimizer(config, steps) if optimizer is None else _check_optimizer(optimizer, "fit")
-    check_run_memory(model, config, data, "fit", optimizer=optimizer)
+    optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
     kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
     strategy = SingleDevice(model, optimizer, **kw) if mesh is None else DataMesh(model, optimizer, mesh=mesh, **kw)
     result = _run(
@@ -640,8 +704,9 @@ def fit(
         kind="fit",
         checkpoint_dir=checkpoint_dir,
         resume=resume,
+        overwrite=overwrite,
         callback=callback,
-        where="fit",
+        where=where,
         optimizer=optimizer,
         on_checkpoint=on_checkpoint,
     )
@@ -700,6 +765,7 @@ def fit_many(
     regs: Sequence[float] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callback: Callable[[EpochReport], None] | None = None,
     optimizer=None,
 ) -> FitResult:
@@ -731,7 +797,7 @@ def fit_many(
         decay and momentum are shared); ``None``: the defaults.
       seeds, weight_scales, learning_rates, dropout_rates, regs: per-model
         values, one list length ``K`` for all given.
-      checkpoint_dir, resume: as :func:`fit`: a checkpoint of all ``K``
+      checkpoint_dir, resume, overwrite: as :func:`fit`: a checkpoint of all ``K``
         models after every epoch; resume continues the sweep bitwise.
       callback: called with an :class:`EpochReport` (``(K,)`` arrays) after every epoch.
       optimizer: as :func:`fit`, shared by the models; ``learning_rates``
@@ -796,10 +862,11 @@ def fit_many(
         except (ValueError, TypeError) as e:
             raise type(e)(f"fit_many: model {k}: {e}") from None
         models.append(m)
-    data = check_data(models[0], data, config, "fit_many")
+    if optimizer is not None:
+        optimizer = _check_optimizer(optimizer, "fit_many")
+    data = preflight(models[0], data, config, num_models=K, where="fit_many", optimizer=optimizer)
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
-    optimizer = make_optimizer(config, steps) if optimizer is None else _check_optimizer(optimizer, "fit_many")
-    check_run_memory(models[0], config, data, "fit_many", num_models=K, optimizer=optimizer)
+    optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
     strategy = ManyModels(
         models,
         optimizer,
@@ -815,6 +882,7 @@ def fit_many(
         kind="fit_many",
         checkpoint_dir=checkpoint_dir,
         resume=resume,
+        overwrite=overwrite,
         callback=callback,
         where="fit_many",
         optimizer=optimizer,

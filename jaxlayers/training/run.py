@@ -89,22 +89,51 @@ class Preprocessing:
         """Whether raw inputs are standardised (``mean`` and ``std`` known)."""
         return self.mean is not None and self.std is not None
 
+    def accepted_shapes(self) -> list[tuple[int, ...]]:
+        """The per-example shapes :meth:`as_input` takes: ``input_shape``; flat ``(prod(input_shape),)``;
+        with an image shape ``(C, H, W)`` (the dataset's, or a 3-D ``input_shape``): ``(C, H, W)``, and
+        ``(H, W)`` when ``C == 1`` (e.g. scikit-learn's ``load_digits().images``)."""
+        shapes = [tuple(self.input_shape), (math.prod(self.input_shape),)]
+        image = self.image_shape or (tuple(self.input_shape) if len(self.input_shape) == 3 else None)
+        if image is not None and math.prod(image) == math.prod(self.input_shape):
+            shapes.append(tuple(image))
+            if image[0] == 1:
+                shapes.append(tuple(image[1:]))
+        return list(dict.fromkeys(shapes))
+
+    def as_input(self, X, where: str = "Run.predict") -> np.ndarray:
+        """``X`` reshaped to ``(N, *input_shape)``: the one place where a run's inputs are reshaped
+        (``Run.predict``/``predict_proba``/``evaluate``/``standardize`` and ``jaxlayers predict`` /
+        ``evaluate`` go through it).
+
+        Accepts the per-example shapes of :meth:`accepted_shapes`; every reshape is row-major, the
+        order in which a dataset's flat features are its images (``Dataset.as_images``).
+
+        Raises:
+          ValueError: any other shape (one line naming the shapes accepted and the shape seen).
+        """
+        X = np.asarray(X)
+        want = tuple(self.input_shape)
+        if X.ndim >= 1 and X.shape[1:] == want:
+            return X
+        accepted = self.accepted_shapes()
+        if X.ndim >= 1 and X.shape[1:] in accepted:
+            return X.reshape((X.shape[0], *want))
+        shapes = " or ".join("(N, " + ", ".join(map(str, a)) + ")" for a in accepted)
+        raise ValueError(
+            f"{where}: X has shape {X.shape}, but this run's model takes inputs of shape {shapes} "
+            f"({'raw, as the dataset loader reads them' if self.standardizes else 'as in training'})"
+        )
+
     def __call__(self, X, where: str = "Run.standardize") -> np.ndarray:
-        """``X`` checked against ``input_shape`` and standardised (float32), or as given if there is
+        """``X`` reshaped (:meth:`as_input`) and standardised (float32), or as given if there is
         nothing to apply.
 
         Raises:
-          ValueError: ``X`` is not ``(N, *input_shape)``.
+          ValueError: ``X`` of a shape :meth:`as_input` refuses.
           TypeError: non-numeric ``X``.
         """
-        X = np.asarray(X)
-        shape = (self.input_shape[0],) if len(self.input_shape) == 1 else self.input_shape
-        require(
-            X.ndim >= 1 and X.shape[1:] == self.input_shape,
-            where,
-            f"X has shape {X.shape}, but this run's model takes inputs of shape (N, {', '.join(map(str, shape))}) "
-            f"({'raw, as the dataset loader reads them' if self.standardizes else 'as in training'})",
-        )
+        X = self.as_input(X, where)
         require(
             np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_,
             where,
@@ -215,16 +244,18 @@ class Run:
         """Labels for raw inputs: standardise, then :func:`jaxlayers.model.predict`.
 
         Args:
-          X: ``(N, *input_shape)`` raw inputs (as the dataset's loader reads
-            them, e.g. scikit-learn's ``load_digits().data``); any ``N``, ``0``
-            included.
+          X: raw inputs (as the dataset's loader reads them, e.g.
+            scikit-learn's ``load_digits().data``): ``(N, *input_shape)``, flat
+            ``(N, prod(input_shape))``, or images ``(N, C, H, W)`` / ``(N, H, W)``
+            for a one-channel dataset (``load_digits().images``), whichever the
+            model trained on (:meth:`Preprocessing.as_input`); any ``N``, ``0`` included.
           batch_size: examples per compiled call.
 
         Returns:
           int32 ``(N,)`` labels (``run.class_names[label]`` names them).
 
         Raises:
-          ValueError: ``X`` of another shape (one line naming both shapes).
+          ValueError: ``X`` of another shape (one line naming the shapes accepted and the one seen).
           TypeError: non-numeric ``X``.
         """
         X = self.preprocessing(X, "Run.predict")

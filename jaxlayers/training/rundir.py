@@ -39,11 +39,17 @@ import numpy as np
 from jaxlayers._checks import require
 from jaxlayers.model import model_record
 from jaxlayers.parallel import host_copy
-from jaxlayers.training.checkpoint import CHECKPOINT_NAME, atomic_write, read_checkpoint_metadata
+from jaxlayers.training.checkpoint import (
+    CHECKPOINT_NAME,
+    RunDirError,
+    RunExists,
+    atomic_write,
+    check_checkpoint_target,
+    read_checkpoint_metadata,
+)
 from jaxlayers.training.config import TrainConfig
-from jaxlayers.training.loop import as_dataset, check_resume_metadata, evaluate, run_info
+from jaxlayers.training.loop import check_resume_metadata, evaluate, fit_checked, preflight, run_info
 from jaxlayers.training.loop import fit as _fit
-from jaxlayers.training.memory import check_run_memory
 from jaxlayers.training.plots import plot_history
 from jaxlayers.training.results import EpochReport, FitResult, History, TrainingInterrupted
 from jaxlayers.training.signals import DeferredSignals
@@ -67,16 +73,8 @@ DERIVED_FILES = ("confusion.png",)
 LOCK_NAME = ".lock"
 
 
-class RunDirError(RuntimeError):
-    """A run directory that this run may not write: in use by another process, or holding another run."""
-
-
 class RunDirInUse(RunDirError):
     """Another process holds the run directory's lock."""
-
-
-class RunExists(RunDirError):
-    """A fresh run was asked for in a directory that holds a run (neither resume nor overwrite)."""
 
 
 def _version() -> str:
@@ -252,13 +250,18 @@ def train_run(
     on_start: Callable[[int], None] | None = None,
     where: str = "fit",
     optimizer=None,
+    checked: bool = False,
 ) -> tuple[FitResult, dict[str, Any]]:
     """Train ``model`` with :func:`jaxlayers.training.loop.fit` and write the run directory's five files.
 
-    In order, before anything is written: the directory is created and
-    locked, stale temporary files are removed, and a resume is checked
-    against the checkpoint (a refused resume writes nothing); a fresh run in
-    a directory that holds a run is refused unless ``overwrite``.
+    In order, before anything is written: the run's checks
+    (:func:`~jaxlayers.training.loop.preflight`: data, batch size, mesh,
+    memory; a refused run creates no directory), then the directory is
+    created and locked, stale temporary files are removed, and a resume is
+    checked against the checkpoint (a refused resume writes nothing); a fresh
+    run in a directory that holds a run is refused unless ``overwrite``
+    (:func:`~jaxlayers.training.checkpoint.check_checkpoint_target`, the rule
+    ``fit(checkpoint_dir=)`` follows too).
 
     Args:
       model, data, config, mesh, optimizer: as :func:`~jaxlayers.training.loop.fit`.
@@ -269,6 +272,8 @@ def train_run(
       record: extra entries for ``config.json`` (the CLI's dataset name and command).
       on_start: called with the epoch training starts from, once the checks passed.
       where: the name in error messages.
+      checked: the caller ran :func:`~jaxlayers.training.loop.preflight` on these
+        arguments already (``data`` is its result); it is not run again.
 
     Returns:
       ``(result, summary)``: the :class:`FitResult` and the ``summary.json`` contents.
@@ -284,38 +289,27 @@ def train_run(
       and what :func:`~jaxlayers.training.loop.fit` raises.
     """
     t_start = time.perf_counter()
-    data = as_dataset(data, where)
+    if resume and overwrite:
+        check_checkpoint_target(None, resume=resume, overwrite=overwrite, where=where)
+    if not checked:
+        data = preflight(model, data, config, mesh=mesh, where=where, optimizer=optimizer)
     out = prepare_run_dir(run_dir, where)
     ckpt = out / CHECKPOINT_NAME
-    check_run_memory(model, config, data, where, optimizer=optimizer)
     with RunDirLock(out):
         remove_stale_temp_files(out)
         _check_config_json(out)
+        # A fresh run over a checkpoint needs overwrite; a resume needs one (files without a
+        # checkpoint: a run stopped before its first epoch, nothing to keep).
+        check_checkpoint_target(out, resume=resume, overwrite=overwrite, where=where)
         n_train = int(np.shape(data.y_train)[0])
-        steps = n_train // config.batch_size if config.batch_size <= n_train else 0
+        steps = n_train // config.batch_size
         history0 = None
         if resume:
-            if not ckpt.is_file():
-                raise FileNotFoundError(
-                    errno.ENOENT, f"{where}: resume: no checkpoint at {ckpt}; run without resume to start", str(ckpt)
-                )
             meta = read_checkpoint_metadata(ckpt)
             check_resume_metadata(meta, run_info("fit", [model], [config], data, optimizer))
             history0 = History.from_dict(meta["history"])
         else:
             present = [name for name in RUN_FILES if (out / name).exists()]
-            if ckpt.exists() and not overwrite:  # a finished or resumable run (files without one: a run
-                try:  # stopped before its first epoch, nothing to keep)
-                    held = f" (checkpoint at epoch {read_checkpoint_metadata(ckpt)['epoch']})"
-                except Exception:  # a corrupt checkpoint is still a run to protect
-                    held = " (an unreadable checkpoint)"
-                how = (
-                    ("--resume", "--overwrite") if where.startswith("jaxlayers") else ("resume=True", "overwrite=True")
-                )
-                raise RunExists(
-                    f"{out} already holds a run{held}: {', '.join(present)}; continue it with {how[0]}, "
-                    f"or replace it with {how[1]}"
-                )
             derived = [name for name in DERIVED_FILES if (out / name).exists()]  # of the old run's model
             for name in present + derived:
                 try:
@@ -351,9 +345,9 @@ def train_run(
             _append(metrics, _metrics_line(r.epoch, steps, r.loss, r.train_acc, r.val_acc, r.lr, r.epoch_time_s) + "\n")
 
         t_fit = time.perf_counter()
-        result = _fit(
-            model, data, config, checkpoint_dir=out, resume=resume, callback=callback, mesh=mesh,
-            on_checkpoint=on_checkpoint, optimizer=optimizer,
+        result = fit_checked(
+            model, data, config, checkpoint_dir=out, resume=resume, overwrite=not resume, callback=callback,
+            mesh=mesh, on_checkpoint=on_checkpoint, optimizer=optimizer,
         )  # fmt: skip
         fit_time = time.perf_counter() - t_fit
         with DeferredSignals() as stop:  # no signal may raise while the evaluation below compiles
@@ -437,7 +431,9 @@ def fit(
         ``summary.json`` -- exactly as ``jaxlayers train -o run_dir`` does
         (one implementation: :func:`train_run`). It takes the place of
         ``checkpoint_dir``.
-      overwrite: with ``run_dir``, replace a run it holds (else refused).
+      overwrite: replace a run that ``run_dir`` (or ``checkpoint_dir``) holds;
+        without it a fresh run there is refused (:class:`RunExists`), as
+        ``jaxlayers train`` refuses without ``--overwrite``.
       verbose: the CLI's progress bar (tqdm, on stderr), one step per epoch.
       model, data, config, checkpoint_dir, resume, callback, mesh, distributed: as
         :func:`jaxlayers.training.loop.fit`.
@@ -490,8 +486,8 @@ def fit(
                 start_bar(read_checkpoint_metadata(Path(checkpoint_dir) / CHECKPOINT_NAME)["epoch"])
         start_bar(0)
         return _fit(
-            model, data, config, checkpoint_dir=checkpoint_dir, resume=resume, callback=on_epoch, mesh=mesh,
-            distributed=distributed, optimizer=optimizer,
+            model, data, config, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite, callback=on_epoch,
+            mesh=mesh, distributed=distributed, optimizer=optimizer,
         )  # fmt: skip
     finally:
         if bar is not None:
