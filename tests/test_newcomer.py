@@ -164,7 +164,7 @@ def test_train_help_shows_the_chosen_models_defaults_and_output_dir(capsys):
     assert "optax optimizer (default: sgd_momentum)" in fc and "(default: 0.04)" in fc
     assert "(default: runs/digits)" in fc
     conv = _help(capsys, "train", "--model", "convnet")
-    assert "optax optimizer (default: adam)" in conv and "initial step size (default: 0.002)" in conv
+    assert "optax optimizer (default: adam)" in conv and "base step size (default: 0.002)" in conv
     assert "extend the run (default: 30)" in conv and "(default: runs/digits-convnet)" in conv
     mnist1d = _help(capsys, "train", "--model", "convnet", "--dataset", "mnist1d")
     assert (
