@@ -229,6 +229,42 @@ def test_sequential_trains_through_fit_and_fit_many():
     assert jax.tree.leaves(many.best_params)[0].shape[0] == 2
 
 
+def test_fit_many_sweeps_regs_and_weight_scales_of_a_sequential():
+    ds = jl.data.load("digits")
+    small = jl.data.Dataset(ds.X_train[:256], ds.y_train[:256], ds.X_val, ds.y_val, ds.X_test, ds.y_test)
+    model = nn.Sequential(nn.Affine(16), nn.ReLU(), nn.Residual(nn.Affine(16), nn.ReLU()), Scale(0.5), nn.Affine(10),
+                          input_shape=(64,))  # fmt: skip
+    # replace: reg, and weight_scale on every Affine/Conv2d (through Residual), user layers untouched
+    changed = model.replace(reg=1e-2, weight_scale=0.05)
+    assert float(changed.reg) == 1e-2 and float(model.reg) == 0.0
+    assert [layer.weight_scale for layer in (changed.layers[0], changed.layers[2].layers[0], changed.layers[4])] == [
+        0.05
+    ] * 3
+    assert changed.layers[3] is model.layers[3] and model.layers[0].weight_scale is None
+    with pytest.raises(TypeError, match=r"nn.Sequential.replace: changes reg and weight_scale only, not \['loss'\]"):
+        model.replace(loss="svm")
+    with pytest.raises(ValueError, match="reg"):
+        model.replace(reg=-1.0)
+
+    config = jl.train.TrainConfig(epochs=2, batch_size=64, learning_rate=0.05)
+    regs, scales = [0.0, 1e-2, 1e-2], [None, 0.05, 0.1]
+    many = jl.train.fit_many(model, small, config, regs=regs, weight_scales=scales)
+    for k in range(3):
+        model_k = model.replace(reg=regs[k], weight_scale=scales[k])
+        one = jl.train.fit(model_k, small, config)
+        np.testing.assert_allclose(many[k].history.loss, one.history.loss, rtol=1e-5)
+        for name in one.best_params:
+            np.testing.assert_allclose(
+                jax.tree.leaves(many[k].best_params[name]), jax.tree.leaves(one.best_params[name]), rtol=2e-5, atol=2e-6
+            )
+    assert many.history.loss[0, 0] != many.history.loss[1, 0]  # the scales and regs took effect
+
+    with pytest.raises(TypeError, match=r"fit_many: model 0: nn.Sequential.replace: .*\['dropout_rate'\]"):
+        jl.train.fit_many(model, small, config, dropout_rates=[0.1, 0.2])
+    with pytest.raises(ValueError, match="no Affine or Conv2d"):
+        nn.Sequential(Scale(1.0), input_shape=(2,)).replace(weight_scale=0.1)
+
+
 def test_user_layer_trains_and_round_trips_through_a_run_directory(tmp_path):
     ds = jl.data.load("digits")
     model = nn.Sequential(nn.Affine(16), nn.ReLU(), Scale(0.5), nn.Affine(10), input_shape=(64,))
