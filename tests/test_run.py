@@ -204,24 +204,6 @@ def test_a_run_trained_on_image_shaped_inputs_takes_raw_images(tmp_path, digits,
         run.predict(X_raw)
 
 
-def test_a_run_of_from_arrays_images_takes_them_as_images_or_flat(tmp_path):
-    # Dataset.from_arrays flattens (N, C, H, W) arrays to (N, D) and keeps image_shape; the run's
-    # predict/evaluate take the raw arrays in either shape, as the user handed them in.
-    bunch = load_digits()
-    images, y = bunch.images[:, None], bunch.target  # (1797, 1, 8, 8) raw 0..16
-    data = jl.data.Dataset.from_arrays(images[:1400], y[:1400], images[1400:], y[1400:])
-    assert data.X_train.shape[1:] == (64,) and data.image_shape == (1, 8, 8)
-    model = jl.nn.Sequential(jl.nn.Flatten(), jl.nn.Affine(10), input_shape=(1, 8, 8))
-    train.fit(model, data, train.TrainConfig(epochs=1, batch_size=100), checkpoint_dir=tmp_path)
-    run = jl.load_run(tmp_path)
-    assert run.preprocessing.input_shape == (64,) and run.preprocessing.image_shape == (1, 8, 8)
-    flat = images[1400:].reshape(-1, 64)
-    np.testing.assert_array_equal(run.predict(images[1400:]), run.predict(flat))
-    assert run.evaluate(images[1400:], y[1400:]) == run.evaluate(flat, y[1400:]) > 0.5
-    with pytest.raises(ValueError, match=r"X has shape \(3, 8, 8\), .* shape \(N, 64\) or \(N, 1, 8, 8\)"):
-        run.predict(bunch.images[:3])
-
-
 def test_a_conv_net_run_loads_back_and_predicts_raw_images(tmp_path, digits, raw_test):
     X_raw, y = raw_test
     images = digits.as_images()

@@ -93,26 +93,17 @@ class Preprocessing:
         """``X`` checked against ``input_shape`` and standardised (float32), or as given if there is
         nothing to apply.
 
-        ``X`` may also be ``(N, *image_shape)`` when the run's data had an
-        ``image_shape`` (images trained as flat features, e.g. from
-        ``Dataset.from_arrays`` of ``(N, C, H, W)`` arrays): it is flattened
-        to ``(N, *input_shape)``.
-
         Raises:
-          ValueError: ``X`` is neither ``(N, *input_shape)`` nor ``(N, *image_shape)``.
+          ValueError: ``X`` is not ``(N, *input_shape)``.
           TypeError: non-numeric ``X``.
         """
         X = np.asarray(X)
-        image = tuple(self.image_shape) if self.image_shape is not None else None
-        if image and X.ndim >= 1 and X.shape[1:] == image and math.prod(image) == math.prod(self.input_shape):
-            X = X.reshape((X.shape[0], *self.input_shape))
         shape = (self.input_shape[0],) if len(self.input_shape) == 1 else self.input_shape
-        as_image = f" or (N, {', '.join(map(str, image))})" if image and image != self.input_shape else ""
         require(
             X.ndim >= 1 and X.shape[1:] == self.input_shape,
             where,
-            f"X has shape {X.shape}, but this run's model takes inputs of shape (N, {', '.join(map(str, shape))})"
-            f"{as_image} ({'raw, as the dataset loader reads them' if self.standardizes else 'as in training'})",
+            f"X has shape {X.shape}, but this run's model takes inputs of shape (N, {', '.join(map(str, shape))}) "
+            f"({'raw, as the dataset loader reads them' if self.standardizes else 'as in training'})",
         )
         require(
             np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_,
