@@ -41,6 +41,7 @@ PUBLIC_MODULES = [
     "jaxlayers",
     "jaxlayers.train",
     "jaxlayers.data",
+    "jaxlayers.nn",
     "jaxlayers.model",
     "jaxlayers.sweep",
     "jaxlayers.parallel",

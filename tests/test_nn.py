@@ -10,9 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from sklearn.datasets import load_digits
 
 import jaxlayers as jl
-from jaxlayers import nn
+from jaxlayers import cli, nn
 
 KEY = jax.random.key(0)
 
@@ -227,6 +228,80 @@ def test_sequential_trains_through_fit_and_fit_many():
     assert acc > 0.5
     many = jl.train.fit_many(model, ds, config, seeds=[0, 1])
     assert jax.tree.leaves(many.best_params)[0].shape[0] == 2
+
+
+def test_fit_many_sweeps_regs_and_weight_scales_of_a_sequential():
+    ds = jl.data.load("digits")
+    small = jl.data.Dataset(ds.X_train[:256], ds.y_train[:256], ds.X_val, ds.y_val, ds.X_test, ds.y_test)
+    model = nn.Sequential(nn.Affine(16), nn.ReLU(), nn.Residual(nn.Affine(16), nn.ReLU()), Scale(0.5), nn.Affine(10),
+                          input_shape=(64,))  # fmt: skip
+    # replace: reg, and weight_scale on every Affine/Conv2d (through Residual), user layers untouched
+    changed = model.replace(reg=1e-2, weight_scale=0.05)
+    assert float(changed.reg) == 1e-2 and float(model.reg) == 0.0
+    assert [layer.weight_scale for layer in (changed.layers[0], changed.layers[2].layers[0], changed.layers[4])] == [
+        0.05
+    ] * 3
+    assert changed.layers[3] is model.layers[3] and model.layers[0].weight_scale is None
+    with pytest.raises(TypeError, match=r"nn.Sequential.replace: changes reg and weight_scale only, not \['loss'\]"):
+        model.replace(loss="svm")
+    with pytest.raises(ValueError, match="reg"):
+        model.replace(reg=-1.0)
+
+    config = jl.train.TrainConfig(epochs=2, batch_size=64, learning_rate=0.05)
+    regs, scales = [0.0, 1e-2, 1e-2], [None, 0.05, 0.1]
+    many = jl.train.fit_many(model, small, config, regs=regs, weight_scales=scales)
+    for k in range(3):
+        model_k = model.replace(reg=regs[k], weight_scale=scales[k])
+        one = jl.train.fit(model_k, small, config)
+        np.testing.assert_allclose(many[k].history.loss, one.history.loss, rtol=1e-5)
+        for name in one.best_params:
+            np.testing.assert_allclose(
+                jax.tree.leaves(many[k].best_params[name]), jax.tree.leaves(one.best_params[name]), rtol=2e-5, atol=2e-6
+            )
+    assert many.history.loss[0, 0] != many.history.loss[1, 0]  # the scales and regs took effect
+
+    with pytest.raises(TypeError, match=r"fit_many: model 0: nn.Sequential.replace: .*\['dropout_rate'\]"):
+        jl.train.fit_many(model, small, config, dropout_rates=[0.1, 0.2])
+    with pytest.raises(ValueError, match="no Affine or Conv2d"):
+        nn.Sequential(Scale(1.0), input_shape=(2,)).replace(weight_scale=0.1)
+
+
+SEQ_RECORDS = {
+    "flat": lambda: nn.Sequential(nn.Flatten(), nn.Affine(16), nn.ReLU(), nn.Affine(10), input_shape=(64,)),
+    "conv": lambda: nn.Sequential(
+        nn.Conv2d(4, 3, padding=1),
+        nn.GroupNorm(2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Residual(nn.Conv2d(4, 3, padding=1), nn.ReLU()),
+        nn.Flatten(),
+        nn.Affine(10),
+        input_shape=(1, 8, 8),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SEQ_RECORDS))
+def test_cli_trains_resumes_evaluates_and_predicts_a_sequential_record(tmp_path, capsys, kind):
+    model = SEQ_RECORDS[kind]()
+    path = tmp_path / "seq.json"
+    path.write_text(json.dumps(jl.model.model_record(model)))
+    out = tmp_path / "run"
+    args = ["train", "--model", str(path), "--epochs", "1", "--batch-size", "64", "-q", "-o", str(out)]
+    assert cli.main(args) == 0  # digits, the default dataset: (N, 64) features reshaped to the model's input
+    assert cli.main(["train", "--resume", "--epochs", "2", "-q", "-o", str(out)]) == 0
+    run = jl.load_run(out)
+    assert run.epochs == 2 and isinstance(run.model, nn.Sequential)
+    assert run.model.to_dict() == model.to_dict() and run.model.summary() == model.summary()
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out)]) == 0
+    assert f"accuracy {run.summary['test_acc']:.4f}" in capsys.readouterr().out
+    raw = load_digits().data[:7]  # raw pixels, as the dataset loader reads them
+    np.save(tmp_path / "x.npy", raw)
+    assert cli.main(["predict", str(out), str(tmp_path / "x.npy"), "-o", str(tmp_path / "p.csv")]) == 0
+    rows = (tmp_path / "p.csv").read_text().splitlines()[1:]
+    want = run.predict(raw if kind == "flat" else raw.reshape(-1, 1, 8, 8))
+    np.testing.assert_array_equal([int(r.split(",")[1]) for r in rows], want)
 
 
 def test_user_layer_trains_and_round_trips_through_a_run_directory(tmp_path):

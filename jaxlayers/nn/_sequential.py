@@ -384,6 +384,22 @@ def _new(cls, **attrs):
     return obj
 
 
+def _with_weight_scale(layers, weight_scale) -> tuple[tuple, int]:
+    """``layers`` with every jaxlayers layer that has a ``weight_scale`` (Affine, Conv2d) rebuilt with
+    the new one, through Residual blocks; and how many were."""
+    out, count = [], 0
+    for layer in layers:
+        if isinstance(layer, Residual):
+            inner, n = _with_weight_scale(layer.layers, weight_scale)
+            layer, count = Residual(*inner), count + n
+        elif isinstance(layer, _Layer) and "weight_scale" in layer._fields():
+            fields = {n: getattr(layer, n) for n in layer._KWARGS}
+            layer = type(layer)(*(getattr(layer, n) for n in layer._ARGS), **{**fields, "weight_scale": weight_scale})
+            count += 1
+        out.append(layer)
+    return tuple(out), count
+
+
 def _format_bytes(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024:
@@ -710,6 +726,41 @@ class Sequential:
         layers = [layer_from_record(r) for r in d["layers"]]
         rest = {k: v for k, v in d.items() if k != "layers"}
         return cls(*layers, **rest)
+
+    def replace(self, **changes) -> Sequential:
+        """A copy with ``reg`` and/or ``weight_scale`` changed: what
+        :func:`jaxlayers.train.fit_many` sweeps (``regs=``, ``weight_scales=``).
+
+        Args:
+          reg: the new L2 strength, ``>= 0``.
+          weight_scale: the new ``weight_scale`` of *every* :class:`~jaxlayers.nn.Affine` and
+            :class:`~jaxlayers.nn.Conv2d`, inside :class:`~jaxlayers.nn.Residual` blocks too
+            (``None``: He init), as the built-in models have one ``weight_scale`` for all their
+            weight layers. Other layers, user layers included, are unchanged.
+
+        Returns:
+          A new :class:`Sequential` (checked as the constructor checks it).
+
+        Raises:
+          TypeError: any other field (naming it): declare a new model for other changes.
+          ValueError: a value the layers or the constructor refuse; ``weight_scale`` for a
+            model without an Affine or Conv2d layer.
+        """
+        owner = "nn.Sequential.replace"
+        unknown = sorted(set(changes) - {"reg", "weight_scale"})
+        require(
+            not unknown,
+            owner,
+            f"changes reg and weight_scale only, not {unknown}: declare a new nn.Sequential "
+            "(or pass fit_many a list of models) for other changes",
+            TypeError,
+        )
+        layers = self.layers
+        if "weight_scale" in changes:
+            layers, count = _with_weight_scale(layers, changes["weight_scale"])
+            require(count > 0, owner, "weight_scale: this model has no Affine or Conv2d layer to set it on")
+        reg = changes.get("reg", self.reg)
+        return type(self)(*layers, input_shape=self.input_shape, loss=self.loss_type, reg=reg, dtype=self.dtype)
 
     def __repr__(self) -> str:
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)

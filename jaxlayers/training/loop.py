@@ -752,6 +752,28 @@ def _sweep_values(name: str, values) -> list | None:
     return values
 
 
+def _replace_model(model, fields: dict):
+    """``model`` with ``fields`` changed: ``dataclasses.replace`` for a dataclass (the built-in
+    models), else the model's own ``replace(**fields)`` (:meth:`jaxlayers.nn.Sequential.replace`)."""
+    if dataclasses.is_dataclass(model):
+        require(
+            all(f in {x.name for x in dataclasses.fields(model)} for f in fields),
+            "fit_many",
+            f"{type(model).__name__} has no field(s) {sorted(fields)} to sweep",
+            TypeError,
+        )
+        return dataclasses.replace(model, **fields)
+    replace = getattr(model, "replace", None)
+    require(
+        callable(replace),
+        "fit_many",
+        f"{type(model).__name__} has no field(s) {sorted(fields)} to sweep (it is neither a dataclass nor has "
+        "a replace(**fields) method); pass a list of models instead",
+        TypeError,
+    )
+    return replace(**fields)
+
+
 @_stops_at_epoch_boundaries
 def fit_many(
     model,
@@ -772,7 +794,10 @@ def fit_many(
     """Train ``K`` variants of ``model`` at once: one compiled program per epoch, vmapped over the models.
 
     Model ``k`` is ``model`` with ``weight_scales[k]``, ``dropout_rates[k]``
-    and ``regs[k]`` (fields of the model, set with ``dataclasses.replace``),
+    and ``regs[k]`` (fields of the model, set with ``dataclasses.replace``,
+    or with the model's ``replace`` method: :meth:`jaxlayers.nn.Sequential.replace`
+    sets ``reg`` and every weight layer's ``weight_scale``; a Sequential's
+    dropout rates are layers: pass a list of models),
     trained with ``config`` with ``seeds[k]`` and ``learning_rates[k]``; a
     list not given takes the model's or config's value for every model.
     ``model`` may also be a sequence of ``K`` models of one architecture.
@@ -850,14 +875,7 @@ def fit_many(
                 (model_fields if target == "model" else config_fields)[field] = lists[name][k]
         try:
             if model_fields:
-                require(
-                    dataclasses.is_dataclass(m)
-                    and all(f in {x.name for x in dataclasses.fields(m)} for f in model_fields),
-                    "fit_many",
-                    f"{type(m).__name__} has no field(s) {sorted(model_fields)} to sweep",
-                    TypeError,
-                )
-                m = dataclasses.replace(m, **model_fields)
+                m = _replace_model(m, model_fields)
             configs.append(dataclasses.replace(config, **config_fields))
         except (ValueError, TypeError) as e:
             raise type(e)(f"fit_many: model {k}: {e}") from None
