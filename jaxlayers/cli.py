@@ -22,7 +22,7 @@ def _gradcheck(args: argparse.Namespace) -> int:
         return _fail("gradcheck", str(e), 2)
 
 
-# Defaults of `jaxlayers train`: the network's, tuned on digits (see README, "Training"); the
+# Defaults of `jaxlayers train`: the network's, tuned on digits (docs/guides/train-cli.md); the
 # training flags take TrainConfig's defaults (tuned there too), read from the dataclass.
 MODEL_DEFAULTS = {
     "dataset": "digits",
@@ -69,8 +69,9 @@ NAMED_MODEL_FLAGS = (
     "reg",
     "weight_scale",
 )
-# `--model convnet`'s settings per dataset (model flags and training flags), tuned for the README's figures;
-# any flag given overrides its entry. Datasets not listed take MODEL_DEFAULTS and TrainConfig's defaults.
+# `--model convnet`'s settings per dataset (model flags and training flags), tuned for the figures in
+# docs/guides/train-cli.md; any flag given overrides its entry. Datasets not listed take MODEL_DEFAULTS and
+# TrainConfig's defaults.
 CONVNET_PRESETS: dict[str, dict] = {
     "digits": {
         "conv_channels": [32, 64],
@@ -213,10 +214,10 @@ def _add_train_arguments(
         default=d["model"],
         type=_model_choice,
         metavar="{fc,convnet,threelayer,PATH.json}",
-        help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see README); "
-        "threelayer: the course's ThreeLayerConvNet (first --conv-channels, --filter-size, first --hidden-dims); "
-        "PATH.json: any registered model from its record (json.dump(jaxlayers.model_record(model), f)), which "
-        "takes none of the model flags",
+        help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
+        "docs/guides/train-cli.md); threelayer: the course's ThreeLayerConvNet (first --conv-channels, "
+        "--filter-size, first --hidden-dims); PATH.json: any registered model from its record "
+        "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags",
     )
     a(
         "--hidden-dims",
@@ -239,8 +240,8 @@ def _add_train_arguments(
     a("--loss", default=d["loss"], choices=["softmax", "svm"], help="data loss")
     c = p.add_argument_group(
         "convolutional models (--model convnet | threelayer)",
-        "for --model convnet, flags not given take the tuned settings of the dataset (README, 'Convolutional "
-        "networks'; `--model convnet --dataset D --help` shows them as the defaults); --hidden-dims, "
+        "for --model convnet, flags not given take the tuned settings of the dataset (docs/guides/train-cli.md, 'The "
+        "--model convnet presets'; `--model convnet --dataset D --help` shows them as the defaults); --hidden-dims, "
         "--dropout-rate, --reg, --loss and --weight-scale apply to every model",
     )
     ca = adder(c)
@@ -307,7 +308,7 @@ def _add_train_arguments(
     g = p.add_argument_group(
         "scaling out",
         "data-parallel training: every minibatch is split over the devices, batchnorm statistics span the "
-        "global batch, and the result equals the one-device run up to float rounding (README, 'Scaling out')",
+        "global batch, and the result equals the one-device run up to float rounding (docs/guides/scaling-out.md)",
     )
     ga = adder(g)
     ga(

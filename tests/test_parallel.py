@@ -191,6 +191,29 @@ def test_initialize_after_jax_started_is_refused():
         parallel.initialize_distributed(parallel.Distributed("127.0.0.1:1234", 2, 1, timeout_s=1))
 
 
+def test_models_are_built_before_jax_starts():
+    """fit(..., distributed=) joins the run first, so building the model and loading the data must not start
+    a JAX backend (a model's abstract init once made its key eagerly, and every distributed fit failed)."""
+    code = """if True:
+        from jax._src import xla_bridge
+        import jaxlayers as jl
+        from jaxlayers import nn
+        from jaxlayers.model import check_model
+        jl.data.load("digits")
+        models = [
+            jl.FullyConnectedNet(hidden_dims=(8,), input_dim=64, num_classes=10, normalization="batchnorm"),
+            jl.ConvNet(input_dim=(1, 8, 8), conv_channels=(2,), hidden_dims=(4,), num_classes=10),
+            jl.ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=2, filter_size=3, hidden_dim=4, num_classes=10),
+            nn.Sequential(nn.Affine(4), nn.BatchNorm(), nn.ReLU(), nn.Dropout(0.5), nn.Affine(10), input_shape=64),
+        ]
+        for m in models:
+            check_model(m, "fit")
+        assert not xla_bridge.backends_are_initialized(), "a JAX backend was started"
+    """
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
 def test_mesh_larger_than_the_machine_says_how_to_simulate():
     with pytest.raises(ValueError, match="jax_num_cpu_devices"):
         parallel.make_data_mesh(len(jax.devices()) + 1)

@@ -171,7 +171,9 @@ def _declare(layers, shape, dtype, owner: str, counter: _Counter, prefix: str = 
             return p, s
 
         try:
-            p_abs, s_abs = jax.eval_shape(abstract_init, jax.random.key(0))
+            # the key is made inside the trace: an eager jax.random.key would start a JAX backend, and a model
+            # must be buildable before jax.distributed.initialize (fit(..., distributed=))
+            p_abs, s_abs = jax.eval_shape(lambda: abstract_init(jax.random.key(0)))
         except (ValueError, TypeError) as e:
             raise type(e)(f"{owner}: {path} ({title}) with input shape {shape}: {e}") from None
         out = _shape_tuple(box.get("out"), owner, f"{path} ({title}).init's output_shape")
