@@ -622,15 +622,22 @@ def _preflight(command: str, net, ds, config, *, mesh=None, num_models: int = 1,
     run directory's rule, :func:`~jaxlayers.training.checkpoint.check_checkpoint_target`), before the
     command prints, creates or compiles anything: a failure is one usage-error line and exit status 2
     (0: all passed)."""
-    from jaxlayers.training.checkpoint import RunExists, check_checkpoint_target
-    from jaxlayers.training.loop import preflight
+    from jaxlayers.training.checkpoint import (
+        CheckpointError,
+        RunExists,
+        check_checkpoint_target,
+        read_checkpoint_metadata,
+    )
+    from jaxlayers.training.loop import check_resume_metadata, preflight, run_info
 
     where = f"jaxlayers {command}"
     try:
         if run_dir is not None:
-            check_checkpoint_target(run_dir, where=where, **target)
+            ckpt = check_checkpoint_target(run_dir, where=where, **target)
+            if target.get("resume"):  # the comparison train_run repeats under the directory's lock, early
+                check_resume_metadata(read_checkpoint_metadata(ckpt), run_info("fit", [net], [config], ds))
         preflight(net, ds, config, mesh=mesh, num_models=num_models, where=where)
-    except (ValueError, TypeError, MemoryError, FileNotFoundError, RunExists) as e:
+    except (ValueError, TypeError, MemoryError, FileNotFoundError, RunExists, CheckpointError) as e:
         return _fail(command, _as_flags(str(e), where), 2)
     return 0
 

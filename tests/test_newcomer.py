@@ -232,6 +232,16 @@ def conv_run(tmp_path_factory):
     return out
 
 
+def test_a_resume_that_differs_from_the_checkpoint_fails_before_anything_is_printed(fc_run, capsys):
+    files = {p.name: p.stat().st_mtime_ns for p in fc_run.iterdir()}
+    code, out, err = _main(capsys, "train", "--resume", "--epochs", "2", "--batch-size", "64", "-o", str(fc_run))
+    assert code == 2 and out == ""
+    _one_usage_line(
+        err, "train", "the training config differs from the checkpoint's (--batch-size: checkpoint 100, now 64)"
+    )
+    assert {p.name: p.stat().st_mtime_ns for p in fc_run.iterdir()} == files  # nothing written
+
+
 def test_predict_to_stdout_and_no_silent_overwrite(fc_run, tmp_path, capsys):
     from sklearn.datasets import load_digits
 
