@@ -516,6 +516,8 @@ def _model_of_record(opts: dict, ds):
         raise ValueError(f"--model: {opts['model']} is not a model record: expected {{'class': ..., 'config': ...}}")
     net = model_from_record(record)
     want = getattr(net, "input_shape", None) or getattr(net, "input_dim", None)
+    if callable(want):  # the named models' input_shape() is a method, nn.Sequential's an attribute
+        want = want()
     if want is None:
         return net, ds
     want = tuple(int(d) for d in want) if isinstance(want, list | tuple) else (int(want),)
