@@ -39,7 +39,7 @@ def flat(result) -> dict[str, np.ndarray]:
 def collectives(mesh, net, config, data) -> dict[str, object]:
     """What the partitioner made of one epoch: collective ops, and the dropout counter's per-device size."""
     steps = len(data.y_train) // config.batch_size
-    optimizer = train.make_optimizer(config, steps, learning_rate=1.0)
+    optimizer = train.make_optimizer(config, steps)
     strategy = DataMesh(net, optimizer, steps=steps, batch_size=config.batch_size, eval_batch_size=1024, mesh=mesh)
     strategy.place(data)
     state, best = strategy.init([0], [config.learning_rate])
