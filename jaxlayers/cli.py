@@ -632,11 +632,10 @@ def _preflight(command: str, net, ds, config, *, mesh=None, num_models: int = 1,
 
     where = f"jaxlayers {command}"
     try:
-        if run_dir is not None:
-            ckpt = check_checkpoint_target(run_dir, where=where, **target)
-            if target.get("resume"):  # the comparison train_run repeats under the directory's lock, early
-                check_resume_metadata(read_checkpoint_metadata(ckpt), run_info("fit", [net], [config], ds))
-        preflight(net, ds, config, mesh=mesh, num_models=num_models, where=where)
+        ckpt = check_checkpoint_target(run_dir, where=where, **target) if run_dir is not None else None
+        data = preflight(net, ds, config, mesh=mesh, num_models=num_models, where=where)
+        if ckpt is not None and target.get("resume"):  # as train_run repeats it under the directory's lock
+            check_resume_metadata(read_checkpoint_metadata(ckpt), run_info("fit", [net], [config], data))
     except (ValueError, TypeError, MemoryError, FileNotFoundError, RunExists, CheckpointError) as e:
         return _fail(command, _as_flags(str(e), where), 2)
     return 0

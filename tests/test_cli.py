@@ -73,7 +73,7 @@ def test_resume_takes_the_run_settings_and_extends_it(tmp_path, capsys):
     assert len((run_dir / "metrics.jsonl").read_text().splitlines()) == 2
     # a conflicting flag is refused, naming it
     code, _, err = _run(capsys, "--resume", "--epochs", "3", "--lr", "0.5", "--quiet", "-o", str(run_dir))
-    assert code == 1 and "learning_rate: checkpoint 0.01, now 0.5" in err
+    assert code == 2 and "--learning-rate: checkpoint 0.01, now 0.5" in err  # a usage error, before training
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,7 @@ def test_cli_npz_train_resume_evaluate_predict(npz_path, tmp_path, capsys):
     assert cli.main(["train", "--dataset", f"npz:{changed}", *TINY, "-o", str(out2)]) == 0
     np.savez(changed, **{**arrays, "X_train": arrays["X_train"] + 1.0})
     capsys.readouterr()
-    assert cli.main(["train", "--resume", "--epochs", "3", "-q", "-o", str(out2)]) == 1
+    assert cli.main(["train", "--resume", "--epochs", "3", "-q", "-o", str(out2)]) == 2  # refused before training
     assert "digest" in capsys.readouterr().err
 
 

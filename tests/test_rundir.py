@@ -83,9 +83,9 @@ def test_resume_from_a_corrupt_truncated_or_foreign_checkpoint_is_one_line(tmp_p
 def test_refused_resume_writes_nothing(tmp_path, capsys, one_epoch):
     run_dir = _copy(one_epoch, tmp_path / "run")
     before = {p.name: p.read_bytes() for p in run_dir.iterdir()}
-    code, _, err = _run(capsys, "--resume", "--epochs", "2", "--lr", "0.5", "-q", "-o", str(run_dir))
-    assert code == 1
-    _one_line_error(err, "learning_rate: checkpoint 0.01, now 0.5")
+    code, out, err = _run(capsys, "--resume", "--epochs", "2", "--lr", "0.5", "-q", "-o", str(run_dir))
+    assert code == 2 and out == ""  # a check before training: a usage error, before anything is printed
+    _one_line_error(err, "--learning-rate: checkpoint 0.01, now 0.5")
     assert {p.name: p.read_bytes() for p in run_dir.iterdir()} == before
 
 
