@@ -20,12 +20,10 @@ test accuracy; the targets are test accuracies: digits >= 99.0%, MNIST-1D
 from __future__ import annotations
 
 import argparse
-import resource
-import statistics
 import sys
-import time
 
 import jaxlayers as jl
+from bench.common import seed_runs
 from jaxlayers import cli
 from jaxlayers.cli import CONVNET_PRESETS
 
@@ -39,11 +37,6 @@ CONFIGS = CONVNET_PRESETS
 TARGETS = {"digits": 0.99, "mnist1d": 0.95}
 
 
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def model_and_config(dataset: str, seed: int) -> tuple[jl.ConvNet, jl.train.TrainConfig, jl.data.Dataset]:
     """``jaxlayers train --model convnet --dataset DATASET --seed SEED``'s model, config and (image) data."""
     argv = ["train", "--model", "convnet", "--dataset", dataset, "--seed", str(seed)]
@@ -54,35 +47,7 @@ def model_and_config(dataset: str, seed: int) -> tuple[jl.ConvNet, jl.train.Trai
 def run(dataset: str, seeds: list[int], out=sys.stdout) -> list[dict]:
     """Train one ConvNet per seed; print and return ``{seed, val, test, epoch, wall_s, cpu_s}`` for each."""
     print(f"{dataset}: jaxlayers train --model convnet --dataset {dataset}: {CONFIGS[dataset]}", file=out)
-    rows = []
-    for seed in seeds:
-        net, config, data = model_and_config(dataset, seed)
-        t0, c0 = time.perf_counter(), _cpu_seconds()
-        result = jl.train.fit(net, data, config)
-        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
-        params, state = result.best_params, result.best_model_state
-        row = {
-            "seed": seed,
-            "val": jl.train.evaluate(net, params, state, data.X_val, data.y_val),
-            "test": jl.train.evaluate(net, params, state, data.X_test, data.y_test),
-            "epoch": int(result.best_epoch),
-            "wall_s": wall,
-            "cpu_s": cpu,
-        }
-        rows.append(row)
-        print(
-            f"  seed {seed}: val {row['val']:.4f} test {row['test']:.4f} (best epoch {row['epoch']}/"
-            f"{config.epochs}), wall {wall:.0f} s, CPU {cpu:.0f} s (~{cpu / 2:.0f} s on a quiet 2-core machine)",
-            file=out,
-            flush=True,
-        )
-    tests = [r["test"] for r in rows]
-    print(
-        f"  mean over seeds {seeds}: val {statistics.mean(r['val'] for r in rows):.4f} "
-        f"test {statistics.mean(tests):.4f} (min {min(tests):.4f}); target test >= {TARGETS[dataset]:.3f}",
-        file=out,
-    )
-    return rows
+    return seed_runs(lambda seed: model_and_config(dataset, seed), seeds, TARGETS[dataset], out)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,13 +28,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jaxlayers as jl
+from bench.common import seed_runs
 from jaxlayers import cli, nn
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -158,45 +156,10 @@ def model_and_config(dataset: str, seed: int):
     return cli._net_and_config(opts, jl.data.load(dataset))
 
 
-def _cpu_seconds() -> float:
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
-
-
 def run(dataset: str, seeds: list[int], out=sys.stdout) -> list[dict]:
     """Train one model per seed; print and return ``{seed, val, test, epoch, wall_s, cpu_s}`` for each."""
     print(f"{dataset}: {command(dataset, seeds[0]).replace(f'--seed {seeds[0]}', '--seed S')}", file=out)
-    rows = []
-    for seed in seeds:
-        net, config, data = model_and_config(dataset, seed)
-        t0, c0 = time.perf_counter(), _cpu_seconds()
-        result = jl.train.fit(net, data, config)
-        wall, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
-        params, state = result.best_params, result.best_model_state
-        row = {
-            "seed": seed,
-            "val": jl.train.evaluate(net, params, state, data.X_val, data.y_val),
-            "test": jl.train.evaluate(net, params, state, data.X_test, data.y_test),
-            "epoch": int(result.best_epoch),
-            "wall_s": wall,
-            "cpu_s": cpu,
-        }
-        rows.append(row)
-        print(
-            f"  seed {seed}: val {row['val']:.4f} test {row['test']:.4f} (best epoch {row['epoch']}/"
-            f"{config.epochs}), wall {wall:.0f} s, CPU {cpu:.0f} s (~{cpu / 2:.0f} s on a quiet 2-core machine)",
-            file=out,
-            flush=True,
-        )
-    tests = [r["test"] for r in rows]
-    mean = statistics.mean(tests)
-    print(
-        f"  over seeds {seeds}: val mean {statistics.mean(r['val'] for r in rows):.4f}; test mean {mean:.4f}, "
-        f"range {min(tests):.4f}-{max(tests):.4f}; target test mean >= {TARGETS[dataset]:.3f}: "
-        f"{'met' if mean >= TARGETS[dataset] else 'NOT met'}",
-        file=out,
-    )
-    return rows
+    return seed_runs(lambda seed: model_and_config(dataset, seed), seeds, TARGETS[dataset], out)
 
 
 def main(argv: list[str] | None = None) -> int:
