@@ -149,7 +149,46 @@ def merge_model(static, leaves):
     return jax.tree_util.tree_unflatten(static, leaves)
 
 
-_REGISTRY: dict[str, type] = {}
+class Registry:
+    """Classes by name, for records ``{"class": name, "config": ...}``: what a file names is looked up
+    here, never imported. One for models (:func:`register_model`), one for ``jaxlayers.nn``'s layers."""
+
+    def __init__(self, kind: str, register_as: str) -> None:
+        self.kind, self.register_as = kind, register_as  # "model", "jaxlayers.model.register_model"
+        self._classes: dict[str, type] = {}
+
+    def register(self, cls: type, where: str) -> type:
+        """Add ``cls`` under its name; ``ValueError`` if a different class already has that name."""
+        name = cls.__name__
+        require(
+            self._classes.get(name, cls) is cls,
+            where,
+            f"a different class is already registered as {name!r} ({self._classes.get(name)!r})",
+        )
+        self._classes[name] = cls
+        return cls
+
+    def classes(self) -> dict[str, type]:
+        """The registered classes by name (a copy)."""
+        return dict(self._classes)
+
+    def lookup(self, name, where: str) -> type:
+        """The class registered as ``name``; ``ValueError`` naming the known ones otherwise."""
+        require(
+            name in self._classes,
+            where,
+            f"unknown {self.kind} class {name!r}; known: {', '.join(sorted(self._classes))} "
+            f"(register your own with {self.register_as})",
+        )
+        return self._classes[name]
+
+
+def record_of(obj) -> dict[str, Any]:
+    """``{"class": type name, "config": obj.to_dict()}``, JSON-ready: a model's or a layer's record."""
+    return {"class": type(obj).__name__, "config": obj.to_dict()}
+
+
+_MODELS = Registry("model", "jaxlayers.model.register_model")
 
 
 def register_model(cls: type) -> type:
@@ -158,24 +197,17 @@ def register_model(cls: type) -> type:
     Raises:
       ValueError: another class is registered under the same name.
     """
-    name = cls.__name__
-    require(
-        _REGISTRY.get(name, cls) is cls,
-        "register_model",
-        f"a different class is already registered as {name!r} ({_REGISTRY.get(name)!r})",
-    )
-    _REGISTRY[name] = cls
-    return cls
+    return _MODELS.register(cls, "register_model")
 
 
 def registered_models() -> dict[str, type]:
     """The registered model classes by name."""
-    return dict(_REGISTRY)
+    return _MODELS.classes()
 
 
 def model_record(model) -> dict[str, Any]:
     """``{"class": type name, "config": model.to_dict()}``, JSON-ready."""
-    return {"class": type(model).__name__, "config": model.to_dict()}
+    return record_of(model)
 
 
 def model_from_record(record: dict[str, Any]):
@@ -186,13 +218,7 @@ def model_from_record(record: dict[str, Any]):
         :func:`register_model`), or a config its ``from_dict`` refuses.
     """
     name = record.get("class") if isinstance(record, dict) else None
-    require(
-        name in _REGISTRY,
-        "model_from_record",
-        f"unknown model class {name!r}; known: {', '.join(sorted(_REGISTRY))} "
-        "(register your own with jaxlayers.model.register_model)",
-    )
-    return _REGISTRY[name].from_dict(record["config"])
+    return _MODELS.lookup(name, "model_from_record").from_dict(record["config"])
 
 
 # ---------------------------------------------------------------------------

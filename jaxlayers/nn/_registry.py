@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from jaxlayers._checks import require
+from jaxlayers.model import Registry, record_of
 
-_LAYERS: dict[str, type] = {}
+_LAYERS = Registry("layer", "jaxlayers.nn.register_layer before loading")
 
 
 def register_layer(cls: type) -> type:
@@ -28,24 +29,17 @@ def register_layer(cls: type) -> type:
         f"{cls.__name__} is not a layer: it lacks {', '.join(missing)} (see the layer protocol in jaxlayers.nn)",
         TypeError,
     )
-    name = cls.__name__
-    require(
-        _LAYERS.get(name, cls) is cls,
-        "nn.register_layer",
-        f"a different class is already registered as {name!r} ({_LAYERS.get(name)!r})",
-    )
-    _LAYERS[name] = cls
-    return cls
+    return _LAYERS.register(cls, "nn.register_layer")
 
 
 def registered_layers() -> dict[str, type]:
     """The registered layer classes by name."""
-    return dict(_LAYERS)
+    return _LAYERS.classes()
 
 
 def layer_record(layer) -> dict[str, Any]:
     """``{"class": type name, "config": layer.to_dict()}``."""
-    return {"class": type(layer).__name__, "config": layer.to_dict()}
+    return record_of(layer)
 
 
 def layer_from_record(record) -> Any:
@@ -56,13 +50,6 @@ def layer_from_record(record) -> Any:
     """
     ok = isinstance(record, dict) and isinstance(record.get("config"), dict)
     require(ok, "nn.layer_from_record", f"a layer record is {{'class': name, 'config': dict}}, got {record!r}")
-    name = record.get("class")
-    require(
-        name in _LAYERS,
-        "nn.layer_from_record",
-        f"unknown layer class {name!r}; known: {', '.join(sorted(_LAYERS))} "
-        "(register your own with jaxlayers.nn.register_layer before loading)",
-    )
-    cls = _LAYERS[name]
+    cls = _LAYERS.lookup(record.get("class"), "nn.layer_from_record")
     from_dict = getattr(cls, "from_dict", None)
     return from_dict(record["config"]) if callable(from_dict) else cls(**record["config"])
