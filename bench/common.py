@@ -184,3 +184,13 @@ def seed_runs(model_and_config: Callable[[int], tuple], seeds: list[int], target
         file=out,
     )
     return rows
+
+
+def cli_model_and_config(argv: list[str], dataset: str) -> tuple:
+    """``(model, TrainConfig, Dataset)`` that ``jaxlayers train ARGV`` builds, by the CLI's own code
+    (``argv`` starts with ``"train"``), so a bench trains what the documented command trains."""
+    import jaxlayers as jl
+    from jaxlayers import cli
+
+    opts = cli._resolve(cli.build_parser().parse_args(argv), cli._given(argv))
+    return cli._net_and_config(opts, jl.data.load(dataset))

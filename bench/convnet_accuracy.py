@@ -23,8 +23,7 @@ import argparse
 import sys
 
 import jaxlayers as jl
-from bench.common import seed_runs
-from jaxlayers import cli
+from bench.common import cli_model_and_config, seed_runs
 from jaxlayers.cli import CONVNET_PRESETS
 
 #: The configurations are ``jaxlayers train --model convnet``'s per-dataset
@@ -40,8 +39,7 @@ TARGETS = {"digits": 0.99, "mnist1d": 0.95}
 def model_and_config(dataset: str, seed: int) -> tuple[jl.ConvNet, jl.train.TrainConfig, jl.data.Dataset]:
     """``jaxlayers train --model convnet --dataset DATASET --seed SEED``'s model, config and (image) data."""
     argv = ["train", "--model", "convnet", "--dataset", dataset, "--seed", str(seed)]
-    opts = cli._resolve(cli.build_parser().parse_args(argv), cli._given(argv))
-    return cli._net_and_config(opts, jl.data.load(dataset))
+    return cli_model_and_config(argv, dataset)
 
 
 def run(dataset: str, seeds: list[int], out=sys.stdout) -> list[dict]:

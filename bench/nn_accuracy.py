@@ -32,8 +32,8 @@ import sys
 from pathlib import Path
 
 import jaxlayers as jl
-from bench.common import seed_runs
-from jaxlayers import cli, nn
+from bench.common import cli_model_and_config, seed_runs
+from jaxlayers import nn
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -152,8 +152,7 @@ def model_and_config(dataset: str, seed: int):
     """``(model, TrainConfig, dataset)`` of :func:`command`, built by the CLI's own code."""
     argv = ["train", *COMMANDS[dataset], "--seed", str(seed)]
     argv = [str(ROOT / a) if a.startswith("examples/") else a for a in argv]  # from any working directory
-    opts = cli._resolve(cli.build_parser().parse_args(argv), cli._given(argv))
-    return cli._net_and_config(opts, jl.data.load(dataset))
+    return cli_model_and_config(argv, dataset)
 
 
 def run(dataset: str, seeds: list[int], out=sys.stdout) -> list[dict]:
