@@ -1,12 +1,22 @@
 """Datasets for :mod:`jaxlayers.train`: train/val/test splits, standardised.
 
-``load(name)`` understands four names; none of them downloads anything:
+``load(name)`` understands these names; none of them downloads anything:
 
 * ``"digits"`` -- scikit-learn's bundled 8x8 handwritten digits (1797
   examples, 64 features, 10 classes); the embedded default.
 * ``"mnist1d"`` -- MNIST-1D (Greydanus 2020), built by the ``mnist1d``
   package's procedural generator with its default arguments (5000 examples,
   40 features, 10 classes; the package's own 4000/1000 train/test split).
+* ``"mnist1d-seq"`` -- the same MNIST-1D signals read as sequences of 40
+  steps of one value, ``(N, 40, 1)``, for recurrent models (the same numbers
+  as ``"mnist1d"``, reshaped; :func:`load_mnist1d` with ``sequence=True``).
+* ``"pydoc-chars"`` or ``"pydoc-chars:T"`` -- a character-level language-modelling
+  corpus: the interpreter's own documentation (``pydoc_data.topics``, shipped
+  with every CPython) split 90/5/5 by position and cut into windows of ``T``
+  characters (default 100) with next-character targets (:func:`load_pydoc_chars`).
+* ``"digit-captions"`` -- images of 2-4 of scikit-learn's digits side by side,
+  captioned with the digits' names (:func:`load_digit_captions`; test images
+  only from test digits).
 * ``"mnist:DIR"`` -- MNIST from the four IDX files in ``DIR``
   (``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
   ``t10k-images-idx3-ubyte``, ``t10k-labels-idx1-ubyte``; raw or ``.gz``).
@@ -18,7 +28,11 @@
   ``class_names`` and ``image_shape``. From Python, :meth:`Dataset.from_arrays`
   takes the same arrays.
 
-Every split is float32 features ``(N, D)`` and int32 labels ``(N,)``. The
+The classification sets give float32 features ``(N, D)`` (``"mnist1d-seq"``:
+``(N, 40, 1)``) and int32 labels ``(N,)``; the token sets give int32 token
+ids ``(N, T)`` (``"pydoc-chars"``) or float32 image features ``(N, D)``
+(``"digit-captions"``), int32 target tokens ``(N, T)``, and a
+:class:`Vocabulary` (``Dataset.vocab``) that a run stores to decode them. The
 features are standardised per feature with the mean and standard deviation of
 the TRAINING split only (the deviation floored at half the mean feature
 deviation, see :func:`standardize`), so no statistic of the validation or
@@ -30,6 +44,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import json
 import math
 import os
 import random
@@ -39,33 +54,64 @@ from pathlib import Path
 import numpy as np
 
 from jaxlayers._checks import check_number
+from jaxlayers._seqdata import (
+    UNKNOWN_CHAR,
+    Vocabulary,
+    char_corpus,
+    decode_captions,
+    digit_caption_images,
+    pydoc_text,
+)
 
 __all__ = [
     "DATASETS",
+    "UNKNOWN_CHAR",
     "Dataset",
+    "Vocabulary",
     "apply_standardization",
+    "char_corpus",
+    "decode_captions",
     "load",
+    "load_digit_captions",
+    "load_mnist1d",
     "load_npz",
+    "load_pydoc_chars",
     "preprocessing_record",
+    "pydoc_text",
     "read_cifar10_bin",
     "read_idx",
     "standardize",
 ]
 
-DATASETS = ("digits", "mnist1d", "mnist:DIR", "cifar10:DIR", "npz:PATH")
+DATASETS = (
+    "digits",
+    "mnist1d",
+    "mnist1d-seq",
+    "pydoc-chars[:T]",
+    "digit-captions",
+    "mnist:DIR",
+    "cifar10:DIR",
+    "npz:PATH",
+)
+PYDOC_SEQ_LEN = 100  # "pydoc-chars" without ":T"
 NPZ_REQUIRED = ("X_train", "y_train", "X_test", "y_test")
 NPZ_OPTIONAL = ("X_val", "y_val", "class_names", "image_shape")
 
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Train/validation/test splits of a classification dataset.
+    """Train/validation/test splits of a classification or sequence dataset.
 
     Attributes:
       X_train, X_val, X_test: float32 features, shape ``(N_split, D)``,
-        standardised with training statistics.
+        standardised with training statistics (``"mnist1d-seq"``:
+        ``(N_split, 40, 1)``); for ``"pydoc-chars"`` int32 token ids
+        ``(N_split, T)``, not standardised.
       y_train, y_val, y_test: int32 labels in ``[0, num_classes)``, shape
-        ``(N_split,)``.
+        ``(N_split,)``; for the token sets (``vocab`` set) int32 target
+        tokens ``(N_split, T)``: the next character of each input position
+        (``"pydoc-chars"``), or the caption ``<START> w1 .. <END> <NULL>..``
+        (``"digit-captions"``, ``T = 6``).
       name: the name :func:`load` was given.
       mean, std: the training statistics used, float64, shape ``(D,)``
         (``X = apply_standardization(X_raw, mean, std)``).
@@ -78,7 +124,17 @@ class Dataset:
       digest: for your own arrays (:meth:`from_arrays`, ``npz:PATH``), a
         SHA-256 of the raw arrays; a checkpoint records it, and resuming on
         other data (same shapes, other values) is refused. ``None`` for the
-        built-in datasets.
+        built-in datasets, except ``"pydoc-chars"``: a SHA-256 of its text
+        (which differs slightly between Python versions) and of how it was
+        cut and encoded, so a resume under another Python is refused.
+      vocab: the token sets' :class:`Vocabulary` (``class_names`` then holds
+        its tokens: label ``i`` is token ``i``); a run stores it
+        (:func:`preprocessing_record`) so that generated ids can be decoded.
+        ``None`` for the classification sets.
+      provenance: JSON-ready facts about how the data were made, or ``None``:
+        for ``"pydoc-chars"`` the text's SHA-256 (``text_sha256``), the
+        Python version, the split positions; for ``"digit-captions"`` the
+        digit split sizes and the generator's arguments.
     """
 
     X_train: np.ndarray
@@ -93,6 +149,8 @@ class Dataset:
     image_shape: tuple[int, ...] | None = None
     class_names: tuple[str, ...] | None = None
     digest: str | None = None
+    vocab: Vocabulary | None = None
+    provenance: dict | None = dataclasses.field(default=None, repr=False)
 
     @classmethod
     def from_arrays(
@@ -188,15 +246,18 @@ class Dataset:
 
     @property
     def num_classes(self) -> int:
-        """One more than the largest label in any split."""
+        """The vocabulary's size if there is one, else one more than the largest label in any split."""
+        if self.vocab is not None:
+            return len(self.vocab)
         return int(max(self.y_train.max(), self.y_val.max(), self.y_test.max())) + 1
 
     def summary(self) -> str:
-        """One line: name, split sizes, features, classes."""
-        return (
-            f"{self.name or 'dataset'}: train {len(self.y_train)}, val {len(self.y_val)}, "
-            f"test {len(self.y_test)}; {self.num_features} features, {self.num_classes} classes"
-        )
+        """One line: name, split sizes, features (or steps), classes (or tokens)."""
+        sizes = f"{self.name or 'dataset'}: train {len(self.y_train)}, val {len(self.y_val)}, test {len(self.y_test)}"
+        if self.vocab is not None:
+            steps = np.shape(self.y_train)[1:]
+            return f"{sizes}; inputs {tuple(np.shape(self.X_train)[1:])}, targets {steps}, {len(self.vocab)} tokens"
+        return f"{sizes}; {self.num_features} features, {self.num_classes} classes"
 
 
 # ---------------------------------------------------------------------------
@@ -292,9 +353,12 @@ def preprocessing_record(data) -> dict:
 
     Returns:
       ``{"mean": nested lists or None, "std": ..., "input_shape": list,
-      "image_shape": list or None, "class_names": list of str or None}``;
+      "image_shape": list or None, "class_names": list of str or None}``,
+      plus ``"vocab": dict`` for the token sets;
       ``mean``/``std`` are ``None`` for data that carry no standardisation
-      (the inputs are used as given), ``input_shape`` is ``X_train.shape[1:]``.
+      (the inputs are used as given), ``input_shape`` is ``X_train.shape[1:]``,
+      ``vocab`` is :meth:`Vocabulary.to_record` of ``data.vocab``
+      (``Vocabulary.from_record`` rebuilds it to decode a model's output).
     """
     mean, std = getattr(data, "mean", None), getattr(data, "std", None)
     names, image_shape = getattr(data, "class_names", None), getattr(data, "image_shape", None)
@@ -305,6 +369,7 @@ def preprocessing_record(data) -> dict:
         "input_shape": [int(d) for d in np.shape(data.X_train)[1:]],
         "image_shape": None if image_shape is None else [int(d) for d in image_shape],
         "class_names": None if names is None else [str(c) for c in names],
+        **({"vocab": data.vocab.to_record()} if getattr(data, "vocab", None) is not None else {}),
     }
 
 
@@ -478,7 +543,7 @@ def load_digits(*, val_fraction: float = 0.1, test_fraction: float = 0.2, seed: 
     return _finish("digits", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=(1, 8, 8))
 
 
-def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
+def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0, sequence: bool = False) -> Dataset:
     """MNIST-1D from the ``mnist1d`` package's procedural generator (no download).
 
     Calls ``mnist1d.data.make_dataset`` with the package's default arguments
@@ -488,6 +553,13 @@ def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
     trace. Split: the package's 4000/1000 train/test split; a stratified
     ``val_fraction`` (10%) of the 4000 is carved out for validation, giving
     train 3600, val 400, test 1000.
+
+    ``sequence=True`` (the name ``"mnist1d-seq"``) gives the same standardised
+    numbers read as a sequence of 40 steps of one value, ``X`` float32
+    ``(N, 40, 1)`` (batch-major, as the recurrent ops take ``x (N, T, D)``),
+    for recurrent models; ``mean``/``std`` are then ``(40, 1)`` (per time
+    step, the same statistics as the flat set) and ``image_shape`` is
+    ``None``. Labels are the same ``(N,)`` classes.
     """
     try:
         from mnist1d.data import get_dataset_args, make_dataset
@@ -504,7 +576,189 @@ def load_mnist1d(*, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
     X, y = np.asarray(raw["x"], np.float64), np.asarray(raw["y"], np.int64)
     X_test, y_test = np.asarray(raw["x_test"], np.float64), np.asarray(raw["y_test"], np.int64)
     X_train, y_train, X_val, y_val = _stratified_split(X, y, val_fraction, seed)
-    return _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=(1, 1, X.shape[1]))
+    ds = _finish("mnist1d", X_train, y_train, X_val, y_val, X_test, y_test, image_shape=(1, 1, X.shape[1]))
+    if not sequence:
+        return ds
+    steps = {f"X_{s}": getattr(ds, f"X_{s}")[:, :, None] for s in ("train", "val", "test")}
+    return dataclasses.replace(
+        ds, **steps, name="mnist1d-seq", mean=ds.mean[:, None], std=ds.std[:, None], image_shape=None
+    )
+
+
+# ---------------------------------------------------------------------------
+# Token sets: the pydoc character corpus and the digit captions (made offline, see _seqdata)
+# ---------------------------------------------------------------------------
+
+
+def load_pydoc_chars(
+    seq_len: int = PYDOC_SEQ_LEN,
+    *,
+    val_fraction: float = 0.05,
+    test_fraction: float = 0.05,
+    stride: int | None = None,
+    min_count: int = 1,
+) -> Dataset:
+    """The interpreter's own documentation as a character-level language-modelling :class:`Dataset`.
+
+    The text is :func:`pydoc_text` (``pydoc_data.topics``, shipped with every
+    CPython: about 465,000 characters on Python 3.11), cut by
+    :func:`char_corpus`: split BY POSITION 90/5/5 into train, validation and
+    test (no window crosses a boundary), a vocabulary of the characters seen
+    in training (about 100, sorted, then :data:`UNKNOWN_CHAR` as the last id
+    for any other), windows of ``seq_len`` characters with the next character
+    as target. With the defaults on Python 3.11: train 4185, val 232, test
+    232 windows of 100.
+
+    Args:
+      seq_len: ``T``, characters per window (``load("pydoc-chars:T")``).
+      val_fraction, test_fraction: the parts of the text, by position.
+      stride: characters between window starts within a split (default ``T``).
+      min_count: training occurrences a character needs for its own id.
+
+    Returns:
+      A :class:`Dataset` named ``"pydoc-chars:T"``: ``X_*`` int32 ``(N, T)``
+      token ids, ``y_*`` int32 ``(N, T)`` with ``y[n, t]`` the character after
+      ``X[n, t]``; ``vocab`` the character :class:`Vocabulary`
+      (``vocab.decode(X[0])`` is the window's text) and ``class_names`` its
+      tokens; no standardisation (``mean``/``std`` ``None``); ``digest`` a
+      SHA-256 of the text and the cutting arguments; ``provenance`` with the
+      text's ``text_sha256``, ``python`` version, ``bounds``.
+
+    Raises:
+      ValueError: as :func:`char_corpus`.
+      ImportError: a Python without ``pydoc_data``.
+    """
+    c = char_corpus(seq_len, val_fraction=val_fraction, test_fraction=test_fraction, stride=stride, min_count=min_count)
+    vocab = c["vocab"]
+    cut = {"seq_len": int(seq_len), "stride": int(stride or seq_len), "min_count": int(min_count)}
+    cut.update(val_fraction=float(val_fraction), test_fraction=float(test_fraction))
+    digest = hashlib.sha256(
+        json.dumps({"text_sha256": c["text_sha256"], "vocab": vocab.to_record(), **cut}, sort_keys=True).encode()
+    ).hexdigest()
+    provenance = {
+        "text": "pydoc_data.topics.topics, sorted keys, joined by a newline",
+        "text_sha256": c["text_sha256"],
+        "python": c["python"],
+        "bounds": list(c["bounds"]),
+        **cut,
+    }
+    return Dataset(
+        c["x_train"],
+        c["y_train"],
+        c["x_val"],
+        c["y_val"],
+        c["x_test"],
+        c["y_test"],
+        name=f"pydoc-chars:{int(seq_len)}",
+        class_names=vocab.tokens,
+        digest=digest,
+        vocab=vocab,
+        provenance=provenance,
+    )
+
+
+def load_digit_captions(
+    num_train: int = 10000,
+    num_val: int = 1000,
+    num_test: int = 1000,
+    *,
+    min_digits: int = 2,
+    max_digits: int = 4,
+    width: int = 32,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    as_dataset: bool = False,
+) -> dict | Dataset:
+    """A captioning set from scikit-learn's bundled 8x8 digits, in the NumPy original's data layout.
+
+    First the 1797 digits are split, stratified by class and seeded: a
+    ``test_fraction`` (20%, 360) for test, then a ``val_fraction`` (10%, 144)
+    of the rest for validation, 1293 for training (as :func:`jaxlayers.data.load`
+    splits ``"digits"``). Then each image of a split is made ONLY from that
+    split's digits: ``k`` digits (``k`` uniform in ``[min_digits, max_digits]``),
+    drawn uniformly with replacement, placed side by side from the left on an
+    8 x ``width`` canvas of zeros (pixel values 0..16, as sklearn's). Its
+    caption is the digits' names, left to right: ``<START> three one four
+    <END>``, padded with ``<NULL>`` to ``max_digits + 2`` words.
+
+    The vocabulary (``idx_to_word``) is ``<NULL>, <START>, <END>, <UNK>`` (ids
+    0..3, as the NumPy original; ``<UNK>`` never occurs) then ``zero`` ..
+    ``nine`` (ids 4..13). The captioning model takes image FEATURES ``(N, D)``:
+    here the image's pixels flattened row-major (``D = 8 * width``),
+    standardised per pixel with the training images' statistics
+    (:func:`jaxlayers.data.standardize`; ``mean``/``std`` are returned).
+
+    Args:
+      num_train, num_val, num_test: images per split, ``>= 1``.
+      min_digits, max_digits: digits per image, ``1 <= min <= max``, and
+        ``8 * max_digits <= width``.
+      width: the canvas width in pixels.
+      val_fraction, test_fraction: the digit split, as above.
+      seed: seeds the digit split and the images; the same arguments give
+        the same arrays.
+      as_dataset: ``True``: a :class:`Dataset` for the training loop instead
+        of the dict (``"digit-captions"`` is this with the defaults):
+        ``X_*`` the features, ``y_*`` the captions, ``vocab`` the words.
+
+    Returns:
+      A dict with, for each split ``s`` in ``train, val, test``:
+      ``s_captions`` int32 ``(N_s, max_digits + 2)``; ``s_image_idxs`` int32
+      ``(N_s,)`` (caption ``i`` describes image ``s_image_idxs[i]``; one caption
+      per image, so ``arange``); ``s_features`` float32 ``(N_s, 8 * width)``;
+      ``s_images`` float32 ``(N_s, 8, width)`` (raw pixels); ``s_digits`` int32
+      ``(N_s, max_digits)`` (the digits left to right, ``-1`` padding);
+      ``s_sources`` int32 ``(N_s, max_digits)`` (each digit's index into
+      ``sklearn.datasets.load_digits()``, ``-1`` padding); ``s_urls`` (a name
+      per image, ``"digit-captions/s/000017"``: the NumPy original's
+      ``sample_coco_minibatch`` reads ``urls``). And ``idx_to_word`` (list),
+      ``word_to_idx`` (dict), ``vocab`` (the same as a :class:`Vocabulary`),
+      ``mean``/``std`` (float64 ``(8 * width,)``), ``digit_splits`` (the
+      source indices of each split's digits).
+
+    Raises:
+      ValueError: a bad count, digit range or width.
+    """
+    c = digit_caption_images(
+        num_train,
+        num_val,
+        num_test,
+        min_digits=min_digits,
+        max_digits=max_digits,
+        width=width,
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+    )
+    splits = ("train", "val", "test")
+    mean, std, *feats = standardize(*(c[f"{s}_images"].reshape(len(c[f"{s}_images"]), -1) for s in splits))
+    for s, f in zip(splits, feats, strict=True):
+        c[f"{s}_features"] = f
+    c["mean"], c["std"] = mean, std
+    if not as_dataset:
+        return c
+    return Dataset(
+        c["train_features"],
+        c["train_captions"],
+        c["val_features"],
+        c["val_captions"],
+        c["test_features"],
+        c["test_captions"],
+        name="digit-captions",
+        mean=mean,
+        std=std,
+        image_shape=(1, 8, int(width)),
+        class_names=tuple(c["idx_to_word"]),
+        vocab=c["vocab"],
+        provenance={
+            "digits": {s: len(c["digit_splits"][s]) for s in splits},
+            "num_images": {s: len(c[f"{s}_captions"]) for s in splits},
+            "min_digits": int(min_digits),
+            "max_digits": int(max_digits),
+            "width": int(width),
+            "seed": int(seed),
+        },
+    )
 
 
 # ---------------------------------------------------------------------------
@@ -761,37 +1015,58 @@ def load_cifar10(directory: str | os.PathLike, *, val_fraction: float = 0.1, see
 # ---------------------------------------------------------------------------
 
 
-def load(name: str = "digits", *, val_fraction: float = 0.1, seed: int = 0) -> Dataset:
-    """Load a dataset by name as standardised train/val/test splits.
+def load(name: str = "digits", *, val_fraction: float | None = None, seed: int = 0) -> Dataset:
+    """Load a dataset by name as train/val/test splits (standardised features, or token ids).
 
     Args:
-      name: ``"digits"``, ``"mnist1d"``, ``"mnist:DIR"``, ``"cifar10:DIR"``
-        or ``"npz:PATH"`` (see the module docstring; nothing is downloaded).
-      val_fraction: fraction of the training portion held out, stratified,
-        for validation, in ``(0, 1)``.
-      seed: seed of the (deterministic) train/val and, for digits,
-        train/test splits. Does not affect MNIST-1D's generator.
+      name: ``"digits"``, ``"mnist1d"``, ``"mnist1d-seq"``, ``"pydoc-chars"``
+        (``"pydoc-chars:T"`` for windows of ``T`` characters), ``"digit-captions"``,
+        ``"mnist:DIR"``, ``"cifar10:DIR"`` or ``"npz:PATH"`` (see the module
+        docstring; nothing is downloaded). The returned ``Dataset.name``
+        loads the same data again (``"pydoc-chars"`` is named ``"pydoc-chars:100"``).
+      val_fraction: in ``(0, 1)``; ``None``: the dataset's default. For the
+        classification sets the fraction of the training portion held out,
+        stratified, for validation (default 0.1); for ``"pydoc-chars"`` the
+        fraction of the text, by position, for validation (default 0.05); for
+        ``"digit-captions"`` the fraction of the non-test digits whose
+        validation images are made from (default 0.1).
+      seed: seed of the (deterministic) train/val and, for digits and
+        digit-captions, train/test splits (and the caption images). Does not
+        affect MNIST-1D's generator; ``"pydoc-chars"`` has no randomness.
 
     Returns:
-      A :class:`Dataset`: float32 features ``(N, D)`` standardised with
-      training statistics only, int32 labels ``(N,)``.
+      A :class:`Dataset`: float32 features ``(N, D)`` (``(N, 40, 1)`` for
+      ``"mnist1d-seq"``) standardised with training statistics only, int32
+      labels ``(N,)``; for ``"pydoc-chars"`` int32 ids ``(N, T)`` and targets
+      ``(N, T)``; for ``"digit-captions"`` float32 features ``(N, 256)`` and
+      int32 captions ``(N, 6)``; both with ``vocab``.
 
     Raises:
-      ValueError: an unknown name, a directory name without ``:DIR``, or a
-        malformed file (the message names the file and what was expected).
+      ValueError: an unknown name, a directory name without ``:DIR``, a bad
+        ``:T``, or a malformed file (the message names the file and what
+        was expected).
       FileNotFoundError: a missing directory or file (named).
     """
     if not isinstance(name, str):
         raise TypeError(f"data.load: name must be a string such as 'digits', got {name!r}")
-    val_fraction = check_number(
-        val_fraction, "data.load", "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True
-    )
+    if val_fraction is not None:
+        val_fraction = check_number(
+            val_fraction, "data.load", "val_fraction", low=0.0, high=1.0, low_open=True, high_open=True
+        )
     kind, sep, arg = name.partition(":")
     kind = kind.strip().lower()
+    if kind == "pydoc-chars":
+        T = arg.strip() or str(PYDOC_SEQ_LEN)
+        if not T.isdigit() or int(T) < 1:
+            raise ValueError(f"data.load: {name!r}: expected 'pydoc-chars' or 'pydoc-chars:T' with an integer T >= 1")
+        return load_pydoc_chars(int(T), **({} if val_fraction is None else {"val_fraction": val_fraction}))
+    if kind == "digit-captions" and not sep:
+        return load_digit_captions(seed=seed, as_dataset=True, val_fraction=val_fraction or 0.1)
+    val_fraction = 0.1 if val_fraction is None else val_fraction
     if kind == "digits" and not sep:
         return load_digits(val_fraction=val_fraction, seed=seed)
-    if kind == "mnist1d" and not sep:
-        return load_mnist1d(val_fraction=val_fraction, seed=seed)
+    if kind in ("mnist1d", "mnist1d-seq") and not sep:
+        return load_mnist1d(val_fraction=val_fraction, seed=seed, sequence=kind == "mnist1d-seq")
     if kind in ("mnist", "cifar10"):
         if not arg:
             what = "the four MNIST IDX files" if kind == "mnist" else "the CIFAR-10 binary batches"
