@@ -282,3 +282,18 @@ def test_digit_captions_dataset_for_the_loop():
     assert data.decode_captions(ds.y_test[0], ds.vocab).startswith("<START> ")
     assert ds.provenance["digits"] == {"train": 1293, "val": 144, "test": 360}
     assert jl.data.load_digit_captions(as_dataset=True).digest is None
+
+
+def test_a_run_stores_the_vocabulary_in_its_checkpoint(tmp_path):
+    # the loop trains on (N,) labels today; a token set's vocabulary rides along in the preprocessing record
+    import dataclasses
+
+    digits = data.load("digits")
+    vocab = data.Vocabulary(tuple("0123456789"))
+    ds = dataclasses.replace(digits, vocab=vocab, class_names=vocab.tokens)
+    net = jl.FullyConnectedNet(hidden_dims=(16,), input_dim=64, num_classes=10)
+    jl.train.fit(net, ds, jl.train.TrainConfig(epochs=1, batch_size=256), run_dir=tmp_path / "run")
+    meta = jl.train.read_checkpoint_metadata(tmp_path / "run" / "checkpoint.safetensors")
+    assert data.Vocabulary.from_record(meta["preprocessing"]["vocab"]) == vocab
+    run = jl.load_run(tmp_path / "run")
+    assert run.class_names == vocab.tokens
