@@ -246,9 +246,9 @@ class CaptioningSolver(_SolverBase):
         ``train_features (N_images, D)``, optional ``train_urls``; and
         ``idx_to_word``, ``word_to_idx`` and the ``val_*`` arrays, which the
         solver does not read.
-      update_rule, optim_config, lr_decay, batch_size, num_epochs,
-        print_every, verbose: as :class:`Solver`. An epoch is
-        ``max(N_captions // batch_size, 1)`` steps.
+      update_rule: as :class:`Solver`; likewise ``optim_config``, ``lr_decay``,
+        ``batch_size``, ``num_epochs``, ``print_every`` and ``verbose``. An
+        epoch is ``max(N_captions // batch_size, 1)`` steps.
 
     Attributes:
       loss_history: the loss of every step; ``epoch``, ``optim_configs`` as
