@@ -749,3 +749,26 @@ def test_captioning_solver_trains_a_stand_in_model(x64, capsys):
     assert abs(solver.optim_configs["W_vocab"]["learning_rate"] - 5e-2 * 0.99**30) < 1e-12
     with pytest.raises(ValueError, match='Unrecognized arguments "num_train_samples"'):
         CaptioningSolver(model, data, num_train_samples=10)
+
+
+def test_float64_params_without_x64_give_float64_grads():
+    """x64 off: float64 is computed in float32 (compat warns, once per process); the gradients keep the
+    parameters' dtype, so the Solver's updates stay float64."""
+    np.random.seed(0)
+    model = TwoLayerNet(input_dim=4, hidden_dim=3, num_classes=2, weight_scale=0.5)
+    X, y = np.random.randn(5, 4), np.array([0, 1, 1, 0, 1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        loss, grads = model.loss(X, y)
+        scores = model.loss(X)
+    assert all(grads[k].dtype == np.float64 and grads[k].flags.writeable for k in grads)
+    assert scores.shape == (5, 2) and np.isfinite(loss)
+
+
+def test_shape_errors_name_the_layer_and_shapes():
+    model = FullyConnectedNet([4], input_dim=6, num_classes=3)
+    with pytest.raises(ValueError, match=r"w has 6 rows but x flattens to 5 features \(x shape \(2, 5\)"):
+        model.loss(np.zeros((2, 5)), np.array([0, 1]))
+    conv = ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=2, filter_size=3, hidden_dim=4)
+    with pytest.raises(ValueError, match=r"conv2d: w has 1 input channels but x has 3 \(x shape"):
+        conv.loss(np.zeros((2, 3, 8, 8), np.float32))
