@@ -152,8 +152,9 @@ class FullyConnectedNet:
       hidden_dims: list of the hidden layers' sizes (``L - 1`` of them).
       input_dim: ``D``, features per example.
       num_classes: ``C``.
-      dropout_keep_ratio: the probability of KEEPING a unit in dropout; 1 (the
-        default) means no dropout layers.
+      dropout_keep_ratio: the probability of KEEPING a unit in dropout; 1 means
+        no dropout layers, and so does the default None (the course's default
+        is 1; None tells "not given" from the older ``dropout=`` spelling).
       normalization: None, ``'batchnorm'`` or ``'layernorm'``.
       reg: L2 regularisation strength.
       weight_scale: standard deviation of the Gaussian initial weights.
