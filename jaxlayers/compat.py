@@ -40,8 +40,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The course's model classes, Solver and update rules (issue 18) live in jaxlayers._course_*
+# and are re-exported here; _course_models calls this module's layer functions through the
+# module object (at call time), so importing either module first works.
+from jaxlayers import _course_optim as optim
 from jaxlayers import losses as _losses
 from jaxlayers._checks import require_float
+from jaxlayers._course_models import FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
+from jaxlayers._course_optim import adam, rmsprop, sgd, sgd_momentum
+from jaxlayers._course_solver import CaptioningSolver, Solver, sample_coco_minibatch
 from jaxlayers.layers.affine import affine_bwd, affine_fwd, check_affine
 from jaxlayers.layers.batchnorm import BatchNormState, batchnorm_bwd, batchnorm_fwd, check_batchnorm
 from jaxlayers.layers.conv import check_conv2d, conv2d_bwd, conv2d_fwd
@@ -85,6 +92,18 @@ __all__ = [
     "layernorm_backward",
     "spatial_groupnorm_forward",
     "spatial_groupnorm_backward",
+    # the course's model classes, Solver and update rules (issue 18)
+    "TwoLayerNet",
+    "FullyConnectedNet",
+    "ThreeLayerConvNet",
+    "Solver",
+    "CaptioningSolver",
+    "sample_coco_minibatch",
+    "optim",
+    "sgd",
+    "sgd_momentum",
+    "rmsprop",
+    "adam",
 ]
 
 _warned_float64 = False
