@@ -19,8 +19,10 @@ from jaxlayers.layers import (
     max_pool2d,
     relu,
     spatial_batchnorm,
+    temporal_affine,
+    word_embedding,
 )
-from jaxlayers.losses import softmax_loss, svm_loss
+from jaxlayers.losses import softmax_loss, svm_loss, temporal_softmax_loss
 from jaxlayers.model import Model, register_model
 from jaxlayers.models import ConvNet, FullyConnectedNet, ThreeLayerConvNet
 from jaxlayers.training.run import Run, load_run
@@ -58,4 +60,8 @@ __all__ = [
     "groupnorm",
     "layernorm",
     "spatial_batchnorm",
+    # sequence models (issue 18)
+    "temporal_affine",
+    "temporal_softmax_loss",
+    "word_embedding",
 ]

@@ -53,10 +53,12 @@ from jaxlayers.layers.affine import affine_bwd, affine_fwd, check_affine
 from jaxlayers.layers.batchnorm import BatchNormState, batchnorm_bwd, batchnorm_fwd, check_batchnorm
 from jaxlayers.layers.conv import check_conv2d, conv2d_bwd, conv2d_fwd
 from jaxlayers.layers.dropout import dropout_bwd, dropout_fwd
+from jaxlayers.layers.embedding import check_word_embedding, word_embedding_bwd, word_embedding_fwd
 from jaxlayers.layers.groupnorm import check_groupnorm, groupnorm_bwd, groupnorm_fwd
 from jaxlayers.layers.layernorm import check_layernorm, layernorm_bwd, layernorm_fwd
 from jaxlayers.layers.pool import check_max_pool2d, max_pool2d_bwd, max_pool2d_fwd
 from jaxlayers.layers.relu import relu_bwd, relu_fwd
+from jaxlayers.layers.temporal import check_temporal_affine, temporal_affine_bwd, temporal_affine_fwd
 
 __all__ = [
     "affine_forward",
@@ -104,6 +106,12 @@ __all__ = [
     "sgd_momentum",
     "rmsprop",
     "adam",
+    # sequence models (issue 18): word embedding, temporal affine, temporal softmax loss
+    "word_embedding_forward",
+    "word_embedding_backward",
+    "temporal_affine_forward",
+    "temporal_affine_backward",
+    "temporal_softmax_loss",
 ]
 
 _warned_float64 = False
@@ -598,3 +606,87 @@ def spatial_groupnorm_backward(dout, cache):
     (dout,) = _float_args("spatial_groupnorm_backward", dout=dout)
     dx, dgamma, dbeta = _gn_bwd(cache, dout)
     return np.asarray(dx), np.asarray(dgamma).reshape(1, -1, 1, 1), np.asarray(dbeta).reshape(1, -1, 1, 1)
+
+
+# --------------------------------------------------------------------------
+# sequence models (issue 18): the course's word embedding, temporal affine and
+# temporal softmax loss (its rnn_layers), on the same fwd/bwd rules as the ops.
+# --------------------------------------------------------------------------
+
+_word_embedding_fwd = jax.jit(word_embedding_fwd)
+_word_embedding_bwd = jax.jit(word_embedding_bwd)
+_temporal_affine_fwd = jax.jit(temporal_affine_fwd)
+_temporal_affine_bwd = jax.jit(temporal_affine_bwd)
+_temporal_softmax_fwd = jax.jit(_losses.temporal_softmax_loss_fwd)
+_temporal_softmax_bwd = jax.jit(_losses.temporal_softmax_loss_bwd)
+
+
+def word_embedding_forward(x, W):
+    """Word embedding forward pass (the NumPy original's signature).
+
+    Args:
+      x: integer word indices ``(N, T)``, each in ``[0, V)``; W: ``(V, D)``.
+
+    Returns:
+      ``(out, cache)``: ``out = W[x]`` of shape ``(N, T, D)`` (NumPy); ``cache``
+      the residuals (the indices and ``W``'s row count and dtype).
+
+    Raises:
+      ValueError: indices outside ``[0, V)`` (the NumPy original raises
+        ``IndexError`` for ``>= V`` and wraps negative ones), or bad shapes
+        (see :func:`jaxlayers.word_embedding`).
+    """
+    (W,) = _to_jax(W)
+    x = jnp.asarray(np.asarray(x))
+    x, W = check_word_embedding(x, W)
+    out, cache = _word_embedding_fwd(x, W)
+    return np.asarray(out), cache
+
+
+def word_embedding_backward(dout, cache):
+    """Word embedding backward pass: ``dW`` of shape ``(V, D)``, a scatter-add of ``dout`` (``np.add.at``)."""
+    (dout,) = _float_args("word_embedding_backward", dout=dout)
+    return np.asarray(_word_embedding_bwd(cache, dout)[0])
+
+
+def temporal_affine_forward(x, w, b):
+    """Temporal affine forward pass: ``(out, cache)`` with ``out = x @ w + b`` of shape ``(N, T, M)``
+    for ``x`` ``(N, T, D)``, ``w`` ``(D, M)``, ``b`` ``(M,)``; ``cache`` the residuals ``(x, w, b)``."""
+    x, w, b = _to_jax(x, w, b)
+    x, w, b = check_temporal_affine(x, w, b)
+    out, cache = _temporal_affine_fwd(x, w, b)
+    return np.asarray(out), cache
+
+
+def temporal_affine_backward(dout, cache):
+    """Temporal affine backward pass: ``(dx, dw, db)`` shaped like ``(x, w, b)``."""
+    (dout,) = _float_args("temporal_affine_backward", dout=dout)
+    return _np(*_temporal_affine_bwd(cache, dout))
+
+
+def temporal_softmax_loss(x, y, mask, verbose=False):
+    """Temporal softmax loss and gradient (the NumPy original's signature): ``(loss, dx)``.
+
+    Args:
+      x: scores ``(N, T, V)``; y: integer labels ``(N, T)``; mask: bool ``(N, T)``
+        (an integer 0/1 mask is accepted and read as ``mask != 0``).
+      verbose: print ``dx_flat``'s shape, as the NumPy original does.
+
+    Returns:
+      ``loss``: summed over the unmasked time steps, divided by ``N`` (a NumPy
+      scalar); ``dx``: ``(N, T, V)`` (NumPy). No 1e-8 clamp; see
+      :func:`jaxlayers.temporal_softmax_loss`.
+    """
+    (x,) = _to_jax(x)
+    y = jnp.asarray(np.asarray(y))
+    mask = np.asarray(mask)
+    if mask.dtype != np.bool_ and np.issubdtype(mask.dtype, np.integer):
+        mask = mask != 0
+    mask = jnp.asarray(mask)
+    x, y, mask = _losses.check_temporal_softmax_loss(x, y, mask)
+    loss, residuals = _temporal_softmax_fwd(x, y, mask)
+    (dx,) = _temporal_softmax_bwd(residuals, jnp.ones((), loss.dtype))
+    if verbose:
+        n, t, v = x.shape
+        print("dx_flat: ", (n * t, v))
+    return np.asarray(loss)[()], np.asarray(dx)

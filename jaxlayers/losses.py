@@ -32,16 +32,19 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxlayers._checks import (
     as_array,
     as_index_labels,
     check_label_range,
     mean_scale,
+    require,
     require_batch,
     require_float,
     require_labels,
     require_rank,
+    require_shape,
     shape_of,
     stats_dtype,
 )
@@ -60,6 +63,13 @@ __all__ = [
     "check_softmax_loss",
     "SvmResiduals",
     "SoftmaxResiduals",
+    # sequence models (issue 18)
+    "temporal_softmax_loss",
+    "temporal_softmax_loss_reference",
+    "temporal_softmax_loss_fwd",
+    "temporal_softmax_loss_bwd",
+    "check_temporal_softmax_loss",
+    "TemporalSoftmaxResiduals",
 ]
 
 
@@ -297,3 +307,163 @@ def softmax_loss(scores: jax.Array, y: jax.Array) -> jax.Array:
     """
     scores, y = check_softmax_loss(scores, y)
     return _softmax_loss(scores, y)
+
+
+# --------------------------------------------------------------------------
+# Sequence models (issue 18): temporal softmax loss, masked, summed over time
+# --------------------------------------------------------------------------
+
+
+class TemporalSoftmaxResiduals(NamedTuple):
+    """``probs``: softmax of the scores over the vocabulary, (N, T, V), float32
+    for half-precision scores (else the scores' dtype); ``y``: labels
+    (int32/int64); ``mask``: bool (N, T); ``valid``: 0-d, 1 (NaN for an
+    out-of-range label at an unmasked position), in the scores' dtype."""
+
+    probs: jax.Array
+    y: jax.Array
+    mask: jax.Array
+    valid: jax.Array
+
+
+def _temporal_parts(x, y, mask):
+    v = x.shape[-1]
+    y = as_index_labels(y)
+    sd = stats_dtype(x.dtype)
+    s = x.astype(sd)
+    onehot = y[..., None] == jnp.arange(v, dtype=y.dtype)
+    correct = jnp.sum(jnp.where(onehot, s, jnp.zeros((), sd)), axis=-1)
+    in_range = (y >= 0) & (y < v)
+    validity = jnp.where(jnp.all(in_range | ~mask), jnp.ones((), sd), jnp.full((), jnp.nan, sd))
+    return y, sd, s, onehot, correct, validity
+
+
+def temporal_softmax_loss_reference(x, y, mask):
+    """Plain-``jnp`` masked softmax cross-entropy summed over time, divided by N
+    (``jax.nn.logsumexp``), differentiated by JAX."""
+    n = x.shape[0]
+    y, sd, s, _, correct, validity = _temporal_parts(x, y, mask)
+    per_step = jax.nn.logsumexp(s, axis=-1) - correct
+    loss = jnp.sum(jnp.where(mask, per_step, jnp.zeros((), sd))) / n
+    return loss * validity
+
+
+def temporal_softmax_loss_fwd(x, y, mask):
+    """Forward pass: ``(loss, TemporalSoftmaxResiduals)`` through a stable log-sum-exp."""
+    n = x.shape[0]
+    y, sd, s, _, correct, validity = _temporal_parts(x, y, mask)
+    m = jnp.max(s, axis=-1, keepdims=True)
+    m = jnp.where(jnp.isfinite(m), m, jnp.zeros((), sd))  # rows of -inf: no inf - inf
+    e = jnp.exp(s - m)
+    sumexp = jnp.sum(e, axis=-1, keepdims=True)
+    lse = jnp.log(sumexp[..., 0]) + m[..., 0]
+    loss = jnp.sum(jnp.where(mask, lse - correct, jnp.zeros((), sd))) / n * validity
+    return loss, TemporalSoftmaxResiduals(e / sumexp, y, mask, validity.astype(x.dtype))
+
+
+def temporal_softmax_loss_bwd(residuals: TemporalSoftmaxResiduals, g):
+    """Backward pass: ``(dx,)`` with ``dx[n, t] = g / N * mask[n, t] * (softmax(x[n, t]) - onehot(y[n, t]))``.
+
+    Computed in the probabilities' dtype (float32 for half-precision scores),
+    ``1/N`` included, and cast to the scores' dtype once. Labels and mask get no cotangent.
+    """
+    probs, y, mask, valid = residuals
+    n, _, v = probs.shape
+    acc = probs.dtype
+    onehot = (y[..., None] == jnp.arange(v, dtype=y.dtype)).astype(acc)
+    scale = g.astype(acc) * (valid.astype(acc) * mean_scale(n, acc))
+    dx = jnp.where(mask[..., None], probs - onehot, jnp.zeros((), acc)) * scale
+    return (dx.astype(valid.dtype),)
+
+
+_temporal_softmax_loss = custom_op(
+    temporal_softmax_loss_reference,
+    temporal_softmax_loss_fwd,
+    temporal_softmax_loss_bwd,
+    nondiff=("y", "mask"),
+)
+
+
+def check_temporal_softmax_loss(x, y, mask):
+    """``(x, y, mask)`` as arrays, or the error :func:`temporal_softmax_loss` raises (see its Raises)."""
+    op = "temporal_softmax_loss"
+    x, y, mask = as_array(x, op, "x"), as_array(y, op, "y"), as_array(mask, op, "mask")
+    require_rank(x, op, "x", rank=3)
+    require_float(x, op, "x")
+    n, t, v = shape_of(x)
+    ydtype = jnp.result_type(y)
+    require(
+        jnp.issubdtype(ydtype, jnp.integer),
+        op,
+        f"y must have an integer dtype (class indices), got {ydtype}",
+        TypeError,
+    )
+    require_shape(y, op, "y", (n, t), f"one label per time step of x {shape_of(x)}")
+    mdtype = jnp.result_type(mask)
+    require(
+        mdtype == jnp.bool_,
+        op,
+        f"mask must have dtype bool (True: the step counts), got {mdtype}; pass e.g. `mask != 0`",
+        TypeError,
+    )
+    require_shape(mask, op, "mask", (n, t), f"one flag per time step of x {shape_of(x)}")
+    require(v >= 1, op, f"x must score at least one class (V >= 1), got shape {shape_of(x)}")
+    require_batch(x, op, "x", "the loss (summed over time, divided by N)")
+    if not isinstance(y, jax.core.Tracer) and not isinstance(mask, jax.core.Tracer):
+        counted = np.asarray(y)[np.asarray(mask)]
+        check_label_range(counted, v, op, "y (at unmasked steps)")
+    return x, y, mask
+
+
+def temporal_softmax_loss(x: jax.Array, y: jax.Array, mask: jax.Array) -> jax.Array:
+    """Masked softmax cross-entropy over sequences: SUMMED over time, divided by N (the NumPy original's).
+
+    ``L = 1/N sum_n sum_t mask[n, t] * (logsumexp_v x[n, t, v] - x[n, t, y[n, t]])``
+
+    The normalisation is the NumPy original's (``temporal_softmax_loss`` of
+    its recurrent-network layers): the sum over the unmasked time steps of each
+    sequence, averaged over the N sequences -- NOT the mean over tokens that
+    most peers use (``optax``'s per-token losses averaged, PyTorch's
+    ``cross_entropy(..., ignore_index=)``); divide by the average number of
+    unmasked steps per sequence to get that. Computed from a stable
+    log-sum-exp (no 1e-8 clamp): logits of +-1e4 give the exact finite loss.
+
+    Args:
+      x: scores, shape ``(N, T, V)``, floating dtype.
+      y: labels, shape ``(N, T)``, any integer dtype; each in ``[0, V)`` where
+        ``mask`` is True (labels at masked steps are ignored: padding such as
+        ``-1`` is fine there).
+      mask: bool, shape ``(N, T)``; True where the step counts.
+
+    Returns:
+      The scalar loss (nats per sequence), in ``x``'s dtype (float32 for half
+      inputs). An all-False mask gives loss 0 and a zero gradient; ``T = 0``
+      gives 0.
+
+    Raises:
+      ValueError: ``x`` not 3-D or with ``V = 0``, ``y`` / ``mask`` not of
+        shape ``(N, T)``, an empty batch (N = 0: the division by N is undefined,
+        as for :func:`softmax_loss`), or (eagerly) an unmasked label outside
+        ``[0, V)``. Under ``jit`` such a label gives NaN.
+      TypeError: non-floating ``x``, non-integer ``y``, a ``mask`` that is not
+        bool, or an argument that is neither an array nor a (nested) list.
+
+    Backward (``custom_vjp``)::
+
+        dx[n, t] = mask[n, t] * (softmax(x[n, t]) - onehot(y[n, t])) / N
+
+    Residuals: the probabilities (N x T x V; float32 for half-precision
+    scores), the labels and the mask. ``y`` and ``mask`` get no cotangent.
+
+    Source: the NumPy original's ``temporal_softmax_loss``.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxlayers as jl
+      >>> x = jnp.zeros((2, 3, 4))
+      >>> y = jnp.zeros((2, 3), jnp.int32)
+      >>> mask = jnp.array([[True, True, False], [True, False, False]])
+      >>> float(jl.temporal_softmax_loss(x, y, mask))  # 3 steps * log(4) / 2
+      2.0794...
+    """
+    x, y, mask = check_temporal_softmax_loss(x, y, mask)
+    return _temporal_softmax_loss(x, y, mask)

@@ -33,8 +33,10 @@ from jaxlayers.layers import (
     max_pool2d,
     relu,
     spatial_batchnorm,
+    temporal_affine,
+    word_embedding,
 )
-from jaxlayers.losses import softmax_loss, svm_loss
+from jaxlayers.losses import softmax_loss, svm_loss, temporal_softmax_loss
 
 __all__ = ["OPS", "OpInfo", "Sample", "declare", "get_opinfo"]
 
@@ -414,6 +416,77 @@ def _groupnorm_samples(dtype) -> list[Sample]:
         s("N=1", (1, 4, 3, 2), 2),
         s("large offset", (2, 4, 2, 2), 2, offset=1e3, scale=3.0),
         s("constant group", (2, 4, 2, 2), 2, constant_group=True),
+    ]
+
+
+# --- sequence models (issue 18): word_embedding, temporal_affine, temporal_softmax_loss ---
+
+
+@declare(word_embedding, ("W",), batch=("x", "W"))
+def _word_embedding_samples(dtype) -> list[Sample]:
+    r = _rng(18)
+
+    def s(name, n, t, v, d, scale=1.0):
+        x = jnp.asarray(r.randint(0, v, size=(n, t)), jnp.int32)
+        return Sample(name, (x, _arr(r.randn(v, d) * scale, dtype)))
+
+    return [
+        s("ordinary", 3, 4, 7, 5),
+        s("repeated words (scatter-add)", 4, 6, 3, 2),
+        s("N=1", 1, 5, 6, 3),
+        s("T=1", 3, 1, 5, 4),
+        s("large magnitude", 2, 3, 4, 3, scale=1e4),
+    ]
+
+
+@declare(temporal_affine, ("x", "w", "b"))
+def _temporal_affine_samples(dtype) -> list[Sample]:
+    r = _rng(19)
+
+    def s(name, n, t, d, m, offset=0.0):
+        return Sample(
+            name,
+            (
+                _arr(r.randn(n, t, d) + offset, dtype),
+                _arr(r.randn(d, m) / np.sqrt(d), dtype),
+                _arr(r.randn(m), dtype),
+            ),
+        )
+
+    return [
+        s("ordinary", 3, 4, 5, 6),
+        s("N=1", 1, 3, 4, 2),
+        s("T=1", 4, 1, 3, 5),
+        s("large offset", 2, 3, 4, 3, offset=1e3),
+    ]
+
+
+@declare(
+    temporal_softmax_loss,
+    ("x",),
+    batch=("x",),  # y shared: rolling it alone would move padding labels onto unmasked steps
+    empty_batch="error",
+    n_args=("x", "y", "mask"),
+)
+def _temporal_softmax_samples(dtype) -> list[Sample]:
+    r = _rng(20)
+
+    def s(name, n, t, v, mask="random", scale=1.0, offset=0.0, pad=False):
+        y = r.randint(0, v, size=(n, t))
+        m = {"random": r.rand(n, t) > 0.4, "all": np.ones((n, t), bool), "none": np.zeros((n, t), bool)}[mask]
+        if pad:
+            y = np.where(m, y, -1)  # labels at masked steps are ignored
+        x = r.randn(n, t, v) * scale + offset
+        return Sample(name, (_arr(x, dtype), jnp.asarray(y, jnp.int32), jnp.asarray(m)))
+
+    return [
+        s("ordinary, random mask", 3, 5, 6),
+        s("mask all True", 2, 4, 5, mask="all"),
+        s("mask all False", 2, 3, 4, mask="none"),
+        s("padding labels -1 at masked steps", 3, 4, 5, pad=True),
+        s("N=1", 1, 4, 3),
+        s("T=1", 3, 1, 4, mask="all"),
+        s("large logits", 2, 3, 5, scale=30.0, offset=1e3),
     ]
 
 

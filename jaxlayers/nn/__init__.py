@@ -75,7 +75,10 @@ of the NumPy original (``W1, b1, gamma1, beta1, ...``):
   pytree is ``params["Scale_3"]``, its state ``state["Scale_3"]``; nothing if
   they are empty;
 * parameter-free layers (:class:`ReLU`, :class:`MaxPool2d`, :class:`Flatten`,
-  :class:`Dropout`) name nothing.
+  :class:`Dropout`) name nothing;
+* sequence layers: :class:`TemporalAffine` is a weight layer (``W{i}``,
+  ``b{i}``); :class:`Embedding` takes the next number too and names its table
+  ``E{i}`` (outside the L2 penalty).
 
 The L2 penalty ``0.5 * reg * sum(W**2)`` covers the ``W{i}`` only.
 
@@ -91,7 +94,9 @@ The layers
 ----------
 :class:`Affine`, :class:`Conv2d`, :class:`MaxPool2d`, :class:`BatchNorm`,
 :class:`SpatialBatchNorm`, :class:`LayerNorm`, :class:`GroupNorm`,
-:class:`ReLU`, :class:`Dropout`, :class:`Flatten`; the combinators
+:class:`ReLU`, :class:`Dropout`, :class:`Flatten`; for sequences
+:class:`Embedding` and :class:`TemporalAffine` (a language model is an
+``nn.Sequential(..., loss="temporal_softmax")``, see :class:`Sequential`); the combinators
 :class:`Residual` (a layer: ``x + f(x)``) and :class:`Sequential` (a model of
 the model protocol, :mod:`jaxlayers.model`). jaxlayers'
 :class:`~jaxlayers.FullyConnectedNet`, :class:`~jaxlayers.ThreeLayerConvNet`
@@ -109,18 +114,23 @@ from jaxlayers.nn._layers import (
     BatchNorm,
     Conv2d,
     Dropout,
+    Embedding,
     Flatten,
     GroupNorm,
     LayerNorm,
     MaxPool2d,
     ReLU,
     SpatialBatchNorm,
+    TemporalAffine,
     init_std,
 )
 from jaxlayers.nn._registry import layer_from_record, layer_record, register_layer, registered_layers
 from jaxlayers.nn._sequential import Residual, Sequential
 
 __all__ = [
+    # sequence models (issue 18)
+    "Embedding",
+    "TemporalAffine",
     "Affine",
     "BatchNorm",
     "Conv2d",

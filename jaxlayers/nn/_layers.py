@@ -30,6 +30,8 @@ from jaxlayers.layers import (
     max_pool2d,
     relu,
     spatial_batchnorm,
+    temporal_affine,
+    word_embedding,
 )
 from jaxlayers.nn._registry import register_layer
 
@@ -45,6 +47,9 @@ __all__ = [
     "ReLU",
     "SpatialBatchNorm",
     "init_std",
+    # sequence models (issue 18)
+    "Embedding",
+    "TemporalAffine",
 ]
 
 
@@ -482,3 +487,86 @@ class Dropout(_Layer):
             return x, state
         require(key is not None, "nn.Dropout", f"a PRNG key is required in train mode (rate={self.rate}): pass key=")
         return dropout(x, key, rate=self.rate, train=True), state
+
+
+# --------------------------------------------------------------------------
+# Sequence models (issue 18): nn.Embedding, nn.TemporalAffine
+# --------------------------------------------------------------------------
+
+
+class Embedding(_Layer):
+    """A word embedding, :func:`jaxlayers.word_embedding`: ``out[t] = E[x[t]]``.
+
+    Args:
+      vocab: ``V``, the number of words (indices ``0 .. V - 1``), ``>= 1``.
+      dim: ``D``, the length of each word's vector, ``>= 1``.
+      scale: std of the normal init of ``E``; ``None`` (default): ``1 / sqrt(D)``
+        (as ``flax.linen.Embed``). A static number (not traced).
+
+    Input ``(T,)`` integer word indices (any integer dtype; the model keeps
+    them integers: :class:`Sequential` does not cast an integer input to its
+    dtype when its first layer is an Embedding). Output ``(T, D)``.
+    Parameter ``E`` ``(V, D)`` (named ``E{i}``: it takes the next weight
+    number, but the L2 penalty, which covers ``W{i}`` only, leaves it out).
+    Indices outside ``[0, V)`` give NaN rows under ``jit`` (see the op).
+    """
+
+    _ARGS = ("vocab", "dim")
+    _KWARGS = ("scale",)
+    naming = "weight"
+    param_order = ("E",)
+    random_init = True
+    integer_input = True  # Sequential: keep the (N, T) indices integers
+
+    def __init__(self, vocab: int, dim: int, *, scale: float | None = None) -> None:
+        owner = "nn.Embedding"
+        if scale is not None:
+            scale = check_number(scale, owner, "scale", low=0.0, low_open=True, what="(or None: 1 / sqrt(dim))")
+        self._set(
+            vocab=check_int(vocab, owner, "vocab", minimum=1),
+            dim=check_int(dim, owner, "dim", minimum=1),
+            scale=scale,
+        )
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        (t,) = _shape(input_shape, "nn.Embedding", 1, "(T,) of word indices")
+        std = 1.0 / math.sqrt(self.dim) if self.scale is None else self.scale
+        E = jnp.asarray(std, dtype) * jax.random.normal(key, (self.vocab, self.dim), dtype)
+        return {"E": E}, {}, (t, self.dim)
+
+    def apply(self, params, state, x, *, train, key=None):
+        return word_embedding(x, params["E"]), state
+
+
+class TemporalAffine(_Layer):
+    """One affine map at every time step, :func:`jaxlayers.temporal_affine`: ``out[t] = x[t] @ W + b``.
+
+    Args:
+      features: ``M``, the output width per step (the vocabulary, for a language model), ``>= 1``.
+      weight_scale: std of the normal init of ``W``; ``None`` (default) for He, ``sqrt(2 / D)``.
+        A pytree leaf (traced by the training loop).
+
+    Input ``(T, D)``; output ``(T, M)``. Parameters ``W`` ``(D, M)`` (normal),
+    ``b`` ``(M,)`` (zeros), named ``W{i}, b{i}`` as :class:`Affine`'s; no state.
+    """
+
+    _ARGS = ("features",)
+    _KWARGS = ("weight_scale",)
+    _LEAVES = ("weight_scale",)
+    naming = "weight"
+    param_order = ("W", "b")
+    random_init = True
+
+    def __init__(self, features: int, *, weight_scale: float | None = None) -> None:
+        self._set(
+            features=check_int(features, "nn.TemporalAffine", "features", minimum=1),
+            weight_scale=_check_scale(weight_scale, "nn.TemporalAffine"),
+        )
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        t, d = _shape(input_shape, "nn.TemporalAffine", 2, "(T, D)")
+        w = _weight(key, (d, self.features), d, self.weight_scale, dtype)
+        return {"W": w, "b": jnp.zeros((self.features,), dtype)}, {}, (t, self.features)
+
+    def apply(self, params, state, x, *, train, key=None):
+        return temporal_affine(x, params["W"], params["b"]), state

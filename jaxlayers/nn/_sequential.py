@@ -12,14 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlayers._checks import check_choice, check_float_dtype, check_number, require
-from jaxlayers.losses import softmax_loss, svm_loss
+from jaxlayers.losses import softmax_loss, svm_loss, temporal_softmax_loss
 from jaxlayers.model import PREDICT_BATCH_SIZE, predict, predict_proba, register_model
 from jaxlayers.nn._layers import Dropout, _Layer
 from jaxlayers.nn._registry import layer_from_record, layer_record, register_layer
 
 __all__ = ["Residual", "Sequential"]
 
-_LOSSES = ("softmax", "svm")
+_LOSSES = ("softmax", "svm", "temporal_softmax")
+_SEQUENCE_LOSSES = ("temporal_softmax",)  # per-step scores (T, V), labels (N, T), negative labels = padding
 
 
 class _Slot(NamedTuple):
@@ -442,14 +443,24 @@ class Sequential:
 
     Args:
       *layers: layers (see the layer protocol), applied in order; the last
-        must output class scores ``(C,)``, ``C >= 2``.
+        must output class scores ``(C,)``, ``C >= 2`` (per-step scores
+        ``(T, V)``, ``V >= 2``, for ``loss="temporal_softmax"``).
       input_shape: one example's shape, without the batch axis (an int for
         ``(D,)``). ``apply`` takes ``(N, *input_shape)``, or ``(N, prod(input_shape))``.
-      loss: ``"softmax"`` (cross-entropy) or ``"svm"`` (multiclass hinge).
+      loss: ``"softmax"`` (cross-entropy) or ``"svm"`` (multiclass hinge) over
+        scores ``(N, C)`` and labels ``(N,)``; or ``"temporal_softmax"``, for
+        sequence models (a language model: ``nn.Embedding -> recurrent layers
+        -> nn.TemporalAffine(V)``): :func:`jaxlayers.temporal_softmax_loss`
+        over per-step scores ``(N, T, V)`` and labels ``y`` ``(N, T)``, with
+        the mask ``y >= 0``: a negative label (``-1``, say) is padding, an
+        ignored step. As the NumPy original, that loss is SUMMED over the
+        unmasked steps and divided by N (not a per-token mean).
       reg: L2 strength ``>= 0``: the loss adds ``0.5 * reg * sum(W**2)`` over the
         ``W`` of every :class:`~jaxlayers.nn.Affine` and :class:`~jaxlayers.nn.Conv2d`
         (not biases, norms or user layers' parameters). Traced.
-      dtype: parameter and compute dtype (inputs are cast to it); float64 needs x64.
+      dtype: parameter and compute dtype (inputs are cast to it, except
+        integer inputs of a model whose first layer is an :class:`~jaxlayers.nn.Embedding`:
+        word indices stay integers); float64 needs x64.
 
     Raises:
       TypeError: something that is not a layer (naming its index); a bad
@@ -472,12 +483,20 @@ class Sequential:
         available = jax.dtypes.canonicalize_dtype(dtype) == dtype
         plan = _plan(layers, input_shape, dtype if available else np.dtype(np.float32), owner)
         out = plan.out_shape
-        require(
-            len(out) == 1 and out[0] >= 2,
-            owner,
-            f"the last layer ({plan.slots[-1].path}, {plan.slots[-1].title}) must output class scores (C,) with "
-            f"C >= 2, got output shape {out}; end with nn.Affine(num_classes)",
-        )
+        if loss in _SEQUENCE_LOSSES:
+            require(
+                len(out) == 2 and out[1] >= 2,
+                owner,
+                f"loss={loss!r}: the last layer ({plan.slots[-1].path}, {plan.slots[-1].title}) must output "
+                f"per-step scores (T, V) with V >= 2, got output shape {out}; end with nn.TemporalAffine(V)",
+            )
+        else:
+            require(
+                len(out) == 1 and out[0] >= 2,
+                owner,
+                f"the last layer ({plan.slots[-1].path}, {plan.slots[-1].title}) must output class scores (C,) "
+                f"with C >= 2, got output shape {out}; end with nn.Affine(num_classes)",
+            )
         self._set(layers=layers, input_shape=input_shape, loss_type=loss, reg=reg, dtype=dtype, _plan=plan)
 
     def _set(self, **values) -> None:
@@ -511,8 +530,26 @@ class Sequential:
 
     @property
     def num_classes(self) -> int:
-        """``C``: the width of the last layer's output."""
-        return self._plan.out_shape[0]
+        """``C``: the width of the last layer's output (``V``, the vocabulary, for per-step scores ``(T, V)``)."""
+        return self._plan.out_shape[-1]
+
+    @property
+    def sequence_targets(self) -> bool:
+        """Whether the labels are sequences ``(N, T)`` (``loss="temporal_softmax"``) rather than ``(N,)``."""
+        return self.loss_type in _SEQUENCE_LOSSES
+
+    def target_mask(self, y) -> jax.Array:
+        """Which labels count, bool of ``y``'s shape: all of them for ``(N,)`` class labels; for
+        sequence labels ``(N, T)`` those ``>= 0`` (negative labels are padding). The loss masks with it;
+        an accuracy is ``sum(argmax(scores, -1) == y) / sum(target_mask(y))`` (a padding label never
+        equals an argmax)."""
+        y = jnp.asarray(y)
+        return y >= 0 if self.sequence_targets else jnp.ones(y.shape, bool)
+
+    def target_count(self, y) -> jax.Array:
+        """``sum(target_mask(y))`` (int32): the denominator of an accuracy over labels ``y``: ``N`` for
+        class labels, the number of non-padding steps for sequence labels."""
+        return jnp.sum(self.target_mask(y), dtype=jnp.int32)
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """Every parameter's shape by name, in declaration order (a user layer's leaves as ``prefix[key]``)."""
@@ -655,10 +692,23 @@ class Sequential:
             f"state must be a dict with keys {sorted(self.state_keys())} (from init), got {got_state}",
         )
         x = jnp.asarray(x)
-        return x.reshape(x.shape[0], *self.input_shape).astype(self.dtype)
+        x = x.reshape(x.shape[0], *self.input_shape)
+        if self._integer_input():
+            require(
+                jnp.issubdtype(x.dtype, jnp.integer),
+                owner,
+                f"x must hold integer indices for the first layer ({self._plan.slots[0].title}), got dtype {x.dtype}",
+                TypeError,
+            )
+            return x
+        return x.astype(self.dtype)
+
+    def _integer_input(self) -> bool:
+        """Whether the first layer takes integer indices (an Embedding): the input is then not cast."""
+        return bool(getattr(_leaf_layers(self.layers)[0], "integer_input", False))
 
     def apply(self, params, state, x, *, train: bool, key=None):
-        """Class scores ``(N, C)`` and the new state.
+        """Class scores ``(N, C)`` (per-step scores ``(N, T, V)`` for a sequence model) and the new state.
 
         Args:
           params, state: from :meth:`init` (or training).
@@ -682,21 +732,29 @@ class Sequential:
         return 0.5 * jnp.asarray(self.reg, self.dtype) * total
 
     def loss(self, params, state, x, y, *, key=None):
-        """``(loss, (new_state, scores))``: the mean data loss in train mode plus :meth:`l2_penalty`.
+        """``(loss, (new_state, scores))``: the data loss in train mode plus :meth:`l2_penalty`.
+
+        The data loss is the mean over the batch for ``"softmax"`` / ``"svm"`` (labels ``(N,)``);
+        for ``"temporal_softmax"`` (labels ``(N, T)``) the masked loss summed over time and
+        divided by N, with the mask :meth:`target_mask` (``y >= 0``).
 
         Raises:
           ValueError / TypeError: as :meth:`apply`; labels of the wrong shape or type.
         """
         scores, new_state = self.apply(params, state, x, train=True, key=key)
-        data_loss = softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
+        if self.loss_type == "temporal_softmax":
+            y = jnp.asarray(y)
+            data_loss = temporal_softmax_loss(scores, y, self.target_mask(y))
+        else:
+            data_loss = softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
         return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (new_state, scores)
 
     def predict(self, params, state, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-        """Labels ``(N,)``: :func:`jaxlayers.model.predict`."""
+        """Labels ``(N,)`` (``(N, T)`` for a sequence model): :func:`jaxlayers.model.predict`."""
         return predict(self, params, state, x, batch_size=batch_size)
 
     def predict_proba(self, params, state, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-        """Probabilities ``(N, C)``: :func:`jaxlayers.model.predict_proba`."""
+        """Probabilities ``(N, C)`` (``(N, T, V)`` for a sequence model): :func:`jaxlayers.model.predict_proba`."""
         return predict_proba(self, params, state, x, batch_size=batch_size)
 
     # ---------------------------------------------------------------- records
@@ -735,8 +793,8 @@ class Sequential:
 
         Args:
           reg: the new L2 strength, ``>= 0``.
-          weight_scale: the new ``weight_scale`` of *every* :class:`~jaxlayers.nn.Affine` and
-            :class:`~jaxlayers.nn.Conv2d`, inside :class:`~jaxlayers.nn.Residual` blocks too
+          weight_scale: the new ``weight_scale`` of *every* :class:`~jaxlayers.nn.Affine`,
+            :class:`~jaxlayers.nn.TemporalAffine` and :class:`~jaxlayers.nn.Conv2d`, inside :class:`~jaxlayers.nn.Residual` blocks too
             (``None``: He init), as the built-in models have one ``weight_scale`` for all their
             weight layers. Other layers, user layers included, are unchanged.
 
