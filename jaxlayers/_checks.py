@@ -317,13 +317,30 @@ def check_number(
     return v
 
 
-def check_choice(value, owner: str, name: str, choices) -> None:
-    """Raise unless ``value`` is one of ``choices``."""
+def check_choice(value, owner: str, name: str, choices):
+    """``value``; raise unless it is one of ``choices``. Where ``None`` is a choice, the text ``"none"`` (any
+    case, as the command line spells it) is read as ``None``: the one place that conversion is made."""
+    choices = tuple(choices)
+    if None in choices and isinstance(value, str) and value.lower() == "none":
+        value = None
     require(
-        value in tuple(choices),
+        value in choices,
         owner,
         f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}",
     )
+    return value
+
+
+def check_ints(value, owner: str, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """``tuple(value)`` of Python ints; raise unless ``value`` is a sequence (not a string) of ints
+    ``>= minimum``, naming the entry (``hidden_dims[1]``)."""
+    require(
+        not isinstance(value, str | bytes) and hasattr(value, "__iter__"),
+        owner,
+        f"{name} must be a sequence of ints >= {minimum}, got {value!r}",
+        TypeError,
+    )
+    return tuple(check_int(v, owner, f"{name}[{i}]", minimum=minimum) for i, v in enumerate(value))
 
 
 def check_instance(value, owner: str, name: str, cls, hint: str = "") -> None:
