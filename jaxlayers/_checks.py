@@ -257,6 +257,23 @@ def is_real(value) -> bool:
     return isinstance(value, numbers.Real | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
 
 
+def check_fields(obj, owner: str, **checks) -> None:
+    """Check and normalise fields of a frozen dataclass, in its ``__post_init__``: the one way configurations
+    (models, :class:`~jaxlayers.train.TrainConfig`, :class:`~jaxlayers.parallel.Distributed`) check theirs.
+
+    Each ``name=check`` sets ``obj.name = check(obj.name, owner, name)``, in order: ``check`` is one of this
+    module's checks, with its options bound (``functools.partial(check_int, minimum=1)``), which raises naming
+    ``owner`` and the field and returns the normalised value; :func:`optional` lets ``None`` through.
+    """
+    for name, check in checks.items():
+        object.__setattr__(obj, name, check(getattr(obj, name), owner, name))
+
+
+def optional(check):
+    """``check`` that lets ``None`` through (for :func:`check_fields`: ``clip_norm=optional(...)``)."""
+    return lambda value, owner, name: None if value is None else check(value, owner, name)
+
+
 def check_int(value, owner: str, name: str, *, minimum: int | None = None) -> int:
     """``int(value)``; raise unless ``value`` is an integer ``>= minimum``."""
     bound = f" >= {minimum}" if minimum is not None else ""

@@ -334,11 +334,9 @@ def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPU
             opts[name] = [h for part in opts[name] for h in part]
     model, dataset = opts.get("model", defaults["model"]), opts.get("dataset", defaults["dataset"])
     out = _output_dir(args, dataset, default_out, model, given)
-    base = dict(defaults)
+    base = _shown_defaults(model, dataset)
     if getattr(args, "resume", False) and (out / CHECKPOINT_NAME).is_file():
         base.update(_checkpoint_settings(out / CHECKPOINT_NAME, defaults))
-    elif model == "convnet":
-        base.update(CONVNET_PRESETS.get(dataset.partition(":")[0], {}))
     return {**base, **opts, "output_dir": out, "given": given}
 
 
@@ -435,6 +433,7 @@ def _model_of_record(opts: dict, ds):
       ValueError: an unreadable file, a record that cannot be rebuilt, model flags given with it, or a
         model whose input shape the dataset's examples cannot take.
     """
+    import dataclasses
     import json
     import math
 
@@ -459,22 +458,18 @@ def _model_of_record(opts: dict, ds):
         raise ValueError(f"--model: {opts['model']} is not a model record: expected {{'class': ..., 'config': ...}}")
     net = model_from_record(record)
     want = getattr(net, "input_shape", None) or getattr(net, "input_dim", None)
-    if want is None:
+    want = None if want is None else tuple(int(d) for d in (want if isinstance(want, list | tuple) else [want]))
+    if want is None or want == ds.input_shape:
         return net, ds
-    want = tuple(int(d) for d in want) if isinstance(want, list | tuple) else (int(want),)
-    if want == ds.input_shape:
-        return net, ds
+    if math.prod(want) != ds.num_features:
+        raise ValueError(
+            f"the model of {opts['model']} takes examples of shape {want}, but {ds.name} has {ds.input_shape} "
+            f"({ds.num_features} features)"
+        )
     if ds.image_shape is not None and tuple(ds.image_shape) == want:
         return net, ds.as_images()
-    if math.prod(want) == ds.num_features:
-        import dataclasses
-
-        return net, dataclasses.replace(
-            ds, **{f"X_{s}": getattr(ds, f"X_{s}").reshape(-1, *want) for s in ("train", "val", "test")}
-        )
-    raise ValueError(
-        f"the model of {opts['model']} takes examples of shape {want}, but {ds.name} has {ds.input_shape} "
-        f"({ds.num_features} features)"
+    return net, dataclasses.replace(
+        ds, **{f"X_{s}": getattr(ds, f"X_{s}").reshape(-1, *want) for s in ("train", "val", "test")}
     )
 
 
@@ -694,20 +689,28 @@ def _train_interrupted(e, ckpt: Path) -> int:
     return 128 + int(e.signum)
 
 
-def _add_train_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None) -> None:
+def _subcommand(sub, name: str, func, help: str, description: str, epilog: str | None = None):
+    """A subcommand's parser (defaults in the help, no abbreviations) that runs ``func``."""
     p = sub.add_parser(
+        name, help=help, description=description, epilog=epilog, formatter_class=_HelpFormatter, allow_abbrev=False
+    )
+    p.set_defaults(func=func)
+    return p
+
+
+def _add_train_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None) -> None:
+    p = _subcommand(
+        sub,
         "train",
+        _train,
         help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
-        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet) built from jaxlayers' hand-differentiated ops with optax; "
-        "writes config.json, metrics.jsonl, curves.png, checkpoint.safetensors and summary.json to the run "
-        "directory. One process writes a run directory at a time (a lock); a directory that holds a run is "
-        "continued with --resume or replaced with --overwrite.",
+        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet) built from jaxlayers' "
+        "hand-differentiated ops with optax; writes config.json, metrics.jsonl, curves.png, checkpoint.safetensors "
+        "and summary.json to the run directory. One process writes a run directory at a time (a lock); a directory "
+        "that holds a run is continued with --resume or replaced with --overwrite.",
         epilog=EXIT_CODES,
-        formatter_class=_HelpFormatter,
-        allow_abbrev=False,
     )
     _add_train_arguments(p, suppress=suppress, chosen=chosen)
-    p.set_defaults(func=_train)
 
 
 def _sweep_values(text: str) -> list:
@@ -806,11 +809,10 @@ def _print_sweep_result(result, k_models: int, wall: float) -> None:
 def _write_sweep(opts: dict, net, config, result) -> int:
     """``sweep.json`` in -o (default runs/<dataset>-sweep): the settings, each model's best epoch, the history."""
     import json
-    import math
 
     from jaxlayers.train import atomic_write
 
-    out, h = opts["output_dir"], result.history
+    out = opts["output_dir"]
     record = {
         "dataset": opts["dataset"],
         "model": {"class": type(net).__name__, "config": net.to_dict()},
@@ -823,13 +825,7 @@ def _write_sweep(opts: dict, net, config, result) -> int:
             }
             for k in range(len(result.best_val_acc))
         ],
-        "history": {
-            "loss": [[v if math.isfinite(v) else None for v in row] for row in h.loss.tolist()],
-            "train_acc": h.train_acc.tolist(),
-            "val_acc": h.val_acc.tolist(),
-            "lr": h.lr.tolist(),
-            "epoch_time_s": list(h.epoch_time_s),
-        },
+        "history": result.history.to_dict(),
     }
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -844,16 +840,16 @@ def _write_sweep(opts: dict, net, config, result) -> int:
 
 
 def _add_sweep_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "sweep",
+        _sweep,
         help="train many variants at once (vmapped, one compiled program), e.g. --weight-scales log:1e-4:1:20",
         description="Train K FullyConnectedNets that differ in seed, weight scale, learning rate, dropout rate or "
         "reg with jaxlayers.train.fit_many: one compiled program per epoch, vmapped over the models. The other flags "
         "are `jaxlayers train`'s and set what all models share; each swept list gives one value per model "
         "(a,b,c or log:START:STOP:NUM or lin:START:STOP:NUM). Prints one row per model and writes sweep.json.",
         epilog=SWEEP_EXIT_CODES,
-        formatter_class=_HelpFormatter,
-        allow_abbrev=False,
     )
     _add_train_arguments(p, suppress=suppress, sweep=True, chosen=chosen)
     from jaxlayers.sweep import SWEPT  # the one list of sweepable settings
@@ -873,16 +869,6 @@ def _add_sweep_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None
         default=argparse.SUPPRESS if suppress else False,
         help="train every combination of the lists (else zip them)",
     )
-    p.set_defaults(func=_sweep)
-
-
-def _load_run(run_dir: str, which: str):
-    """``jaxlayers.load_run(run_dir, which)``; a run that cannot be loaded is one line (exit 1)."""
-    import jaxlayers
-
-    if not hasattr(jaxlayers, "load_run"):  # the library side lands separately
-        raise RuntimeError("this jaxlayers has no load_run; update jaxlayers")
-    return jaxlayers.load_run(run_dir, which)
 
 
 class _UsageError(Exception):
@@ -910,26 +896,16 @@ def _run_errors(command: str, action):
         return _fail(command, str(e), 1)
 
 
-def _predict_labels(run, X, batch_size: int = 1024):
-    """Labels of the model on inputs ``X`` that are already standardised, in test mode."""
-    import jax.numpy as jnp
-    import numpy as np
-
-    labels = []
-    for i in range(0, len(X), batch_size):
-        scores, _ = run.model.apply(run.params, run.model_state, jnp.asarray(X[i : i + batch_size]), train=False)
-        labels.append(np.asarray(jnp.argmax(scores, axis=-1)))
-    return np.concatenate(labels) if labels else np.zeros(0, np.int64)
-
-
 def _evaluate(args: argparse.Namespace) -> int:
     def action() -> int:
         import numpy as np
 
         from jaxlayers import data as jl_data
+        from jaxlayers import load_run
+        from jaxlayers.model import predict
         from jaxlayers.training.plots import confusion_matrix, plot_confusion
 
-        run = _load_run(args.run_dir, args.which)
+        run = load_run(args.run_dir, args.which)
         name = args.dataset or (run.metadata.get("data") or {}).get("name") or (run.config or {}).get("dataset")
         if not name:
             raise ValueError(f"{args.run_dir}: the run does not record its dataset; give --dataset")
@@ -937,7 +913,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
         X = run.preprocessing.as_input(X, f"dataset {name!r} {args.split}")  # the one reshaping rule
         # The loader standardises with the training statistics, as training did: the model sees what it saw.
-        pred = _predict_labels(run, X)
+        pred = predict(run.model, run.params, run.model_state, X)
         num_classes = int(max(pred.max(initial=0), y.max(initial=0)) + 1)
         num_classes = max(num_classes, len(run.class_names or ()))
         matrix = confusion_matrix(y, pred, num_classes)
@@ -1007,7 +983,9 @@ def _predict(args: argparse.Namespace) -> int:
         if not path.is_file():
             raise FileNotFoundError(2, f"no input file {path}", str(path))
         X = _read_inputs(path)
-        run = _load_run(args.run_dir, args.which)
+        from jaxlayers import load_run
+
+        run = load_run(args.run_dir, args.which)
         X = run.preprocessing.as_input(X, str(path))  # the shapes Run.predict takes, by the same rule
         if not np.issubdtype(X.dtype, np.number):
             raise TypeError(f"{path}: inputs must be numbers, got dtype {X.dtype}")
@@ -1040,35 +1018,33 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _add_run_parsers(sub) -> None:
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "evaluate",
+        _evaluate,
         help="accuracy, per-class accuracy and confusion matrix of a trained run on a dataset split",
         description="Load a run directory written by `jaxlayers train` (or fit(run_dir=)) and evaluate it on a "
         "split of a dataset (default: the run's own): accuracy, per-class accuracy, the confusion matrix "
         "(printed, and drawn to confusion.png in the run directory).",
-        formatter_class=_HelpFormatter,
-        allow_abbrev=False,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or its checkpoint.safetensors)")
     p.add_argument("--dataset", default=None, help="digits | mnist1d | mnist:DIR | cifar10:DIR; None: the run's")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="which split")
     p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
     p.add_argument("--output", "-o", default=None, help="the confusion plot (None: RUN_DIR/confusion.png)")
-    p.set_defaults(func=_evaluate)
-    p = sub.add_parser(
+    p = _subcommand(
+        sub,
         "predict",
+        _predict,
         help="labels and class probabilities of a trained run for raw inputs (.npy, .npz, .csv)",
         description="Load a run directory and predict raw inputs (as the dataset's loader reads them; the run's "
         "stored standardisation is applied): one CSV row per example with its label and the class probabilities.",
-        formatter_class=_HelpFormatter,
-        allow_abbrev=False,
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or its checkpoint.safetensors)")
     p.add_argument("input", metavar="INPUT", help=".npy, .npz (array X) or .csv (one example per row) of raw inputs")
     p.add_argument("--output", "-o", default="predictions.csv", help="the CSV to write; - for standard output")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists (else refused)")
     p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
-    p.set_defaults(func=_predict)
 
 
 class _Parser(argparse.ArgumentParser):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from typing import Any, ClassVar
 
 import jax
@@ -21,11 +22,13 @@ import numpy as np
 from jaxlayers import nn
 from jaxlayers._checks import (
     check_choice,
+    check_fields,
     check_float_dtype,
     check_int,
     check_ints,
     check_number,
     int_pair,
+    optional,
     require,
 )
 from jaxlayers.layers import BatchNormState
@@ -45,6 +48,13 @@ State = dict[str, BatchNormState]
 
 def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
+
+
+def _check_rate(rate, owner: str, name: str) -> float:
+    what = "; use 0 to disable dropout"
+    return check_number(
+        rate, owner, f"{name} (probability of dropping a unit)", low=0.0, high=1.0, high_open=True, what=what
+    )
 
 
 class LayerModel:
@@ -176,27 +186,16 @@ class LayerModel:
     def _check_shared_fields(self) -> None:
         """Validate (and normalise) the fields every jaxlayers model has: ``num_classes``, ``reg``,
         ``weight_scale``, ``loss_type``, ``dtype``; raise naming the field."""
-        owner = self._OWNER
-        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
-        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
-        if self.weight_scale is not None:
-            scale = check_number(
-                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
-            )
-            _set(self, "weight_scale", scale)
-        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
-        if hasattr(self, "dropout_rate"):
-            rate = check_number(
-                self.dropout_rate,
-                owner,
-                "dropout_rate (probability of dropping a unit)",
-                low=0.0,
-                high=1.0,
-                high_open=True,
-                what="; use 0 to disable dropout",
-            )
-            _set(self, "dropout_rate", rate)
-        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        check_fields(
+            self,
+            self._OWNER,
+            num_classes=partial(check_int, minimum=2),
+            reg=lambda v, owner, _: check_number(v, owner, "reg (L2 strength)", low=0.0),
+            weight_scale=optional(partial(check_number, low=0.0, low_open=True, what="(or None: He init)")),
+            loss_type=partial(check_choice, choices=_LOSSES),
+            dtype=check_float_dtype,
+            **({"dropout_rate": _check_rate} if hasattr(self, "dropout_rate") else {}),
+        )
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every parameter, by name (``W1``, ``b1``, ``gamma1``, ...), from the declaration."""
@@ -339,10 +338,13 @@ class FullyConnectedNet(LayerModel):
     _OWNER: ClassVar[str] = "FullyConnectedNet"
 
     def __post_init__(self) -> None:
-        owner = self._OWNER
-        _set(self, "hidden_dims", check_ints(self.hidden_dims, owner, "hidden_dims"))
-        _set(self, "input_dim", check_int(self.input_dim, owner, "input_dim", minimum=1))
-        _set(self, "normalization", check_choice(self.normalization, owner, "normalization", _NORMALIZATIONS))
+        check_fields(
+            self,
+            self._OWNER,
+            hidden_dims=check_ints,
+            input_dim=partial(check_int, minimum=1),
+            normalization=partial(check_choice, choices=_NORMALIZATIONS),
+        )
         self._check_shared_fields()
         self._declare()
 
@@ -393,7 +395,8 @@ class FullyConnectedNet(LayerModel):
         return x.reshape(x.shape[0], d)
 
 
-def _image_shape(value, owner: str) -> tuple[int, int, int]:
+def _image_shape(value, owner: str, name: str = "input_dim") -> tuple[int, int, int]:
+    """``(C, H, W)`` as ints >= 1."""
     shape = tuple(value) if isinstance(value, tuple | list) else None
     require(shape is not None and len(shape) == 3, owner, f"input_dim must be (C, H, W), got {value!r}", TypeError)
     return tuple(check_int(v, owner, f"input_dim[{i}]", minimum=1) for i, v in enumerate(shape))
@@ -457,10 +460,10 @@ class ThreeLayerConvNet(_ImageModel):
     _OWNER: ClassVar[str] = "ThreeLayerConvNet"
 
     def __post_init__(self) -> None:
-        owner = self._OWNER
-        _set(self, "input_dim", _image_shape(self.input_dim, owner))
-        for name in ("num_filters", "filter_size", "hidden_dim"):
-            _set(self, name, check_int(getattr(self, name), owner, name, minimum=1))
+        owner, positive = self._OWNER, partial(check_int, minimum=1)
+        check_fields(
+            self, owner, input_dim=_image_shape, num_filters=positive, filter_size=positive, hidden_dim=positive
+        )
         require(self.filter_size % 2 == 1, owner, f"filter_size must be odd (same padding), got {self.filter_size}")
         _, h, w = self.input_dim
         require(h >= 2 and w >= 2, owner, f"input_dim {self.input_dim} is too small for a 2x2 pool")
@@ -547,20 +550,20 @@ class ConvNet(_ImageModel):
 
     def __post_init__(self) -> None:
         owner = self._OWNER
-        _set(self, "input_dim", _image_shape(self.input_dim, owner))
-        for name in ("conv_channels", "hidden_dims"):
-            _set(self, name, check_ints(getattr(self, name), owner, name))
-        fs = int_pair(self.filter_size, owner, "filter_size")
-        require(
-            fs[0] % 2 == 1 and fs[1] % 2 == 1,
+        check_fields(
+            self,
             owner,
-            f"filter_size must be odd (same padding), got {self.filter_size!r}",
+            input_dim=_image_shape,
+            conv_channels=check_ints,
+            hidden_dims=check_ints,
+            filter_size=int_pair,
+            pool_size=int_pair,
+            conv_norm=partial(check_choice, choices=_CONV_NORMS),
+            fc_norm=partial(check_choice, choices=_FC_NORMS),
+            groups=partial(check_int, minimum=1),
         )
-        _set(self, "filter_size", fs)
-        _set(self, "pool_size", int_pair(self.pool_size, owner, "pool_size"))
-        for name, choices in (("conv_norm", _CONV_NORMS), ("fc_norm", _FC_NORMS)):
-            _set(self, name, check_choice(getattr(self, name), owner, name, choices))
-        _set(self, "groups", check_int(self.groups, owner, "groups", minimum=1))
+        kh, kw = self.filter_size
+        require(kh % 2 == 1 and kw % 2 == 1, owner, f"filter_size must be odd (same padding), got {self.filter_size}")
         if self.conv_norm == "groupnorm":
             bad = [f for f in self.conv_channels if f % self.groups]
             require(not bad, owner, f"groups={self.groups} must divide every conv channel count, not {bad}")
