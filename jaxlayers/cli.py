@@ -369,12 +369,13 @@ def _setup_devices(args: argparse.Namespace):
     Raises ``ValueError`` or ``jaxlayers.parallel.DistributedInitError``.
     """
     from jaxlayers import parallel
+    from jaxlayers._checks import check_int
 
     multi = (args.coordinator, args.num_processes, args.process_id)
     if any(v is None for v in multi) and any(v is not None for v in multi):
         raise ValueError("--coordinator, --num-processes and --process-id go together")
-    if args.devices is not None and args.devices < 1:
-        raise ValueError(f"--devices must be >= 1, got {args.devices}")
+    if args.devices is not None:
+        check_int(args.devices, "", "--devices", minimum=1)
     if args.coordinator is not None:
         per = None
         if args.devices is not None:
@@ -421,8 +422,8 @@ def _named_model(opts: dict, ds):
             name, convert = field if isinstance(field, tuple) else (field, None)
             fields[name] = convert(opts[flag]) if convert else opts[flag]
     ds = ds if opts["model"] == "fc" else ds.as_images()
-    input_dim = ds.num_features if opts["model"] == "fc" else ds.image_shape
-    return getattr(models, cls_name)(**fields, input_dim=input_dim, num_classes=max(ds.num_classes, 2)), ds
+    fields.update(input_dim=ds.num_features if opts["model"] == "fc" else ds.image_shape)
+    return getattr(models, cls_name)(**{**fields, "num_classes": max(ds.num_classes, 2)}), ds
 
 
 def _model_of_record(opts: dict, ds):
@@ -643,7 +644,9 @@ def _train(args: argparse.Namespace) -> int:
     from jaxlayers import train as jl_train
     from jaxlayers.training.checkpoint import RunDirError, RunExists
 
-    postfix = lambda r: {"loss": f"{r.loss:.4f}", "train_acc": f"{r.train_acc:.4f}", "val_acc": f"{r.val_acc:.4f}"}  # noqa: E731
+    def postfix(r: jl_train.EpochReport) -> dict:
+        return {"loss": f"{r.loss:.4f}", "train_acc": f"{r.train_acc:.4f}", "val_acc": f"{r.val_acc:.4f}"}
+
     progress = _Progress(args.quiet, config.epochs, ds.name, postfix)
     try:
         result, summary = _fit_run(args, opts, net, ds, config, out, mesh, progress)

@@ -32,10 +32,9 @@ from jaxlayers._checks import (
     require,
 )
 from jaxlayers.layers import BatchNormState
-from jaxlayers.losses import softmax_loss, svm_loss
-from jaxlayers.model import PREDICT_BATCH_SIZE, predict, predict_proba, register_model
+from jaxlayers.model import register_model
 from jaxlayers.nn import init_std
-from jaxlayers.nn._sequential import _forward, _leaf_layers
+from jaxlayers.nn._sequential import Classifier, _forward, _leaf_layers
 
 __all__ = ["ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "init_std"]
 
@@ -57,7 +56,7 @@ def _check_rate(rate, owner: str, name: str) -> float:
     )
 
 
-class LayerModel:
+class LayerModel(Classifier):
     """What jaxlayers' models share (a mixin for frozen dataclasses).
 
     * A **pytree**: the fields in ``_TRACED`` (``reg``, ``weight_scale``) are
@@ -215,66 +214,9 @@ class LayerModel:
         ``self.net.summary()`` for one row per layer."""
         return self.net.summary(by="number", title=type(self).__name__)
 
-    def l2_penalty(self, params: Params) -> jax.Array:
-        """``0.5 * reg * sum_i sum(Wi**2)`` over the weight tensors ``W*`` (a scalar in ``dtype``).
-
-        ``reg`` may be traced; it is always applied (``reg = 0`` adds an exact 0).
-        """
-        return self.net.l2_penalty(params)
-
-    def predict(self, params: Params, state: State, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-        """Predicted labels, int32 ``(N,)``: :func:`jaxlayers.model.predict` of this model.
-
-        ``x`` as :meth:`apply` (standardised as in training); any ``N``,
-        ``0`` included; jitted batches of ``batch_size``, the last padded.
-        """
-        return predict(self, params, state, x, batch_size=batch_size)
-
-    def predict_proba(self, params: Params, state: State, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-        """Class probabilities ``(N, num_classes)``: :func:`jaxlayers.model.predict_proba` of this model.
-
-        The softmax of the test-mode scores; with ``loss_type="svm"`` the
-        softmax of the SVM scores, which is uncalibrated (a ranking, not a
-        confidence).
-        """
-        return predict_proba(self, params, state, x, batch_size=batch_size)
-
-    def _data_loss(self, scores, y):
-        return softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
-
-    def loss(
-        self,
-        params: Params,
-        state: State,
-        x: jax.Array,
-        y: jax.Array,
-        *,
-        key: jax.Array | None = None,
-    ) -> tuple[jax.Array, tuple[State, jax.Array]]:
-        """Training objective: data loss (train mode) plus the L2 penalty.
-
-        Shaped for ``jax.value_and_grad(model.loss, has_aux=True)``.
-
-        Args:
-          params, state: as :meth:`apply`.
-          x: inputs, as :meth:`apply`.
-          y: integer labels, shape ``(N,)``, each in ``[0, num_classes)``.
-          key: PRNG key for dropout (required when ``dropout_rate > 0``).
-
-        Returns:
-          ``(loss, (new_state, scores))``: the scalar mean data loss plus
-          ``0.5 * reg * sum(W**2)``; the updated running statistics; the
-          train-mode scores ``(N, num_classes)``.
-
-        Raises:
-          ValueError: as :meth:`apply`; labels of the wrong shape; concrete
-            labels outside ``[0, num_classes)`` (under ``jit`` the loss is NaN
-            instead, see :func:`jaxlayers.softmax_loss`).
-          TypeError: non-integer labels.
-        """
-        scores, new_state = self.apply(params, state, x, train=True, key=key)
-        data_loss = self._data_loss(scores, y)
-        return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (new_state, scores)
+    def weight_names(self) -> list[str]:
+        """The parameters the L2 penalty covers (``W1, W2, ...``), from the declaration."""
+        return self.net.weight_names()
 
 
 @register_model
