@@ -8,7 +8,8 @@ Hostile input, handled once here for every op: :func:`as_array` (array-likes
 in, arrays out, or a ``TypeError`` naming the argument), :func:`require_key`
 (one PRNG key, not a batch), :func:`check_number` (the one real-number
 check: finite static numbers, NumPy scalars included, optionally in an
-interval), :func:`int_pair` (the one int-or-pair parser), :func:`require_batch` (``ValueError`` for N = 0 where
+interval), :func:`int_pair` (the one int-or-pair parser), :func:`check_fields` (the
+fields of a configuration dataclass), :func:`require_batch` (``ValueError`` for N = 0 where
 the op is undefined), :func:`as_index_labels` (labels widened before they meet
 class indices), :func:`compute_dtype` / :func:`mean_scale` (half-precision
 arithmetic in float32), :func:`flat_features` (no ``reshape(N, -1)``).
@@ -240,10 +241,12 @@ def flat_features(shape: tuple[int, ...]) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Configuration values (models, TrainConfig, Distributed): the same idiom as the
-# ops -- ``require(cond, owner, message)`` -- so every error reads
-# ``<Owner>: <field> must ..., got <value>``. NumPy scalars are accepted
-# wherever a Python number is.
+# Configuration values (models, TrainConfig, Distributed, the command line's
+# flags): the same idiom as the ops -- ``require(cond, owner, message)`` -- so
+# every error reads ``<Owner>: <field> must ..., got <value>``. Each check
+# returns the normalised value; a frozen dataclass applies them with
+# :func:`check_fields`, the CLI's argparse types call them (``owner`` "").
+# NumPy scalars are accepted wherever a Python number is.
 # ---------------------------------------------------------------------------
 
 
