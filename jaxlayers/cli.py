@@ -878,72 +878,75 @@ class _UsageError(Exception):
     """A command-line usage error found by a command itself (exit status 2)."""
 
 
-def _run_errors(command: str, action):
-    """Run ``action()``; errors a user can cause become one line: 1 for a run or file that cannot be read or
-    written, 2 for an input of the wrong shape or kind."""
-    try:
-        return action()
-    except _UsageError as e:
-        return _fail(command, str(e), 2)
-    except BrokenPipeError:  # the reader left (`| head`): main's one handler
-        raise
-    except FileNotFoundError as e:
-        return _fail(command, _os_message(e) if e.filename else str(e), 1)
-    except OSError as e:
-        return _fail(command, _os_message(e), 1)
-    except (ValueError, TypeError) as e:
-        from jaxlayers.train import CheckpointError
+def _one_line_errors(command: str):
+    """Decorate a command (`evaluate`, `predict`): errors a user can cause become one line, exit status 1 for
+    a run or file that cannot be read or written, 2 for an input of the wrong shape or kind."""
 
-        return _fail(command, str(e), 1 if isinstance(e, CheckpointError) else 2)
-    except RuntimeError as e:
-        return _fail(command, str(e), 1)
+    def wrap(func):
+        def run(args: argparse.Namespace) -> int:
+            try:
+                return func(args)
+            except _UsageError as e:
+                return _fail(command, str(e), 2)
+            except BrokenPipeError:  # the reader left (`| head`): main's one handler
+                raise
+            except FileNotFoundError as e:
+                return _fail(command, _os_message(e) if e.filename else str(e), 1)
+            except OSError as e:
+                return _fail(command, _os_message(e), 1)
+            except (ValueError, TypeError) as e:
+                from jaxlayers.train import CheckpointError
+
+                return _fail(command, str(e), 1 if isinstance(e, CheckpointError) else 2)
+            except RuntimeError as e:
+                return _fail(command, str(e), 1)
+
+        return run
+
+    return wrap
 
 
+@_one_line_errors("evaluate")
 def _evaluate(args: argparse.Namespace) -> int:
-    def action() -> int:
-        import numpy as np
+    import numpy as np
 
-        from jaxlayers import data as jl_data
-        from jaxlayers import load_run
-        from jaxlayers.model import predict
-        from jaxlayers.training.plots import confusion_matrix, plot_confusion
+    from jaxlayers import data as jl_data
+    from jaxlayers import load_run
+    from jaxlayers.model import predict
+    from jaxlayers.training.plots import confusion_matrix, plot_confusion
 
-        run = load_run(args.run_dir, args.which)
-        name = args.dataset or (run.metadata.get("data") or {}).get("name") or (run.config or {}).get("dataset")
-        if not name:
-            raise ValueError(f"{args.run_dir}: the run does not record its dataset; give --dataset")
-        ds = jl_data.load(name)
-        X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
-        X = run.preprocessing.as_input(X, f"dataset {name!r} {args.split}")  # the one reshaping rule
-        # The loader standardises with the training statistics, as training did: the model sees what it saw.
-        pred = predict(run.model, run.params, run.model_state, X)
-        num_classes = int(max(pred.max(initial=0), y.max(initial=0)) + 1)
-        num_classes = max(num_classes, len(run.class_names or ()))
-        matrix = confusion_matrix(y, pred, num_classes)
-        names = list(run.class_names) if run.class_names else [str(i) for i in range(num_classes)]
-        acc = float(np.trace(matrix) / max(matrix.sum(), 1))
-        print(
-            f"{run.which} parameters (epoch {run.epoch}) of {args.run_dir} on {name} {args.split} ({len(y)} examples)"
-        )
-        print(f"accuracy {acc:.4f} ({int(np.trace(matrix))}/{int(matrix.sum())})")
-        print("per class: " + "  ".join(
-            f"{names[c]} {matrix[c, c] / matrix[c].sum():.3f}" if matrix[c].sum() else f"{names[c]} n/a"
-            for c in range(num_classes)
-        ))  # fmt: skip
-        width = max(max(len(n) for n in names), len(str(int(matrix.max(initial=0)))), 3)
-        print("confusion matrix (rows: true, columns: predicted):")
-        print(" " * (width + 1) + " ".join(n.rjust(width) for n in names))
-        for c in range(num_classes):
-            print(names[c].rjust(width) + " " + " ".join(str(int(v)).rjust(width) for v in matrix[c]))
-        out = Path(args.output) if args.output else Path(args.run_dir) / "confusion.png"
-        try:
-            plot_confusion(matrix, out, class_names=names, title=f"{name} {args.split}: accuracy {acc:.4f}")
-        except OSError as e:
-            raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
-        print(f"wrote {out}")
-        return 0
-
-    return _run_errors("evaluate", action)
+    run = load_run(args.run_dir, args.which)
+    name = args.dataset or (run.metadata.get("data") or {}).get("name") or (run.config or {}).get("dataset")
+    if not name:
+        raise ValueError(f"{args.run_dir}: the run does not record its dataset; give --dataset")
+    ds = jl_data.load(name)
+    X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
+    X = run.preprocessing.as_input(X, f"dataset {name!r} {args.split}")  # the one reshaping rule
+    # The loader standardises with the training statistics, as training did: the model sees what it saw.
+    pred = predict(run.model, run.params, run.model_state, X)
+    num_classes = int(max(pred.max(initial=0), y.max(initial=0)) + 1)
+    num_classes = max(num_classes, len(run.class_names or ()))
+    matrix = confusion_matrix(y, pred, num_classes)
+    names = list(run.class_names) if run.class_names else [str(i) for i in range(num_classes)]
+    acc = float(np.trace(matrix) / max(matrix.sum(), 1))
+    print(f"{run.which} parameters (epoch {run.epoch}) of {args.run_dir} on {name} {args.split} ({len(y)} examples)")
+    print(f"accuracy {acc:.4f} ({int(np.trace(matrix))}/{int(matrix.sum())})")
+    print("per class: " + "  ".join(
+        f"{names[c]} {matrix[c, c] / matrix[c].sum():.3f}" if matrix[c].sum() else f"{names[c]} n/a"
+        for c in range(num_classes)
+    ))  # fmt: skip
+    width = max(max(len(n) for n in names), len(str(int(matrix.max(initial=0)))), 3)
+    print("confusion matrix (rows: true, columns: predicted):")
+    print(" " * (width + 1) + " ".join(n.rjust(width) for n in names))
+    for c in range(num_classes):
+        print(names[c].rjust(width) + " " + " ".join(str(int(v)).rjust(width) for v in matrix[c]))
+    out = Path(args.output) if args.output else Path(args.run_dir) / "confusion.png"
+    try:
+        plot_confusion(matrix, out, class_names=names, title=f"{name} {args.split}: accuracy {acc:.4f}")
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
+    print(f"wrote {out}")
+    return 0
 
 
 def _read_inputs(path: Path):
@@ -972,52 +975,49 @@ def _read_inputs(path: Path):
     raise ValueError(f"{path}: unknown input format {suffix or '(no suffix)'!r}; give a .npy, .npz or .csv file")
 
 
+@_one_line_errors("predict")
 def _predict(args: argparse.Namespace) -> int:
-    def action() -> int:
+    import numpy as np
 
-        import numpy as np
+    from jaxlayers import load_run
 
-        path = Path(args.input)
-        if args.output != "-" and Path(args.output).exists() and not args.overwrite:  # before any work
-            raise _UsageError(
-                f"--output {args.output} exists; give --overwrite to replace it, another --output, "
-                "or --output - for standard output"
-            )
-        if not path.is_file():
-            raise FileNotFoundError(2, f"no input file {path}", str(path))
-        X = _read_inputs(path)
-        from jaxlayers import load_run
-
-        run = load_run(args.run_dir, args.which)
-        X = run.preprocessing.as_input(X, str(path))  # the shapes Run.predict takes, by the same rule
-        if not np.issubdtype(X.dtype, np.number):
-            raise TypeError(f"{path}: inputs must be numbers, got dtype {X.dtype}")
-        proba = np.asarray(run.predict_proba(X))
-        labels = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
-        names = list(run.class_names) if run.class_names else None
-        header = ["index", "label"] + (["class"] if names else []) + [f"p_{c}" for c in range(proba.shape[1])]
-        lines = [",".join(header)]
-        for i, (label, p) in enumerate(zip(labels, proba, strict=True)):
-            row = [str(i), str(int(label))] + ([f'"{names[label]}"'] if names else []) + [f"{v:.6g}" for v in p]
-            lines.append(",".join(row))
-        text = "\n".join(lines) + "\n"
-        done = f"{len(labels)} predictions ({run.which} parameters, epoch {run.epoch})"
-        if args.output == "-":  # the CSV is the output; the note goes to stderr
-            sys.stdout.write(text)
-            sys.stdout.flush()
-            print(f"wrote {done} to standard output", file=sys.stderr)
-            return 0
-        out = Path(args.output)
-        from jaxlayers.train import atomic_write
-
-        try:
-            atomic_write(out, text.encode())
-        except OSError as e:
-            raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
-        print(f"wrote {done} to {out}")
+    path = Path(args.input)
+    if args.output != "-" and Path(args.output).exists() and not args.overwrite:  # before any work
+        raise _UsageError(
+            f"--output {args.output} exists; give --overwrite to replace it, another --output, "
+            "or --output - for standard output"
+        )
+    if not path.is_file():
+        raise FileNotFoundError(2, f"no input file {path}", str(path))
+    X = _read_inputs(path)
+    run = load_run(args.run_dir, args.which)
+    X = run.preprocessing.as_input(X, str(path))  # the shapes Run.predict takes, by the same rule
+    if not np.issubdtype(X.dtype, np.number):
+        raise TypeError(f"{path}: inputs must be numbers, got dtype {X.dtype}")
+    proba = np.asarray(run.predict_proba(X))
+    labels = proba.argmax(axis=1) if len(proba) else np.zeros(0, np.int64)
+    names = list(run.class_names) if run.class_names else None
+    header = ["index", "label"] + (["class"] if names else []) + [f"p_{c}" for c in range(proba.shape[1])]
+    lines = [",".join(header)]
+    for i, (label, p) in enumerate(zip(labels, proba, strict=True)):
+        row = [str(i), str(int(label))] + ([f'"{names[label]}"'] if names else []) + [f"{v:.6g}" for v in p]
+        lines.append(",".join(row))
+    text = "\n".join(lines) + "\n"
+    done = f"{len(labels)} predictions ({run.which} parameters, epoch {run.epoch})"
+    if args.output == "-":  # the CSV is the output; the note goes to stderr
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        print(f"wrote {done} to standard output", file=sys.stderr)
         return 0
+    out = Path(args.output)
+    from jaxlayers.train import atomic_write
 
-    return _run_errors("predict", action)
+    try:
+        atomic_write(out, text.encode())
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
+    print(f"wrote {done} to {out}")
+    return 0
 
 
 def _add_run_parsers(sub) -> None:
