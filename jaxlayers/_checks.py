@@ -8,7 +8,8 @@ Hostile input, handled once here for every op: :func:`as_array` (array-likes
 in, arrays out, or a ``TypeError`` naming the argument), :func:`require_key`
 (one PRNG key, not a batch), :func:`check_number` (the one real-number
 check: finite static numbers, NumPy scalars included, optionally in an
-interval), :func:`int_pair` (the one int-or-pair parser), :func:`require_batch` (``ValueError`` for N = 0 where
+interval), :func:`int_pair` (the one int-or-pair parser), :func:`check_fields` (the
+fields of a configuration dataclass), :func:`require_batch` (``ValueError`` for N = 0 where
 the op is undefined), :func:`as_index_labels` (labels widened before they meet
 class indices), :func:`compute_dtype` / :func:`mean_scale` (half-precision
 arithmetic in float32), :func:`flat_features` (no ``reshape(N, -1)``).
@@ -240,10 +241,12 @@ def flat_features(shape: tuple[int, ...]) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Configuration values (models, TrainConfig, Distributed): the same idiom as the
-# ops -- ``require(cond, owner, message)`` -- so every error reads
-# ``<Owner>: <field> must ..., got <value>``. NumPy scalars are accepted
-# wherever a Python number is.
+# Configuration values (models, TrainConfig, Distributed, the command line's
+# flags): the same idiom as the ops -- ``require(cond, owner, message)`` -- so
+# every error reads ``<Owner>: <field> must ..., got <value>``. Each check
+# returns the normalised value; a frozen dataclass applies them with
+# :func:`check_fields`, the CLI's argparse types call them (``owner`` "").
+# NumPy scalars are accepted wherever a Python number is.
 # ---------------------------------------------------------------------------
 
 
@@ -255,6 +258,23 @@ def is_int(value) -> bool:
 def is_real(value) -> bool:
     """A Python or NumPy real number, not a bool."""
     return isinstance(value, numbers.Real | np.integer | np.floating) and not isinstance(value, bool | np.bool_)
+
+
+def check_fields(obj, owner: str, **checks) -> None:
+    """Check and normalise fields of a frozen dataclass, in its ``__post_init__``: the one way configurations
+    (models, :class:`~jaxlayers.train.TrainConfig`, :class:`~jaxlayers.parallel.Distributed`) check theirs.
+
+    Each ``name=check`` sets ``obj.name = check(obj.name, owner, name)``, in order: ``check`` is one of this
+    module's checks, with its options bound (``functools.partial(check_int, minimum=1)``), which raises naming
+    ``owner`` and the field and returns the normalised value; :func:`optional` lets ``None`` through.
+    """
+    for name, check in checks.items():
+        object.__setattr__(obj, name, check(getattr(obj, name), owner, name))
+
+
+def optional(check):
+    """``check`` that lets ``None`` through (for :func:`check_fields`: ``clip_norm=optional(...)``)."""
+    return lambda value, owner, name: None if value is None else check(value, owner, name)
 
 
 def check_int(value, owner: str, name: str, *, minimum: int | None = None) -> int:
@@ -317,13 +337,30 @@ def check_number(
     return v
 
 
-def check_choice(value, owner: str, name: str, choices) -> None:
-    """Raise unless ``value`` is one of ``choices``."""
+def check_choice(value, owner: str, name: str, choices):
+    """``value``; raise unless it is one of ``choices``. Where ``None`` is a choice, the text ``"none"`` (any
+    case, as the command line spells it) is read as ``None``: the one place that conversion is made."""
+    choices = tuple(choices)
+    if None in choices and isinstance(value, str) and value.lower() == "none":
+        value = None
     require(
-        value in tuple(choices),
+        value in choices,
         owner,
         f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}",
     )
+    return value
+
+
+def check_ints(value, owner: str, name: str, *, minimum: int = 1) -> tuple[int, ...]:
+    """``tuple(value)`` of Python ints; raise unless ``value`` is a sequence (not a string) of ints
+    ``>= minimum``, naming the entry (``hidden_dims[1]``)."""
+    require(
+        not isinstance(value, str | bytes) and hasattr(value, "__iter__"),
+        owner,
+        f"{name} must be a sequence of ints >= {minimum}, got {value!r}",
+        TypeError,
+    )
+    return tuple(check_int(v, owner, f"{name}[{i}]", minimum=minimum) for i, v in enumerate(value))
 
 
 def check_instance(value, owner: str, name: str, cls, hint: str = "") -> None:

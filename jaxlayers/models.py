@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from functools import partial
 from typing import Any, ClassVar
 
 import jax
@@ -21,17 +22,19 @@ import numpy as np
 from jaxlayers import nn
 from jaxlayers._checks import (
     check_choice,
+    check_fields,
     check_float_dtype,
     check_int,
+    check_ints,
     check_number,
     int_pair,
+    optional,
     require,
 )
 from jaxlayers.layers import BatchNormState
-from jaxlayers.losses import softmax_loss, svm_loss
-from jaxlayers.model import PREDICT_BATCH_SIZE, predict, predict_proba, register_model
+from jaxlayers.model import register_model
 from jaxlayers.nn import init_std
-from jaxlayers.nn._sequential import _forward, _leaf_layers
+from jaxlayers.nn._sequential import Classifier, _forward, _leaf_layers
 
 __all__ = ["ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "init_std"]
 
@@ -46,7 +49,14 @@ def _set(obj, name: str, value) -> None:
     object.__setattr__(obj, name, value)
 
 
-class LayerModel:
+def _check_rate(rate, owner: str, name: str) -> float:
+    what = "; use 0 to disable dropout"
+    return check_number(
+        rate, owner, f"{name} (probability of dropping a unit)", low=0.0, high=1.0, high_open=True, what=what
+    )
+
+
+class LayerModel(Classifier):
     """What jaxlayers' models share (a mixin for frozen dataclasses).
 
     * A **pytree**: the fields in ``_TRACED`` (``reg``, ``weight_scale``) are
@@ -113,18 +123,43 @@ class LayerModel:
         _set(self, "_net_def", jax.tree_util.tree_structure(net))
 
     def init(self, key: jax.Array) -> tuple[Params, State]:
-        """Initial ``(params, state)``: the declaration's ``init`` (see the class docstring for the values).
+        """Initial ``(params, state)``: the declaration's ``init``.
 
-        ``key`` is split into one subkey per weight layer, in order.
+        ``key`` (``jax.random.key(seed)``) is split into one subkey per weight layer, in order. ``params``: a
+        dict of arrays in ``dtype`` (shapes as :meth:`param_shapes`): ``Wi ~ N(0, s^2)`` with ``s =
+        weight_scale`` or ``sqrt(2 / fan_in)`` (He), ``bi = betai = 0``, ``gammai = 1``; ``state``:
+        ``{"bn<i>": BatchNormState(mean=0, var=1)}`` per batch-normalised layer, else ``{}``.
 
         Raises:
           TypeError: ``dtype`` float64 with x64 off.
         """
-        self._check_dtype_available()
+        self.net._check_dtype_available(self._OWNER)
         return self.net.init(key)
 
-    def _forward(self, params, state, h, train: bool, key):
-        return _forward(self.net._plan, _leaf_layers(self.net.layers), params, state, h, train=bool(train), key=key)
+    def apply(
+        self, params: Params, state: State, x: jax.Array, *, train: bool, key: jax.Array | None = None
+    ) -> tuple[jax.Array, State]:
+        """Forward pass to class scores (logits) ``(N, num_classes)`` in ``dtype``, and the new state.
+
+        Args:
+          params, state: from :meth:`init` (or training).
+          x: inputs, cast to ``dtype``: ``(N, input_dim)`` or ``(N, d1, ..., dk)`` flattening to it for
+            :class:`FullyConnectedNet`; ``(N, C, H, W)`` or flat ``(N, C*H*W)`` for the conv nets.
+          train: keyword, static. ``True``: batchnorm uses batch statistics (and updates the running
+            ones), dropout is active. ``False``: test mode, deterministic (``new_state`` is ``state``).
+          key: PRNG key for the dropout masks; required when ``train`` and ``dropout_rate > 0``.
+
+        Raises:
+          ValueError: ``x`` of another shape; params or state that do not match the network (naming
+            them and the shapes seen); no ``key`` when dropout needs one.
+          TypeError: a non-bool ``train``.
+        """
+        x = self.net._check_inputs(params, state, self._input(x), train, key, self._OWNER)
+        return _forward(self.net._plan, _leaf_layers(self.net.layers), params, state, x, train=bool(train), key=key)
+
+    def _input(self, x) -> jax.Array:  # pragma: no cover - defined by subclasses
+        """``x`` checked against the model's input (a message in the model's terms) and shaped for the net."""
+        raise NotImplementedError
 
     def to_dict(self) -> dict[str, Any]:
         """The configuration as JSON-ready values (tuples as lists, ``dtype`` by name)."""
@@ -150,16 +185,16 @@ class LayerModel:
     def _check_shared_fields(self) -> None:
         """Validate (and normalise) the fields every jaxlayers model has: ``num_classes``, ``reg``,
         ``weight_scale``, ``loss_type``, ``dtype``; raise naming the field."""
-        owner = self._OWNER
-        _set(self, "num_classes", check_int(self.num_classes, owner, "num_classes", minimum=2))
-        _set(self, "reg", check_number(self.reg, owner, "reg (L2 strength)", low=0.0))
-        if self.weight_scale is not None:
-            scale = check_number(
-                self.weight_scale, owner, "weight_scale", low=0.0, low_open=True, what="(or None: He init)"
-            )
-            _set(self, "weight_scale", scale)
-        check_choice(self.loss_type, owner, "loss_type", _LOSSES)
-        _set(self, "dtype", check_float_dtype(self.dtype, owner))
+        check_fields(
+            self,
+            self._OWNER,
+            num_classes=partial(check_int, minimum=2),
+            reg=lambda v, owner, _: check_number(v, owner, "reg (L2 strength)", low=0.0),
+            weight_scale=optional(partial(check_number, low=0.0, low_open=True, what="(or None: He init)")),
+            loss_type=partial(check_choice, choices=_LOSSES),
+            dtype=check_float_dtype,
+            **({"dropout_rate": _check_rate} if hasattr(self, "dropout_rate") else {}),
+        )
 
     def param_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every parameter, by name (``W1``, ``b1``, ``gamma1``, ...), from the declaration."""
@@ -179,125 +214,9 @@ class LayerModel:
         ``self.net.summary()`` for one row per layer."""
         return self.net.summary(by="number", title=type(self).__name__)
 
-    def l2_penalty(self, params: Params) -> jax.Array:
-        """``0.5 * reg * sum_i sum(Wi**2)`` over the weight tensors ``W*`` (a scalar in ``dtype``).
-
-        ``reg`` may be traced; it is always applied (``reg = 0`` adds an exact 0).
-        """
-        # vdot(W, W), not sum(W**2): its VJP keeps W itself (an input), not a new 2*W array.
-        names = [n for n in self.param_shapes() if n.startswith("W")]
-        total = sum(jnp.vdot(params[n], params[n]) for n in names)
-        return 0.5 * jnp.asarray(self.reg, self.dtype) * total
-
-    def _check_dtype_available(self) -> None:
-        available = jax.dtypes.canonicalize_dtype(self.dtype)
-        require(
-            available == self.dtype,
-            self._OWNER,
-            f"dtype {self.dtype} is not available: JAX's x64 mode is off, so it would silently run in "
-            f"{available}. Wrap the calls in `with jax.enable_x64(True):`",
-            TypeError,
-        )
-
-    def _check_params(self, params, state) -> None:
-        owner = self._OWNER
-        expected = self.param_shapes()
-        require(
-            isinstance(params, dict),
-            owner,
-            f"params must be a dict of arrays by name (from init), got {type(params).__name__}",
-            TypeError,
-        )
-        missing = sorted(set(expected) - set(params))
-        extra = sorted(set(params) - set(expected))
-        require(
-            not missing and not extra,
-            owner,
-            f"params do not match this model ({self._describe()}): missing {missing}, unexpected {extra}",
-        )
-        for name, shape in expected.items():
-            got = tuple(np.shape(params[name]))
-            require(got == shape, owner, f"params[{name!r}] must have shape {shape} ({self._describe()}), got {got}")
-        want_state = self.state_keys()
-        got_state = sorted(state) if isinstance(state, dict) else type(state).__name__
-        require(
-            isinstance(state, dict) and set(state) == want_state,
-            owner,
-            f"state must be a dict with keys {sorted(want_state)} (from init), got {got_state}",
-        )
-
-    def _describe(self) -> str:
-        return self._OWNER
-
-    def _check_train_key(self, train, key, dropout_rate: float) -> bool:
-        """Whether dropout is active; raise for a non-bool ``train`` or a missing key."""
-        require(
-            isinstance(train, bool | np.bool_),
-            self._OWNER,
-            f"train must be a Python bool (static), got {train!r}",
-            TypeError,
-        )
-        use_dropout = bool(train) and dropout_rate > 0.0
-        require(
-            not (use_dropout and key is None),
-            self._OWNER,
-            f"a PRNG key is required for dropout (dropout_rate={dropout_rate}) in train mode: pass key=",
-        )
-        return use_dropout
-
-    def predict(self, params: Params, state: State, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-        """Predicted labels, int32 ``(N,)``: :func:`jaxlayers.model.predict` of this model.
-
-        ``x`` as :meth:`apply` (standardised as in training); any ``N``,
-        ``0`` included; jitted batches of ``batch_size``, the last padded.
-        """
-        return predict(self, params, state, x, batch_size=batch_size)
-
-    def predict_proba(self, params: Params, state: State, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-        """Class probabilities ``(N, num_classes)``: :func:`jaxlayers.model.predict_proba` of this model.
-
-        The softmax of the test-mode scores; with ``loss_type="svm"`` the
-        softmax of the SVM scores, which is uncalibrated (a ranking, not a
-        confidence).
-        """
-        return predict_proba(self, params, state, x, batch_size=batch_size)
-
-    def _data_loss(self, scores, y):
-        return softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
-
-    def loss(
-        self,
-        params: Params,
-        state: State,
-        x: jax.Array,
-        y: jax.Array,
-        *,
-        key: jax.Array | None = None,
-    ) -> tuple[jax.Array, tuple[State, jax.Array]]:
-        """Training objective: data loss (train mode) plus the L2 penalty.
-
-        Shaped for ``jax.value_and_grad(model.loss, has_aux=True)``.
-
-        Args:
-          params, state: as :meth:`apply`.
-          x: inputs, as :meth:`apply`.
-          y: integer labels, shape ``(N,)``, each in ``[0, num_classes)``.
-          key: PRNG key for dropout (required when ``dropout_rate > 0``).
-
-        Returns:
-          ``(loss, (new_state, scores))``: the scalar mean data loss plus
-          ``0.5 * reg * sum(W**2)``; the updated running statistics; the
-          train-mode scores ``(N, num_classes)``.
-
-        Raises:
-          ValueError: as :meth:`apply`; labels of the wrong shape; concrete
-            labels outside ``[0, num_classes)`` (under ``jit`` the loss is NaN
-            instead, see :func:`jaxlayers.softmax_loss`).
-          TypeError: non-integer labels.
-        """
-        scores, new_state = self.apply(params, state, x, train=True, key=key)
-        data_loss = self._data_loss(scores, y)
-        return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (new_state, scores)
+    def weight_names(self) -> list[str]:
+        """The parameters the L2 penalty covers (``W1, W2, ...``), from the declaration."""
+        return self.net.weight_names()
 
 
 @register_model
@@ -361,34 +280,13 @@ class FullyConnectedNet(LayerModel):
     _OWNER: ClassVar[str] = "FullyConnectedNet"
 
     def __post_init__(self) -> None:
-        owner = self._OWNER
-        dims = self.hidden_dims
-        require(
-            not isinstance(dims, str | bytes) and hasattr(dims, "__iter__"),
-            owner,
-            f"hidden_dims must be a sequence of positive ints, got {dims!r}",
-            TypeError,
+        check_fields(
+            self,
+            self._OWNER,
+            hidden_dims=check_ints,
+            input_dim=partial(check_int, minimum=1),
+            normalization=partial(check_choice, choices=_NORMALIZATIONS),
         )
-        dims = tuple(dims)
-        _set(
-            self, "hidden_dims", tuple(check_int(h, owner, f"hidden_dims[{i}]", minimum=1) for i, h in enumerate(dims))
-        )
-        _set(self, "input_dim", check_int(self.input_dim, owner, "input_dim", minimum=1))
-        norm = self.normalization
-        if isinstance(norm, str) and norm.lower() == "none":
-            norm = None
-        check_choice(norm, owner, "normalization", _NORMALIZATIONS)
-        _set(self, "normalization", norm)
-        rate = check_number(
-            self.dropout_rate,
-            owner,
-            "dropout_rate (probability of dropping a unit)",
-            low=0.0,
-            high=1.0,
-            high_open=True,
-            what="; use 0 to disable dropout",
-        )
-        _set(self, "dropout_rate", rate)
         self._check_shared_fields()
         self._declare()
 
@@ -421,10 +319,7 @@ class FullyConnectedNet(LayerModel):
     def input_shape(self) -> tuple[int, ...]:
         return (self.input_dim,)
 
-    def _describe(self) -> str:
-        return f"layer dims {self.layer_dims}, normalization {self.normalization!r}"
-
-    def _check_x(self, x) -> None:
+    def _input(self, x) -> jax.Array:
         shape = tuple(np.shape(x))
         require(
             len(shape) >= 2,
@@ -438,66 +333,12 @@ class FullyConnectedNet(LayerModel):
             f"x has {d} features per example (shape {shape}) but the network was built with "
             f"input_dim={self.input_dim}; build it with input_dim={d} or fix the data",
         )
-
-    # ------------------------------------------------------------------ API
-
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        """Initial parameters and running statistics.
-
-        Args:
-          key: a PRNG key (``jax.random.key(seed)``); one subkey per weight.
-
-        Returns:
-          ``(params, state)``: ``params`` a dict of arrays in ``dtype`` (shapes
-          as :meth:`param_shapes`): ``Wi ~ N(0, s^2)`` with ``s =
-          weight_scale`` or ``sqrt(2 / fan_in)`` (He), ``bi = betai = 0``,
-          ``gammai = 1``; ``state`` ``{"bn<i>": BatchNormState(mean=0,
-          var=1)}`` per hidden layer with batchnorm, else ``{}``.
-
-        Raises:
-          TypeError: ``dtype`` float64 with x64 off.
-        """
-        return super().init(key)
-
-    def apply(
-        self,
-        params: Params,
-        state: State,
-        x: jax.Array,
-        *,
-        train: bool,
-        key: jax.Array | None = None,
-    ) -> tuple[jax.Array, State]:
-        """Forward pass to class scores (logits).
-
-        Args:
-          params: from :meth:`init` (or training).
-          state: running statistics, from :meth:`init` (or training).
-          x: inputs, shape ``(N, input_dim)`` or ``(N, d1, ..., dk)`` with
-            ``d1 * ... * dk = input_dim``; cast to ``dtype``.
-          train: keyword, static. ``True``: batchnorm uses batch statistics
-            (and updates the running ones), dropout is active. ``False``: test
-            mode, deterministic.
-          key: PRNG key for the dropout masks; required when ``train`` and
-            ``dropout_rate > 0``, ignored otherwise.
-
-        Returns:
-          ``(scores, new_state)``: scores ``(N, num_classes)`` in ``dtype``;
-          ``new_state`` the updated running statistics (train) or ``state``.
-
-        Raises:
-          ValueError: ``x``'s features differ from ``input_dim``; params or
-            state do not match the network; no ``key`` when dropout needs one.
-        """
-        use_dropout = self._check_train_key(train, key, self.dropout_rate)
-        self._check_x(x)
-        self._check_params(params, state)
         x = jnp.asarray(x)
-        h = x.reshape(x.shape[0], -1).astype(self.dtype)
-        return self._forward(params, state, h, train, key if use_dropout else None)
+        return x.reshape(x.shape[0], d)
 
 
-def _image_shape(value, owner: str) -> tuple[int, int, int]:
+def _image_shape(value, owner: str, name: str = "input_dim") -> tuple[int, int, int]:
+    """``(C, H, W)`` as ints >= 1."""
     shape = tuple(value) if isinstance(value, tuple | list) else None
     require(shape is not None and len(shape) == 3, owner, f"input_dim must be (C, H, W), got {value!r}", TypeError)
     return tuple(check_int(v, owner, f"input_dim[{i}]", minimum=1) for i, v in enumerate(shape))
@@ -506,7 +347,7 @@ def _image_shape(value, owner: str) -> tuple[int, int, int]:
 class _ImageModel(LayerModel):
     """Shared by the conv nets: image-shaped or flat inputs, ``(N, C, H, W)``."""
 
-    def _images(self, x) -> jax.Array:
+    def _input(self, x) -> jax.Array:
         """``x`` as ``(N, C, H, W)``: exactly that shape, or flat ``(N, C*H*W)`` (row-major, as
         ``images.reshape(N, -1)``). Any other layout is refused, even one with as many elements per
         example (``(N, H, W, C)`` would be silently scrambled by a reshape)."""
@@ -519,7 +360,7 @@ class _ImageModel(LayerModel):
             + (" (channels last? transpose it to channels first)" if len(shape) == 4 and shape[-1] == c else ""),
         )
         x = jnp.asarray(x)
-        return x.reshape(x.shape[0], c, h, w).astype(self.dtype)
+        return x.reshape(x.shape[0], c, h, w)
 
 
 @register_model
@@ -561,10 +402,10 @@ class ThreeLayerConvNet(_ImageModel):
     _OWNER: ClassVar[str] = "ThreeLayerConvNet"
 
     def __post_init__(self) -> None:
-        owner = self._OWNER
-        _set(self, "input_dim", _image_shape(self.input_dim, owner))
-        for name in ("num_filters", "filter_size", "hidden_dim"):
-            _set(self, name, check_int(getattr(self, name), owner, name, minimum=1))
+        owner, positive = self._OWNER, partial(check_int, minimum=1)
+        check_fields(
+            self, owner, input_dim=_image_shape, num_filters=positive, filter_size=positive, hidden_dim=positive
+        )
         require(self.filter_size % 2 == 1, owner, f"filter_size must be odd (same padding), got {self.filter_size}")
         _, h, w = self.input_dim
         require(h >= 2 and w >= 2, owner, f"input_dim {self.input_dim} is too small for a 2x2 pool")
@@ -586,17 +427,6 @@ class ThreeLayerConvNet(_ImageModel):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.input_dim
-
-    def apply(self, params, state, x, *, train: bool, key=None):
-        """Class scores ``(N, num_classes)`` and ``state`` (no running statistics).
-
-        Raises:
-          ValueError: ``x`` not ``(N, *input_dim)`` (or flat); params that do not match.
-        """
-        self._check_train_key(train, key, 0.0)
-        h = self._images(x)
-        self._check_params(params, state)
-        return self._forward(params, state, h, train, None)
 
 
 _CONV_NORMS = (None, "batchnorm", "groupnorm")
@@ -662,37 +492,23 @@ class ConvNet(_ImageModel):
 
     def __post_init__(self) -> None:
         owner = self._OWNER
-        _set(self, "input_dim", _image_shape(self.input_dim, owner))
-        for name in ("conv_channels", "hidden_dims"):
-            v = getattr(self, name)
-            require(
-                not isinstance(v, str | bytes) and hasattr(v, "__iter__"),
-                owner,
-                f"{name} must be a sequence of positive ints, got {v!r}",
-                TypeError,
-            )
-            _set(self, name, tuple(check_int(h, owner, f"{name}[{i}]", minimum=1) for i, h in enumerate(v)))
-        fs = int_pair(self.filter_size, owner, "filter_size")
-        require(
-            fs[0] % 2 == 1 and fs[1] % 2 == 1,
+        check_fields(
+            self,
             owner,
-            f"filter_size must be odd (same padding), got {self.filter_size!r}",
+            input_dim=_image_shape,
+            conv_channels=check_ints,
+            hidden_dims=check_ints,
+            filter_size=int_pair,
+            pool_size=int_pair,
+            conv_norm=partial(check_choice, choices=_CONV_NORMS),
+            fc_norm=partial(check_choice, choices=_FC_NORMS),
+            groups=partial(check_int, minimum=1),
         )
-        _set(self, "filter_size", fs)
-        _set(self, "pool_size", int_pair(self.pool_size, owner, "pool_size"))
-        for name, choices in (("conv_norm", _CONV_NORMS), ("fc_norm", _FC_NORMS)):
-            v = getattr(self, name)
-            v = None if isinstance(v, str) and v.lower() == "none" else v
-            check_choice(v, owner, name, choices)
-            _set(self, name, v)
-        _set(self, "groups", check_int(self.groups, owner, "groups", minimum=1))
+        kh, kw = self.filter_size
+        require(kh % 2 == 1 and kw % 2 == 1, owner, f"filter_size must be odd (same padding), got {self.filter_size}")
         if self.conv_norm == "groupnorm":
             bad = [f for f in self.conv_channels if f % self.groups]
             require(not bad, owner, f"groups={self.groups} must divide every conv channel count, not {bad}")
-        rate = check_number(
-            self.dropout_rate, owner, "dropout_rate (probability of dropping a unit)", low=0.0, high=1.0, high_open=True
-        )
-        _set(self, "dropout_rate", rate)
         self._check_shared_fields()
         _, h, w = self.input_dim
         ph, pw = self.pool_size
@@ -736,27 +552,3 @@ class ConvNet(_ImageModel):
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self.input_dim
-
-    def _describe(self) -> str:
-        return f"conv channels {self.conv_channels}, hidden dims {self.hidden_dims}"
-
-    def init(self, key: jax.Array) -> tuple[Params, State]:
-        """He (or ``weight_scale``) normal weights, zero biases and betas, unit gammas, running
-        statistics ``mean=0, var=1``.
-
-        Raises:
-          TypeError: ``dtype`` float64 with x64 off.
-        """
-        return super().init(key)
-
-    def apply(self, params, state, x, *, train: bool, key=None):
-        """Class scores ``(N, num_classes)`` and the new running statistics.
-
-        Raises:
-          ValueError: ``x`` not ``(N, *input_dim)`` (or flat); params or state that
-            do not match; no ``key`` when dropout needs one.
-        """
-        use_dropout = self._check_train_key(train, key, self.dropout_rate)
-        h = self._images(x)
-        self._check_params(params, state)
-        return self._forward(params, state, h, train, key if use_dropout else None)

@@ -39,6 +39,7 @@ import dataclasses
 import math
 import socket
 import time
+from functools import partial
 
 import jax
 import jax.numpy as jnp
@@ -46,7 +47,7 @@ import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxlayers._checks import check_int, check_number, require
+from jaxlayers._checks import check_fields, check_int, check_number, optional, require
 
 __all__ = [
     "DATA_AXIS",
@@ -99,17 +100,19 @@ class Distributed:
     def __post_init__(self) -> None:
         _parse_address(self.coordinator)
         owner = "Distributed"
-        object.__setattr__(self, "num_processes", check_int(self.num_processes, owner, "num_processes", minimum=1))
-        pid = check_int(self.process_id, owner, "process_id", minimum=0)
-        require(
-            pid < self.num_processes,
+        check_fields(
+            self,
             owner,
-            f"process_id must lie in [0, num_processes) = [0, {self.num_processes}), got {pid}",
+            num_processes=partial(check_int, minimum=1),
+            process_id=partial(check_int, minimum=0),
+            timeout_s=partial(check_number, low=0.0, low_open=True),
+            local_devices=optional(partial(check_int, minimum=1)),
         )
-        object.__setattr__(self, "process_id", pid)
-        object.__setattr__(self, "timeout_s", check_number(self.timeout_s, owner, "timeout_s", low=0.0, low_open=True))
-        if self.local_devices is not None:
-            object.__setattr__(self, "local_devices", check_int(self.local_devices, owner, "local_devices", minimum=1))
+        require(
+            self.process_id < self.num_processes,
+            owner,
+            f"process_id must lie in [0, num_processes) = [0, {self.num_processes}), got {self.process_id}",
+        )
 
 
 def _parse_address(address: str) -> tuple[str, int]:

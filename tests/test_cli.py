@@ -74,6 +74,11 @@ def test_resume_takes_the_run_settings_and_extends_it(tmp_path, capsys):
     # a conflicting flag is refused, naming it
     code, _, err = _run(capsys, "--resume", "--epochs", "3", "--lr", "0.5", "--quiet", "-o", str(run_dir))
     assert code == 2 and "--learning-rate: checkpoint 0.01, now 0.5" in err  # a usage error, before training
+    # model flags given with --resume apply over the checkpoint's record: the same value resumes, another is refused
+    code, _, err = _run(capsys, "--resume", "--epochs", "3", "--hidden-dims", "32", "-q", "-o", str(run_dir))
+    assert code == 2 and "config.--hidden-dims: checkpoint [24], now [32]" in err
+    code, out, _ = _run(capsys, "--resume", "--epochs", "3", "--hidden-dims", "24", "-q", "-o", str(run_dir))
+    assert code == 0 and "hidden_dims=[24]" in out and "dropout_rate=0.1" in out  # the rest from the checkpoint
 
 
 @pytest.mark.parametrize(

@@ -151,7 +151,6 @@ def normalized_vjp(g, x_hat, inv_std, gamma, stat_axes, param_axes, axis_name=No
 
 def check_eps(eps, op: str) -> float:
     """``eps`` as a float: a Python number, finite and ``> 0``."""
-    eps = check_number(eps, op, "eps")
-    require(math.isfinite(eps), op, f"eps must be finite, got {eps}")
+    eps = check_number(eps, op, "eps")  # finite
     require(eps > 0.0, op, f"eps must be > 0, got {eps}")
     return eps

@@ -421,8 +421,70 @@ def _table(rows, title: str) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+class Classifier:
+    """The model protocol's objective and predictions, written once for :class:`Sequential` and jaxlayers'
+    models (:mod:`jaxlayers.models`), over the class's own ``apply``, ``weight_names()``, ``reg``, ``dtype``
+    and ``loss_type``."""
+
+    def l2_penalty(self, params) -> jax.Array:
+        """``0.5 * reg * sum_i sum(W{i}**2)`` over :meth:`weight_names` (a scalar in ``dtype``).
+
+        ``reg`` may be traced; it is always applied (``reg = 0`` adds an exact 0).
+        """
+        # vdot(W, W), not sum(W**2): its VJP keeps W itself (an input), not a new 2*W array.
+        total = sum(jnp.vdot(params[n], params[n]) for n in self.weight_names())
+        return 0.5 * jnp.asarray(self.reg, self.dtype) * total
+
+    def loss(self, params, state, x, y, *, key=None):
+        """Training objective: data loss (train mode) plus :meth:`l2_penalty`.
+
+        Shaped for ``jax.value_and_grad(model.loss, has_aux=True)``.
+
+        Args:
+          params, state: as :meth:`apply`.
+          x: inputs, as :meth:`apply`.
+          y: integer labels, shape ``(N,)``, each in ``[0, num_classes)``; for ``loss_type="temporal_softmax"``
+            ``(N, T)``, masked by :meth:`target_mask` (``y >= 0``; negative labels are padding).
+          key: PRNG key for dropout (required in train mode when a dropout rate is ``> 0``).
+
+        Returns:
+          ``(loss, (new_state, scores))``: the scalar mean data loss (softmax or SVM, ``loss_type``; for
+          ``"temporal_softmax"`` the masked loss summed over time and divided by N) plus
+          ``0.5 * reg * sum(W**2)``; the updated running statistics; the train-mode scores
+          ``(N, num_classes)``.
+
+        Raises:
+          ValueError: as :meth:`apply`; labels of the wrong shape; concrete labels outside
+            ``[0, num_classes)`` (under ``jit`` the loss is NaN instead, see :func:`jaxlayers.softmax_loss`).
+          TypeError: non-integer labels.
+        """
+        scores, new_state = self.apply(params, state, x, train=True, key=key)
+        if self.loss_type == "temporal_softmax":
+            y = jnp.asarray(y)
+            data_loss = temporal_softmax_loss(scores, y, self.target_mask(y))
+        else:
+            data_loss = softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
+        return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (new_state, scores)
+
+    def predict(self, params, state, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Predicted labels, int32 ``(N,)``: :func:`jaxlayers.model.predict` of this model.
+
+        ``x`` as :meth:`apply` (standardised as in training); any ``N``, ``0`` included; jitted batches of
+        ``batch_size``, the last padded.
+        """
+        return predict(self, params, state, x, batch_size=batch_size)
+
+    def predict_proba(self, params, state, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
+        """Class probabilities ``(N, num_classes)``: :func:`jaxlayers.model.predict_proba` of this model.
+
+        The softmax of the test-mode scores; with ``loss_type="svm"`` the softmax of the SVM scores, which
+        is uncalibrated (a ranking, not a confidence).
+        """
+        return predict_proba(self, params, state, x, batch_size=batch_size)
+
+
 @register_model
-class Sequential:
+class Sequential(Classifier):
     """A classifier declared as a sequence of layers: a model of the model protocol (:mod:`jaxlayers.model`).
 
     It trains through :func:`jaxlayers.train.fit` (one device or a mesh),
@@ -725,37 +787,6 @@ class Sequential:
         """
         x = self._check_inputs(params, state, x, train, key, "nn.Sequential")
         return _forward(self._plan, _leaf_layers(self.layers), params, state, x, train=bool(train), key=key)
-
-    def l2_penalty(self, params) -> jax.Array:
-        """``0.5 * reg * sum_i sum(W{i}**2)`` over :meth:`weight_names` (a scalar in ``dtype``)."""
-        total = sum(jnp.vdot(params[n], params[n]) for n in self.weight_names())
-        return 0.5 * jnp.asarray(self.reg, self.dtype) * total
-
-    def loss(self, params, state, x, y, *, key=None):
-        """``(loss, (new_state, scores))``: the data loss in train mode plus :meth:`l2_penalty`.
-
-        The data loss is the mean over the batch for ``"softmax"`` / ``"svm"`` (labels ``(N,)``);
-        for ``"temporal_softmax"`` (labels ``(N, T)``) the masked loss summed over time and
-        divided by N, with the mask :meth:`target_mask` (``y >= 0``).
-
-        Raises:
-          ValueError / TypeError: as :meth:`apply`; labels of the wrong shape or type.
-        """
-        scores, new_state = self.apply(params, state, x, train=True, key=key)
-        if self.loss_type == "temporal_softmax":
-            y = jnp.asarray(y)
-            data_loss = temporal_softmax_loss(scores, y, self.target_mask(y))
-        else:
-            data_loss = softmax_loss(scores, y) if self.loss_type == "softmax" else svm_loss(scores, y)
-        return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (new_state, scores)
-
-    def predict(self, params, state, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-        """Labels ``(N,)`` (``(N, T)`` for a sequence model): :func:`jaxlayers.model.predict`."""
-        return predict(self, params, state, x, batch_size=batch_size)
-
-    def predict_proba(self, params, state, x, *, batch_size: int = PREDICT_BATCH_SIZE) -> np.ndarray:
-        """Probabilities ``(N, C)`` (``(N, T, V)`` for a sequence model): :func:`jaxlayers.model.predict_proba`."""
-        return predict_proba(self, params, state, x, batch_size=batch_size)
 
     # ---------------------------------------------------------------- records
 

@@ -23,13 +23,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlayers._checks import check_choice, check_int, check_number, require
+from jaxlayers._checks import check_choice, check_fields, check_int, check_number, optional, require
 
 __all__ = [
     "OPTIMIZERS",
@@ -106,32 +107,30 @@ class TrainConfig:
     clip_norm: float | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            object.__setattr__(self, name, check_int(getattr(self, name), _OWNER, name, minimum=1))
-        seed = check_int(self.seed, _OWNER, "seed", minimum=0)
-        # jax.random.key keeps only 32 bits of a seed with x64 off: 2**32 would silently equal 0.
-        require(seed < 2**32, _OWNER, f"seed must be an int in [0, 2**32), got {seed}")
-        object.__setattr__(self, "seed", seed)
-        check_choice(self.optimizer, _OWNER, "optimizer", OPTIMIZERS)
-        check_choice(self.schedule, _OWNER, "schedule", SCHEDULES)
-        lr = check_number(self.learning_rate, _OWNER, "learning_rate", low=0.0, low_open=True)
-        object.__setattr__(self, "learning_rate", lr)
-        decay = check_number(self.lr_decay, _OWNER, "lr_decay", low=0.0, high=1.0, low_open=True, what="(1 = no decay)")
-        object.__setattr__(self, "lr_decay", decay)
-        object.__setattr__(
-            self, "momentum", check_number(self.momentum, _OWNER, "momentum", low=0.0, high=1.0, high_open=True)
-        )
-        warmup = check_int(self.warmup_epochs, _OWNER, "warmup_epochs", minimum=0)
-        require(
-            warmup < self.epochs,
+        positive, non_negative = partial(check_int, minimum=1), partial(check_int, minimum=0)
+        check_fields(
+            self,
             _OWNER,
-            f"warmup_epochs must be fewer than epochs ({self.epochs}), got {warmup}",
+            epochs=positive,
+            batch_size=positive,
+            eval_batch_size=positive,
+            seed=non_negative,
+            optimizer=partial(check_choice, choices=OPTIMIZERS),
+            schedule=partial(check_choice, choices=SCHEDULES),
+            learning_rate=partial(check_number, low=0.0, low_open=True),
+            lr_decay=partial(check_number, low=0.0, high=1.0, low_open=True, what="(1 = no decay)"),
+            momentum=partial(check_number, low=0.0, high=1.0, high_open=True),
+            warmup_epochs=non_negative,
+            weight_decay=partial(check_number, low=0.0),
+            clip_norm=optional(partial(check_number, low=0.0, low_open=True, what="(or None)")),
         )
-        object.__setattr__(self, "warmup_epochs", warmup)
-        object.__setattr__(self, "weight_decay", check_number(self.weight_decay, _OWNER, "weight_decay", low=0.0))
-        if self.clip_norm is not None:
-            clip = check_number(self.clip_norm, _OWNER, "clip_norm", low=0.0, low_open=True, what="(or None)")
-            object.__setattr__(self, "clip_norm", clip)
+        # jax.random.key keeps only 32 bits of a seed with x64 off: 2**32 would silently equal 0.
+        require(self.seed < 2**32, _OWNER, f"seed must be an int in [0, 2**32), got {self.seed}")
+        require(
+            self.warmup_epochs < self.epochs,
+            _OWNER,
+            f"warmup_epochs must be fewer than epochs ({self.epochs}), got {self.warmup_epochs}",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values."""
