@@ -617,28 +617,41 @@ def _as_flags(message: str, where: str) -> str:
     return _FLAG_NAMES.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
-def _preflight(command: str, net, ds, config, *, mesh=None, num_models: int = 1, run_dir=None, **target) -> int:
-    """Every check the run can fail before training (:func:`jaxlayers.training.loop.preflight`, and the
-    run directory's rule, :func:`~jaxlayers.training.checkpoint.check_checkpoint_target`), before the
-    command prints, creates or compiles anything: a failure is one usage-error line and exit status 2
-    (0: all passed)."""
-    from jaxlayers.training.checkpoint import (
-        CheckpointError,
-        RunExists,
-        check_checkpoint_target,
-        read_checkpoint_metadata,
-    )
-    from jaxlayers.training.loop import check_resume_metadata, preflight, run_info
+def _run_failure(command: str, e: Exception, started: bool) -> int:
+    """The exit status (after one error line) for an error of ``fit`` / ``fit_many``: one raised before the
+    run started (the library's checks, in ``preflight`` and ``open_checkpoint``) is a usage error (2), its
+    message with the flags' names; a run directory in use, an unwritable file or a failure while training is 1."""
+    from jaxlayers.training.checkpoint import RunDirError, RunExists
 
     where = f"jaxlayers {command}"
-    try:
-        ckpt = check_checkpoint_target(run_dir, where=where, **target) if run_dir is not None else None
-        data = preflight(net, ds, config, mesh=mesh, num_models=num_models, where=where)
-        if ckpt is not None and target.get("resume"):  # as train_run repeats it under the directory's lock
-            check_resume_metadata(read_checkpoint_metadata(ckpt), run_info("fit", [net], [config], data))
-    except (ValueError, TypeError, MemoryError, FileNotFoundError, RunExists, CheckpointError) as e:
+    if isinstance(e, RunExists):
+        return _fail(command, str(e), 2)
+    if isinstance(e, RunDirError):
+        return _fail(command, str(e), 1)
+    if not started and isinstance(e, ValueError | TypeError | MemoryError | FileNotFoundError):
         return _fail(command, _as_flags(str(e), where), 2)
-    return 0
+    if isinstance(e, OSError):
+        return _fail(command, _os_message(e), 1)
+    if isinstance(e, ValueError | TypeError | FloatingPointError):  # CheckpointError is a ValueError
+        return _fail(command, str(e), 1)
+    raise e
+
+
+def _describe_run(ds, net, config, mesh, out) -> None:
+    """What ``jaxlayers train`` prints once the run's checks passed: data, devices, model, memory, training."""
+    print(ds.summary())
+    if mesh is not None:
+        from jaxlayers.parallel import describe
+
+        print(f"devices: {describe(mesh)}")
+    settings = ", ".join(f"{k}={v}" for k, v in net.to_dict().items() if k not in ("dtype", "num_classes"))
+    print(f"model: {type(net).__name__}({settings})")
+    if hasattr(net, "summary"):
+        print(net.summary())
+    from jaxlayers.training import memory
+
+    print(f"memory: {memory.estimate_memory(net, config, ds).describe()}")  # checked before on_start
+    print(f"train: {_describe_training(config)} | run dir {out}", flush=True)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -653,7 +666,6 @@ def _train(args: argparse.Namespace) -> int:
 
     from jaxlayers import data as jl_data
     from jaxlayers import train as jl_train
-    from jaxlayers.training import rundir
 
     try:
         opts = _resolve(args, args.given)
@@ -679,53 +691,24 @@ def _train(args: argparse.Namespace) -> int:
         net, config, ds = _net_and_config(opts, ds)
     except (ValueError, TypeError, FileNotFoundError) as e:
         return fail(str(e))
-    code = _preflight("train", net, ds, config, mesh=mesh, run_dir=out, resume=args.resume, overwrite=args.overwrite)
-    if code:
-        return code
+    started = False
 
-    print(ds.summary())
-    if mesh is not None:
-        from jaxlayers.parallel import describe
-
-        print(f"devices: {describe(mesh)}")
-    settings = ", ".join(f"{k}={v}" for k, v in net.to_dict().items() if k not in ("dtype", "num_classes"))
-    print(f"model: {type(net).__name__}({settings})")
-    if hasattr(net, "summary"):
-        print(net.summary())
-    from jaxlayers.training import memory
-
-    print(f"memory: {memory.estimate_memory(net, config, ds).describe()}")  # checked by _preflight
-    print(f"train: {_describe_training(config)} | run dir {out}", flush=True)
-    bar = None
-
-    def on_start(start: int) -> None:
-        nonlocal bar
-        if not args.quiet:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(
-                total=config.epochs, initial=min(start, config.epochs), unit="epoch", desc=ds.name, file=sys.stderr
-            )
-
-    def on_epoch(r: jl_train.EpochReport) -> None:
-        if bar is not None:
-            bar.set_postfix(
-                loss=f"{r.loss:.4f}", train_acc=f"{r.train_acc:.4f}", val_acc=f"{r.val_acc:.4f}", refresh=False
-            )
-            bar.update(1)
+    class Describe(jl_train.Callback):
+        def on_start(self, start: jl_train.RunStart) -> None:  # every check passed: describe the run
+            nonlocal started
+            started = True
+            _describe_run(ds, net, config, mesh, out)
 
     record = {
         "dataset": opts["dataset"],
         "command": sys.argv[1:] if sys.argv and sys.argv[0].endswith("jaxlayers") else None,
     }
     try:
-        result, summary = rundir.train_run(
-            net, ds, config, out, resume=args.resume, overwrite=args.overwrite, callback=on_epoch, mesh=mesh,
-            record=record, on_start=on_start, where="jaxlayers train", checked=True,
+        result = jl_train.fit(
+            net, ds, config, run_dir=out, resume=args.resume, overwrite=args.overwrite, mesh=mesh,
+            verbose=not args.quiet, callbacks=[Describe()], record=record, where="jaxlayers train",
         )  # fmt: skip
     except jl_train.TrainingInterrupted as e:
-        if bar is not None:
-            bar.close()
         name = "SIGTERM" if e.signum == signal.SIGTERM else "SIGINT"
         if ckpt.is_file():
             print(f"\n{name}: stopped; epoch {e.epoch} is checkpointed in {ckpt}. Continue with:", file=sys.stderr)
@@ -733,18 +716,11 @@ def _train(args: argparse.Namespace) -> int:
         else:
             print(f"\n{name}: interrupted before the first epoch ended; there is nothing to resume.", file=sys.stderr)
         return 128 + int(e.signum)
-    except rundir.RunExists as e:
-        return fail(str(e))
-    except rundir.RunDirError as e:
-        return fail(str(e), 1)
-    except OSError as e:
-        return fail(_os_message(e), 1)
-    except (ValueError, TypeError, FloatingPointError) as e:  # CheckpointError is a ValueError
-        return fail(str(e), 1)
-    finally:
-        if bar is not None:
-            bar.close()
+    except Exception as e:
+        return _run_failure("train", e, started)
+    import json
 
+    summary = json.loads((out / "summary.json").read_text())
     accs = {k[: -len("_acc")]: v for k, v in summary.items() if k in ("train_acc", "val_acc", "test_acc")}
     final_test = summary["final_test_acc"]
     wall = time.perf_counter() - t_start
@@ -841,31 +817,29 @@ def _sweep(args: argparse.Namespace) -> int:
         ds = jl_data.load(opts["dataset"])
         net, config, ds = _net_and_config(opts, ds)
         k_models = len(next(iter(lists.values())))
-        code = _preflight("sweep", net, ds, config, num_models=k_models)
-        if code:
-            return code
-        print(ds.summary())
-        print(f"sweep: {k_models} models over {', '.join(lists)}; model {type(net).__name__}")
-        bar = None
-        if not args.quiet:
-            from tqdm.auto import tqdm
+        started = False
 
-            bar = tqdm(total=config.epochs, unit="epoch", desc=f"{k_models} models", file=sys.stderr)
+        class Describe(jl_train.Callback):
+            def on_start(self, start: jl_train.RunStart) -> None:  # every check passed
+                nonlocal started
+                started = True
+                print(ds.summary())
+                print(f"sweep: {k_models} models over {', '.join(lists)}; model {type(net).__name__}")
 
-        def on_epoch(r: jl_train.EpochReport) -> None:
-            if bar is not None:
-                bar.set_postfix(best_val_acc=f"{float(max(r.val_acc)):.4f}", refresh=False)
-                bar.update(1)
+        def best(r: jl_train.EpochReport) -> dict[str, str]:
+            return {"best_val_acc": f"{float(max(r.val_acc)):.4f}"}
 
+        bar = [] if args.quiet else [jl_train.ProgressBar(f"{k_models} models", postfix=best)]
         try:
-            result = jl_train.fit_many(net, ds, config, callback=on_epoch, **lists)
+            result = jl_train.fit_many(net, ds, config, callbacks=[Describe(), *bar], where="jaxlayers sweep", **lists)
         except jl_train.TrainingInterrupted as e:
             name = "SIGTERM" if e.signum == signal.SIGTERM else "SIGINT"
             print(f"\n{name}: the sweep stopped after epoch {e.epoch}; nothing was written", file=sys.stderr)
             return 128 + int(e.signum)
-        finally:
-            if bar is not None:
-                bar.close()
+        except (ValueError, TypeError, MemoryError) as e:
+            if started:
+                raise
+            return _run_failure("sweep", e, started)  # the library's checks: a usage error
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"jaxlayers sweep: error: {e}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ from jaxlayers.data import apply_standardization
 from jaxlayers.model import PREDICT_BATCH_SIZE, model_from_record, predict, predict_proba
 from jaxlayers.training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint_trees
 from jaxlayers.training.config import TrainConfig
-from jaxlayers.training.loop import evaluate
+from jaxlayers.training.evaluation import evaluate
 from jaxlayers.training.results import History
 
 __all__ = ["WHICH", "Preprocessing", "Run", "load_run"]
