@@ -304,7 +304,7 @@ _SIGNALS = threading.local()  # the DeferredSignals of the fit / fit_many runnin
 
 def _stops_at_epoch_boundaries(function):
     """Run ``function`` (``fit``, ``fit_many``) with SIGINT/SIGTERM deferred from its first line to its
-    return, so that no signal raises while JAX traces, compiles or runs; :func:`_run` stops on it."""
+    return, so that no signal raises while JAX traces, compiles or runs; :func:`_train` stops on it."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -358,10 +358,13 @@ def fit(
     drawn from the state's key, and the per-step losses and correct counts
     are fetched once, at the end of the epoch. After every epoch the
     validation accuracy is measured (test mode), the parameters are kept if
-    it is the best so far (ties: the later epoch), and (with
-    ``checkpoint_dir`` or ``run_dir``) a checkpoint is written atomically. Learning rate,
-    ``reg`` and ``weight_scale`` are traced: a second ``fit`` that changes only
-    them compiles nothing.
+    it is the best so far (ties: the later epoch), (with ``checkpoint_dir``
+    or ``run_dir``) a checkpoint is written atomically, and the callbacks
+    run. Learning rate, ``reg`` and ``weight_scale`` are traced: a second
+    ``fit`` that changes only them compiles nothing. Every argument is checked
+    once, before anything is compiled or written
+    (:func:`~jaxlayers.training.preflight.preflight`); the checkpoint is
+    checked (and a resume compared with it) once, after ``run_dir`` is locked.
 
     Args:
       model: any model of the model protocol (:mod:`jaxlayers.model`), e.g.

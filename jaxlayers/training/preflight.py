@@ -128,16 +128,17 @@ def check_data(model, data, config: TrainConfig, where: str = "fit"):
 def preflight(model, data, config: TrainConfig, *, mesh=None, num_models: int = 1, where: str = "fit", optimizer=None):
     """Every check a run can fail before it trains, in one place, run before anything is written or compiled.
 
-    ``fit``, ``fit_many``, ``fit(run_dir=)`` and ``jaxlayers train`` / ``sweep`` call it first (the
-    CLI, to report a failure as a usage error before it prints or creates anything). It traces
-    abstractly (``jax.eval_shape``) and compiles, allocates and writes nothing.
+    ``fit`` and ``fit_many`` (so ``fit(run_dir=)`` and ``jaxlayers train`` / ``sweep`` too) call it
+    first, once; the CLI reports a failure here as a usage error, before it prints or creates
+    anything. It traces abstractly (``jax.eval_shape``) and compiles, allocates and writes nothing.
 
     Checks: the data against the model and ``config`` (:func:`check_data`: kinds, shapes, label
-    range, NaN/inf, ``batch_size`` at most the training set), an ``optimizer`` with optax's ``init`` and
-    ``update``, ``batch_size`` a multiple of the mesh's device count, and the memory estimate (:func:`~jaxlayers.training.memory.check_run_memory`).
+    range, NaN/inf, ``batch_size`` at most the training set), an ``optimizer`` with optax's ``init``
+    and ``update``, ``batch_size`` a multiple of the mesh's device count, and the memory estimate
+    (:func:`~jaxlayers.training.memory.check_run_memory`).
 
     Args:
-      model, data, config: as :func:`fit`.
+      model, data, config: as :func:`~jaxlayers.training.loop.fit`.
       mesh: the ``jax.sharding.Mesh`` the run will use, or ``None``.
       num_models: models trained at once (``fit_many``'s ``K``), for the memory estimate.
       optimizer: the optax optimizer given to ``fit`` (``None``: ``config``'s), for the memory estimate.
