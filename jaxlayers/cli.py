@@ -513,62 +513,33 @@ def _as_flags(message: str, where: str) -> str:
     return _FLAG_NAMES.sub(lambda m: "--" + m.group(1).replace("_", "-"), message)
 
 
-def _preflight(command: str, net, ds, config, *, mesh=None, num_models: int = 1, run_dir=None, **target) -> int:
-    """Every check the run can fail before training (:func:`jaxlayers.training.loop.preflight`, and the
-    run directory's rule, :func:`~jaxlayers.training.checkpoint.check_checkpoint_target`), before the
-    command prints, creates or compiles anything: a failure is one usage-error line and exit status 2
-    (0: all passed)."""
-    from jaxlayers.training.checkpoint import (
-        CheckpointError,
-        RunExists,
-        check_checkpoint_target,
-        read_checkpoint_metadata,
-    )
-    from jaxlayers.training.loop import check_resume_metadata, preflight, run_info
+def _run_failure(command: str, e: Exception, started: bool) -> int:
+    """The exit status (after one error line) for an error of ``fit`` / ``fit_many``: one raised before the
+    run started (the library's checks, in ``preflight`` and ``open_checkpoint``) is a usage error (2), its
+    message with the flags' names; a run directory in use, an unwritable file or a failure while training is 1."""
+    from jaxlayers.training.checkpoint import RunDirError, RunExists
 
     where = f"jaxlayers {command}"
-    try:
-        ckpt = check_checkpoint_target(run_dir, where=where, **target) if run_dir is not None else None
-        data = preflight(net, ds, config, mesh=mesh, num_models=num_models, where=where)
-        if ckpt is not None and target.get("resume"):  # as train_run repeats it under the directory's lock
-            check_resume_metadata(read_checkpoint_metadata(ckpt), run_info("fit", [net], [config], data))
-    except (ValueError, TypeError, MemoryError, FileNotFoundError, RunExists, CheckpointError) as e:
+    if isinstance(e, RunExists):
+        return _fail(command, str(e), 2)
+    if isinstance(e, RunDirError):
+        return _fail(command, str(e), 1)
+    if not started and isinstance(e, ValueError | TypeError | MemoryError | FileNotFoundError):
         return _fail(command, _as_flags(str(e), where), 2)
-    return 0
+    if isinstance(e, OSError):
+        return _fail(command, _os_message(e), 1)
+    if isinstance(e, ValueError | TypeError | FloatingPointError):  # CheckpointError is a ValueError
+        return _fail(command, str(e), 1)
+    raise e
 
 
 def _signal_name(signum: int) -> str:
     return "SIGTERM" if signum == signal.SIGTERM else "SIGINT"
 
 
-class _Progress:
-    """The progress bar of `train` and `sweep` on standard error (tqdm; none with --quiet): ``start`` opens
-    it, ``epoch`` (the training loop's callback) advances it with ``postfix(report)``."""
-
-    def __init__(self, quiet: bool, total: int, desc: str, postfix) -> None:
-        self.quiet, self.total, self.desc, self.postfix, self.bar = quiet, total, desc, postfix, None
-
-    def start(self, initial: int = 0) -> None:
-        if not self.quiet:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(
-                total=self.total, initial=min(initial, self.total), unit="epoch", desc=self.desc, file=sys.stderr
-            )
-
-    def epoch(self, report) -> None:
-        if self.bar is not None:
-            self.bar.set_postfix(**self.postfix(report), refresh=False)
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _train_setup(args: argparse.Namespace):
-    """``(opts, mesh, out, net, config, ds)`` of a `train` command line, after every check that can fail
-    before training; or the exit status of the check that failed (its one line printed)."""
+    """``(opts, mesh, out, net, config, ds)`` of a `train` command line; or the exit status of the check
+    that failed (its one line printed). The run's own checks are ``fit``'s, before it starts."""
     fail = lambda message, code=2: _fail("train", message, code)  # noqa: E731
     if args.output_dir == "":
         return fail("--output-dir is an empty path; give a directory such as runs/mine")
@@ -598,8 +569,7 @@ def _train_setup(args: argparse.Namespace):
         net, config, ds = _net_and_config(opts, jl_data.load(opts["dataset"]))
     except (ValueError, TypeError, FileNotFoundError) as e:
         return fail(str(e))
-    code = _preflight("train", net, ds, config, mesh=mesh, run_dir=out, resume=args.resume, overwrite=args.overwrite)
-    return code or (opts, mesh, out, net, config, ds)
+    return opts, mesh, out, net, config, ds
 
 
 def _print_train_plan(net, ds, config, mesh, out: Path) -> None:
@@ -614,25 +584,31 @@ def _print_train_plan(net, ds, config, mesh, out: Path) -> None:
     print(f"model: {type(net).__name__}({settings})")
     if hasattr(net, "summary"):
         print(net.summary())
-    print(f"memory: {memory.estimate_memory(net, config, ds).describe()}")  # checked by _preflight
+    print(f"memory: {memory.estimate_memory(net, config, ds).describe()}")  # checked before on_start
     print(f"train: {_describe_training(config)} | run dir {out}", flush=True)
 
 
-def _fit_run(args: argparse.Namespace, opts: dict, net, ds, config, out: Path, mesh, progress: _Progress):
-    """The one call of `jaxlayers train` into the training side: the run in ``out``, with its hooks."""
-    from jaxlayers.training import rundir
+def _fit_run(args: argparse.Namespace, opts: dict, net, ds, config, out: Path, mesh, on_start):
+    """The one call of `jaxlayers train` into the training side: ``fit`` in the run directory ``out``;
+    ``on_start`` runs once every check passed (it describes the run)."""
+    from jaxlayers import train as jl_train
+
+    class Describe(jl_train.Callback):
+        def on_start(self, start: jl_train.RunStart) -> None:
+            on_start()
 
     record = {
         "dataset": opts["dataset"],
         "command": sys.argv[1:] if sys.argv and sys.argv[0].endswith("jaxlayers") else None,
     }
-    return rundir.train_run(
-        net, ds, config, out, resume=args.resume, overwrite=args.overwrite, callback=progress.epoch, mesh=mesh,
-        record=record, on_start=progress.start, where="jaxlayers train", checked=True,
+    return jl_train.fit(
+        net, ds, config, run_dir=out, resume=args.resume, overwrite=args.overwrite, mesh=mesh,
+        verbose=not args.quiet, callbacks=[Describe()], record=record, where="jaxlayers train",
     )  # fmt: skip
 
 
 def _train(args: argparse.Namespace) -> int:
+    import json
     import time
 
     t_start = time.perf_counter()
@@ -640,25 +616,25 @@ def _train(args: argparse.Namespace) -> int:
     if isinstance(setup, int):
         return setup
     opts, mesh, out, net, config, ds = setup
-    _print_train_plan(net, ds, config, mesh, out)
     from jaxlayers import train as jl_train
-    from jaxlayers.training.checkpoint import RunDirError, RunExists
 
-    def postfix(r: jl_train.EpochReport) -> dict:
-        return {"loss": f"{r.loss:.4f}", "train_acc": f"{r.train_acc:.4f}", "val_acc": f"{r.val_acc:.4f}"}
-
-    progress = _Progress(args.quiet, config.epochs, ds.name, postfix)
+    started = []
     try:
-        result, summary = _fit_run(args, opts, net, ds, config, out, mesh, progress)
+        result = _fit_run(
+            args,
+            opts,
+            net,
+            ds,
+            config,
+            out,
+            mesh,
+            lambda: (started.append(1), _print_train_plan(net, ds, config, mesh, out)),
+        )
     except jl_train.TrainingInterrupted as e:
-        progress.close()
         return _train_interrupted(e, out / jl_train.CHECKPOINT_NAME)
-    except RunExists as e:
-        return _fail("train", str(e), 2)
-    except (RunDirError, OSError, ValueError, TypeError, FloatingPointError) as e:  # CheckpointError: a ValueError
-        return _fail("train", _os_message(e) if isinstance(e, OSError) else str(e), 1)
-    finally:
-        progress.close()
+    except Exception as e:
+        return _run_failure("train", e, bool(started))
+    summary = json.loads((out / "summary.json").read_text())
     _print_train_result(result, summary, time.perf_counter() - t_start, out)
     return 0
 
@@ -772,28 +748,30 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         lists = _sweep_lists(args)
         net, config, ds = _net_and_config(opts, jl_data.load(opts["dataset"]))
-        k_models = len(next(iter(lists.values())))
-        code = _preflight("sweep", net, ds, config, num_models=k_models)
-        if code:
-            return code
-        print(ds.summary())
-        print(f"sweep: {k_models} models over {', '.join(lists)}; model {type(net).__name__}")
-        progress = _Progress(
-            args.quiet, config.epochs, f"{k_models} models", lambda r: {"best_val_acc": f"{float(max(r.val_acc)):.4f}"}
-        )
-        progress.start()
-        try:
-            result = jl_train.fit_many(net, ds, config, callback=progress.epoch, **lists)
-        except jl_train.TrainingInterrupted as e:
-            print(
-                f"\n{_signal_name(e.signum)}: the sweep stopped after epoch {e.epoch}; nothing was written",
-                file=sys.stderr,
-            )
-            return 128 + int(e.signum)
-        finally:
-            progress.close()
     except (ValueError, TypeError, FileNotFoundError) as e:
         return _fail("sweep", str(e), 2)
+    k_models = len(next(iter(lists.values())))
+    started = []
+
+    class Describe(jl_train.Callback):
+        def on_start(self, start: jl_train.RunStart) -> None:  # every check passed
+            started.append(1)
+            print(ds.summary())
+            print(f"sweep: {k_models} models over {', '.join(lists)}; model {type(net).__name__}")
+
+    def best(r: jl_train.EpochReport) -> dict[str, str]:
+        return {"best_val_acc": f"{float(max(r.val_acc)):.4f}"}
+
+    bar = [] if args.quiet else [jl_train.ProgressBar(f"{k_models} models", postfix=best)]
+    try:
+        result = jl_train.fit_many(net, ds, config, callbacks=[Describe(), *bar], where="jaxlayers sweep", **lists)
+    except jl_train.TrainingInterrupted as e:
+        print(
+            f"\n{_signal_name(e.signum)}: the sweep stopped after epoch {e.epoch}; nothing was written", file=sys.stderr
+        )
+        return 128 + int(e.signum)
+    except Exception as e:
+        return _run_failure("sweep", e, bool(started))
     _print_sweep_result(result, k_models, time.perf_counter() - t_start)
     return _write_sweep(opts, net, config, result)
 

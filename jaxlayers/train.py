@@ -14,8 +14,11 @@ The pieces, smallest first (each in its own module of :mod:`jaxlayers.training`)
 * :func:`fit`, :func:`fit_many`, :func:`evaluate` -- the one host loop in
   the manner of the course's ``Solver``: history, the best parameters by
   validation accuracy, a checkpoint after every epoch, bitwise-exact resume.
-* ``fit(..., run_dir=)`` -- the run directory ``jaxlayers train`` writes
-  (:mod:`jaxlayers.training.rundir`; one implementation for both).
+* :class:`Callback`, :class:`RunStart` -- what the loop calls around its
+  epochs (``fit(..., callbacks=[...])``): ``on_start``, ``on_epoch``,
+  ``on_checkpoint``, ``on_end``. The run directory ``jaxlayers train``
+  writes (``fit(..., run_dir=)``, :class:`RunDir`) and the progress bar
+  (``verbose=True``, :class:`ProgressBar`) are such callbacks.
 * :func:`save_checkpoint`, :func:`load_checkpoint`, :func:`atomic_write`,
   :func:`plot_history`.
 * :func:`load_run` -- after training: a run back in one call, as a
@@ -36,25 +39,31 @@ from jaxlayers.training.checkpoint import (
 )
 from jaxlayers.training.config import OPTIMIZERS, TrainConfig, make_optimizer
 from jaxlayers.training.epoch import run_epoch
-from jaxlayers.training.loop import evaluate, fit_many
+from jaxlayers.training.evaluation import evaluate
+from jaxlayers.training.hooks import Callback, ProgressBar, RunStart
+from jaxlayers.training.loop import fit, fit_many
 from jaxlayers.training.plots import plot_history
 from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError, TrainingInterrupted
 from jaxlayers.training.run import Preprocessing, Run, load_run
-from jaxlayers.training.rundir import RUN_FILES, RunDirError, fit
+from jaxlayers.training.rundir import RUN_FILES, RunDir, RunDirError
 from jaxlayers.training.state import TrainState, init_train_state, make_train_step
 
 __all__ = [
     "CHECKPOINT_NAME",
     "OPTIMIZERS",
+    "Callback",
     "CheckpointError",
     "EpochReport",
     "FitResult",
     "History",
     "NonFiniteLossError",
     "Preprocessing",
+    "ProgressBar",
     "Run",
     "RUN_FILES",
+    "RunDir",
     "RunDirError",
+    "RunStart",
     "TrainConfig",
     "TrainState",
     "TrainingInterrupted",

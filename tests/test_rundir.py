@@ -227,12 +227,11 @@ def test_the_metrics_line_follows_its_checkpoint(tmp_path):
     net = jl.FullyConnectedNet(hidden_dims=(16,), input_dim=64, num_classes=10)
     seen = []
 
-    def on_checkpoint(r):
-        seen.append((r.epoch, train.read_checkpoint_metadata(tmp_path / train.CHECKPOINT_NAME)["epoch"]))
+    class OnDisk(train.Callback):  # on the checkpoint writer's thread, once the epoch's checkpoint is on disk
+        def on_checkpoint(self, r):
+            seen.append((r.epoch, train.read_checkpoint_metadata(tmp_path / train.CHECKPOINT_NAME)["epoch"]))
 
-    from jaxlayers.training.loop import fit as loop_fit
-
-    loop_fit(net, ds, train.TrainConfig(epochs=3, batch_size=200), checkpoint_dir=tmp_path, on_checkpoint=on_checkpoint)
+    train.fit(net, ds, train.TrainConfig(epochs=3, batch_size=200), checkpoint_dir=tmp_path, callbacks=[OnDisk()])
     assert seen == [(1, 1), (2, 2), (3, 3)]
 
 

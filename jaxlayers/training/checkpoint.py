@@ -30,6 +30,8 @@ import numpy as np
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
 
+from jaxlayers.training.config import steps_per_epoch
+
 __all__ = [
     "CHECKPOINT_NAME",
     "CheckpointError",
@@ -351,7 +353,17 @@ def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
     if kind not in KINDS:
         _fail(where, "kind", f"is {kind!r}, expected one of {list(KINDS)}")
     many = kind == "fit_many"
-    models, configs = meta["models"], meta["train_configs"]
+    K, configs = _check_models_and_configs(where, meta["models"], meta["train_configs"], many)
+    steps = _check_data_record(where, meta["data"], configs[0]["batch_size"])
+    epoch = _int_field(where, "epoch", meta["epoch"], 0, configs[0]["epochs"])
+    _check_history(where, meta["history"], epoch, steps, K if many else None)
+    _check_best(where, meta, epoch, K if many else None)
+    if "preprocessing" in meta:
+        _check_preprocessing(where, _record(where, "preprocessing", meta["preprocessing"]))
+
+
+def _check_models_and_configs(where: str, models, configs, many: bool) -> tuple[int, list]:
+    """``(K, configs)``: the model records (one for ``fit``) and one training config per model."""
     if not isinstance(models, list) or not models or (not many and len(models) != 1):
         _fail(
             where, "models", f"is {models!r:.80}, expected a list of {'one or more' if many else 'one'} model records"
@@ -368,42 +380,50 @@ def check_run_metadata(meta: dict[str, Any], where: str = "checkpoint") -> None:
         _record(where, f"train_configs[{k}]", c, ("epochs", "batch_size"))
         _int_field(where, f"train_configs[{k}].epochs", c["epochs"], 1)
         _int_field(where, f"train_configs[{k}].batch_size", c["batch_size"], 1)
-    data = _record(where, "data", meta["data"], ("name", "shapes"))
+    return K, configs
+
+
+def _check_data_record(where: str, data, batch_size: int) -> int:
+    """The data record's name and split shapes; the steps per epoch they give (at least one)."""
+    data = _record(where, "data", data, ("name", "shapes"))
     if not isinstance(data["name"], str):
         _fail(where, "data.name", f"is {data['name']!r}, expected a string")
     shapes = _record(where, "data.shapes", data["shapes"], ("X_train", "y_train", "X_val", "y_val"))
     for split, shape in shapes.items():
         if not isinstance(shape, list) or not shape or not all(_is_int(d) and d >= 0 for d in shape):
             _fail(where, f"data.shapes.{split}", f"is {shape!r:.80}, expected a list of sizes >= 0")
-    n_train = shapes["y_train"][0]
-    steps = n_train // configs[0]["batch_size"]
+    steps = steps_per_epoch(shapes["y_train"][0], batch_size)
     if steps < 1:
         _fail(where, "data.shapes.y_train", f"is {shapes['y_train']}: fewer examples than one batch")
-    epochs = configs[0]["epochs"]
-    epoch = _int_field(where, "epoch", meta["epoch"], 0, epochs)
-    history = _record(where, "history", meta["history"], HISTORY_FIELDS)
+    return steps
+
+
+def _check_history(where: str, history, epoch: int, steps: int, K: int | None) -> None:
+    """``loss`` of ``epoch * steps`` numbers, the accuracies and ``lr`` of ``epoch`` (per model for ``K``)."""
+    history = _record(where, "history", history, HISTORY_FIELDS)
     per_model = {"loss": (epoch * steps, -math.inf, math.inf), "train_acc": (epoch, 0, 1), "val_acc": (epoch, 0, 1)}
     per_model["lr"] = (epoch, -math.inf, math.inf)
     for name, (length, lo, hi) in per_model.items():
         rows = history[name]
-        if many:
-            if not isinstance(rows, list) or len(rows) != K:
-                _fail(where, f"history.{name}", f"is {type(rows).__name__}, expected a list of {K} (one per model)")
-        for k, row in enumerate(rows if many else [rows]):
-            field = f"history.{name}[{k}]" if many else f"history.{name}"
+        if K is not None and (not isinstance(rows, list) or len(rows) != K):
+            _fail(where, f"history.{name}", f"is {type(rows).__name__}, expected a list of {K} (one per model)")
+        for k, row in enumerate(rows if K is not None else [rows]):
+            field = f"history.{name}[{k}]" if K is not None else f"history.{name}"
             _numbers(where, field, row, length, lo, hi, allow_none=name in ("loss", "lr"))
     _numbers(where, "history.epoch_time_s", history["epoch_time_s"], epoch, 0, math.inf)
+
+
+def _check_best(where: str, meta: dict, epoch: int, K: int | None) -> None:
+    """``best_val_acc`` in [-1, 1] and ``best_epoch`` in ``[0, epoch]`` (lists of ``K`` for ``fit_many``)."""
     for name, check in (
         ("best_val_acc", lambda f, v: _number_field(where, f, v, -1, 1)),
         ("best_epoch", lambda f, v: _int_field(where, f, v, 0, epoch)),
     ):
         values = _record(where, "", meta, (name,))[name]
-        if many and (not isinstance(values, list) or len(values) != K):
+        if K is not None and (not isinstance(values, list) or len(values) != K):
             _fail(where, name, f"is {values!r:.80}, expected a list of {K} (one per model)")
-        for k, v in enumerate(values if many else [values]):
-            check(f"{name}[{k}]" if many else name, v)
-    if "preprocessing" in meta:
-        _check_preprocessing(where, _record(where, "preprocessing", meta["preprocessing"]))
+        for k, v in enumerate(values if K is not None else [values]):
+            check(f"{name}[{k}]" if K is not None else name, v)
 
 
 def _check_preprocessing(where: str, pre: dict) -> None:

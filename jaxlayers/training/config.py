@@ -41,6 +41,7 @@ __all__ = [
     "learning_rate_of",
     "learning_rate_schedule",
     "make_optimizer",
+    "steps_per_epoch",
     "with_learning_rate",
 ]
 
@@ -244,6 +245,13 @@ class ConfiguredOptimizer:
 @functools.lru_cache(maxsize=64)
 def _configured(spec: OptimizerSpec, learning_rate: float) -> ConfiguredOptimizer:
     return ConfiguredOptimizer(spec, learning_rate)
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    """The steps of one epoch: ``n_train // batch_size`` (the last partial batch is dropped; each epoch
+    draws a fresh permutation). The one place this is computed (the loop, the memory estimate, the
+    checkpoint's metadata check, the metrics file)."""
+    return int(n_train) // int(batch_size)
 
 
 def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> ConfiguredOptimizer:

@@ -1,13 +1,18 @@
-"""The one host loop: :func:`fit`, :func:`fit_many` and :func:`evaluate`.
+"""The one host loop: :func:`fit` and :func:`fit_many`, from the arguments to the strategy's epoch.
 
-``fit`` (one model, on one device or a mesh) and ``fit_many`` (``K`` models,
-vmapped) are the same loop, :func:`_run`, over a strategy from
-:mod:`jaxlayers.training.strategies`: per epoch one compiled call, one fetch
-of the per-step losses and counts, the history, the checkpoint (written on a
-background thread), the callback. They differ in what a non-finite loss does:
-``fit`` stops with :class:`NonFiniteLossError` and its last checkpoint intact;
-in a sweep the model is only marked (:attr:`FitResult.finite`) and the others
-train on.
+``fit`` (one model, on one device or a mesh) and ``fit_many`` (``K`` models, vmapped) check their
+arguments once (:func:`~jaxlayers.training.preflight.preflight`), build a strategy
+(:mod:`jaxlayers.training.strategies`) and run the same loop, :func:`_train`: the callbacks are
+entered (the run directory takes its lock), the checkpoint is checked and, on resume, compared and
+loaded, once (:func:`~jaxlayers.training.resume.open_checkpoint`); then per epoch one compiled call,
+one fetch of the per-step losses and counts, the history, the checkpoint (written on a background
+thread) and the callbacks. The run directory, the progress bar and the metrics file are callbacks
+(:mod:`jaxlayers.training.hooks`, :class:`~jaxlayers.training.rundir.RunDir`), not wrappers.
+
+The two differ in what a non-finite loss does: ``fit`` stops with :class:`NonFiniteLossError` and
+its last checkpoint intact; in a sweep the model is only marked (:attr:`FitResult.finite`) and the
+others train on (:class:`_Tally` and :class:`_ManyTally` hold that difference, and the shapes of the
+history and the report).
 """
 
 from __future__ import annotations
@@ -15,12 +20,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import json
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import SimpleNamespace
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -28,32 +32,36 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlayers._checks import check_instance, require
-from jaxlayers.data import preprocessing_record
-from jaxlayers.model import check_model, model_record, split_model
-from jaxlayers.parallel import (
-    Distributed,
-    as_auto_mesh,
-    check_batch_size,
-    host_copy,
-    initialize_distributed,
-    make_data_mesh,
+from jaxlayers.model import check_model
+from jaxlayers.parallel import Distributed, host_copy, initialize_distributed, make_data_mesh
+from jaxlayers.training.checkpoint import CheckpointWriter, checkpoint_tensors, load_checkpoint
+from jaxlayers.training.config import (
+    ConfiguredOptimizer,
+    TrainConfig,
+    learning_rate_schedule,
+    make_optimizer,
+    steps_per_epoch,
 )
-from jaxlayers.training.checkpoint import (
-    CheckpointError,
-    CheckpointWriter,
-    check_checkpoint_target,
-    checkpoint_tensors,
-    load_checkpoint,
-    read_checkpoint_metadata,
-)
-from jaxlayers.training.config import ConfiguredOptimizer, TrainConfig, learning_rate_schedule, make_optimizer
-from jaxlayers.training.epoch import pad_eval
-from jaxlayers.training.memory import check_run_memory
+from jaxlayers.training.evaluation import evaluate
+from jaxlayers.training.hooks import Callback, Callbacks, ProgressBar, RunStart
+from jaxlayers.training.preflight import as_dataset, check_data, preflight
 from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError, TrainingInterrupted
+from jaxlayers.training.resume import open_checkpoint, run_info
+from jaxlayers.training.rundir import RunDir
 from jaxlayers.training.signals import SIGNAL_NAMES, DeferredSignals
-from jaxlayers.training.strategies import DataMesh, ManyModels, SingleDevice, compiled_count
+from jaxlayers.training.strategies import DataMesh, ManyModels, SingleDevice
 
-__all__ = ["SWEPT", "as_dataset", "check_data", "evaluate", "fit", "fit_many", "grid", "preflight"]
+__all__ = [
+    "SWEPT",
+    "Callback",
+    "as_dataset",
+    "check_data",
+    "evaluate",
+    "fit",
+    "fit_many",
+    "grid",
+    "preflight",
+]
 
 # fit_many's per-model lists: the keyword, and the field of the model (or of the TrainConfig) it sets.
 SWEPT = {
@@ -63,180 +71,6 @@ SWEPT = {
     "dropout_rates": ("model", "dropout_rate"),
     "regs": ("model", "reg"),
 }
-_SPLITS = ("train", "val")
-
-
-# ---------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------
-
-
-def as_dataset(data, where: str):
-    """``data`` itself if it has ``X_train, y_train, X_val, y_val`` attributes; the course
-    ``Solver``'s dict ``{'X_train', 'y_train', 'X_val', 'y_val'}`` as such an object.
-
-    Raises:
-      TypeError: neither.
-    """
-    keys = ("X_train", "y_train", "X_val", "y_val")
-    if isinstance(data, dict):
-        missing = [k for k in keys if k not in data]
-        require(not missing, where, f"the data dict lacks {missing} (it needs {', '.join(keys)})", TypeError)
-        return SimpleNamespace(**{k: data[k] for k in keys}, name=str(data.get("name", "")))
-    missing = [k for k in keys if not hasattr(data, k)]
-    require(
-        not missing,
-        where,
-        f"data must be a jaxlayers.data.Dataset, or any object or dict with {', '.join(keys)}; "
-        f"{type(data).__name__} lacks {missing}",
-        TypeError,
-    )
-    return data
-
-
-def _num_classes(model, X, where: str, x_name: str) -> int:
-    """The model's class count, from the abstract shape of its scores on one example (nothing runs)."""
-    try:
-        shapes = jax.eval_shape(model.init, jax.random.key(0))
-        scores, _ = jax.eval_shape(lambda p, s, x: model.apply(p, s, x, train=False), *shapes, X[:1])
-    except (ValueError, TypeError) as e:
-        raise type(e)(f"{where}: {x_name} has shape {X.shape}, which the model refuses: {e}") from None
-    return int(scores.shape[-1])
-
-
-def _check_split(
-    model, X, y, where: str, x_name: str = "X", y_name: str = "y", *, allow_empty: bool = False
-) -> tuple[np.ndarray, np.ndarray]:
-    """Host arrays ``X, y`` after the checks every split gets: shapes, integer labels in
-    ``[0, C)``, finite features, a shape the model accepts."""
-    X, y = np.asarray(X), np.asarray(y)
-    xs = X.shape
-    require(len(xs) >= 2, where, f"{x_name} must have shape (N, ...), got {xs}")
-    require(y.shape == (xs[0],), where, f"{y_name} must have shape ({xs[0]},) to match {x_name} {xs}, got {y.shape}")
-    require(
-        np.issubdtype(y.dtype, np.integer),
-        where,
-        f"{y_name} must hold integer class labels, got dtype {y.dtype}",
-        TypeError,
-    )
-    require(
-        np.issubdtype(X.dtype, np.floating) or np.issubdtype(X.dtype, np.integer),
-        where,
-        f"{x_name} must be numeric, got dtype {X.dtype}",
-        TypeError,
-    )
-    if xs[0] == 0:
-        require(allow_empty, where, f"{x_name} is empty")
-        return X, y
-    if np.issubdtype(X.dtype, np.floating):
-        bad = np.flatnonzero(~np.isfinite(X.reshape(xs[0], -1)).all(axis=1))
-        require(
-            bad.size == 0,
-            where,
-            f"{x_name} holds NaN or infinite values ({bad.size} example(s), the first at index {bad[:1].tolist()})",
-        )
-    num_classes = _num_classes(model, X, where, x_name)
-    lo, hi = int(y.min()), int(y.max())
-    require(
-        lo >= 0 and hi < num_classes,
-        where,
-        f"{y_name} holds labels in [{lo}, {hi}] but the model has {num_classes} classes; "
-        f"labels must lie in [0, {num_classes})",
-    )
-    return X, y
-
-
-def check_data(model, data, config: TrainConfig, where: str = "fit"):
-    """Check ``data`` against ``model`` and ``config`` (as ``fit`` does before compiling anything).
-
-    Returns:
-      The dataset (``as_dataset(data)``).
-
-    Raises:
-      TypeError: data of the wrong kind; float labels.
-      ValueError: an empty split, NaN/inf features, labels outside
-        ``[0, num_classes)``, a feature shape the model refuses, or a
-        ``batch_size`` larger than the training set.
-    """
-    data = as_dataset(data, where)
-    for split in _SPLITS:
-        _check_split(
-            model, getattr(data, f"X_{split}"), getattr(data, f"y_{split}"), where, f"data.X_{split}", f"data.y_{split}"
-        )
-    n = np.shape(data.y_train)[0]
-    require(
-        config.batch_size <= n,
-        where,
-        f"batch_size {config.batch_size} is larger than the {n} training examples; use batch_size <= {n}",
-    )
-    return data
-
-
-def preflight(model, data, config: TrainConfig, *, mesh=None, num_models: int = 1, where: str = "fit", optimizer=None):
-    """Every check a run can fail before it trains, in one place, run before anything is written or compiled.
-
-    ``fit``, ``fit_many``, ``fit(run_dir=)`` and ``jaxlayers train`` / ``sweep`` call it first (the
-    CLI, to report a failure as a usage error before it prints or creates anything). It traces
-    abstractly (``jax.eval_shape``) and compiles, allocates and writes nothing.
-
-    Checks: the data against the model and ``config`` (:func:`check_data`: kinds, shapes, label
-    range, NaN/inf, ``batch_size`` at most the training set), ``batch_size`` a multiple of the mesh's
-    device count, and the memory estimate (:func:`~jaxlayers.training.memory.check_run_memory`).
-
-    Args:
-      model, data, config: as :func:`fit`.
-      mesh: the ``jax.sharding.Mesh`` the run will use, or ``None``.
-      num_models: models trained at once (``fit_many``'s ``K``), for the memory estimate.
-      optimizer: the optax optimizer given to ``fit`` (``None``: ``config``'s), for the memory estimate.
-      where: the caller's name, first in every message.
-
-    Returns:
-      The dataset (``as_dataset(data)``).
-
-    Raises:
-      TypeError: data of the wrong kind, float labels, ``mesh`` not a ``Mesh``.
-      ValueError: as :func:`check_data`; ``batch_size`` not a multiple of the mesh's device count.
-      InsufficientMemoryError: the estimate exceeds the available memory.
-    """
-    data = check_data(model, data, config, where)
-    if mesh is not None:
-        check_batch_size(as_auto_mesh(mesh), config.batch_size, f"{where}: batch_size")
-    check_run_memory(model, config, data, where, num_models=num_models, optimizer=optimizer)
-    return data
-
-
-# ---------------------------------------------------------------------------
-# Evaluation
-# ---------------------------------------------------------------------------
-
-
-def evaluate(model, params, model_state, X, y, *, batch_size: int = 1024) -> float:
-    """Test-mode classification accuracy, computed on device in batches.
-
-    Args:
-      model: any model of the model protocol.
-      params, model_state: its parameters and running statistics.
-      X: ``(N, ...)`` features the model accepts (cast to its dtype).
-      y: ``(N,)`` integer labels in ``[0, num_classes)``.
-      batch_size: examples per forward pass (the last batch is padded; padding never counts).
-
-    Returns:
-      The fraction of examples whose highest score is the label, a Python
-      float in ``[0, 1]`` (``nan`` for ``N = 0``).
-
-    Raises:
-      ValueError: ``X``/``y`` shapes that disagree with each other or the
-        model; labels outside ``[0, num_classes)``; NaN or infinite features.
-      TypeError: non-integer labels; a model without the protocol.
-    """
-    check_model(model, "evaluate")
-    X, y = _check_split(model, X, y, "evaluate", allow_empty=True)
-    n = X.shape[0]
-    if n == 0:
-        return float("nan")
-    Xp, yp = pad_eval(X, y, int(batch_size))
-    static, leaves = split_model(model, "evaluate")
-    return int(compiled_count(static)(leaves, params, model_state, Xp, yp)) / n
 
 
 # ---------------------------------------------------------------------------
@@ -244,287 +78,220 @@ def evaluate(model, params, model_state, X, y, *, batch_size: int = 1024) -> flo
 # ---------------------------------------------------------------------------
 
 
-def _run_info(kind: str, models, configs, data, optimizer=None) -> dict[str, Any]:
-    info = {
-        "kind": kind,
-        "models": [model_record(m) for m in models],
-        "train_configs": [c.to_dict() for c in configs],
-        "data": {
-            "name": str(getattr(data, "name", "")),
-            "shapes": {k: list(np.shape(getattr(data, k))) for k in ("X_train", "y_train", "X_val", "y_val")},
-            # your own arrays (Dataset.from_arrays, npz:PATH): their SHA-256, so a resume on changed data is refused
-            **({"digest": data.digest} if getattr(data, "digest", None) else {}),
-        },
-        # what load_run needs to apply the model to raw inputs (not compared on resume)
-        "preprocessing": preprocessing_record(data),
-    }
-    if optimizer is not None and not isinstance(optimizer, ConfiguredOptimizer):
-        info["optimizer"] = optimizer_record(models[0], optimizer)
-    return info
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """A checked run, as ``fit`` / ``fit_many`` hand it to :func:`_train`."""
+
+    kind: str
+    strategy: Any
+    models: tuple
+    configs: tuple
+    data: Any
+    optimizer: Any
+    steps: int
+    where: str
+    mesh: Any = None
+    per_model_lr: bool = False  # fit_many sweeps the rate of a given optimizer (in its injected state)
+
+    @property
+    def configured(self) -> bool:
+        """The optimizer is the config's (its schedule gives the history's rates), not one given to ``fit``."""
+        return isinstance(self.optimizer, ConfiguredOptimizer)
 
 
-def optimizer_record(model, optimizer) -> dict[str, Any]:
-    """What a checkpoint records of an optax optimizer given to ``fit(..., optimizer=)``: its state's
-    tree structure, shapes and dtypes (from ``jax.eval_shape``; nothing runs). A resume must pass an
-    optimizer whose state matches."""
-    params, _ = jax.eval_shape(model.init, jax.random.key(0))
-    state = jax.eval_shape(optimizer.init, params)
-    leaves = jax.tree_util.tree_flatten_with_path(state)[0]
-    return {
-        "given": True,
-        "state": [f"{jax.tree_util.keystr(k)}: {v.dtype}{list(v.shape)}" for k, v in leaves],
-    }
+class _Tally:
+    """The host's record of one model's run: history, best epoch, the report; a non-finite loss stops it."""
 
-
-def _check_optimizer(optimizer, where: str):
-    """``optimizer`` if it has an optax ``GradientTransformation``'s ``init`` and ``update``."""
-    require(
-        callable(getattr(optimizer, "init", None)) and callable(getattr(optimizer, "update", None)),
-        where,
-        f"optimizer must be an optax GradientTransformation (with init and update), e.g. optax.adamw(1e-3); "
-        f"got {type(optimizer).__name__}",
-        TypeError,
-    )
-    return optimizer
-
-
-def check_resume_metadata(meta: dict[str, Any], run_info: dict[str, Any]) -> None:
-    """Refuse to resume from a checkpoint whose run differs from this one.
-
-    Args:
-      meta: the checkpoint's metadata (``read_checkpoint_metadata``).
-      run_info: this run's description (:func:`run_info`).
-
-    Raises:
-      CheckpointError: another kind of run (``fit`` / ``fit_many``), model,
-        training configuration (``epochs`` may differ) or data shapes, naming
-        every field that differs.
-    """
-    if meta.get("kind") != run_info["kind"]:
-        raise CheckpointError(f"resume: the checkpoint is from {meta.get('kind')!r}, not {run_info['kind']!r}")
-    _compare("model", meta.get("models"), run_info["models"])
-    saved, now = meta.get("train_configs"), run_info["train_configs"]
-    if isinstance(saved, list):  # fields added since the checkpoint was written take their defaults
-        saved = [{**TrainConfig().to_dict(), **c} if isinstance(c, dict) else c for c in saved]
-    # a cosine schedule spans all epochs: extending the run would change every step size
-    cosine = any(c.get("schedule") == "cosine" for c in now)
-    _compare("training config", saved, now, ignore=() if cosine else ("epochs",))
-    _compare("data", meta.get("data"), run_info["data"])
-    _compare_optimizers(meta.get("optimizer"), run_info.get("optimizer"))
-
-
-def _compare_optimizers(saved, now) -> None:
-    """Refuse to resume with another optimizer than the checkpoint's (given or the config's)."""
-    if saved == now:
-        return
-    if saved is None:
-        raise CheckpointError(
-            "resume: the checkpoint was trained with the TrainConfig's optimizer, but this run passes "
-            "optimizer=; resume without it"
+    def __init__(self, plan: _Plan, checkpoint: Path | None) -> None:
+        self.plan, self.checkpoint = plan, checkpoint
+        K = len(plan.models)
+        self.history = History.empty(K if self.many else None)
+        self.best_val_acc, self.best_epoch = np.full(K, -1.0), np.zeros(K, np.int64)
+        self.start_epoch = self.done = 0
+        c = plan.configs
+        self._schedules = (
+            [learning_rate_schedule(plan.optimizer.spec, x.learning_rate) for x in c] if plan.configured else None
         )
-    if now is None:
-        raise CheckpointError(
-            "resume: the checkpoint was trained with an optimizer passed as fit(..., optimizer=); pass the same "
-            "optimizer again to resume"
+
+    many = False
+
+    def per_model(self, a):
+        """A ``(K, ...)`` array as the history and the checkpoint hold it (one model: no model axis)."""
+        return a[0]
+
+    def scalar(self, a):
+        """A ``(K,)`` array as the report gives it (one model: a float)."""
+        return float(a[0])
+
+    def resume(self, meta: dict[str, Any]) -> None:
+        K = len(self.plan.models)
+        self.history = History.from_dict(meta["history"])
+        self.best_val_acc = np.asarray(meta["best_val_acc"], np.float64).reshape(K)
+        self.best_epoch = np.asarray(meta["best_epoch"], np.int64).reshape(K)
+        self.start_epoch = self.done = int(meta["epoch"])
+
+    def check_finite(self, losses: np.ndarray, epoch: int, writer) -> None:
+        """Raise :class:`NonFiniteLossError` naming the step and the last checkpoint (left intact)."""
+        if np.all(np.isfinite(losses)):
+            return
+        i, steps, ckpt = int(np.argmax(~np.isfinite(losses[0]))), self.plan.steps, self.checkpoint
+        if writer is not None:
+            writer.wait()  # the previous epoch's checkpoint is complete before it is named
+        last = (
+            f"the last checkpoint, {ckpt} (epoch {epoch}), is left intact"
+            if ckpt is not None and ckpt.exists()
+            else "no checkpoint was written"
         )
-    diff = sorted(set(saved.get("state", [])) ^ set(now.get("state", [])))
-    raise CheckpointError(
-        "resume: the optimizer's state differs from the checkpoint's (pass the optimizer the run was trained "
-        f"with); entries in one but not the other: {diff[:6]}"
-    )
+        raise NonFiniteLossError(
+            f"{self.plan.where}: the loss is {losses[0, i]} at step {epoch * steps + i + 1} (epoch {epoch + 1}, "
+            f"iteration {i + 1} of {steps}); training stopped and {last}. Try a smaller learning rate."
+        )
+
+    def learning_rates(self, epoch: int, host) -> np.ndarray:
+        """``(K,)``: the rates of the epoch's first step from the config's schedule, or the given optimizer's
+        (the rate in its state)."""
+        if self._schedules is not None:
+            return np.array([float(f(epoch * self.plan.steps)) for f in self._schedules])
+        return _injected_learning_rate(host[0].opt_state, len(self.plan.models))
+
+    def add(self, epoch: int, losses: np.ndarray, out, lrs: np.ndarray, t0: float) -> EpochReport:
+        """Record the epoch (its time measured from ``t0``) and return its report."""
+        config, pm = self.plan.configs[0], self.per_model
+        train_acc = np.sum(out.correct, axis=1) / (self.plan.steps * config.batch_size)
+        val_acc = np.asarray(out.val_correct) / int(np.shape(self.plan.data.y_val)[0])
+        improved = np.asarray(out.improved, bool)
+        self.best_val_acc[improved] = val_acc[improved]
+        self.best_epoch[improved] = epoch + 1
+        self.history.append(pm(losses), pm(train_acc), pm(val_acc), pm(lrs), time.perf_counter() - t0)
+        v = self.scalar
+        return EpochReport(
+            epoch=epoch + 1, epochs=config.epochs, steps=(epoch + 1) * self.plan.steps,
+            loss=v(losses.mean(axis=1)), train_acc=v(train_acc), val_acc=v(val_acc),
+            best_val_acc=v(self.best_val_acc.copy()), lr=v(lrs),
+            epoch_time_s=float(self.history.epoch_time_s[-1]), history=self.history,
+        )  # fmt: skip
+
+    def metadata(self, info: dict[str, Any], epoch: int) -> dict[str, Any]:
+        """The checkpoint's metadata after ``epoch`` epochs."""
+        return {
+            **info,
+            "epoch": epoch,
+            "history": self.history.to_dict(),
+            "best_val_acc": self.per_model(self.best_val_acc).tolist(),
+            "best_epoch": self.per_model(self.best_epoch).tolist(),
+        }
+
+    def result(self, state, best) -> FitResult:
+        plan = self.plan
+        return FitResult(
+            models=tuple(plan.models), configs=tuple(plan.configs), state=state,
+            best_params=best.params, best_model_state=best.model_state,
+            best_val_acc=self.per_model(self.best_val_acc) if self.many else float(self.best_val_acc[0]),
+            best_epoch=self.best_epoch if self.many else int(self.best_epoch[0]),
+            history=self.history, start_epoch=self.start_epoch, steps_per_epoch=plan.steps, many=self.many,
+        )  # fmt: skip
 
 
-def run_info(kind: str, models, configs, data, optimizer=None) -> dict[str, Any]:
-    """The description of a run that its checkpoint records and a resume must match (models, configs, data
-    shapes, and an optimizer given to ``fit``)."""
-    return _run_info(kind, models, configs, data, optimizer)
+class _ManyTally(_Tally):
+    """``K`` models: a model axis everywhere; a non-finite loss only marks its model."""
+
+    many = True
+
+    def per_model(self, a):
+        return a
+
+    def scalar(self, a):
+        return a
+
+    def check_finite(self, losses: np.ndarray, epoch: int, writer) -> None:
+        return None
 
 
-def _compare(what: str, saved, now, ignore: tuple[str, ...] = ()) -> None:
-    """Raise :class:`CheckpointError` naming every field in which ``saved`` differs from ``now``."""
-    now = json.loads(json.dumps(now))  # the checkpoint's side went through JSON
-    if isinstance(saved, list) and isinstance(now, list):
-        if len(saved) != len(now):
-            raise CheckpointError(f"resume: the checkpoint holds {len(saved)} {what}s, this run {len(now)}")
-        for k, (a, b) in enumerate(zip(saved, now, strict=True)):
-            _compare(f"{what} {k}" if len(now) > 1 else what, a, b, ignore)
-        return
-    if not isinstance(saved, dict):
-        raise CheckpointError(f"resume: the checkpoint's {what} is {saved!r}, not a record")
-    flat_saved, flat_now = _flatten_dict(saved), _flatten_dict(now)
-    keys = sorted((set(flat_saved) | set(flat_now)) - set(ignore))
-    diffs = [
-        f"{k}: checkpoint {flat_saved.get(k)!r}, now {flat_now.get(k)!r}"
-        for k in keys
-        if flat_saved.get(k) != flat_now.get(k)
-    ]
-    if diffs:
-        raise CheckpointError(f"resume: the {what} differs from the checkpoint's ({'; '.join(diffs)})")
-
-
-def _flatten_dict(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten_dict(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def _run(
-    strategy,
-    models: Sequence,
-    configs: Sequence[TrainConfig],
-    data,
-    *,
-    kind: str,
-    checkpoint_dir,
-    resume: bool,
-    overwrite: bool = False,
-    callback: Callable[[EpochReport], None] | None,
-    where: str,
-    optimizer,
-    on_checkpoint: Callable[[EpochReport], None] | None = None,
-    per_model_lr: bool = False,
-) -> FitResult:
-    """The host loop shared by ``fit`` and ``fit_many`` (see the module docstring).
-
-    ``on_checkpoint(report)`` runs on the checkpoint writer's thread once the
-    checkpoint of ``report.epoch`` is on disk (the run directory appends its
-    metrics line there, so ``metrics.jsonl`` never lists an epoch that the
-    checkpoint lacks). SIGINT and SIGTERM stop the loop at the next epoch
-    boundary (:class:`~jaxlayers.training.signals.DeferredSignals`): the
-    running epoch finishes and is checkpointed, the writer is closed, and
-    :class:`TrainingInterrupted` is raised.
-    """
-    many = kind == "fit_many"
-    K = len(models)
-    config = configs[0]
-    n_train, n_val = int(np.shape(data.y_train)[0]), int(np.shape(data.y_val)[0])
-    steps = n_train // config.batch_size
-    ckpt_path = check_checkpoint_target(checkpoint_dir, resume=resume, overwrite=overwrite, where=where)
-    run_info = _run_info(kind, models, configs, data, optimizer)
-
-    strategy.place(data)
-    configured = isinstance(optimizer, ConfiguredOptimizer)
-    inject = configured or per_model_lr  # a given optimizer keeps its own rate unless fit_many sweeps it
-    state, best = strategy.init([c.seed for c in configs], [c.learning_rate if inject else None for c in configs])
-    # the history's learning rates: the optimizer's own schedule (a given optimizer: the rate in its state)
-    schedules = [learning_rate_schedule(optimizer.spec, c.learning_rate) for c in configs] if configured else None
-    history = History.empty(K if many else None)
-    best_val_acc, best_epoch, start_epoch = np.full(K, -1.0), np.zeros(K, np.int64), 0
-    if resume:
-        host_state, host_best = strategy.to_host(state, best)
-        try:
-            host_state, host_best, meta = load_checkpoint(ckpt_path, host_state, host_best)
-        except CheckpointError:  # tensors of another run: name what differs, if the metadata can
-            check_resume_metadata(read_checkpoint_metadata(ckpt_path), run_info)
-            raise
-        check_resume_metadata(meta, run_info)
-        state, best = strategy.from_host(jax.device_get(host_state), jax.device_get(host_best))
-        history = History.from_dict(meta["history"])
-        best_val_acc = np.asarray(meta["best_val_acc"], np.float64).reshape(K)
-        best_epoch = np.asarray(meta["best_epoch"], np.int64).reshape(K)
-        start_epoch = int(meta["epoch"])
-    if ckpt_path is not None:
-        ckpt_path.parent.mkdir(parents=True, exist_ok=True)
-
-    def per_model(a):
-        return a if many else a[0]
-
-    writer = CheckpointWriter() if ckpt_path is not None else None
+def _train(plan: _Plan, hooks: Callbacks, directory, *, resume: bool, overwrite: bool) -> FitResult:
+    """The host loop (see the module docstring); SIGINT and SIGTERM stop it at the next epoch boundary
+    (:class:`~jaxlayers.training.signals.DeferredSignals`, installed by ``fit`` / ``fit_many``): the
+    running epoch finishes and is checkpointed, the writer is closed, and :class:`TrainingInterrupted`
+    is raised."""
     stop = getattr(_SIGNALS, "active", None) or DeferredSignals()
-    done = start_epoch
+    with hooks:
+        info = run_info(plan.kind, plan.models, plan.configs, plan.data, plan.optimizer)
+        ckpt, meta = open_checkpoint(directory, info, resume=resume, overwrite=overwrite, where=plan.where)
+        tally = (_ManyTally if plan.kind == "fit_many" else _Tally)(plan, ckpt)
+        state, best = _begin(plan, tally, meta)
+        hooks.on_start(
+            RunStart(
+                plan.kind, plan.models, plan.configs, plan.data, plan.steps, tally.start_epoch,
+                tally.history if meta is not None else None, ckpt, plan.mesh, not plan.configured,
+            )
+        )  # fmt: skip
+        state, best = _epochs(plan, tally, state, best, hooks, stop, info)
+        _raise_if_stopped(stop, tally, plan.where)
+        result = tally.result(*plan.strategy.result(state, best))
+        hooks.on_end(result)
+        _raise_if_stopped(stop, tally, plan.where, ended=True)
+    return result
+
+
+def _begin(plan: _Plan, tally: _Tally, meta: dict[str, Any] | None):
+    """``(state, best)`` on device: fresh from the seeds, or the checkpoint's (``meta``: a matching resume)."""
+    strategy = plan.strategy
+    strategy.place(plan.data)
+    inject = plan.configured or plan.per_model_lr  # a given optimizer keeps its own rate unless fit_many sweeps it
+    state, best = strategy.init(
+        [c.seed for c in plan.configs], [c.learning_rate if inject else None for c in plan.configs]
+    )
+    if meta is not None:
+        host_state, host_best, meta = load_checkpoint(tally.checkpoint, *strategy.to_host(state, best))
+        state, best = strategy.from_host(jax.device_get(host_state), jax.device_get(host_best))
+        tally.resume(meta)
+    if tally.checkpoint is not None:
+        tally.checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    return state, best
+
+
+def _epochs(plan: _Plan, tally: _Tally, state, best, hooks: Callbacks, stop, info):
+    """The epochs from ``tally.start_epoch`` until ``epochs`` or a signal; the final ``(state, best)``."""
+    writer = CheckpointWriter() if tally.checkpoint is not None else None
+    then = hooks.on_checkpoint if hooks.wants_checkpoints else None
     try:
-        for epoch in range(start_epoch, config.epochs):
+        for epoch in range(tally.start_epoch, plan.configs[0].epochs):
             if stop.received is not None:
                 break
             t0 = time.perf_counter()
-            state, best, out = strategy.epoch(state, best)
+            state, best, out = plan.strategy.epoch(state, best)
             losses = np.asarray(out.loss, np.float64)  # (K, steps)
-            if not many and not np.all(np.isfinite(losses)):
-                i = int(np.argmax(~np.isfinite(losses[0])))
-                if writer is not None:
-                    writer.wait()  # the previous epoch's checkpoint is complete before it is named
-                last = (
-                    f"the last checkpoint, {ckpt_path} (epoch {epoch}), is left intact"
-                    if ckpt_path is not None and ckpt_path.exists()
-                    else "no checkpoint was written"
-                )
-                raise NonFiniteLossError(
-                    f"{where}: the loss is {losses[0, i]} at step {epoch * steps + i + 1} (epoch {epoch + 1}, "
-                    f"iteration {i + 1} of {steps}); training stopped and {last}. Try a smaller learning rate."
-                )
-            train_acc = np.sum(out.correct, axis=1) / (steps * config.batch_size)
-            val_acc = np.asarray(out.val_correct) / n_val
-            improved = np.asarray(out.improved, bool)
-            best_val_acc[improved] = val_acc[improved]
-            best_epoch[improved] = epoch + 1
-            host = strategy.to_host(state, best) if writer is not None or not configured else None
-            if configured:
-                lrs = np.array([float(f(epoch * steps)) for f in schedules])
-            else:
-                lrs = _injected_learning_rate(host[0].opt_state, K)
-            history.append(per_model(losses), per_model(train_acc), per_model(val_acc), per_model(lrs), 0.0)
+            tally.check_finite(losses, epoch, writer)
+            host = plan.strategy.to_host(state, best) if writer is not None or not plan.configured else None
             tensors = checkpoint_tensors(*host) if writer is not None else None
-            history.epoch_time_s[-1] = time.perf_counter() - t0
-            report = EpochReport(
-                epoch=epoch + 1,
-                epochs=config.epochs,
-                steps=(epoch + 1) * steps,
-                loss=per_model(losses.mean(axis=1)) if many else float(losses.mean()),
-                train_acc=per_model(train_acc) if many else float(train_acc[0]),
-                val_acc=per_model(val_acc) if many else float(val_acc[0]),
-                best_val_acc=best_val_acc.copy() if many else float(best_val_acc[0]),
-                lr=lrs if many else float(lrs[0]),
-                epoch_time_s=float(history.epoch_time_s[-1]),
-                history=history,
-            )
+            report = tally.add(epoch, losses, out, tally.learning_rates(epoch, host), t0)
             if writer is not None:
-                meta = {
-                    **run_info,
-                    "epoch": epoch + 1,
-                    "history": history.to_dict(),
-                    "best_val_acc": per_model(best_val_acc).tolist(),
-                    "best_epoch": per_model(best_epoch).tolist(),
-                }
-                then = None if on_checkpoint is None else functools.partial(on_checkpoint, report)
-                writer.submit(ckpt_path, tensors, meta, then)
-            done = epoch + 1
-            if callback is not None:
-                callback(report)
+                on_disk = None if then is None else functools.partial(then, report)
+                writer.submit(tally.checkpoint, tensors, tally.metadata(info, epoch + 1), on_disk)
+            tally.done = epoch + 1
+            hooks.on_epoch(report)
         if writer is not None:
             writer.close()
     except BaseException:
         if writer is not None:
             writer.close(raise_errors=False)  # finish the pending write; the original error wins
         raise
-    if stop.received is not None:
-        name = SIGNAL_NAMES.get(stop.received, f"signal {stop.received}")
-        saved = ckpt_path if ckpt_path is not None and done > 0 else None
-        where_saved = f"; epoch {done} is checkpointed in {saved}" if saved is not None else ""
-        raise TrainingInterrupted(
-            f"{where}: {name} received; stopped after epoch {done} of {config.epochs}{where_saved}",
-            signum=stop.received,
-            epoch=done,
-            checkpoint=saved,
-        )
+    return state, best
 
-    state, best = strategy.result(state, best)
-    return FitResult(
-        models=tuple(models),
-        configs=tuple(configs),
-        state=state,
-        best_params=best.params,
-        best_model_state=best.model_state,
-        best_val_acc=best_val_acc if many else float(best_val_acc[0]),
-        best_epoch=best_epoch if many else int(best_epoch[0]),
-        history=history,
-        start_epoch=start_epoch,
-        steps_per_epoch=steps,
-        many=many,
-    )
+
+def _raise_if_stopped(stop, tally: _Tally, where: str, *, ended: bool = False) -> None:
+    """:class:`TrainingInterrupted` if a signal was received (``ended``: after training and the callbacks'
+    ``on_end``, so the run and its files are complete)."""
+    if stop.received is None:
+        return
+    name = SIGNAL_NAMES.get(stop.received, f"signal {stop.received}")
+    done, ckpt = tally.done, tally.checkpoint
+    saved = ckpt if ckpt is not None and done > 0 else None
+    if ended:
+        message = f"{where}: {name} received after training ended; the run is complete"
+    else:
+        where_saved = f"; epoch {done} is checkpointed in {saved}" if saved is not None else ""
+        message = f"{where}: {name} received; stopped after epoch {done} of {tally.plan.configs[0].epochs}{where_saved}"
+    raise TrainingInterrupted(message, signum=stop.received, epoch=done, checkpoint=saved)
 
 
 # ---------------------------------------------------------------------------
@@ -537,7 +304,7 @@ _SIGNALS = threading.local()  # the DeferredSignals of the fit / fit_many runnin
 
 def _stops_at_epoch_boundaries(function):
     """Run ``function`` (``fit``, ``fit_many``) with SIGINT/SIGTERM deferred from its first line to its
-    return, so that no signal raises while JAX traces, compiles or runs; :func:`_run` stops on it."""
+    return, so that no signal raises while JAX traces, compiles or runs; :func:`_train` stops on it."""
 
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
@@ -571,14 +338,18 @@ def fit(
     data,
     config: TrainConfig | None = None,
     *,
+    run_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    verbose: bool = False,
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
-    overwrite: bool = False,
     callback: Callable[[EpochReport], None] | None = None,
     mesh=None,
     distributed: Distributed | None = None,
-    on_checkpoint: Callable[[EpochReport], None] | None = None,
     optimizer=None,
+    callbacks: Sequence = (),
+    record: dict[str, Any] | None = None,
+    where: str = "fit",
 ) -> FitResult:
     """Train ``model`` on ``data`` for ``config.epochs`` epochs.
 
@@ -587,10 +358,13 @@ def fit(
     drawn from the state's key, and the per-step losses and correct counts
     are fetched once, at the end of the epoch. After every epoch the
     validation accuracy is measured (test mode), the parameters are kept if
-    it is the best so far (ties: the later epoch), and (with
-    ``checkpoint_dir``) a checkpoint is written atomically. Learning rate,
-    ``reg`` and ``weight_scale`` are traced: a second ``fit`` that changes only
-    them compiles nothing.
+    it is the best so far (ties: the later epoch), (with ``checkpoint_dir``
+    or ``run_dir``) a checkpoint is written atomically, and the callbacks
+    run. Learning rate, ``reg`` and ``weight_scale`` are traced: a second
+    ``fit`` that changes only them compiles nothing. Every argument is checked
+    once, before anything is compiled or written
+    (:func:`~jaxlayers.training.preflight.preflight`); the checkpoint is
+    checked (and a resume compared with it) once, after ``run_dir`` is locked.
 
     Args:
       model: any model of the model protocol (:mod:`jaxlayers.model`), e.g.
@@ -600,16 +374,27 @@ def fit(
         y_train, X_val, y_val``, or the course Solver's dict of them):
         features ``(N, ...)``, integer labels.
       config: the :class:`TrainConfig` (``None``: the defaults).
+      run_dir: write the run directory there -- ``config.json``,
+        ``metrics.jsonl``, ``curves.png``, ``checkpoint.safetensors``,
+        ``summary.json`` -- exactly as ``jaxlayers train -o run_dir`` does
+        (one implementation: the :class:`~jaxlayers.training.rundir.RunDir`
+        callback). It takes the place of ``checkpoint_dir``.
       checkpoint_dir: a directory (created if needed) for
         ``checkpoint.safetensors``, rewritten after every epoch. ``None``:
         no checkpoints.
-      resume: continue from the checkpoint in ``checkpoint_dir``. The model,
+      resume: continue from the checkpoint in ``checkpoint_dir`` (or ``run_dir``). The model,
         data shapes and config must be those of the checkpointed run, except
         ``epochs``, which may grow; the run then ends bitwise equal to an
         uninterrupted one.
-      overwrite: start afresh in a ``checkpoint_dir`` that holds a checkpoint,
-        replacing it (else refused: :class:`~jaxlayers.training.checkpoint.RunExists`).
+      overwrite: start afresh in a ``checkpoint_dir`` (``run_dir``) that holds a
+        checkpoint, replacing it (else refused: :class:`~jaxlayers.training.checkpoint.RunExists`,
+        as ``jaxlayers train`` refuses without ``--overwrite``).
+      verbose: a progress bar (tqdm, on stderr), one step per epoch.
       callback: called with an :class:`EpochReport` after every epoch.
+      callbacks: more of them: functions of the :class:`EpochReport`, or
+        objects with ``on_start``, ``on_epoch``, ``on_checkpoint``
+        (on the checkpoint writer's thread, once that epoch's checkpoint is
+        on disk), ``on_end`` (:class:`~jaxlayers.training.hooks.Callback`).
       mesh: a ``jax.sharding.Mesh`` (e.g. ``jaxlayers.parallel.make_data_mesh(8)``):
         train data-parallel, the same epoch sharded over its devices
         (:class:`jaxlayers.training.strategies.DataMesh`); equal to the
@@ -618,9 +403,6 @@ def fit(
         run first (before any JAX computation in this process) and, if
         ``mesh`` is ``None``, train on every device of every process. Every
         process calls ``fit`` with the same arguments.
-      on_checkpoint: called with the epoch's :class:`EpochReport` on the
-        checkpoint writer's thread once that epoch's checkpoint is on disk
-        (needs ``checkpoint_dir``).
       optimizer: any optax ``GradientTransformation`` (e.g.
         ``optax.adamw(optax.warmup_cosine_decay_schedule(...))``), used in
         place of the one ``config`` describes (whose ``optimizer``,
@@ -630,6 +412,8 @@ def fit(
         the learning rate its state holds (an ``optax.inject_hyperparams``
         optimizer; the epoch's last step), else ``nan``. Passing the same
         object again reuses the compiled programs.
+      record: extra entries for ``run_dir``'s ``config.json`` (the CLI's dataset and command).
+      where: the name error messages start with (the CLI passes its command).
 
     SIGINT (Ctrl-C) and SIGTERM, while ``fit`` runs in the main thread, stop
     it at the end of the running epoch, after that epoch's checkpoint is
@@ -648,10 +432,13 @@ def fit(
       ValueError: data that disagree with the model (feature shape, label
         range), NaN/inf features, ``batch_size`` larger than the training set
         or not a multiple of the mesh's device count, ``resume`` without
-        ``checkpoint_dir``, ``resume`` with ``overwrite``.
+        ``checkpoint_dir``, ``resume`` with ``overwrite``, ``run_dir`` with
+        ``checkpoint_dir`` or ``distributed``.
       DistributedInitError: the coordinator could not be reached.
       FileNotFoundError: ``resume`` with no checkpoint in ``checkpoint_dir``.
       RunExists: a checkpoint in ``checkpoint_dir``, and neither ``resume`` nor ``overwrite``.
+      RunDirError, OSError: ``run_dir`` locked by another process, or a file
+        there that cannot be written (:class:`~jaxlayers.training.rundir.RunDir`).
       CheckpointError: a checkpoint that is corrupt or from another run.
       NonFiniteLossError: a NaN or infinite loss; the message names the step
         and the last checkpoint, which is left intact.
@@ -660,61 +447,49 @@ def fit(
         (estimated with ``jax.eval_shape``, before anything is allocated)
         exceed the device's available memory.
     """
-    check_model(model, "fit")
-    config = TrainConfig() if config is None else config
-    check_instance(config, "fit", "config", TrainConfig)
+    config = _check_model_and_config([model], config, where)
+    require(
+        checkpoint_dir is None or run_dir is None,
+        where,
+        "give run_dir or checkpoint_dir, not both (run_dir holds the checkpoint)",
+    )
+    require(
+        distributed is None or run_dir is None,
+        where,
+        "run_dir with distributed: use the CLI (--coordinator) or checkpoint_dir",
+    )
     if distributed is not None:
         initialize_distributed(distributed)
         mesh = make_data_mesh() if mesh is None else mesh
-    if optimizer is not None:
-        optimizer = _check_optimizer(optimizer, "fit")
-    data = preflight(model, data, config, mesh=mesh, where="fit", optimizer=optimizer)
-    return fit_checked(
-        model, data, config, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite, callback=callback,
-        mesh=mesh, on_checkpoint=on_checkpoint, optimizer=optimizer,
-    )  # fmt: skip
-
-
-@_stops_at_epoch_boundaries
-def fit_checked(
-    model,
-    data,
-    config: TrainConfig,
-    *,
-    checkpoint_dir=None,
-    resume: bool = False,
-    overwrite: bool = False,
-    callback=None,
-    mesh=None,
-    on_checkpoint=None,
-    optimizer=None,
-    where: str = "fit",
-) -> FitResult:
-    """:func:`fit` after :func:`preflight` passed on these arguments (``data`` is its result): for callers
-    that ran the checks themselves, earlier (``fit(run_dir=)``, ``jaxlayers train``), so they run once."""
-    steps = int(np.shape(data.y_train)[0]) // config.batch_size
+    desc = str(getattr(data, "name", "") or "fit") if not isinstance(data, dict) else "fit"
+    data = preflight(model, data, config, mesh=mesh, where=where, optimizer=optimizer)
+    steps = steps_per_epoch(np.shape(data.y_train)[0], config.batch_size)
     optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
     kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
     strategy = SingleDevice(model, optimizer, **kw) if mesh is None else DataMesh(model, optimizer, mesh=mesh, **kw)
-    result = _run(
-        strategy,
-        [model],
-        [config],
-        data,
-        kind="fit",
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        overwrite=overwrite,
-        callback=callback,
-        where=where,
-        optimizer=optimizer,
-        on_checkpoint=on_checkpoint,
-    )
+    plan = _Plan("fit", strategy, (model,), (config,), data, optimizer, steps, where, mesh)
+    hooks = [
+        None if run_dir is None else RunDir(run_dir, resume=resume, record=record, where=where),
+        callback,
+        *callbacks,
+        ProgressBar(desc) if verbose else None,
+    ]
+    directory = run_dir if run_dir is not None else checkpoint_dir
+    result = _train(plan, Callbacks(hooks, where), directory, resume=resume, overwrite=overwrite)
     if mesh is not None:  # best as local arrays, usable in any process
         result.best_params, result.best_model_state = jax.tree.map(
             jnp.asarray, host_copy((result.best_params, result.best_model_state))
         )
     return result
+
+
+def _check_model_and_config(models, config, where: str) -> TrainConfig:
+    """``config`` (``None``: the defaults) once the models have the protocol and it is a ``TrainConfig``."""
+    for m in models:
+        check_model(m, where)
+    config = TrainConfig() if config is None else config
+    check_instance(config, where, "config", TrainConfig)
+    return config
 
 
 def grid(**lists: Sequence) -> dict[str, list]:
@@ -738,27 +513,27 @@ def grid(**lists: Sequence) -> dict[str, list]:
     return {name: [row[i] for row in rows] for i, name in enumerate(lists)}
 
 
-def _sweep_values(name: str, values) -> list | None:
+def _sweep_values(name: str, values, where: str) -> list | None:
     if values is None:
         return None
     require(
         not isinstance(values, str | bytes) and isinstance(values, Sequence | np.ndarray),
-        "fit_many",
+        where,
         f"{name} must be a sequence of per-model values, got {type(values).__name__}",
         TypeError,
     )
     values = [v.item() if isinstance(v, np.generic) else v for v in values]
-    require(bool(values), "fit_many", f"{name} is empty; give one value per model")
+    require(bool(values), where, f"{name} is empty; give one value per model")
     return values
 
 
-def _replace_model(model, fields: dict):
+def _replace_model(model, fields: dict, where: str):
     """``model`` with ``fields`` changed: ``dataclasses.replace`` for a dataclass (the built-in
     models), else the model's own ``replace(**fields)`` (:meth:`jaxlayers.nn.Sequential.replace`)."""
     if dataclasses.is_dataclass(model):
         require(
             all(f in {x.name for x in dataclasses.fields(model)} for f in fields),
-            "fit_many",
+            where,
             f"{type(model).__name__} has no field(s) {sorted(fields)} to sweep",
             TypeError,
         )
@@ -766,12 +541,37 @@ def _replace_model(model, fields: dict):
     replace = getattr(model, "replace", None)
     require(
         callable(replace),
-        "fit_many",
+        where,
         f"{type(model).__name__} has no field(s) {sorted(fields)} to sweep (it is neither a dataclass nor has "
         "a replace(**fields) method); pass a list of models instead",
         TypeError,
     )
     return replace(**fields)
+
+
+def _sweep_models(base_models: list, config: TrainConfig, lists: dict, where: str) -> tuple[list, list]:
+    """The ``K`` models and configs of a sweep: base model (or model ``k``) and ``config`` with each list's
+    ``k``-th value set."""
+    given = {name: len(v) for name, v in lists.items() if v is not None}
+    if len(base_models) > 1:
+        given = {"models": len(base_models), **given}
+    require(bool(given), where, f"give at least one of {', '.join(SWEPT)} (one value per model), or a list of models")
+    require(len(set(given.values())) == 1, where, f"the swept lists must have one length, got {given}")
+    models, configs = [], []
+    for k in range(next(iter(given.values()))):
+        m = base_models[k if len(base_models) > 1 else 0]
+        fields = {"model": {}, "config": {}}
+        for name, (target, field) in SWEPT.items():
+            if lists[name] is not None:
+                fields[target][field] = lists[name][k]
+        try:
+            if fields["model"]:
+                m = _replace_model(m, fields["model"], where)
+            configs.append(dataclasses.replace(config, **fields["config"]))
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"{where}: model {k}: {e}") from None
+        models.append(m)
+    return models, configs
 
 
 @_stops_at_epoch_boundaries
@@ -790,6 +590,8 @@ def fit_many(
     overwrite: bool = False,
     callback: Callable[[EpochReport], None] | None = None,
     optimizer=None,
+    callbacks: Sequence = (),
+    where: str = "fit_many",
 ) -> FitResult:
     """Train ``K`` variants of ``model`` at once: one compiled program per epoch, vmapped over the models.
 
@@ -825,6 +627,7 @@ def fit_many(
       checkpoint_dir, resume, overwrite: as :func:`fit`: a checkpoint of all ``K``
         models after every epoch; resume continues the sweep bitwise.
       callback: called with an :class:`EpochReport` (``(K,)`` arrays) after every epoch.
+      callbacks, where: as :func:`fit`.
       optimizer: as :func:`fit`, shared by the models; ``learning_rates``
         then needs an ``optax.inject_hyperparams`` optimizer (each model's
         rate goes into its state).
@@ -850,59 +653,16 @@ def fit_many(
       (3, 3)
     """
     base_models = list(model) if isinstance(model, list | tuple) else [model]
-    for m in base_models:
-        check_model(m, "fit_many")
-    config = TrainConfig() if config is None else config
-    check_instance(config, "fit_many", "config", TrainConfig)
-    lists = {
-        name: _sweep_values(name, v)
-        for name, v in zip(SWEPT, (seeds, weight_scales, learning_rates, dropout_rates, regs), strict=True)
-    }
-    given = {name: len(v) for name, v in lists.items() if v is not None}
-    if len(base_models) > 1:
-        given = {"models": len(base_models), **given}
-    require(
-        bool(given), "fit_many", f"give at least one of {', '.join(SWEPT)} (one value per model), or a list of models"
-    )
-    require(len(set(given.values())) == 1, "fit_many", f"the swept lists must have one length, got {given}")
-    K = next(iter(given.values()))
-    models, configs = [], []
-    for k in range(K):
-        m = base_models[k if len(base_models) > 1 else 0]
-        model_fields, config_fields = {}, {}
-        for name, (target, field) in SWEPT.items():
-            if lists[name] is not None:
-                (model_fields if target == "model" else config_fields)[field] = lists[name][k]
-        try:
-            if model_fields:
-                m = _replace_model(m, model_fields)
-            configs.append(dataclasses.replace(config, **config_fields))
-        except (ValueError, TypeError) as e:
-            raise type(e)(f"fit_many: model {k}: {e}") from None
-        models.append(m)
-    if optimizer is not None:
-        optimizer = _check_optimizer(optimizer, "fit_many")
-    data = preflight(models[0], data, config, num_models=K, where="fit_many", optimizer=optimizer)
-    steps = int(np.shape(data.y_train)[0]) // config.batch_size
+    config = _check_model_and_config(base_models, config, where)
+    values = (seeds, weight_scales, learning_rates, dropout_rates, regs)
+    lists = {name: _sweep_values(name, v, where) for name, v in zip(SWEPT, values, strict=True)}
+    models, configs = _sweep_models(base_models, config, lists, where)
+    data = preflight(models[0], data, config, num_models=len(models), where=where, optimizer=optimizer)
+    steps = steps_per_epoch(np.shape(data.y_train)[0], config.batch_size)
     optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
-    strategy = ManyModels(
-        models,
-        optimizer,
-        steps=steps,
-        batch_size=config.batch_size,
-        eval_batch_size=config.eval_batch_size,
-    )
-    return _run(
-        strategy,
-        models,
-        configs,
-        data,
-        kind="fit_many",
-        checkpoint_dir=checkpoint_dir,
-        resume=resume,
-        overwrite=overwrite,
-        callback=callback,
-        where="fit_many",
-        optimizer=optimizer,
-        per_model_lr=learning_rates is not None,
-    )
+    kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
+    strategy = ManyModels(models, optimizer, **kw)
+    plan = _Plan("fit_many", strategy, tuple(models), tuple(configs), data, optimizer, steps, where,
+                 per_model_lr=learning_rates is not None)  # fmt: skip
+    hooks = Callbacks([callback, *callbacks], where)
+    return _train(plan, hooks, checkpoint_dir, resume=resume, overwrite=overwrite)

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlayers.training.config import TrainConfig, make_optimizer
+from jaxlayers.training.config import TrainConfig, make_optimizer, steps_per_epoch
 
 __all__ = [
     "InsufficientMemoryError",
@@ -92,9 +92,8 @@ def estimate_memory(model, config: TrainConfig, data, *, num_models: int = 1, op
       A :class:`MemoryEstimate`.
     """
     params, model_state = jax.eval_shape(model.init, jax.random.key(0))
-    n_train = int(np.shape(data.y_train)[0])
-    steps = max(n_train // config.batch_size, 1)
-    optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
+    if optimizer is None:
+        optimizer = make_optimizer(config, max(steps_per_epoch(np.shape(data.y_train)[0], config.batch_size), 1))
     opt_state = jax.eval_shape(optimizer.init, params)
     feature_shape = tuple(np.shape(data.X_train)[1:])
 

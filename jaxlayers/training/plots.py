@@ -43,41 +43,55 @@ def plot_history(
     fig = Figure(figsize=(11, 4.2), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     ax_loss, ax_acc = fig.subplots(1, 2)
+    _plot_loss(ax_loss, history, steps_per_epoch)
+    _plot_accuracy(ax_acc, history, best_epoch)
+    if title:
+        fig.suptitle(title)
+    _save_png(fig, path)
+    return fig
+
+
+def _plot_loss(ax, history: History, steps_per_epoch: int) -> None:
+    """The loss per iteration and its per-epoch mean (a log scale when it spans more than 50x)."""
     loss = np.asarray(history.loss, dtype=np.float64)
     its = np.arange(1, loss.size + 1)
-    ax_loss.plot(its, loss, color="tab:blue", alpha=0.35, linewidth=0.8, label="per iteration")
+    ax.plot(its, loss, color="tab:blue", alpha=0.35, linewidth=0.8, label="per iteration")
     n_epochs = len(history.val_acc)
     if steps_per_epoch > 0 and n_epochs and loss.size >= n_epochs * steps_per_epoch:
         per_epoch = loss[: n_epochs * steps_per_epoch].reshape(n_epochs, steps_per_epoch).mean(axis=1)
-        ax_loss.plot(
+        ax.plot(
             np.arange(1, n_epochs + 1) * steps_per_epoch, per_epoch, color="tab:blue", marker=".", label="epoch mean"
         )
     if loss.size and np.all(loss > 0) and loss.max() / loss.min() > 50:
-        ax_loss.set_yscale("log")
-    ax_loss.set_xlabel("iteration")
-    ax_loss.set_ylabel("training loss (data + L2)")
-    ax_loss.set_title("Training loss")
-    ax_loss.grid(True, alpha=0.3)
-    ax_loss.legend()
+        ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("training loss (data + L2)")
+    ax.set_title("Training loss")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
 
-    epochs = np.arange(1, n_epochs + 1)
-    ax_acc.plot(epochs, history.train_acc, marker=".", label="train (running, train mode)")
-    ax_acc.plot(epochs, history.val_acc, marker=".", label="validation")
+
+def _plot_accuracy(ax, history: History, best_epoch: int | None) -> None:
+    """Train and validation accuracy per epoch, the best epoch marked."""
+    epochs = np.arange(1, len(history.val_acc) + 1)
+    ax.plot(epochs, history.train_acc, marker=".", label="train (running, train mode)")
+    ax.plot(epochs, history.val_acc, marker=".", label="validation")
     if best_epoch:
-        ax_acc.axvline(best_epoch, color="gray", linestyle=":", label=f"best val (epoch {best_epoch})")
-    ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax_acc.set_xlabel("epoch")
-    ax_acc.set_ylabel("accuracy")
-    ax_acc.set_title("Train / validation accuracy")
-    ax_acc.grid(True, alpha=0.3)
-    ax_acc.legend(loc="lower right")
-    if title:
-        fig.suptitle(title)
+        ax.axvline(best_epoch, color="gray", linestyle=":", label=f"best val (epoch {best_epoch})")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy")
+    ax.set_title("Train / validation accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+
+
+def _save_png(fig, path) -> None:
+    """``fig`` as a PNG at ``path``, written atomically (nothing for ``None``)."""
     if path is not None:
         buf = io.BytesIO()
         fig.savefig(buf, format="png")
         atomic_write(Path(path), buf.getvalue())
-    return fig
 
 
 def confusion_matrix(y_true, y_pred, num_classes: int) -> np.ndarray:
@@ -130,8 +144,5 @@ def plot_confusion(matrix, path: str | os.PathLike | None = None, *, class_names
     ax.set_ylabel("true")
     if title:
         ax.set_title(title)
-    if path is not None:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png")
-        atomic_write(Path(path), buf.getvalue())
+    _save_png(fig, path)
     return fig

@@ -37,7 +37,7 @@ from jaxlayers.data import apply_standardization
 from jaxlayers.model import PREDICT_BATCH_SIZE, model_from_record, predict, predict_proba
 from jaxlayers.training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint_trees
 from jaxlayers.training.config import TrainConfig
-from jaxlayers.training.loop import evaluate
+from jaxlayers.training.evaluation import evaluate
 from jaxlayers.training.results import History
 
 __all__ = ["WHICH", "Preprocessing", "Run", "load_run"]
@@ -347,45 +347,14 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", *, index: int = 0)
     """
     require(which in WHICH, "load_run", f"which must be 'best' or 'last', got {which!r}")
     index = check_int(index, "load_run", "index", minimum=0)
-    path = Path(run_dir)
-    given = path
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        where = "no such directory or file" if not given.exists() else "no checkpoint"
-        raise FileNotFoundError(
-            f"load_run: {where}: {path} (expected a run directory with {CHECKPOINT_NAME}, "
-            "from `jaxlayers train -o DIR` or fit(..., checkpoint_dir=DIR))"
-        )
+    path = _checkpoint_path(run_dir)
     where = f"load_run: checkpoint {path}"
     prefix = "best" if which == "best" else "state"
     parts: dict[str, Any] = {}
 
     def templates(meta: dict[str, Any]) -> dict[str, Any]:
-        """Rebuild the model from the verified metadata; its parameter shapes from an abstract
-        init (``jax.eval_shape``: nothing is compiled or run)."""
-        try:
-            records = meta["models"]
-            k_models = len(records)
-            require(
-                index < k_models, "load_run", f"index {index} is out of range: the checkpoint holds {k_models} model(s)"
-            )
-            parts["many"] = meta.get("kind") == "fit_many"
-            parts["model"] = model = _rebuild(records[index], where)
-            parts["train_config"] = _rebuild_config(meta["train_configs"][index], where)
-            parts["history"] = History.from_dict(meta["history"])
-            parts["best_epoch"] = np.asarray(meta["best_epoch"], np.int64).reshape(-1)
-            parts["best_val_acc"] = np.asarray(meta["best_val_acc"], np.float64).reshape(-1)
-            parts["epochs"] = int(meta["epoch"])
-            parts["preprocessing"] = Preprocessing.from_metadata(meta, where)
-        except (KeyError, TypeError, IndexError, AttributeError) as e:
-            raise CheckpointError(
-                f"{where}: its run metadata is incomplete or malformed ({type(e).__name__}: {e})"
-            ) from e
-        shapes = jax.eval_shape(model.init, jax.random.key(0))
-        if parts["many"]:
-            shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct((k_models, *s.shape), s.dtype), shapes)
-        return {f"{prefix}.params": shapes[0], f"{prefix}.model_state": shapes[1]}
+        parts.update(_run_parts(meta, index, where))
+        return _templates(parts, prefix)
 
     trees, meta = load_checkpoint_trees(path, templates)
     params, model_state = trees[f"{prefix}.params"], trees[f"{prefix}.model_state"]
@@ -394,16 +363,8 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", *, index: int = 0)
         params, model_state = jax.tree.map(lambda a: a[index], (params, model_state))
         history = history.select(index)
     preprocessing, epochs = parts["preprocessing"], parts["epochs"]
-
     if not preprocessing.stored:
-        warnings.warn(
-            f"load_run: {path} was written before checkpoints stored the preprocessing, so the "
-            "standardisation of its training data is unknown: Run.predict/predict_proba/evaluate pass inputs on "
-            "unchanged, and the model expects them standardised as in training (e.g. jaxlayers.data.load(name).X_test). "
-            "Retrain (or resume) with this version to store it.",
-            UserWarning,
-            stacklevel=2,
-        )
+        _warn_unknown_preprocessing(path)
     best_epoch = int(parts["best_epoch"][k])
     return Run(
         model=parts["model"],
@@ -422,3 +383,73 @@ def load_run(run_dir: str | os.PathLike, which: str = "best", *, index: int = 0)
         path=path,
         metadata=meta,
     )
+
+
+def _warn_unknown_preprocessing(path: Path) -> None:
+    """A ``UserWarning``: a checkpoint from before the preprocessing was stored (inputs pass on unchanged)."""
+    warnings.warn(
+        f"load_run: {path} was written before checkpoints stored the preprocessing, so the "
+        "standardisation of its training data is unknown: Run.predict/predict_proba/evaluate pass inputs on "
+        "unchanged, and the model expects them standardised as in training (e.g. jaxlayers.data.load(name).X_test). "
+        "Retrain (or resume) with this version to store it.",
+        UserWarning,
+        stacklevel=3,
+    )
+
+
+def _checkpoint_path(run_dir) -> Path:
+    """The checkpoint file of ``run_dir`` (a run directory or the file itself).
+
+    Raises:
+      FileNotFoundError: no such directory or file, or no checkpoint in it.
+    """
+    path = given = Path(run_dir)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        where = "no such directory or file" if not given.exists() else "no checkpoint"
+        raise FileNotFoundError(
+            f"load_run: {where}: {path} (expected a run directory with {CHECKPOINT_NAME}, "
+            "from `jaxlayers train -o DIR` or fit(..., checkpoint_dir=DIR))"
+        )
+    return path
+
+
+def _run_parts(meta: dict[str, Any], index: int, where: str) -> dict[str, Any]:
+    """Model ``index`` of the verified metadata: the model rebuilt, its config, history, best epoch and
+    accuracy, epochs and preprocessing.
+
+    Raises:
+      ValueError: ``index`` outside the checkpoint's models.
+      CheckpointError: metadata that is incomplete or malformed.
+    """
+    try:
+        records = meta["models"]
+        require(
+            index < len(records),
+            "load_run",
+            f"index {index} is out of range: the checkpoint holds {len(records)} model(s)",
+        )
+        return {
+            "many": meta.get("kind") == "fit_many",
+            "k_models": len(records),
+            "model": _rebuild(records[index], where),
+            "train_config": _rebuild_config(meta["train_configs"][index], where),
+            "history": History.from_dict(meta["history"]),
+            "best_epoch": np.asarray(meta["best_epoch"], np.int64).reshape(-1),
+            "best_val_acc": np.asarray(meta["best_val_acc"], np.float64).reshape(-1),
+            "epochs": int(meta["epoch"]),
+            "preprocessing": Preprocessing.from_metadata(meta, where),
+        }
+    except (KeyError, TypeError, IndexError, AttributeError) as e:
+        raise CheckpointError(f"{where}: its run metadata is incomplete or malformed ({type(e).__name__}: {e})") from e
+
+
+def _templates(parts: dict[str, Any], prefix: str) -> dict[str, Any]:
+    """The tensors to read, shaped by an abstract init of the rebuilt model (``jax.eval_shape``: nothing
+    is compiled or run); stacked over the models of a ``fit_many`` checkpoint."""
+    shapes = jax.eval_shape(parts["model"].init, jax.random.key(0))
+    if parts["many"]:
+        k = parts["k_models"]
+        shapes = jax.tree.map(lambda s: jax.ShapeDtypeStruct((k, *s.shape), s.dtype), shapes)
+    return {f"{prefix}.params": shapes[0], f"{prefix}.model_state": shapes[1]}

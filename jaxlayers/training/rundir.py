@@ -1,4 +1,5 @@
-"""The run directory: what ``jaxlayers train`` and ``fit(..., run_dir=)`` leave behind, written in one place.
+"""The run directory: what ``jaxlayers train`` and ``fit(..., run_dir=)`` leave behind, written by one
+callback of the loop, :class:`RunDir`.
 
 A run directory holds five files:
 
@@ -25,9 +26,7 @@ import errno
 import fcntl
 import json
 import os
-import sys
 import time
-from collections.abc import Callable
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
@@ -39,32 +38,22 @@ import numpy as np
 from jaxlayers._checks import require
 from jaxlayers.model import model_record
 from jaxlayers.parallel import host_copy
-from jaxlayers.training.checkpoint import (
-    CHECKPOINT_NAME,
-    RunDirError,
-    RunExists,
-    atomic_write,
-    check_checkpoint_target,
-    read_checkpoint_metadata,
-)
-from jaxlayers.training.config import TrainConfig
-from jaxlayers.training.loop import check_resume_metadata, evaluate, fit_checked, preflight, run_info
-from jaxlayers.training.loop import fit as _fit
+from jaxlayers.training.checkpoint import RunDirError, RunExists, atomic_write
+from jaxlayers.training.evaluation import evaluate
+from jaxlayers.training.hooks import Callback, RunStart
 from jaxlayers.training.plots import plot_history
-from jaxlayers.training.results import EpochReport, FitResult, History, TrainingInterrupted
-from jaxlayers.training.signals import DeferredSignals
+from jaxlayers.training.results import EpochReport, FitResult, History
 
 __all__ = [
     "LOCK_NAME",
     "RUN_FILES",
     "RunDirError",
     "RunDirInUse",
+    "RunDir",
     "RunDirLock",
     "RunExists",
-    "fit",
     "prepare_run_dir",
     "remove_stale_temp_files",
-    "train_run",
 ]
 
 RUN_FILES = ("config.json", "metrics.jsonl", "curves.png", "checkpoint.safetensors", "summary.json")
@@ -187,11 +176,11 @@ def prepare_run_dir(run_dir: str | os.PathLike, where: str = "run_dir") -> Path:
     return out
 
 
-def _metrics_line(epoch: int, steps_per_epoch: int, loss: float, train_acc, val_acc, lr, seconds: float) -> str:
+def _metrics_line(epoch: int, steps: int, loss: float, train_acc, val_acc, lr, seconds: float) -> str:
     return json.dumps(
         {
             "epoch": epoch,
-            "step": epoch * steps_per_epoch,
+            "step": epoch * steps,
             "loss": loss,
             "train_acc": float(train_acc),
             "val_acc": float(val_acc),
@@ -201,15 +190,15 @@ def _metrics_line(epoch: int, steps_per_epoch: int, loss: float, train_acc, val_
     )
 
 
-def _metrics_from_history(history: History, steps_per_epoch: int) -> str:
+def _metrics_from_history(history: History, steps: int) -> str:
     lines = []
     for e in range(history.epochs):
-        losses = np.asarray(history.loss[e * steps_per_epoch : (e + 1) * steps_per_epoch], np.float64)
+        losses = np.asarray(history.loss[e * steps : (e + 1) * steps], np.float64)
         loss = float(losses.mean()) if losses.size else float("nan")
         lines.append(
             _metrics_line(
                 e + 1,
-                steps_per_epoch,
+                steps,
                 loss,
                 history.train_acc[e],
                 history.val_acc[e],
@@ -236,130 +225,97 @@ def _check_config_json(out: Path) -> None:
         raise IsADirectoryError(errno.EISDIR, f"{out / 'config.json'} is a directory", str(out / "config.json"))
 
 
-def train_run(
-    model,
-    data,
-    config: TrainConfig,
-    run_dir: str | os.PathLike,
-    *,
-    resume: bool = False,
-    overwrite: bool = False,
-    callback: Callable[[EpochReport], None] | None = None,
-    mesh=None,
-    record: dict[str, Any] | None = None,
-    on_start: Callable[[int], None] | None = None,
-    where: str = "fit",
-    optimizer=None,
-    checked: bool = False,
-) -> tuple[FitResult, dict[str, Any]]:
-    """Train ``model`` with :func:`jaxlayers.training.loop.fit` and write the run directory's five files.
+class RunDir(Callback):
+    """The run directory as a callback of the loop: ``fit(..., run_dir=)`` and ``jaxlayers train`` add one.
 
-    In order, before anything is written: the run's checks
-    (:func:`~jaxlayers.training.loop.preflight`: data, batch size, mesh,
-    memory; a refused run creates no directory), then the directory is
-    created and locked, stale temporary files are removed, and a resume is
-    checked against the checkpoint (a refused resume writes nothing); a fresh
-    run in a directory that holds a run is refused unless ``overwrite``
-    (:func:`~jaxlayers.training.checkpoint.check_checkpoint_target`, the rule
-    ``fit(checkpoint_dir=)`` follows too).
+    Entered (a context manager) before the loop looks at the checkpoint: the directory is created (a
+    resume into a missing directory creates nothing; the loop then refuses it), locked
+    (:class:`RunDirLock`) and cleared of stale temporary files. Then ``on_start`` removes the files of
+    the run a fresh run replaces and writes ``config.json`` and ``metrics.jsonl`` (on resume, the
+    checkpoint's epochs); ``on_checkpoint`` appends an epoch's metrics line once its checkpoint is on
+    disk; ``on_end`` evaluates the best and last parameters and writes ``curves.png`` and
+    ``summary.json`` (:attr:`summary`). The lock is released on exit, whatever happened.
 
     Args:
-      model, data, config, mesh, optimizer: as :func:`~jaxlayers.training.loop.fit`.
-      run_dir: the run directory.
-      resume: continue the checkpointed run there.
-      overwrite: replace a run the directory holds (its five files are deleted first).
-      callback: called after every epoch (after the metrics line's checkpoint was submitted).
+      path: the directory.
+      resume: the run continues the checkpoint there.
       record: extra entries for ``config.json`` (the CLI's dataset name and command).
-      on_start: called with the epoch training starts from, once the checks passed.
       where: the name in error messages.
-      checked: the caller ran :func:`~jaxlayers.training.loop.preflight` on these
-        arguments already (``data`` is its result); it is not run again.
-
-    Returns:
-      ``(result, summary)``: the :class:`FitResult` and the ``summary.json`` contents.
 
     Raises:
-      RunDirError: the directory is locked by another process, or holds a run
-        and neither ``resume`` nor ``overwrite`` was given.
-      FileNotFoundError: ``resume`` and no checkpoint.
-      CheckpointError: a checkpoint that is corrupt, foreign, or of another run.
+      ValueError: an empty path.
+      NotADirectoryError, IsADirectoryError: a file where the directory (or ``config.json``, a
+        directory where the file) should be.
+      RunDirInUse: another process holds the lock.
       OSError: a file that cannot be written, naming it.
-      TrainingInterrupted: SIGINT / SIGTERM (the metrics and checkpoint hold
-        every completed epoch).
-      and what :func:`~jaxlayers.training.loop.fit` raises.
     """
-    t_start = time.perf_counter()
-    if resume and overwrite:
-        check_checkpoint_target(None, resume=resume, overwrite=overwrite, where=where)
-    if not checked:
-        data = preflight(model, data, config, mesh=mesh, where=where, optimizer=optimizer)
-    out = prepare_run_dir(run_dir, where)
-    ckpt = out / CHECKPOINT_NAME
-    with RunDirLock(out):
+
+    def __init__(self, path, *, resume: bool = False, record: dict[str, Any] | None = None, where: str = "fit"):
+        require(str(path) != "", where, "the run directory is an empty path; give a directory such as runs/mine")
+        self.path, self.resume, self.record, self.where = Path(path), resume, record, where
+        self.summary: dict[str, Any] | None = None
+        self._lock: RunDirLock | None = None
+        self._t_start = time.perf_counter()
+
+    def __enter__(self) -> RunDir:
+        self._t_fit = time.perf_counter()
+        if self.resume and not self.path.is_dir():
+            return self  # nothing to resume, nothing to create: the checkpoint check refuses it
+        out = prepare_run_dir(self.path, self.where)
+        self._lock = RunDirLock(out).__enter__()
         remove_stale_temp_files(out)
         _check_config_json(out)
-        # A fresh run over a checkpoint needs overwrite; a resume needs one (files without a
-        # checkpoint: a run stopped before its first epoch, nothing to keep).
-        check_checkpoint_target(out, resume=resume, overwrite=overwrite, where=where)
-        n_train = int(np.shape(data.y_train)[0])
-        steps = n_train // config.batch_size
-        history0 = None
-        if resume:
-            meta = read_checkpoint_metadata(ckpt)
-            check_resume_metadata(meta, run_info("fit", [model], [config], data, optimizer))
-            history0 = History.from_dict(meta["history"])
-        else:
-            present = [name for name in RUN_FILES if (out / name).exists()]
-            derived = [name for name in DERIVED_FILES if (out / name).exists()]  # of the old run's model
-            for name in present + derived:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock is not None:
+            self._lock.__exit__(*exc)
+            self._lock = None
+
+    def on_start(self, start: RunStart) -> None:
+        out = self.path
+        if not self.resume:  # the run it replaces (the loop allowed it: overwrite, or no checkpoint)
+            for name in [n for n in RUN_FILES + DERIVED_FILES if (out / n).exists()]:
                 try:
                     (out / name).unlink()
                 except OSError as e:
                     raise _os_error(e, out / name, "remove") from e
-        start = history0.epochs if history0 is not None else 0
-        if on_start is not None:
-            on_start(start)
+        self._start, self._steps = start, start.steps_per_epoch
+        _write(out / "config.json", (json.dumps(_run_config(start, self.record), indent=2) + "\n").encode())
+        history = start.history
+        self._metrics = out / "metrics.jsonl"
+        _write(self._metrics, _metrics_from_history(history, self._steps).encode() if history is not None else b"")
 
-        devices = 1 if mesh is None else int(mesh.devices.size)
-        run_config = {
-            **(record or {}),
-            "model": model_record(model),
-            "train": config.to_dict(),
-            **({} if optimizer is None else {"optimizer": "an optax optimizer given to fit (optimizer=)"}),
-            "splits": {
-                k: int(np.shape(getattr(data, f"y_{k}"))[0])
-                for k in ("train", "val", "test")
-                if hasattr(data, f"y_{k}")
-            },
-            "versions": {"jaxlayers": _version(), "jax": jax.__version__},
-            "backend": jax.default_backend(),
-            "devices": devices,
-            "processes": jax.process_count(),
-            "note": "a record of the run; the checkpoint, not this file, is read on resume",
-        }
-        _write(out / "config.json", (json.dumps(run_config, indent=2) + "\n").encode())
-        metrics = out / "metrics.jsonl"
-        _write(metrics, _metrics_from_history(history0, steps).encode() if history0 is not None else b"")
+    def on_checkpoint(self, r: EpochReport) -> None:  # on the writer thread, once epoch r.epoch is on disk
+        line = _metrics_line(r.epoch, self._steps, r.loss, r.train_acc, r.val_acc, r.lr, r.epoch_time_s)
+        _append(self._metrics, line + "\n")
 
-        def on_checkpoint(r: EpochReport) -> None:  # on the writer thread, once epoch r.epoch is on disk
-            _append(metrics, _metrics_line(r.epoch, steps, r.loss, r.train_acc, r.val_acc, r.lr, r.epoch_time_s) + "\n")
-
-        t_fit = time.perf_counter()
-        result = fit_checked(
-            model, data, config, checkpoint_dir=out, resume=resume, overwrite=not resume, callback=callback,
-            mesh=mesh, on_checkpoint=on_checkpoint, optimizer=optimizer,
+    def on_end(self, result: FitResult) -> None:
+        fit_time = time.perf_counter() - self._t_fit
+        start = self._start
+        self.summary = _finish(
+            self.path, start.models[0], start.data, result, start.mesh,
+            fit_time=fit_time, t_start=self._t_start, start=start.epoch,
         )  # fmt: skip
-        fit_time = time.perf_counter() - t_fit
-        with DeferredSignals() as stop:  # no signal may raise while the evaluation below compiles
-            summary = _finish(out, model, data, result, mesh, fit_time=fit_time, t_start=t_start, start=start)
-        if stop.received is not None:
-            raise TrainingInterrupted(
-                f"{where}: signal {stop.received} received after training ended; the run directory is complete",
-                signum=stop.received,
-                epoch=summary["epochs"],
-                checkpoint=ckpt,
-            )
-    return result, summary
+
+
+def _run_config(start: RunStart, record: dict[str, Any] | None) -> dict[str, Any]:
+    """``config.json``: a record of the run (never read back)."""
+    data = start.data
+    return {
+        **(record or {}),
+        "model": model_record(start.models[0]),
+        "train": start.configs[0].to_dict(),
+        **({"optimizer": "an optax optimizer given to fit (optimizer=)"} if start.optimizer_given else {}),
+        "splits": {
+            k: int(np.shape(getattr(data, f"y_{k}"))[0]) for k in ("train", "val", "test") if hasattr(data, f"y_{k}")
+        },
+        "versions": {"jaxlayers": _version(), "jax": jax.__version__},
+        "backend": jax.default_backend(),
+        "devices": 1 if start.mesh is None else int(start.mesh.devices.size),
+        "processes": jax.process_count(),
+        "note": "a record of the run; the checkpoint, not this file, is read on resume",
+    }
 
 
 def _finish(out: Path, model, data, result: FitResult, mesh, *, fit_time: float, t_start: float, start: int) -> dict:
@@ -376,20 +332,7 @@ def _finish(out: Path, model, data, result: FitResult, mesh, *, fit_time: float,
         last = jax.tree.map(jnp.asarray, host_copy(last))
     final = splits[-1]
     final_acc = evaluate(model, *last, getattr(data, f"X_{final}"), getattr(data, f"y_{final}"))
-    title = str(getattr(data, "name", "") or "")
-    dims = getattr(model, "layer_dims", None)
-    if dims is not None:
-        title = f"{title}: {'-'.join(map(str, dims))}".lstrip(": ")
-    try:
-        plot_history(
-            result.history,
-            out / "curves.png",
-            steps_per_epoch=result.steps_per_epoch,
-            best_epoch=result.best_epoch,
-            title=f"{title}, {result.configs[0].optimizer}",
-        )
-    except OSError as e:
-        raise _os_error(e, out / "curves.png", "write") from e
+    _plot(out, model, data, result)
     times = result.history.epoch_time_s
     summary = {
         **{f"{k}_acc": v for k, v in accs.items()},
@@ -408,87 +351,19 @@ def _finish(out: Path, model, data, result: FitResult, mesh, *, fit_time: float,
     return summary
 
 
-def fit(
-    model,
-    data,
-    config: TrainConfig | None = None,
-    *,
-    run_dir: str | os.PathLike | None = None,
-    overwrite: bool = False,
-    verbose: bool = False,
-    checkpoint_dir: str | os.PathLike | None = None,
-    resume: bool = False,
-    callback: Callable[[EpochReport], None] | None = None,
-    mesh=None,
-    distributed=None,
-    optimizer=None,
-) -> FitResult:
-    """:func:`jaxlayers.training.loop.fit`, plus a run directory and a progress bar.
-
-    Args:
-      run_dir: write the run directory there -- ``config.json``,
-        ``metrics.jsonl``, ``curves.png``, ``checkpoint.safetensors``,
-        ``summary.json`` -- exactly as ``jaxlayers train -o run_dir`` does
-        (one implementation: :func:`train_run`). It takes the place of
-        ``checkpoint_dir``.
-      overwrite: replace a run that ``run_dir`` (or ``checkpoint_dir``) holds;
-        without it a fresh run there is refused (:class:`RunExists`), as
-        ``jaxlayers train`` refuses without ``--overwrite``.
-      verbose: the CLI's progress bar (tqdm, on stderr), one step per epoch.
-      model, data, config, checkpoint_dir, resume, callback, mesh, distributed: as
-        :func:`jaxlayers.training.loop.fit`.
-
-    Returns:
-      The :class:`FitResult`.
-
-    Raises:
-      ValueError: ``run_dir`` together with ``checkpoint_dir``.
-      RunDirError, OSError: as :func:`train_run`.
-
-    And what :func:`jaxlayers.training.loop.fit` raises.
-    """
-    config = TrainConfig() if config is None else config
-    bar = None
-    user_callback = callback
-
-    def start_bar(start: int) -> None:
-        nonlocal bar
-        if verbose and bar is None:
-            from tqdm.auto import tqdm  # lazy: only verbose runs need it
-
-            name = str(getattr(data, "name", "") or "fit") if not isinstance(data, dict) else "fit"
-            bar = tqdm(total=config.epochs, initial=min(start, config.epochs), unit="epoch", desc=name, file=sys.stderr)
-
-    def on_epoch(r: EpochReport) -> None:
-        if bar is not None:
-            bar.set_postfix(
-                loss=f"{r.loss:.4f}", train_acc=f"{r.train_acc:.4f}", val_acc=f"{r.val_acc:.4f}", refresh=False
-            )
-            bar.update(1)
-        if user_callback is not None:
-            user_callback(r)
-
+def _plot(out: Path, model, data, result: FitResult) -> None:
+    """``curves.png``: the history, titled with the dataset, the layer sizes and the optimizer."""
+    title = str(getattr(data, "name", "") or "")
+    dims = getattr(model, "layer_dims", None)
+    if dims is not None:
+        title = f"{title}: {'-'.join(map(str, dims))}".lstrip(": ")
     try:
-        if run_dir is not None:
-            require(
-                checkpoint_dir is None, "fit", "give run_dir or checkpoint_dir, not both (run_dir holds the checkpoint)"
-            )
-            require(
-                distributed is None, "fit", "run_dir with distributed: use the CLI (--coordinator) or checkpoint_dir"
-            )
-            result, _ = train_run(
-                model, data, config, run_dir, resume=resume, overwrite=overwrite, callback=on_epoch, mesh=mesh,
-                on_start=start_bar, optimizer=optimizer,
-            )  # fmt: skip
-            return result
-        if verbose and resume and checkpoint_dir is not None:
-            with contextlib.suppress(Exception):  # the loop reports a bad checkpoint
-                start_bar(read_checkpoint_metadata(Path(checkpoint_dir) / CHECKPOINT_NAME)["epoch"])
-        start_bar(0)
-        return _fit(
-            model, data, config, checkpoint_dir=checkpoint_dir, resume=resume, overwrite=overwrite, callback=on_epoch,
-            mesh=mesh, distributed=distributed, optimizer=optimizer,
-        )  # fmt: skip
-    finally:
-        if bar is not None:
-            bar.close()
+        plot_history(
+            result.history,
+            out / "curves.png",
+            steps_per_epoch=result.steps_per_epoch,
+            best_epoch=result.best_epoch,
+            title=f"{title}, {result.configs[0].optimizer}",
+        )
+    except OSError as e:
+        raise _os_error(e, out / "curves.png", "write") from e
