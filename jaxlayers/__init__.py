@@ -15,9 +15,15 @@ from jaxlayers.layers import (
     conv2d,
     dropout,
     groupnorm,
+    gru,
+    gru_step,
     layernorm,
+    lstm,
+    lstm_step,
     max_pool2d,
     relu,
+    rnn,
+    rnn_step,
     spatial_batchnorm,
 )
 from jaxlayers.losses import softmax_loss, svm_loss
@@ -58,4 +64,11 @@ __all__ = [
     "groupnorm",
     "layernorm",
     "spatial_batchnorm",
+    # recurrent layers (issue 18)
+    "gru",
+    "gru_step",
+    "lstm",
+    "lstm_step",
+    "rnn",
+    "rnn_step",
 ]
