@@ -239,9 +239,12 @@ def test_compat_errors_name_the_argument():
         compat.rnn_forward(np.zeros((2, 0, 3), np.float32), np.zeros((2, 4), np.float32), *_f32_weights(3, 4, 1))
     with pytest.raises(ValueError, match=r"^lstm_step: Wh must have shape \(H, 4 \* H = 16\)"):
         Wx, Wh, b = _f32_weights(3, 4, 4)
-        compat.lstm_step_forward(np.zeros((2, 3)), np.zeros((2, 4)), np.zeros((2, 4)), Wx, Wh[:, :12], b)
+        z = np.zeros((2, 4), np.float32)
+        compat.lstm_step_forward(np.zeros((2, 3), np.float32), z, z, Wx, Wh[:, :12], b)
     with pytest.raises(TypeError, match=r"^lstm_backward: dh must have a floating dtype"):
-        _, cache = compat.lstm_forward(np.zeros((1, 2, 3)), np.zeros((1, 4)), *_f32_weights(3, 4, 4))
+        _, cache = compat.lstm_forward(
+            np.zeros((1, 2, 3), np.float32), np.zeros((1, 4), np.float32), *_f32_weights(3, 4, 4)
+        )
         compat.lstm_backward(np.zeros((1, 2, 4), np.int32), cache)
 
 
@@ -527,3 +530,9 @@ def test_second_order_is_not_supported_clearly():
     Wx, Wh, b = _f32_weights(3, 4, 1)
     with pytest.raises(TypeError):
         jax.jvp(lambda x: jl.rnn(x, jnp.zeros((1, 4)), Wx, Wh, b), (jnp.ones((1, 2, 3)),), (jnp.ones((1, 2, 3)),))
+
+
+def test_registry_and_gradcheck_cover_the_recurrent_ops():
+    names = {info.name for info in jl.opinfo.OPS}
+    assert {"rnn_step", "rnn", "lstm_step", "lstm", "gru_step", "gru"} <= names
+    assert {info.name for info in jl.gradcheck.select_ops(["lstm", "gru"])} == {"lstm", "gru"}

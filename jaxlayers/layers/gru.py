@@ -307,7 +307,7 @@ def gru(x, h0, Wx, Wh, b):
     ``dh = dh z + dha_t Wh^T``. After the scan, one matmul each over all steps: ``dx = dXA Wx^T``,
     ``dWx = sum_t x_t^T dxa_t``, ``dWh = sum_t h_{t-1}^T dha_t``, and ``db = sum dXA``. Residuals:
     the arguments, the gates ``[r, z, n]`` and the hidden states, ``4 T N H`` numbers (autodiff of
-    the forward scan keeps about twice as many); ``h_{t-1} Wh_n`` is recomputed in one matmul.
+    the forward scan keeps ``9 T N H``); ``h_{t-1} Wh_n`` is recomputed in one matmul.
 
     Example:
       >>> import jax.numpy as jnp, jaxlayers as jl

@@ -326,8 +326,8 @@ def lstm(x, h0, Wx, Wh, b, c0=None):
     and the new ``dc``, and ``dh = da_t Wh^T``. After the scan, one matmul each over all steps:
     ``dx = dA Wx^T``, ``dWx = sum_t x_t^T da_t``, ``dWh = sum_t h_{t-1}^T da_t``, and ``db = sum
     da``; ``dh0``, ``dc0`` are the final carry. Residuals: the arguments, the gates after their
-    nonlinearities and the cells, ``5 T N H`` numbers (autodiff of the forward scan keeps about
-    twice as many); the hidden states are recomputed as ``o tanh(c)``.
+    nonlinearities and the cells, ``5 T N H`` numbers (autodiff of the forward scan keeps
+    ``12 T N H``); the hidden states are recomputed as ``o tanh(c)``.
 
     Gate order: the NumPy original's i, f, o, g; PyTorch, Flax and Equinox use i, f, g, o.
 
