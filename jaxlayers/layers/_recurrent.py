@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlayers._checks import as_array, compute_dtype, require, require_float, require_rank, shape_of
+from jaxlayers.layers.affine import _xt_g
 
 
 def sigmoid(a: jax.Array) -> jax.Array:
@@ -57,7 +58,7 @@ def weight_grads(x: jax.Array, dA: jax.Array, Wx: jax.Array) -> tuple[jax.Array,
     k = dA.shape[-1]
     dA2 = dA.reshape(t * n, k)
     xt = jnp.swapaxes(x, 0, 1).reshape(t * n, d)
-    dWx = mm(xt.T, dA2)
+    dWx = _xt_g(xt, dA2)  # x^T dA, with the CPU-friendly operand layout (see affine's _xt_g)
     dx = jnp.swapaxes(mm(dA2, Wx.T).reshape(t, n, d), 0, 1)
     db = jnp.sum(dA2, axis=0)
     return dx, dWx, db
@@ -66,7 +67,7 @@ def weight_grads(x: jax.Array, dA: jax.Array, Wx: jax.Array) -> tuple[jax.Array,
 def outer_sum(h_prev: jax.Array, dA: jax.Array) -> jax.Array:
     """``dWh = sum_t h_prev[t]^T dA[t]``: one ``(H, T N) @ (T N, K)`` matmul."""
     t, n, h = h_prev.shape
-    return mm(h_prev.reshape(t * n, h).T, dA.reshape(t * n, dA.shape[-1]))
+    return _xt_g(h_prev.reshape(t * n, h), dA.reshape(t * n, dA.shape[-1]))
 
 
 def check_recurrent(

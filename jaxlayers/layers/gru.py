@@ -186,11 +186,11 @@ def gru_step(x, prev_h, Wx, Wh, b):
 
 class GRUResiduals(NamedTuple):
     """What :func:`gru_bwd` keeps: the arguments (alive anyway; ``b`` only for its dtype) and, per
-    step, time-major, in the compute dtype: the gates ``[r, z, n] (T, N, 3H)`` and the hidden states
-    ``hs (T, N, H)``: ``4 H`` numbers per example and step. The reset gate's derivative also needs the
-    candidate's recurrent product ``h_{t-1} Wh_n``; rather than keep it (``H`` more per step), the
-    backward pass recomputes it for all steps at once, one ``(T N, H) @ (H, H)`` matmul outside the
-    scan."""
+    step, time-major, in the compute dtype, the gates after their nonlinearities ``[r, z, n]
+    (T, N, 3H)``: ``3 H`` numbers per example and step. The backward pass also needs the hidden states
+    and the candidate's recurrent product ``h_{t-1} Wh_n``; rather than keep them (``2 H`` more per
+    step), it recomputes them: ``h_t = n_t + z_t (h_{t-1} - n_t)`` by an elementwise scan from ``h0``
+    (no matmul), then ``h_{t-1} Wh_n`` for all steps in one ``(T N, H) @ (H, H)`` matmul."""
 
     x: jax.Array
     h0: jax.Array
@@ -198,7 +198,6 @@ class GRUResiduals(NamedTuple):
     Wh: jax.Array
     b: jax.Array
     gates: jax.Array
-    hs: jax.Array
 
 
 def gru_reference(x, h0, Wx, Wh, b):
@@ -223,14 +222,14 @@ def _gru_forward(x, h0, Wx, Wh, b):
         return h, (h, gates)
 
     _, (hs, gates) = lax.scan(step, h0a, project_inputs(xa, Wxa, ba))
-    return jnp.swapaxes(hs, 0, 1).astype(out), gates, hs
+    return jnp.swapaxes(hs, 0, 1).astype(out), gates
 
 
 def gru_fwd(x, h0, Wx, Wh, b):
     """Forward pass: one ``lax.scan`` over ``xa = x Wx + b`` (all steps in one matmul); residuals
     :class:`GRUResiduals`."""
-    h, gates, hs = _gru_forward(x, h0, Wx, Wh, b)
-    return h, GRUResiduals(x, h0, Wx, Wh, b, gates, hs)
+    h, gates = _gru_forward(x, h0, Wx, Wh, b)
+    return h, GRUResiduals(x, h0, Wx, Wh, b, gates)
 
 
 def gru_bwd(res: GRUResiduals, g):
@@ -238,13 +237,22 @@ def gru_bwd(res: GRUResiduals, g):
     first, :func:`gru_step`'s formulas with ``dh = g_t + dh`` give ``dxa_t``, ``dha_t`` and
     ``dh = dh z + dha_t Wh^T``; then one matmul each for ``dx``, ``dWx``, ``dWh = sum_t h_{t-1}^T dha_t``
     and a sum for ``db``. Before the scan, ``ha_n = h_{t-1} Wh_n`` is recomputed for all steps in one
-    matmul (not kept by the forward pass)."""
-    x, h0, Wx, Wh, b, gates, hs = res
+    matmul, after the hidden states ``h_t = n_t + z_t (h_{t-1} - n_t)`` by an elementwise scan (neither
+    is kept by the forward pass)."""
+    x, h0, Wx, Wh, b, gates = res
     acc = gates.dtype
     Wha = Wh.astype(acc)
     WhT = Wha.T
-    t, n, hidden = hs.shape
-    h_prev = jnp.concatenate([h0.astype(acc)[None], hs[:-1]])
+    t, n, hidden = gates.shape[0], gates.shape[1], gates.shape[2] // 3
+    h0a = h0.astype(acc)
+
+    def replay(h, zn):
+        z, n_t = zn[..., :hidden], zn[..., hidden:]
+        h = n_t + z * (h - n_t)  # the forward pass's arithmetic, exactly
+        return h, h
+
+    _, hs = lax.scan(replay, h0a, gates[:-1, :, hidden:])
+    h_prev = jnp.concatenate([h0a[None], hs])
     hn = mm(h_prev.reshape(t * n, hidden), Wha[:, 2 * hidden :]).reshape(t, n, hidden)
 
     def step(dh, inputs):
@@ -253,7 +261,7 @@ def gru_bwd(res: GRUResiduals, g):
         return dh_direct + mm(dha, WhT), (dxa, dha)
 
     gt = jnp.swapaxes(g, 0, 1).astype(acc)
-    dh0, (dXA, dHA) = lax.scan(step, jnp.zeros_like(hs[0]), (gt, gates, hn, h_prev), reverse=True)
+    dh0, (dXA, dHA) = lax.scan(step, jnp.zeros_like(h0a), (gt, gates, hn, h_prev), reverse=True)
     dx, dWx, db = weight_grads(x.astype(acc), dXA, Wx.astype(acc))
     dWh = outer_sum(h_prev, dHA)
     return (
@@ -306,8 +314,9 @@ def gru(x, h0, Wx, Wh, b):
     last to first, :func:`gru_step`'s formulas with ``dh = g_t + dh`` give ``dxa_t``, ``dha_t``, and
     ``dh = dh z + dha_t Wh^T``. After the scan, one matmul each over all steps: ``dx = dXA Wx^T``,
     ``dWx = sum_t x_t^T dxa_t``, ``dWh = sum_t h_{t-1}^T dha_t``, and ``db = sum dXA``. Residuals:
-    the arguments, the gates ``[r, z, n]`` and the hidden states, ``4 T N H`` numbers (autodiff of
-    the forward scan keeps ``9 T N H``); ``h_{t-1} Wh_n`` is recomputed in one matmul.
+    the arguments and the gates ``[r, z, n]``, ``3 T N H`` numbers (autodiff of the forward scan
+    keeps ``9 T N H``); the hidden states are recomputed by an elementwise scan and ``h_{t-1} Wh_n``
+    in one matmul.
 
     Example:
       >>> import jax.numpy as jnp, jaxlayers as jl
