@@ -56,8 +56,17 @@ from jaxlayers.layers.dropout import dropout_bwd, dropout_fwd
 from jaxlayers.layers.embedding import check_word_embedding, word_embedding_bwd, word_embedding_fwd
 from jaxlayers.layers.groupnorm import check_groupnorm, groupnorm_bwd, groupnorm_fwd
 from jaxlayers.layers.layernorm import check_layernorm, layernorm_bwd, layernorm_fwd
+from jaxlayers.layers.lstm import (
+    check_lstm,
+    check_lstm_step,
+    lstm_bwd,
+    lstm_fwd,
+    lstm_step_bwd,
+    lstm_step_fwd,
+)
 from jaxlayers.layers.pool import check_max_pool2d, max_pool2d_bwd, max_pool2d_fwd
 from jaxlayers.layers.relu import relu_bwd, relu_fwd
+from jaxlayers.layers.rnn import check_rnn, check_rnn_step, rnn_bwd, rnn_fwd, rnn_step_bwd, rnn_step_fwd
 from jaxlayers.layers.temporal import check_temporal_affine, temporal_affine_bwd, temporal_affine_fwd
 
 __all__ = [
@@ -112,6 +121,16 @@ __all__ = [
     "temporal_affine_forward",
     "temporal_affine_backward",
     "temporal_softmax_loss",
+    # recurrent layers (issue 18): the course's rnn_layers
+    "sigmoid",
+    "rnn_step_forward",
+    "rnn_step_backward",
+    "rnn_forward",
+    "rnn_backward",
+    "lstm_step_forward",
+    "lstm_step_backward",
+    "lstm_forward",
+    "lstm_backward",
 ]
 
 _warned_float64 = False
@@ -690,3 +709,111 @@ def temporal_softmax_loss(x, y, mask, verbose=False):
         n, t, v = x.shape
         print("dx_flat: ", (n * t, v))
     return np.asarray(loss)[()], np.asarray(dx)
+
+
+# --- recurrent layers (issue 18): the course's rnn_layers (rnn, lstm), batch-major x (N, T, D) ---
+#
+# Same conventions: NumPy in and out; the cache is the op's residuals (the gates after their
+# nonlinearities and the cells for the LSTM, not every intermediate). LSTM gate order i, f, o, g.
+
+_rnn_step_fwd = jax.jit(rnn_step_fwd)
+_rnn_step_bwd = jax.jit(rnn_step_bwd)
+_rnn_fwd = jax.jit(rnn_fwd)
+_rnn_bwd = jax.jit(rnn_bwd)
+_lstm_step_fwd = jax.jit(lstm_step_fwd)
+_lstm_step_bwd = jax.jit(lstm_step_bwd)
+_lstm_fwd = jax.jit(lstm_fwd)
+_lstm_bwd = jax.jit(lstm_bwd)
+
+
+def sigmoid(x):
+    """A numerically stable logistic function ``1 / (1 + exp(-x))`` (NumPy in and out), as the
+    NumPy original's: never overflows, ``sigmoid(-1000) = 0``, ``sigmoid(1000) = 1``."""
+    (x,) = _float_args("sigmoid", x=x)
+    return np.asarray(jax.nn.sigmoid(x))
+
+
+def rnn_step_forward(x, prev_h, Wx, Wh, b):
+    """One vanilla RNN step: ``(next_h, cache)`` with ``next_h = tanh(x Wx + prev_h Wh + b)``.
+
+    Args:
+      x: ``(N, D)``; prev_h: ``(N, H)``; Wx: ``(D, H)``; Wh: ``(H, H)``; b: ``(H,)``.
+
+    Raises:
+      ValueError: on mismatched shapes (see :func:`jaxlayers.rnn_step`).
+    """
+    args = check_rnn_step(*_to_jax(x, prev_h, Wx, Wh, b))
+    next_h, cache = _rnn_step_fwd(*args)
+    return np.asarray(next_h), cache
+
+
+def rnn_step_backward(dnext_h, cache):
+    """``(dx, dprev_h, dWx, dWh, db)`` for the upstream gradient ``dnext_h (N, H)``: with
+    ``da = dnext_h (1 - next_h**2)``, ``dx = da Wx^T``, ``dprev_h = da Wh^T``, ``dWx = x^T da``,
+    ``dWh = prev_h^T da``, ``db = da.sum(0)``."""
+    (dnext_h,) = _float_args("rnn_step_backward", dnext_h=dnext_h)
+    return _np(*_rnn_step_bwd(cache, dnext_h))
+
+
+def rnn_forward(x, h0, Wx, Wh, b):
+    """A vanilla RNN over a sequence: ``(h, cache)``, ``h (N, T, H)``.
+
+    Args:
+      x: ``(N, T, D)``, ``T >= 1``; h0: ``(N, H)``; Wx: ``(D, H)``; Wh: ``(H, H)``; b: ``(H,)``.
+
+    Raises:
+      ValueError: on mismatched shapes or ``T = 0`` (see :func:`jaxlayers.rnn`).
+    """
+    args = check_rnn(*_to_jax(x, h0, Wx, Wh, b))
+    h, cache = _rnn_fwd(*args)
+    return np.asarray(h), cache
+
+
+def rnn_backward(dh, cache):
+    """Backpropagation through time: ``(dx, dh0, dWx, dWh, db)`` for the upstream gradient of every
+    hidden state ``dh (N, T, H)`` (see :func:`jaxlayers.rnn` for the formulas)."""
+    (dh,) = _float_args("rnn_backward", dh=dh)
+    return _np(*_rnn_bwd(cache, dh))
+
+
+def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
+    """One LSTM step, gate order i, f, o, g: ``(next_h, next_c, cache)``.
+
+    Args:
+      x: ``(N, D)``; prev_h, prev_c: ``(N, H)``; Wx: ``(D, 4H)``; Wh: ``(H, 4H)``; b: ``(4H,)``.
+
+    Raises:
+      ValueError: on mismatched shapes (see :func:`jaxlayers.lstm_step`).
+    """
+    args = check_lstm_step(*_to_jax(x, prev_h, prev_c, Wx, Wh, b))
+    (next_h, next_c), cache = _lstm_step_fwd(*args)
+    return np.asarray(next_h), np.asarray(next_c), cache
+
+
+def lstm_step_backward(dnext_h, dnext_c, cache):
+    """``(dx, dprev_h, dprev_c, dWx, dWh, db)`` for the upstream gradients ``dnext_h``, ``dnext_c``
+    (each ``(N, H)``); see :func:`jaxlayers.lstm_step` for the formulas."""
+    dnext_h, dnext_c = _float_args("lstm_step_backward", dnext_h=dnext_h, dnext_c=dnext_c)
+    return _np(*_lstm_step_bwd(cache, (dnext_h, dnext_c)))
+
+
+def lstm_forward(x, h0, Wx, Wh, b):
+    """An LSTM over a sequence from ``h0`` and a zero initial cell: ``(h, cache)``, ``h (N, T, H)``.
+
+    Args:
+      x: ``(N, T, D)``, ``T >= 1``; h0: ``(N, H)``; Wx: ``(D, 4H)``; Wh: ``(H, 4H)``; b: ``(4H,)``.
+
+    Raises:
+      ValueError: on mismatched shapes or ``T = 0`` (see :func:`jaxlayers.lstm`).
+    """
+    args = check_lstm(*_to_jax(x, h0, Wx, Wh, b))
+    h, cache = _lstm_fwd(*args)
+    return np.asarray(h), cache
+
+
+def lstm_backward(dh, cache):
+    """Backpropagation through time: ``(dx, dh0, dWx, dWh, db)`` for the upstream gradient of every
+    hidden state ``dh (N, T, H)`` (the initial cell's gradient is dropped, as the NumPy original has
+    none; see :func:`jaxlayers.lstm` for the formulas)."""
+    (dh,) = _float_args("lstm_backward", dh=dh)
+    return _np(*_lstm_bwd(cache, dh)[:5])

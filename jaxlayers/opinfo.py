@@ -29,9 +29,15 @@ from jaxlayers.layers import (
     conv2d,
     dropout,
     groupnorm,
+    gru,
+    gru_step,
     layernorm,
+    lstm,
+    lstm_step,
     max_pool2d,
     relu,
+    rnn,
+    rnn_step,
     spatial_batchnorm,
     temporal_affine,
     word_embedding,
@@ -488,6 +494,58 @@ def _temporal_softmax_samples(dtype) -> list[Sample]:
         s("T=1", 3, 1, 4, mask="all"),
         s("large logits", 2, 3, 5, scale=30.0, offset=1e3),
     ]
+
+
+# --- recurrent layers (issue 18): rnn_step, rnn, lstm_step, lstm, gru_step, gru ---
+# Tiny (N <= 3, T <= 4, D, H <= 4): the float64 finite differences cost 4 evaluations per input element.
+
+
+def _recurrent_samples(seed: int, gates: int, *, sequence: bool, cell: bool = False):
+    """Samples ``(x, h, [c,] Wx, Wh, b)`` (step ops) or ``(x, h0, Wx, Wh, b, [c0])`` (sequence ops)."""
+
+    def samples(dtype) -> list[Sample]:
+        r = _rng(seed)
+
+        def s(name, n, t, d, h, x_scale=1.0, w_scale=1.0, offset=0.0):
+            xshape = (n, t, d) if sequence else (n, d)
+            x = _arr(r.randn(*xshape) * x_scale + offset, dtype)
+            h0 = _arr(r.randn(n, h) * 0.5, dtype)
+            c0 = _arr(r.randn(n, h), dtype)
+            wx = _arr(r.randn(d, gates * h) * w_scale / np.sqrt(d), dtype)
+            wh = _arr(r.randn(h, gates * h) * w_scale / np.sqrt(h), dtype)
+            b = _arr(r.randn(gates * h) * 0.5, dtype)
+            if not cell:
+                return Sample(name, (x, h0, wx, wh, b))
+            return Sample(name, (x, h0, c0, wx, wh, b) if not sequence else (x, h0, wx, wh, b, c0))
+
+        out = [s("ordinary", 3, 4, 3, 4), s("N=1", 1, 3, 2, 3), s("D != H", 2, 3, 4, 2)]
+        if sequence:
+            out.append(s("T=1", 2, 1, 3, 3))
+        # Nearly saturated gates: pre-activations up to ~+-6 (tanh' ~ 1e-5). Deeper saturation is exact in
+        # both rules but not comparable elementwise: tanh' = 1 - h**2 from a rounded h near +-1 carries a
+        # relative error of eps / (1 - h**2) in either (tests/test_rnn_ops.py checks saturation instead).
+        out.append(s("nearly saturating", 2, 3, 3, 3, x_scale=2.5, w_scale=1.5))
+        return out
+
+    return samples
+
+
+def _h_and_c(out):
+    """The step LSTM's two outputs as one array ``[next_h, next_c]`` (both differentiated)."""
+    return jnp.concatenate(out, axis=-1)
+
+
+_STEP = ("x", "prev_h")
+declare(rnn_step, (*_STEP, "Wx", "Wh", "b"), n_args=_STEP)(_recurrent_samples(20, 1, sequence=False))
+declare(rnn, ("x", "h0", "Wx", "Wh", "b"), n_args=("x", "h0"))(_recurrent_samples(21, 1, sequence=True))
+declare(lstm_step, (*_STEP, "prev_c", "Wx", "Wh", "b"), output=_h_and_c, n_args=(*_STEP, "prev_c"))(
+    _recurrent_samples(22, 4, sequence=False, cell=True)
+)
+declare(lstm, ("x", "h0", "Wx", "Wh", "b", "c0"), n_args=("x", "h0", "c0"))(
+    _recurrent_samples(23, 4, sequence=True, cell=True)
+)
+declare(gru_step, (*_STEP, "Wx", "Wh", "b"), n_args=_STEP)(_recurrent_samples(24, 3, sequence=False))
+declare(gru, ("x", "h0", "Wx", "Wh", "b"), n_args=("x", "h0"))(_recurrent_samples(25, 3, sequence=True))
 
 
 #: Every declared op, in declaration order.

@@ -51,9 +51,12 @@ from jaxlayers.layers.conv import *  # noqa: F403
 from jaxlayers.layers.dropout import *  # noqa: F403
 from jaxlayers.layers.embedding import *  # noqa: F403
 from jaxlayers.layers.groupnorm import *  # noqa: F403
+from jaxlayers.layers.gru import *  # noqa: F403
 from jaxlayers.layers.layernorm import *  # noqa: F403
+from jaxlayers.layers.lstm import *  # noqa: F403
 from jaxlayers.layers.pool import *  # noqa: F403
 from jaxlayers.layers.relu import *  # noqa: F403
+from jaxlayers.layers.rnn import *  # noqa: F403
 from jaxlayers.layers.spatial_batchnorm import *  # noqa: F403
 from jaxlayers.layers.temporal import *  # noqa: F403
 
