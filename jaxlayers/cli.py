@@ -49,6 +49,7 @@ TRAIN_FLAGS = (
     "warmup_epochs",
     "weight_decay",
     "clip_norm",
+    "augment",
     "epochs",
     "batch_size",
     "seed",
@@ -277,6 +278,7 @@ def _add_train_arguments(
     a("--warmup-epochs", default=d["warmup_epochs"], type=int, help="epochs of linear warmup from 0 to --lr")
     a("--weight-decay", default=d["weight_decay"], type=float, help="decoupled weight decay of --optimizer adamw")
     a("--clip-norm", default=d["clip_norm"], type=float, help="clip gradients to this global norm (None: no clipping)")
+    a("--augment", default=d["augment"], help="shift:K: shift training images by up to K pixels (seeded; zero fill)")
     more = "" if sweep else "; with --resume, more epochs extend the run"
     a("--epochs", default=d["epochs"], type=int, help=f"passes over the training data{more}")
     a("--batch-size", default=d["batch_size"], type=int, help="examples per step")

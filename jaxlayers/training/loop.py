@@ -695,6 +695,7 @@ def fit_checked(
     steps = int(np.shape(data.y_train)[0]) // config.batch_size
     optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
     kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
+    kw["augment"] = config.augment  # the training minibatches' augmentation (strategies, epoch.augment_batch)
     strategy = SingleDevice(model, optimizer, **kw) if mesh is None else DataMesh(model, optimizer, mesh=mesh, **kw)
     result = _run(
         strategy,
@@ -891,6 +892,7 @@ def fit_many(
         steps=steps,
         batch_size=config.batch_size,
         eval_batch_size=config.eval_batch_size,
+        augment=config.augment,
     )
     return _run(
         strategy,
