@@ -424,9 +424,17 @@ class ManyModels:
         Xv, yv = pad_eval(data.X_val, data.y_val, self.eval_batch_size)
         self._data = tuple(jnp.asarray(a) for a in (X, y.astype(np.int32), Xv, yv))
         host_loop = use_host_loop(self.models[0], Xv.shape[1:], Xv.dtype)
-        self._epoch = _compiled(
-            self.kind, self._statics, self._optimizer, self._steps, self._batch_size, None, host_loop
+        key = EpochKey(
+            self.kind,
+            self._statics,
+            optimizer_key(self._optimizer),
+            self._steps,
+            self._batch_size,
+            self._augment,
+            host_loop,
+            None,
         )
+        self._epoch = _compiled(key, self._optimizer)
 
     def init(self, seeds, learning_rates):
         """Each model initialised exactly as a separate ``fit`` would (same compiled init), then stacked."""
