@@ -1,7 +1,9 @@
 """The one epoch function, pure: shuffle, scan the step over the minibatches, count, keep the best.
 
 :func:`run_epoch` is what every strategy (:mod:`jaxlayers.training.strategies`:
-one device, ``K`` models vmapped, a device mesh) compiles; the three rules
+one device, ``K`` models vmapped, a device mesh) compiles -- or, for a model
+with a convolution on the CPU, its three parts (:func:`epoch_start`,
+:func:`epoch_step` per minibatch, :func:`epoch_end`) driven from a host loop; the three rules
 that the bitwise-equality promises depend on are written here once each:
 
 * the permutation-key rule, :func:`epoch_batches`;

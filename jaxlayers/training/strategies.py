@@ -111,8 +111,9 @@ def _merged(fn, static, leaves, *args):
 class _HostLoopEpoch:
     """``epoch(leaves, state, best, X, y, Xv, yv)`` as :func:`run_epoch`'s three parts, each jitted
     (:func:`epoch_start`, :func:`epoch_step` per minibatch from a Python loop, :func:`epoch_end`),
-    the state and best donated, the data on device: the same arithmetic as the scanned epoch, with
-    every step a top-level program (on XLA:CPU a convolution in a loop body runs 10-100x slower)."""
+    the state and best donated, the data on device: the same functions as the scanned epoch, with
+    every step a top-level program (on XLA:CPU a convolution in a loop body runs 10-100x slower; the
+    compiler may round it differently there, so the two paths agree up to rounding, not bitwise)."""
 
     def __init__(self, kind: str, statics: tuple, optimizer, steps: int, batch_size: int, mesh, augment) -> None:
         self.steps, self.many = steps, kind == "many"
