@@ -108,7 +108,8 @@ DECLARATIONS = {"digits": resnet_digits, "mnist1d": resnet_mnist1d}
 COMMANDS = {
     "digits": [
         "--dataset", "digits", "--model", "examples/resnet_digits.json",
-        "--optimizer", "adamw", "--lr", "2e-3", "--schedule", "cosine", "--epochs", "40", "--batch-size", "64",
+        "--optimizer", "adamw", "--lr", "2e-3", "--schedule", "cosine", "--epochs", "150", "--batch-size", "32",
+        "--weight-decay", "0.1", "--augment", "shift:1",
     ],
     "mnist1d": [
         "--dataset", "mnist1d", "--model", "examples/resnet_mnist1d.json",

@@ -122,6 +122,8 @@ FLAGS = (
     _flag("--warmup-epochs", role="train", type=int, help="epochs of linear warmup from 0 to --lr"),
     _flag("--weight-decay", role="train", type=float, help="decoupled weight decay of --optimizer adamw"),
     _flag("--clip-norm", role="train", type=float, help="clip gradients to this global norm (None: no clipping)"),
+    _flag("--augment", role="train", metavar="shift:K",
+          help="shift each training image by up to K pixels (seeded from --seed; zero fill; None: no augmentation)"),
     _flag("--epochs", role="train", type=int, help="passes over the training data{more}"),
     _flag("--batch-size", role="train", type=int, help="examples per step"),
     _flag("--seed", role="train", type=int, help="PRNG seed in [0, 2**32): init, shuffling, dropout"),

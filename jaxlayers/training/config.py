@@ -33,20 +33,25 @@ import optax
 from jaxlayers._checks import check_choice, check_fields, check_int, check_number, optional, require
 
 __all__ = [
+    "AUGMENTATIONS",
     "OPTIMIZERS",
+    "Augment",
     "SCHEDULES",
     "ConfiguredOptimizer",
     "OptimizerSpec",
     "TrainConfig",
+    "parse_augment",
     "learning_rate_of",
     "learning_rate_schedule",
     "make_optimizer",
     "steps_per_epoch",
+    "optimizer_key",
     "with_learning_rate",
 ]
 
 OPTIMIZERS = ("sgd", "sgd_momentum", "rmsprop", "adam", "adamw")
 SCHEDULES = ("constant", "exponential", "cosine")
+AUGMENTATIONS = ("shift",)
 _OWNER = "TrainConfig"
 
 
@@ -88,6 +93,14 @@ class TrainConfig:
         ``weight_decay``, applied to every parameter), ``>= 0``.
       clip_norm: clip the gradients to this global norm first
         (``optax.clip_by_global_norm``), ``> 0``; ``None``: no clipping.
+      augment: data augmentation of the training minibatches, on device
+        (:func:`parse_augment`): ``"shift:K"`` shifts every training image
+        ``(C, H, W)`` by a random ``(dy, dx)``, each uniform in ``[-K, K]``
+        pixels, filling with zeros (axes of size 1 are not shifted, so a
+        ``(1, 1, L)`` signal is shifted along ``L``); drawn from the run's
+        key, so a seed gives the same run and a resume is bitwise. ``None``
+        (or ``"none"``): no augmentation. Validation and test data are never
+        augmented.
 
     Raises:
       TypeError, ValueError: a field of the wrong type or out of range,
@@ -106,6 +119,7 @@ class TrainConfig:
     warmup_epochs: int = 0
     weight_decay: float = 1e-4
     clip_norm: float | None = None
+    augment: str | None = None
 
     def __post_init__(self) -> None:
         positive, non_negative = partial(check_int, minimum=1), partial(check_int, minimum=0)
@@ -132,6 +146,8 @@ class TrainConfig:
             _OWNER,
             f"warmup_epochs must be fewer than epochs ({self.epochs}), got {self.warmup_epochs}",
         )
+        aug = parse_augment(self.augment)
+        object.__setattr__(self, "augment", None if aug is None else f"shift:{aug.shift}")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready values."""
@@ -151,6 +167,33 @@ class TrainConfig:
             steps_per_epoch=steps,
             total_steps=self.epochs * steps if self.schedule == "cosine" else 0,
         )
+
+
+class Augment(NamedTuple):
+    """A parsed :attr:`TrainConfig.augment` (hashable: compiled epochs are keyed on it).
+
+    Attributes:
+      shift: the largest shift, in pixels, along each image axis (``>= 1``).
+    """
+
+    shift: int
+
+
+def parse_augment(spec: str | None) -> Augment | None:
+    """``"shift:K"`` (``K`` an int ``>= 1``) as ``Augment(shift=K)``; ``None`` or ``"none"``: ``None``.
+
+    Raises:
+      ValueError: any other value, naming ``augment`` and the value seen.
+    """
+    if spec is None or spec == "none":
+        return None
+    kind, _, k = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    require(
+        kind in AUGMENTATIONS and k.isascii() and k.isdigit() and int(k) >= 1,
+        _OWNER,
+        f"augment (the CLI's --augment) must be 'shift:K' (random shifts of up to K >= 1 pixels) or None, got {spec!r}",
+    )
+    return Augment(shift=int(k))
 
 
 class OptimizerSpec(NamedTuple):
@@ -225,21 +268,30 @@ class ConfiguredOptimizer:
     spec: OptimizerSpec
     learning_rate: float = dataclasses.field(compare=False)
 
-    @functools.cached_property
-    def _tx(self) -> optax.GradientTransformation:
-        return optax.inject_hyperparams(_transform, static_args=("spec",))(
-            learning_rate=self.learning_rate, spec=self.spec
-        )
-
     def init(self, params):
-        return self._tx.init(params)
+        return _injected(self.spec, self.learning_rate).init(params)
 
     def update(self, updates, state, params=None, **extra):
-        return self._tx.update(updates, state, params, **extra)
+        # the rate in the state, so the update is a function of ``spec`` alone (see optimizer_key)
+        return _injected(self.spec, learning_rate_of(state)).update(updates, state, params, **extra)
 
     def schedule(self) -> optax.Schedule:
         """The step size per step count (:func:`learning_rate_schedule` of this optimizer)."""
         return learning_rate_schedule(self.spec, self.learning_rate)
+
+
+def _injected(spec: OptimizerSpec, learning_rate) -> optax.GradientTransformation:
+    return optax.inject_hyperparams(_transform, static_args=("spec",))(learning_rate=learning_rate, spec=spec)
+
+
+def optimizer_key(optimizer):
+    """What compiled programs are keyed on for ``optimizer`` (hashable, printable).
+
+    A :class:`ConfiguredOptimizer` (a ``TrainConfig``'s): its :class:`OptimizerSpec`, every field
+    of the optimizer but the learning rate, which its update reads from the optimizer state; any
+    other optax ``GradientTransformation``: the object itself (compared by identity).
+    """
+    return optimizer.spec if isinstance(optimizer, ConfiguredOptimizer) else optimizer
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,7 +1,9 @@
 """The one epoch function, pure: shuffle, scan the step over the minibatches, count, keep the best.
 
 :func:`run_epoch` is what every strategy (:mod:`jaxlayers.training.strategies`:
-one device, ``K`` models vmapped, a device mesh) compiles; the three rules
+one device, ``K`` models vmapped, a device mesh) compiles -- or, for a model
+with a convolution on the CPU, its three parts (:func:`epoch_start`,
+:func:`epoch_step` per minibatch, :func:`epoch_end`) driven from a host loop; the three rules
 that the bitwise-equality promises depend on are written here once each:
 
 * the permutation-key rule, :func:`epoch_batches`;
@@ -21,13 +23,19 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxlayers._checks import require
+from jaxlayers.training.config import Augment
 from jaxlayers.training.state import TrainState, train_step
 
 __all__ = [
     "Best",
+    "augment_batch",
     "EpochOutput",
     "count_correct",
     "epoch_batches",
+    "epoch_end",
+    "epoch_start",
+    "epoch_step",
     "eval_layout",
     "is_better",
     "pad_eval",
@@ -117,6 +125,64 @@ def count_correct(model, params, model_state, X, y, constrain: Callable = _ident
     return jnp.sum(lax.map(batch, (X, y)), dtype=jnp.int32)
 
 
+def epoch_start(state: TrainState, n: int, steps: int, batch_size: int) -> tuple[TrainState, jax.Array]:
+    """``(state, indices (steps, batch_size))``: the epoch's minibatches drawn (:func:`epoch_batches`)
+    and the state's key moved on to the one the steps split."""
+    key, idx = epoch_batches(state.key, n, steps, batch_size)
+    return state._replace(key=key), idx
+
+
+def augment_batch(augment: Augment, key: jax.Array, x: jax.Array) -> jax.Array:
+    """``x (B, C, H, W)`` with every image shifted by its own random ``(dy, dx)``, each uniform in
+    ``[-augment.shift, augment.shift]``, zeros filling what comes in (a spatial axis of size 1 is
+    not shifted). Same shape and dtype.
+
+    Raises:
+      ValueError: ``x`` is not a batch of images ``(B, C, H, W)`` (at trace time).
+    """
+    require(
+        x.ndim == 4,
+        "TrainConfig",
+        f"augment 'shift:{augment.shift}' shifts images (N, C, H, W); the training inputs are {tuple(x.shape)}",
+    )
+    k = augment.shift
+    b, _, h, w = x.shape
+    ky, kx = (k if h > 1 else 0), (k if w > 1 else 0)
+    offsets = jax.random.randint(key, (b, 2), 0, 2 * k + 1)
+    offsets = jnp.stack([offsets[:, 0] * (ky > 0), offsets[:, 1] * (kx > 0)], axis=1)
+    padded = jnp.pad(x, ((0, 0), (0, 0), (ky, ky), (kx, kx)))
+
+    def one(image, offset):
+        return lax.dynamic_slice(image, (0, offset[0], offset[1]), (*image.shape[:1], h, w))
+
+    return jax.vmap(one)(padded, offsets)
+
+
+def epoch_step(
+    model, optimizer, state: TrainState, X, y, rows, constrain: Callable = _identity, augment: Augment | None = None
+):
+    """One minibatch step of the epoch: :func:`~jaxlayers.training.state.train_step` on the
+    examples ``rows`` (int ``(batch_size,)``) of ``X, y`` gathered on device, augmented by
+    :func:`augment_batch` when ``augment`` is given (its key split off the state's first).
+    Returns ``(state, StepMetrics)``."""
+    rows = constrain(rows)
+    x = X[rows]
+    if augment is not None:
+        key, augment_key = jax.random.split(state.key)
+        state = state._replace(key=key)
+        x = augment_batch(augment, augment_key, x)
+    return train_step(model, optimizer, state, constrain(x), constrain(y[rows]))
+
+
+def epoch_end(model, state: TrainState, best: Best, X_val, y_val, constrain: Callable = _identity):
+    """``(best, val_correct, improved)``: the validation count of ``state`` and the best-so-far update."""
+    val_correct = count_correct(model, state.params, state.model_state, X_val, y_val, constrain)
+    improved = is_better(val_correct, best.correct)
+    new = Best(state.params, state.model_state, val_correct)
+    best = jax.tree.map(lambda a, b: jnp.where(improved, a, b), new, best)
+    return best, val_correct, improved
+
+
 def run_epoch(
     model,
     optimizer,
@@ -130,8 +196,13 @@ def run_epoch(
     steps: int,
     batch_size: int,
     constrain: Callable = _identity,
+    augment: Augment | None = None,
 ) -> tuple[TrainState, Best, EpochOutput]:
-    """One epoch (pure): the minibatch steps, the validation count, the best-so-far update.
+    """One epoch (pure): the minibatch steps in one ``lax.scan``, the validation count, the best-so-far update.
+
+    :func:`epoch_start`, ``steps`` times :func:`epoch_step`, :func:`epoch_end`;
+    a strategy that runs the steps from the host instead (see
+    :mod:`jaxlayers.training.strategies`) calls the same three functions.
 
     Args:
       model, optimizer: as :func:`~jaxlayers.training.state.train_step`.
@@ -143,19 +214,16 @@ def run_epoch(
       steps, batch_size: static; ``steps * batch_size <= N``.
       constrain: applied to every gathered batch (a mesh strategy shards it
         over its devices; identity otherwise).
+      augment: the training minibatches' augmentation (:func:`augment_batch`), or ``None``.
 
     Returns:
       ``(state, best, EpochOutput)``.
     """
-    key, idx = epoch_batches(state.key, X.shape[0], steps, batch_size)
+    state, idx = epoch_start(state, X.shape[0], steps, batch_size)
 
-    def body(st, i):
-        i = constrain(i)
-        return train_step(model, optimizer, st, constrain(X[i]), constrain(y[i]))
+    def body(st, rows):
+        return epoch_step(model, optimizer, st, X, y, rows, constrain, augment)
 
-    state, metrics = lax.scan(body, state._replace(key=key), idx)
-    val_correct = count_correct(model, state.params, state.model_state, X_val, y_val, constrain)
-    improved = is_better(val_correct, best.correct)
-    new = Best(state.params, state.model_state, val_correct)
-    best = jax.tree.map(lambda a, b: jnp.where(improved, a, b), new, best)
+    state, metrics = lax.scan(body, state, idx)
+    best, val_correct, improved = epoch_end(model, state, best, X_val, y_val, constrain)
     return state, best, EpochOutput(metrics.loss, metrics.correct, val_correct, improved)

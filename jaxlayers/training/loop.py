@@ -465,7 +465,8 @@ def fit(
     data = preflight(model, data, config, mesh=mesh, where=where, optimizer=optimizer)
     steps = steps_per_epoch(np.shape(data.y_train)[0], config.batch_size)
     optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
-    kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
+    kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
+          "augment": config.augment}  # fmt: skip
     strategy = SingleDevice(model, optimizer, **kw) if mesh is None else DataMesh(model, optimizer, mesh=mesh, **kw)
     plan = _Plan("fit", strategy, (model,), (config,), data, optimizer, steps, where, mesh)
     hooks = [
@@ -660,7 +661,8 @@ def fit_many(
     data = preflight(models[0], data, config, num_models=len(models), where=where, optimizer=optimizer)
     steps = steps_per_epoch(np.shape(data.y_train)[0], config.batch_size)
     optimizer = make_optimizer(config, steps) if optimizer is None else optimizer
-    kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size}
+    kw = {"steps": steps, "batch_size": config.batch_size, "eval_batch_size": config.eval_batch_size,
+          "augment": config.augment}  # fmt: skip
     strategy = ManyModels(models, optimizer, **kw)
     plan = _Plan("fit_many", strategy, tuple(models), tuple(configs), data, optimizer, steps, where,
                  per_model_lr=learning_rates is not None)  # fmt: skip
