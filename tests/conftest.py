@@ -34,6 +34,20 @@ def pytest_cmdline_main(config: pytest.Config) -> None:
     )
     if not explicit:
         option.numprocesses = DEFAULT_WORKERS
+        # worksteal: a worker that runs out of tests takes half of the other's queue, so the run does not
+        # end with one worker finishing a long queue alone (xdist's `load` hands tests out in fixed chunks).
+        option.dist = "worksteal"
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests marked ``slow`` (a minute or so each: notebooks, docs pages, subprocess trainings) first.
+
+    Longest first is what keeps two workers busy to the end: a slow test started last would run alone.
+    A stable sort: the order within each group is unchanged (and the same on every worker).
+    """
+    # The notebooks (about a minute each) before the other slow tests, so the last to start are the shorter ones.
+    items.sort(key=lambda item: (item.get_closest_marker("slow") is None, item.path.name != "test_notebooks.py"))
 
 
 # jax's persistent compilation cache, one directory per test session, shared by the xdist workers and
