@@ -280,6 +280,7 @@ def run_page(path: Path, workdir: Path) -> tuple[int, list[Block]]:
     return len(blocks), blocks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", pages(), ids=lambda p: p.relative_to(ROOT).as_posix())
 def test_page_examples_run(path, tmp_path):
     run_page(path, tmp_path)

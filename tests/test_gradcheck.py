@@ -66,6 +66,7 @@ def test_check_vjp_leaves_x64_off():
     assert not jax.config.jax_enable_x64
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted({info.name.split("[")[0] for info in jl.opinfo.OPS}))
 def test_report_table_passes(name):
     # One op per test, so that xdist spreads the registry over the workers; together they are every op.

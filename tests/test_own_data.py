@@ -177,6 +177,7 @@ class _Stop(Exception):
     pass
 
 
+@pytest.mark.slow
 def test_fit_with_an_optax_optimizer_resumes_bitwise(small, tmp_path):
     steps = 405 // 50
     straight = train.fit(NET, small, CONFIG, optimizer=_adamw(steps))

@@ -46,6 +46,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_fit_on_8_devices_matches_one_device():
     env = _env(XLA_FLAGS="--xla_force_host_platform_device_count=8")
     proc = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, env=env, timeout=600)
@@ -87,6 +88,7 @@ def _accuracy_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if " acc " in line]
 
 
+@pytest.mark.slow
 def test_cli_devices_8_prints_the_accuracy_of_devices_1(tmp_path):
     runs = {}
     for n in (1, 8):
@@ -104,6 +106,7 @@ def test_cli_devices_must_divide_the_batch(tmp_path):
     assert "--batch-size 30 cannot be split evenly over the mesh's 8 devices" in proc.stderr
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_process(tmp_path):
     """2 processes x 2 simulated devices, gloo over 127.0.0.1, vs this process's one-device fit."""
     coordinator = f"127.0.0.1:{_free_port()}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -43,6 +44,7 @@ def _assert_vjps_agree(f, f_ref, primals, seed):
         assert norm_rel_error(g, g_ref, scale) <= TOL[dtype]
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(n=dims, d1=dims, d2=dims, m=dims, scale=scales, dtype=dtypes, seed=st.integers(0, 2**16))
 def test_affine(x64, n, d1, d2, m, scale, dtype, seed):
@@ -59,6 +61,7 @@ def test_relu(x64, shape, scale, dtype, seed):
     _assert_vjps_agree(jl.relu, relu_reference, (x,), seed)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     n=dims,
@@ -85,6 +88,7 @@ def test_batchnorm(x64, n, d, scale, offset, train, dtype, seed):
     _assert_vjps_agree(f, f_ref, (x, gamma, beta), seed)
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     shape=st.lists(dims, min_size=1, max_size=3),
@@ -104,6 +108,7 @@ def test_dropout(x64, shape, rate, scale, dtype, seed):
     )
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(
     n=dims,

@@ -39,6 +39,7 @@ def assert_trees_close(a, b, rtol=2e-5, atol=2e-6):
         np.testing.assert_allclose(x, y, rtol=rtol, atol=atol)
 
 
+@pytest.mark.slow
 def test_fit_many_equals_separate_fits(small):
     # Every swept setting at once: seeds; He and explicit weight scales; learning
     # rates; two dropout groups (0.2 and 0.0, interleaved, so the internal
