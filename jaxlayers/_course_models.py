@@ -32,7 +32,7 @@ import warnings
 
 import numpy as np
 
-from jaxlayers import compat as L
+from jaxlayers import _compat_layers as L
 
 __all__ = ["FullyConnectedNet", "ThreeLayerConvNet", "TwoLayerNet"]
 

@@ -9,6 +9,7 @@ import pytest
 import seed_numpy as seed
 from _helpers import numeric_vjp
 
+import jaxlayers._compat_layers
 from jaxlayers import compat
 from jaxlayers.gradcheck import norm_rel_error, rel_error
 
@@ -150,7 +151,7 @@ def test_softmax_loss_has_no_1e8_clamp(x64):
 
 
 def test_float64_without_x64_warns_once(monkeypatch):
-    monkeypatch.setattr(compat, "_warned_float64", False)
+    monkeypatch.setattr(jaxlayers._compat_layers, "_warned_float64", False)
     x = np.ones((2, 3))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
