@@ -58,12 +58,14 @@ class Best(NamedTuple):
 
 class EpochOutput(NamedTuple):
     """What an epoch reports: per-step ``loss`` and ``correct`` (train mode, ``(steps,)``), the
-    validation ``val_correct`` count (test mode) and whether this epoch became the best (``improved``)."""
+    validation ``val_correct`` count (test mode), whether this epoch became the best (``improved``),
+    and the per-step ``count`` of labels the ``correct`` counts are out of (``(steps,)``)."""
 
     loss: jax.Array
     correct: jax.Array
     val_correct: jax.Array
     improved: jax.Array
+    count: jax.Array
 
 
 def epoch_batches(key: jax.Array, n: int, steps: int, batch_size: int) -> tuple[jax.Array, jax.Array]:
@@ -96,23 +98,25 @@ def eval_layout(n: int, eval_batch_size: int, multiple: int = 1) -> tuple[int, i
 
 
 def pad_eval(X, y, eval_batch_size: int, multiple: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Host arrays ``(batches, rows, ...)`` and ``(batches, rows)`` for :func:`count_correct`.
+    """Host arrays ``(batches, rows, ...)`` and ``(batches, rows, ...)`` for :func:`count_correct`
+    (labels ``(N,)`` or sequence labels ``(N, T)``: their trailing axes are kept).
 
-    Padding rows are zeros with label ``-1``, which never counts as correct.
+    Padding rows are zeros with labels ``-1``, which never count as correct.
     """
     X, y = np.asarray(X), np.asarray(y, dtype=np.int32)
     n = X.shape[0]
     nb, rows = eval_layout(n, eval_batch_size, multiple)
     pad = nb * rows - n
     Xp = np.concatenate([X, np.zeros((pad, *X.shape[1:]), X.dtype)]) if pad else X
-    yp = np.concatenate([y, np.full(pad, -1, np.int32)]) if pad else y
-    return Xp.reshape(nb, rows, *X.shape[1:]), yp.reshape(nb, rows)
+    yp = np.concatenate([y, np.full((pad, *y.shape[1:]), -1, np.int32)]) if pad else y
+    return Xp.reshape(nb, rows, *X.shape[1:]), yp.reshape(nb, rows, *y.shape[1:])
 
 
 def count_correct(model, params, model_state, X, y, constrain: Callable = _identity) -> jax.Array:
-    """The accuracy count: test-mode predictions equal to the label, over ``X (batches, rows, ...)``.
+    """The accuracy count: test-mode predictions equal to the label, over ``X (batches, rows, ...)``
+    (per label: for sequence labels ``(batches, rows, T)`` each step's argmax against its label).
 
-    Batches go through ``lax.map`` (one compiled forward pass); labels ``-1``
+    Batches go through ``lax.map`` (one compiled forward pass); negative labels
     (padding) never count. Test mode treats examples independently, so the
     batching does not change the result.
     """
@@ -226,4 +230,4 @@ def run_epoch(
 
     state, metrics = lax.scan(body, state, idx)
     best, val_correct, improved = epoch_end(model, state, best, X_val, y_val, constrain)
-    return state, best, EpochOutput(metrics.loss, metrics.correct, val_correct, improved)
+    return state, best, EpochOutput(metrics.loss, metrics.correct, val_correct, improved, metrics.count)

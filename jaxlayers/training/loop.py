@@ -49,6 +49,7 @@ from jaxlayers.training.results import EpochReport, FitResult, History, NonFinit
 from jaxlayers.training.resume import open_checkpoint, run_info
 from jaxlayers.training.rundir import RunDir
 from jaxlayers.training.signals import SIGNAL_NAMES, DeferredSignals
+from jaxlayers.training.state import count_targets
 from jaxlayers.training.strategies import DataMesh, ManyModels, SingleDevice
 
 __all__ = [
@@ -108,6 +109,7 @@ class _Tally:
         self.history = History.empty(K if self.many else None)
         self.best_val_acc, self.best_epoch = np.full(K, -1.0), np.zeros(K, np.int64)
         self.start_epoch = self.done = 0
+        self.val_count = int(count_targets(plan.models[0], np.asarray(plan.data.y_val)))
         c = plan.configs
         self._schedules = (
             [learning_rate_schedule(plan.optimizer.spec, x.learning_rate) for x in c] if plan.configured else None
@@ -157,8 +159,9 @@ class _Tally:
     def add(self, epoch: int, losses: np.ndarray, out, lrs: np.ndarray, t0: float) -> EpochReport:
         """Record the epoch (its time measured from ``t0``) and return its report."""
         config, pm = self.plan.configs[0], self.per_model
-        train_acc = np.sum(out.correct, axis=1) / (self.plan.steps * config.batch_size)
-        val_acc = np.asarray(out.val_correct) / int(np.shape(self.plan.data.y_val)[0])
+        # per counted label: steps * batch_size for class labels, the non-padding steps for sequence labels
+        train_acc = np.sum(out.correct, axis=1) / np.sum(np.asarray(out.count, np.int64), axis=1)
+        val_acc = np.asarray(out.val_correct) / self.val_count
         improved = np.asarray(out.improved, bool)
         self.best_val_acc[improved] = val_acc[improved]
         self.best_epoch[improved] = epoch + 1

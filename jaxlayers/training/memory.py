@@ -96,14 +96,17 @@ def estimate_memory(model, config: TrainConfig, data, *, num_models: int = 1, op
         optimizer = make_optimizer(config, max(steps_per_epoch(np.shape(data.y_train)[0], config.batch_size), 1))
     opt_state = jax.eval_shape(optimizer.init, params)
     feature_shape = tuple(np.shape(data.X_train)[1:])
+    label_shape = tuple(np.shape(data.y_train)[1:])  # () for class labels, (T,) for sequence labels
+    # token ids stay integers (an embedding refuses floats); any other features as float32
+    x_dtype = jnp.int32 if np.issubdtype(np.asarray(data.X_train[:0]).dtype, np.integer) else jnp.float32
 
     def residuals(p, s, xb, yb):
         _, vjp = jax.vjp(lambda q: model.loss(q, s, xb, yb, key=jax.random.key(0))[0], p)
         return vjp  # a pytree whose leaves are the residuals the backward pass keeps
 
     def residual_bytes(n: int) -> int:
-        x = jax.ShapeDtypeStruct((n, *feature_shape), jnp.float32)
-        y = jax.ShapeDtypeStruct((n,), jnp.int32)
+        x = jax.ShapeDtypeStruct((n, *feature_shape), x_dtype)
+        y = jax.ShapeDtypeStruct((n, *label_shape), jnp.int32)
         return _bytes(jax.eval_shape(residuals, params, model_state, x, y))
 
     # The residuals include tensors that do not grow with the batch (the weights themselves, which are

@@ -47,25 +47,39 @@ def as_dataset(data, where: str):
     return data
 
 
-def _num_classes(model, X, where: str, x_name: str) -> int:
-    """The model's class count, from the abstract shape of its scores on one example (nothing runs)."""
+def _score_shape(model, X, where: str, x_name: str) -> tuple[int, ...]:
+    """The shape of the model's scores on one example, abstractly (nothing runs): ``(1, C)``, or
+    ``(1, T, V)`` for per-step scores."""
     try:
         shapes = jax.eval_shape(model.init, jax.random.key(0))
         scores, _ = jax.eval_shape(lambda p, s, x: model.apply(p, s, x, train=False), *shapes, X[:1])
     except (ValueError, TypeError) as e:
         raise type(e)(f"{where}: {x_name} has shape {X.shape}, which the model refuses: {e}") from None
-    return int(scores.shape[-1])
+    return tuple(int(d) for d in scores.shape)
 
 
 def check_split(
     model, X, y, where: str, x_name: str = "X", y_name: str = "y", *, allow_empty: bool = False
 ) -> tuple[np.ndarray, np.ndarray]:
     """Host arrays ``X, y`` after the checks every split gets: shapes, integer labels in
-    ``[0, C)``, finite features, a shape the model accepts."""
+    ``[0, C)``, finite features, a shape the model accepts.
+
+    Labels are ``(N,)``; for a model with ``sequence_targets`` they are ``(N, T)`` with ``T`` the
+    model's output steps, the negative ones padding (only the others must lie in ``[0, V)``)."""
     X, y = np.asarray(X), np.asarray(y)
     xs = X.shape
+    seq = bool(getattr(model, "sequence_targets", False))
     require(len(xs) >= 2, where, f"{x_name} must have shape (N, ...), got {xs}")
-    require(y.shape == (xs[0],), where, f"{y_name} must have shape ({xs[0]},) to match {x_name} {xs}, got {y.shape}")
+    if seq:
+        require(
+            y.ndim == 2 and y.shape[0] == xs[0],
+            where,
+            f"{y_name} must hold sequence labels of shape ({xs[0]}, T) to match {x_name} {xs}, got {y.shape}",
+        )
+    else:
+        require(
+            y.shape == (xs[0],), where, f"{y_name} must have shape ({xs[0]},) to match {x_name} {xs}, got {y.shape}"
+        )
     require(
         np.issubdtype(y.dtype, np.integer),
         where,
@@ -88,8 +102,21 @@ def check_split(
             where,
             f"{x_name} holds NaN or infinite values ({bad.size} example(s), the first at index {bad[:1].tolist()})",
         )
-    num_classes = _num_classes(model, X, where, x_name)
-    lo, hi = int(y.min()), int(y.max())
+    shape = _score_shape(model, X, where, x_name)
+    num_classes = shape[-1]
+    if seq:
+        require(
+            shape[1:-1] == y.shape[1:],
+            where,
+            f"{y_name} has {y.shape[1]} steps per example but the model scores {shape[1:-1]} steps "
+            f"(scores {shape} for one example)",
+        )
+        y_counted = y[y >= 0]
+        if y_counted.size == 0:
+            return X, y
+    else:
+        y_counted = y
+    lo, hi = int(y_counted.min()), int(y_counted.max())
     require(
         lo >= 0 and hi < num_classes,
         where,

@@ -33,7 +33,7 @@ import jax
 import numpy as np
 
 from jaxlayers._checks import check_int, require
-from jaxlayers.data import apply_standardization
+from jaxlayers.data import Vocabulary, apply_standardization
 from jaxlayers.model import PREDICT_BATCH_SIZE, model_from_record, predict, predict_proba
 from jaxlayers.training.checkpoint import CHECKPOINT_NAME, CheckpointError, load_checkpoint_trees
 from jaxlayers.training.config import TrainConfig
@@ -75,6 +75,7 @@ class Preprocessing:
       stored: ``False`` for a checkpoint written before jaxlayers stored the
         preprocessing: ``mean``/``std`` are then unknown, and inputs must be
         standardised already.
+      vocab: the token sets' :class:`~jaxlayers.data.Vocabulary` (ids to text), or ``None``.
     """
 
     input_shape: tuple[int, ...]
@@ -83,6 +84,7 @@ class Preprocessing:
     class_names: tuple[str, ...] | None = None
     image_shape: tuple[int, ...] | None = None
     stored: bool = True
+    vocab: Vocabulary | None = None
 
     @property
     def standardizes(self) -> bool:
@@ -157,13 +159,19 @@ class Preprocessing:
                 raise CheckpointError(f"{where}: the stored standardisation has non-finite values or std <= 0")
         else:
             mean = std = None
-        names, image = record.get("class_names"), record.get("image_shape")
+        names, image, vocab = record.get("class_names"), record.get("image_shape"), record.get("vocab")
+        if vocab is not None:
+            try:
+                vocab = Vocabulary.from_record(vocab)
+            except (ValueError, TypeError) as e:
+                raise CheckpointError(f"{where}: the stored vocabulary is unreadable: {e}") from None
         return cls(
             shape,
             mean,
             std,
             class_names=None if names is None else tuple(str(c) for c in names),
             image_shape=None if image is None else tuple(int(d) for d in image),
+            vocab=vocab,
         )
 
 
@@ -218,6 +226,11 @@ class Run:
     def class_names(self) -> tuple[str, ...] | None:
         """A name per label (``run.class_names[label]``), or ``None``."""
         return self.preprocessing.class_names
+
+    @property
+    def vocab(self) -> Vocabulary | None:
+        """The vocabulary of a run on a token set (``run.vocab.decode(ids)`` is the text), or ``None``."""
+        return self.preprocessing.vocab
 
     def __repr__(self) -> str:
         pre = self.preprocessing

@@ -21,6 +21,7 @@ from jaxlayers.training.config import ConfiguredOptimizer, with_learning_rate
 __all__ = [
     "StepMetrics",
     "TrainState",
+    "count_targets",
     "init_state",
     "init_train_state",
     "jitted_init",
@@ -51,10 +52,22 @@ class TrainState(NamedTuple):
 
 class StepMetrics(NamedTuple):
     """One step's metrics: the scalar ``loss`` (data + L2) and ``correct``, the int32 count of the
-    batch's train-mode predictions that equal the label."""
+    batch's train-mode predictions that equal the label, out of ``count`` (int32) counted labels
+    (:func:`count_targets`: the batch size for class labels ``(B,)``, the non-padding steps for
+    sequence labels ``(B, T)``)."""
 
     loss: jax.Array
     correct: jax.Array
+    count: jax.Array
+
+
+def count_targets(model, y):
+    """The labels of ``y`` an accuracy counts (int32 scalar, traced or not): ``y.shape[0]`` for class
+    labels ``(N,)``; ``model.target_count(y)`` (the labels ``>= 0``; negatives are padding) for a
+    model with ``sequence_targets`` (labels ``(N, T)``)."""
+    if getattr(model, "sequence_targets", False):
+        return model.target_count(y)
+    return jnp.asarray(y.shape[0], jnp.int32)
 
 
 def train_step(model, optimizer: optax.GradientTransformation, state: TrainState, x, y):
@@ -72,8 +85,9 @@ def train_step(model, optimizer: optax.GradientTransformation, state: TrainState
     (loss, (model_state, scores)), grads = grad_fn(state.params, state.model_state, x, y, key=dropout_key)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    correct = jnp.sum(jnp.argmax(scores, axis=-1) == y, dtype=jnp.int32)
-    return TrainState(params, model_state, opt_state, state.step + 1, key), StepMetrics(loss, correct)
+    correct = jnp.sum(jnp.argmax(scores, axis=-1) == y, dtype=jnp.int32)  # a padding label (< 0) never counts
+    metrics = StepMetrics(loss, correct, count_targets(model, y))
+    return TrainState(params, model_state, opt_state, state.step + 1, key), metrics
 
 
 def init_state(model, optimizer: optax.GradientTransformation, key: jax.Array, learning_rate=None) -> TrainState:
@@ -125,8 +139,10 @@ def init_train_state(model, optimizer: optax.GradientTransformation, key: jax.Ar
 @functools.lru_cache(maxsize=32)
 def _jitted_step(static, optimizer):
     def step(leaves, state, x, y):
-        state, metrics = train_step(merge_model(static, leaves), optimizer, state, x, y)
-        return state, {"loss": metrics.loss, "accuracy": metrics.correct / y.shape[0]}
+        model = merge_model(static, leaves)
+        state, metrics = train_step(model, optimizer, state, x, y)
+        count = metrics.count if getattr(model, "sequence_targets", False) else y.shape[0]
+        return state, {"loss": metrics.loss, "accuracy": metrics.correct / count}
 
     return jax.jit(step, donate_argnums=1)
 
@@ -140,8 +156,9 @@ def make_train_step(model, optimizer: optax.GradientTransformation):
 
     Returns:
       ``step(state, x, y) -> (new_state, metrics)``: ``x`` a batch the model
-      accepts, ``y`` int ``(B,)``; ``metrics`` holds the scalar ``loss`` (data
-      loss + L2) and the batch's train-mode ``accuracy``. ``state``'s buffers
+      accepts, ``y`` int ``(B,)`` (or ``(B, T)`` for a model with ``sequence_targets``,
+      negatives padding); ``metrics`` holds the scalar ``loss`` (data
+      loss + L2) and the batch's train-mode ``accuracy`` (per counted label). ``state``'s buffers
       are donated: do not use the ``state`` passed in afterwards.
 
     Raises:

@@ -139,14 +139,15 @@ class _HostLoopEpoch:
             metrics.append(m)
         best, val_correct, improved = self._end(leaves, state, best, Xv, yv)
         if not self.many:
-            loss, correct = (jnp.stack(a) for a in zip(*metrics, strict=True))
-            return state, best, EpochOutput(loss, correct, val_correct, improved)
+            loss, correct, count = (jnp.stack(a) for a in zip(*metrics, strict=True))
+            return state, best, EpochOutput(loss, correct, val_correct, improved, count)
         outs = tuple(  # per group: (K_g, steps)
             EpochOutput(
                 jnp.stack([m[g].loss for m in metrics], axis=-1),
                 jnp.stack([m[g].correct for m in metrics], axis=-1),
                 val_correct[g],
                 improved[g],
+                jnp.stack([m[g].count for m in metrics], axis=-1),
             )
             for g in range(len(state))
         )

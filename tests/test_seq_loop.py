@@ -1,0 +1,136 @@
+"""The training loop on sequence labels (issue 18): ``fit`` / ``evaluate`` / ``load_run`` with labels
+``(N, T)``, padding (negative labels) left out of the loss and of every accuracy's denominator."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlayers as jl
+from jaxlayers import nn
+from jaxlayers.data import Dataset, Vocabulary
+from jaxlayers.training.epoch import pad_eval
+from jaxlayers.training.preflight import check_split
+from jaxlayers.training.state import count_targets, init_train_state, make_train_step
+
+V, T, D = 7, 6, 8
+
+
+def _model():
+    return nn.Sequential(nn.Embedding(V, D), nn.TemporalAffine(V), input_shape=(T,), loss="temporal_softmax")
+
+
+def _tokens(n, seed):
+    """Next token = (token + 1) % V (learnable without recurrence); each row's last ``k`` steps padding
+    (``k`` in 0..3, so the rows count different numbers of labels)."""
+    rng = np.random.RandomState(seed)
+    x = rng.randint(0, V, size=(n, T)).astype(np.int32)
+    y = ((x + 1) % V).astype(np.int32)
+    pad = rng.randint(0, 4, size=n)
+    y[np.arange(T)[None, :] >= T - pad[:, None]] = -1
+    return x, y
+
+
+def _data():
+    (Xt, yt), (Xv, yv), (Xs, ys) = _tokens(96, 0), _tokens(30, 1), _tokens(20, 2)
+    vocab = Vocabulary(tuple("abcdefg"))
+    return Dataset(Xt, yt, Xv, yv, Xs, ys, name="tokens", class_names=vocab.tokens, vocab=vocab)
+
+
+def _per_token_acc(model, params, state, X, y):
+    scores, _ = model.apply(params, state, jnp.asarray(X), train=False)
+    hit = (np.asarray(jnp.argmax(scores, -1)) == y) & (y >= 0)
+    return hit.sum() / (y >= 0).sum()
+
+
+def test_fit_counts_accuracy_per_counted_token():
+    data, model = _data(), _model()
+    config = jl.train.TrainConfig(epochs=3, batch_size=32, learning_rate=2e-2, eval_batch_size=7)
+    result = jl.train.fit(model, data, config)
+    h = result.history
+    n_val = int((data.y_val >= 0).sum())
+    assert n_val < data.y_val.size  # padding present: a per-example or per-slot denominator would differ
+    # every validation accuracy is a count of correct tokens over the counted tokens
+    assert np.allclose(np.asarray(h.val_acc) * n_val, np.round(np.asarray(h.val_acc) * n_val))
+    best = _per_token_acc(model, result.best_params, result.best_model_state, data.X_val, data.y_val)
+    assert result.best_val_acc == pytest.approx(best, abs=1e-12)
+    # evaluate agrees, whatever its batch size (its padding rows never count)
+    for bs in (4, 1024):
+        acc = jl.train.evaluate(
+            model, result.best_params, result.best_model_state, data.X_val, data.y_val, batch_size=bs
+        )
+        assert acc == pytest.approx(best, abs=1e-12)
+    assert h.train_acc[-1] > 0.5 and h.val_acc[-1] > 0.5  # it learns the shift
+    assert all(0.0 <= a <= 1.0 for a in h.train_acc)
+
+
+def test_train_accuracy_denominator_is_the_counted_tokens():
+    model = _model()
+    x, y = _tokens(16, 3)
+    step = make_train_step(model, jl.train.make_optimizer(jl.train.TrainConfig(learning_rate=1e-2), 1))
+    state = init_train_state(
+        model, jl.train.make_optimizer(jl.train.TrainConfig(learning_rate=1e-2), 1), jax.random.key(0)
+    )
+    params = jax.tree.map(jnp.copy, state.params)
+    scores, _ = model.apply(params, state.model_state, jnp.asarray(x), train=True)
+    hits = int(((np.asarray(jnp.argmax(scores, -1)) == y) & (y >= 0)).sum())
+    _, metrics = step(state, jnp.asarray(x), jnp.asarray(y))
+    assert float(metrics["accuracy"]) == pytest.approx(hits / int((y >= 0).sum()), abs=1e-6)
+    assert int(count_targets(model, y)) == int((y >= 0).sum())
+    assert int(count_targets(jl.FullyConnectedNet([4], input_dim=3, num_classes=2), np.zeros(5, np.int32))) == 5
+
+
+def test_pad_eval_keeps_the_time_axis_and_pads_with_minus_one():
+    x, y = _tokens(10, 4)
+    Xp, yp = pad_eval(x, y, 4)
+    assert Xp.shape == (3, 4, T) and yp.shape == (3, 4, T)
+    assert (yp.reshape(12, T)[10:] == -1).all() and (yp.reshape(12, T)[:10] == y).all()
+
+
+def test_check_split_on_sequence_labels():
+    model = _model()
+    x, y = _tokens(8, 5)
+    check_split(model, x, y, "fit")  # padding (-1) is not a label out of range
+    with pytest.raises(ValueError, match=r"y must hold sequence labels of shape \(8, T\).*got \(8,\)"):
+        check_split(model, x, y[:, 0], "fit")
+    with pytest.raises(ValueError, match=r"y has 5 steps per example but the model scores \(6,\) steps"):
+        check_split(model, x, y[:, :5], "fit")
+    bad = y.copy()
+    bad[0, 0] = V
+    with pytest.raises(ValueError, match=rf"labels in \[\d, {V}\] but the model has {V} classes"):
+        check_split(model, x, bad, "fit")
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    data, model = _data(), _model()
+    cfg = lambda e: jl.train.TrainConfig(epochs=e, batch_size=32, learning_rate=2e-2)  # noqa: E731
+    whole = jl.train.fit(model, data, cfg(4))
+    jl.train.fit(model, data, cfg(2), checkpoint_dir=tmp_path)
+    resumed = jl.train.fit(model, data, cfg(4), checkpoint_dir=tmp_path, resume=True)
+    assert resumed.start_epoch == 2
+    for a, b in zip(jax.tree.leaves(whole.state.params), jax.tree.leaves(resumed.state.params), strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_array_equal(whole.history.val_acc, resumed.history.val_acc)
+    np.testing.assert_array_equal(whole.history.train_acc, resumed.history.train_acc)
+
+
+def test_load_run_gives_back_the_vocabulary_and_the_accuracy(tmp_path):
+    data, model = _data(), _model()
+    result = jl.train.fit(
+        model, data, jl.train.TrainConfig(epochs=2, batch_size=32, learning_rate=2e-2), run_dir=tmp_path
+    )
+    run = jl.load_run(tmp_path)
+    assert run.vocab == data.vocab and run.vocab.decode(data.X_test[0]) == data.vocab.decode(data.X_test[0])
+    assert run.evaluate(data.X_val, data.y_val) == pytest.approx(result.best_val_acc, abs=1e-12)
+    assert jl.load_run(tmp_path).preprocessing.vocab.tokens == tuple("abcdefg")
+
+
+def test_fit_many_on_sequence_labels():
+    data, model = _data(), _model()
+    sweep = jl.train.fit_many(model, data, jl.train.TrainConfig(epochs=2, batch_size=32), seeds=[0, 1])
+    for k in range(2):
+        params = jax.tree.map(lambda a, k=k: a[k], sweep.best_params)
+        state = jax.tree.map(lambda a, k=k: a[k], sweep.best_model_state)
+        assert sweep.best_val_acc[k] == pytest.approx(_per_token_acc(model, params, state, data.X_val, data.y_val))
