@@ -89,10 +89,11 @@ FLAGS = (
           help="digits | mnist1d | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, X_test, y_test; "
           "optional X_val, y_val, class_names, image_shape)"),
     _flag("--model", role="data", default="fc", type=_arg_type(_model_choice, "model"),
-          metavar="{fc,convnet,threelayer,PATH.json}",
+          metavar="{fc,convnet,threelayer,charlm,PATH.json}",
           help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
           "docs/guides/train-cli.md); threelayer: the course's ThreeLayerConvNet (first --conv-channels, "
-          "--filter-size, first --hidden-dims); PATH.json: any registered model from its record "
+          "--filter-size, first --hidden-dims); charlm: a character language model on --dataset pydoc-chars[:T] "
+          "(Embedding(V, 64) -> LSTM(first --hidden-dims) -> TemporalAffine(V)); PATH.json: any registered model from its record "
           "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags"),
     _flag("--hidden-dims", role="model", default=[1024, 1024], metavar="H", **_POSITIVE_INTS,
           help="hidden layer widths, e.g. 512 512 or 512,512"),
@@ -181,7 +182,11 @@ MODELS: dict[str, tuple[str, dict]] = {
             "hidden_dims": ("hidden_dim", _first),
         },
     ),
+    "charlm": ("char_lm", {"hidden_dims": ("hidden", _first)}),  # models.char_lm, built from the vocabulary
 }
+# `--model charlm`'s settings (any flag given overrides its entry); --dataset pydoc-chars[:T].
+CHARLM_PRESET = {"hidden_dims": [256], "reg": 0.0, "optimizer": "adam", "learning_rate": 2e-3, "batch_size": 32}
+CHARLM_PRESET.update(epochs=10, clip_norm=5.0, schedule="constant")
 
 # `--model convnet`'s settings per dataset (model flags and training flags), tuned for the figures in
 # docs/guides/train-cli.md; any flag given overrides its entry. Datasets not listed take the flags' defaults.
@@ -211,6 +216,8 @@ def _shown_defaults(model: str, dataset: str) -> dict:
     d = _train_defaults()
     if model == "convnet":
         d.update(CONVNET_PRESETS.get(dataset.partition(":")[0], {}))
+    if model == "charlm":
+        d.update(CHARLM_PRESET)
     return {**d, "model": model, "dataset": dataset}
 
 
@@ -416,6 +423,11 @@ def _named_model(opts: dict, ds):
     from jaxlayers import models
 
     cls_name, fields_of = MODELS[opts["model"]]
+    if cls_name == "char_lm":
+        if getattr(ds, "vocab", None) is None:
+            raise ValueError(f"--model charlm needs a token dataset (--dataset pydoc-chars); {ds.name} has none")
+        hidden, reg = _first(opts["hidden_dims"]), opts["reg"]
+        return models.char_lm(len(ds.vocab), ds.input_shape[0], hidden=hidden, reg=reg), ds
     record = opts.get("model_record") or {}
     base = record.get("config") if record.get("class") == cls_name else None
     fields = dict(base or {})
@@ -902,6 +914,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     ds = jl_data.load(name)
     X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
     X = run.preprocessing.as_input(X, f"dataset {name!r} {args.split}")  # the one reshaping rule
+    if getattr(run.model, "sequence_targets", False):  # a token model: per-token accuracy and bits per token
+        unit = "character" if run.vocab is not None and run.vocab.separator == "" else "token"
+        counted = int(np.sum(y >= 0))
+        print(f"{run.which} parameters (epoch {run.epoch}) of {args.run_dir} on {name} {args.split} ({len(y)} "
+              f"sequences, {counted} {unit}s)")  # fmt: skip
+        print(f"accuracy {run.evaluate(X, y):.4f} per {unit}; bits per {unit} {run.bits_per_token(X, y):.4f}")
+        return 0
     # The loader standardises with the training statistics, as training did: the model sees what it saw.
     pred = predict(run.model, run.params, run.model_state, X)
     num_classes = int(max(pred.max(initial=0), y.max(initial=0)) + 1)
@@ -926,6 +945,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     except OSError as e:
         raise OSError(e.errno, f"cannot write {out}: {e.strerror}", str(out)) from e
     print(f"wrote {out}")
+    return 0
+
+
+@_one_line_errors("sample")
+def _sample(args: argparse.Namespace) -> int:
+    from jaxlayers import load_run
+
+    run = load_run(args.run_dir, args.which)
+    print(run.sample(args.length, args.prompt, temperature=args.temperature, seed=args.seed))
     return 0
 
 
@@ -1027,6 +1055,20 @@ def _add_run_parsers(sub) -> None:
     p.add_argument("input", metavar="INPUT", help=".npy, .npz (array X) or .csv (one example per row) of raw inputs")
     p.add_argument("--output", "-o", default="predictions.csv", help="the CSV to write; - for standard output")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists (else refused)")
+    p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
+    p = _subcommand(
+        sub,
+        "sample",
+        _sample,
+        help="text generated by a trained token model (--model charlm)",
+        description="Load a run of a token model and print PROMPT followed by --length generated tokens, each "
+        "drawn from softmax(scores / --temperature) (0: greedy), seeded by --seed.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory (or its checkpoint.safetensors)")
+    p.add_argument("--length", type=int, default=300, help="tokens to generate")
+    p.add_argument("--prompt", default="", help="the text to continue (empty: start from the first token)")
+    p.add_argument("--temperature", type=float, default=1.0, help="softmax temperature; 0: the argmax")
+    p.add_argument("--seed", type=int, default=0, help="PRNG seed of the draws")
     p.add_argument("--which", choices=["best", "last"], default="best", help="the best-validation or the last epoch")
 
 

@@ -36,7 +36,37 @@ from jaxlayers.model import register_model
 from jaxlayers.nn import init_std
 from jaxlayers.nn._sequential import Classifier, _forward, _leaf_layers
 
-__all__ = ["ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "init_std"]
+__all__ = ["CHARLM_CELLS", "ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "char_lm", "init_std"]
+
+# char_lm's recurrent layer by name: the nn class (looked up when the model is built), or None for none.
+CHARLM_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "none": None}
+
+
+def char_lm(
+    vocab_size: int, seq_len: int, *, embed_dim: int = 64, hidden: int = 256, cell: str = "lstm", reg: float = 0.0
+) -> nn.Sequential:
+    """A character (token) language model, ``jaxlayers train --model charlm``: ``nn.Sequential(
+    nn.Embedding(vocab_size, embed_dim), <cell>(hidden, return_sequences=True), nn.TemporalAffine(vocab_size),
+    input_shape=(seq_len,), loss="temporal_softmax")``.
+
+    Inputs int ``(N, seq_len)`` token ids; scores ``(N, seq_len, vocab_size)`` of the next token at every
+    step; labels ``(N, seq_len)`` (negatives padding). ``cell`` picks the recurrent layer from
+    :data:`CHARLM_CELLS` (``nn.LSTM``, ``nn.GRU``, ``nn.RNN``); ``"none"`` leaves it out (a bigram
+    model: each step's scores see only its own token).
+
+    Raises:
+      ValueError: an unknown ``cell``, or one whose layer this build of ``jaxlayers.nn`` lacks; sizes as
+        the layers raise.
+    """
+    check_choice(cell, "char_lm", "cell", tuple(CHARLM_CELLS))
+    layers = [nn.Embedding(vocab_size, embed_dim)]
+    if CHARLM_CELLS[cell] is not None:
+        layer = getattr(nn, CHARLM_CELLS[cell], None)
+        require(layer is not None, "char_lm", f"cell {cell!r} needs nn.{CHARLM_CELLS[cell]}, which this build lacks")
+        layers.append(layer(hidden, return_sequences=True))
+    layers.append(nn.TemporalAffine(vocab_size))
+    return nn.Sequential(*layers, input_shape=(seq_len,), loss="temporal_softmax", reg=reg)
+
 
 _NORMALIZATIONS = (None, "batchnorm")
 _LOSSES = ("softmax", "svm")

@@ -39,7 +39,7 @@ from jaxlayers.training.checkpoint import (
 )
 from jaxlayers.training.config import OPTIMIZERS, TrainConfig, make_optimizer
 from jaxlayers.training.epoch import run_epoch
-from jaxlayers.training.evaluation import evaluate
+from jaxlayers.training.evaluation import bits_per_token, evaluate
 from jaxlayers.training.hooks import Callback, ProgressBar, RunStart
 from jaxlayers.training.loop import fit, fit_many
 from jaxlayers.training.plots import plot_history
@@ -68,6 +68,7 @@ __all__ = [
     "TrainState",
     "TrainingInterrupted",
     "atomic_write",
+    "bits_per_token",
     "evaluate",
     "fit",
     "fit_many",
