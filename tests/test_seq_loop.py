@@ -210,3 +210,24 @@ def test_cli_evaluate_reports_bits_per_character_and_sample_prints_text(tmp_path
         ids.append(int(jnp.argmax(scores[0, 0])))
     assert greedy == full.vocab.decode(ids)
     assert cli.main(["sample", str(run_dir), "--length", "-1"]) == 2
+
+
+def test_cli_train_model_charlm_wires_vocabulary_window_and_preset(tmp_path, monkeypatch, capsys):
+    """`--model charlm` end to end. Until the recurrent nn layers are in this build, the cell is swapped
+    for none (the wiring under test is the CLI's: vocabulary size, window length, preset, run files)."""
+    from jaxlayers import cli, models
+
+    if not hasattr(nn, "LSTM"):
+        monkeypatch.setitem(models.CHARLM_CELLS, "lstm", None)
+    out = tmp_path / "lm"
+    args = ["train", "--model", "charlm", "--dataset", "pydoc-chars:400", "--hidden-dims", "8", "--epochs", "1"]
+    assert cli.main([*args, "-q", "-o", str(out)]) == 0
+    run = jl.load_run(out)
+    ds = jl.data.load("pydoc-chars:400")
+    assert run.vocab == ds.vocab and run.preprocessing.input_shape == (400,)
+    assert run.model.num_classes == len(ds.vocab) and run.model.sequence_targets
+    assert run.train_config.optimizer == "adam" and run.train_config.clip_norm == 5.0  # the preset
+    assert run.summary["test_acc"] == pytest.approx(run.evaluate(ds.X_test, ds.y_test), abs=1e-12)
+    capsys.readouterr()
+    assert cli.main(["evaluate", str(out)]) == 0
+    assert f"bits per character {run.bits_per_token(ds.X_test, ds.y_test):.4f}" in capsys.readouterr().out
