@@ -1,4 +1,4 @@
-"""The ``jaxlayers`` command: ``train``, ``sweep``, ``evaluate``, ``predict`` and ``gradcheck``.
+"""The ``jaxlayers`` command: ``train``, ``sweep``, ``evaluate``, ``predict``, ``sample`` and ``gradcheck``.
 
 Nothing in the package imports this module.
 """
