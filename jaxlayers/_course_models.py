@@ -408,9 +408,7 @@ class CaptioningRNN:
       ValueError: an unknown ``cell_type``; a ``word_to_idx`` without ``'<NULL>'``.
     """
 
-    def __init__(
-        self, word_to_idx, input_dim=512, wordvec_dim=128, hidden_dim=128, cell_type="rnn", dtype=np.float32
-    ):
+    def __init__(self, word_to_idx, input_dim=512, wordvec_dim=128, hidden_dim=128, cell_type="rnn", dtype=np.float32):
         if cell_type not in {"rnn", "lstm"}:
             raise ValueError(f'CaptioningRNN: Invalid cell_type "{cell_type}" (expected "rnn" or "lstm")')
         if "<NULL>" not in word_to_idx:
