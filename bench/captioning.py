@@ -65,12 +65,12 @@ def accuracies(model, data, split="test"):
     return exact / len(truth), words_right / words
 
 
-def train_jit(model, data, *, epochs, batch_size, lr, lr_decay):
+def train_jit(model, data, *, epochs, batch_size, lr, lr_decay, weight_decay=0.0):
     params = {k: jnp.asarray(v) for k, v in model.params.items()}
     num_train = data["train_captions"].shape[0]
     steps_per_epoch = max(num_train // batch_size, 1)
     schedule = optax.exponential_decay(lr, steps_per_epoch, lr_decay, staircase=True)
-    opt = optax.adam(schedule)
+    opt = optax.adamw(schedule, weight_decay=weight_decay) if weight_decay else optax.adam(schedule)
     state = opt.init(params)
 
     @jax.jit
@@ -116,7 +116,13 @@ def run(seed, args, data):
         losses = solver.loss_history
     else:
         losses = train_jit(
-            model, data, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_decay=args.lr_decay
+            model,
+            data,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_decay=args.lr_decay,
+            weight_decay=args.weight_decay,
         )
     train_s = time.perf_counter() - t0
     exact, per_word = accuracies(model, data, "test")
@@ -138,6 +144,7 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--lr-decay", type=float, default=0.85)
+    p.add_argument("--weight-decay", type=float, default=0.0, help="optax.adamw's decoupled weight decay (jit path)")
     p.add_argument("--solver", action="store_true", help="train with compat.CaptioningSolver (slower)")
     args = p.parse_args(argv)
 
