@@ -1,4 +1,4 @@
-"""The course's model classes (its ``fc_net.py`` and ``cnn.py``) on :mod:`jaxlayers.compat`.
+"""The course's model classes (its ``fc_net.py``, ``cnn.py`` and ``rnn.py``) on :mod:`jaxlayers.compat`.
 
 Re-exported by :mod:`jaxlayers.compat`. Each model keeps the course's
 interface, which its notebooks and its ``Solver`` rely on:
@@ -34,7 +34,7 @@ import numpy as np
 
 from jaxlayers import _compat_layers as L
 
-__all__ = ["FullyConnectedNet", "ThreeLayerConvNet", "TwoLayerNet"]
+__all__ = ["CaptioningRNN", "FullyConnectedNet", "ThreeLayerConvNet", "TwoLayerNet"]
 
 
 def _writable(a, dtype=None) -> np.ndarray:
@@ -371,3 +371,152 @@ class ThreeLayerConvNet:
         grads = _grads_like(self.params, grads)
         loss = _add_reg(self, loss, grads, ("W1", "W2", "W3"))
         return loss, grads
+
+
+class CaptioningRNN:
+    """The course's image-captioning model: a vanilla RNN or an LSTM over word vectors, started
+    from a projection of the image's features.
+
+    ``h0 = features W_proj + b_proj``; the words ``captions[:, :-1]`` are embedded
+    (``W_embed``), run through the recurrent layer from ``h0``, and each hidden
+    state is scored over the vocabulary (``W_vocab``, ``b_vocab``); the loss is
+    the temporal softmax loss against ``captions[:, 1:]``, the ``<NULL>`` words
+    masked out, summed over time and divided by ``N`` (as the course). No
+    regularisation.
+
+    Args:
+      word_to_idx: dict word -> index in ``[0, V)``, ``V = len(word_to_idx)``; it must
+        hold ``'<NULL>'`` (the padding, masked in the loss); :meth:`sample` needs
+        ``'<START>'`` too (``'<END>'`` is looked up but not used, as the course).
+      input_dim: ``D``, features per image.
+      wordvec_dim: ``W``, the word vectors' size.
+      hidden_dim: ``H``, the recurrent layer's hidden size.
+      cell_type: ``'rnn'`` (``tanh`` cell) or ``'lstm'`` (gate order i, f, o, g).
+      dtype: the parameters' NumPy dtype (``np.float64``, with JAX's x64 mode on,
+        for numeric gradient checks).
+
+    Attributes:
+      params: writable NumPy arrays of ``dtype``, drawn with ``np.random.randn``
+        in the course's order and scale: ``W_embed (V, W)`` / 100,
+        ``W_proj (D, H)`` / sqrt(D), ``b_proj (H,)`` zeros, ``Wx (W, kH)`` /
+        sqrt(W), ``Wh (H, kH)`` / sqrt(H), ``b (kH,)`` zeros (``k`` = 1 for
+        ``'rnn'``, 4 for ``'lstm'``), ``W_vocab (H, V)`` / sqrt(H),
+        ``b_vocab (V,)`` zeros.
+      cell_type, dtype, word_to_idx, idx_to_word (dict index -> word): as given.
+
+    Raises:
+      ValueError: an unknown ``cell_type``; a ``word_to_idx`` without ``'<NULL>'``.
+    """
+
+    def __init__(self, word_to_idx, input_dim=512, wordvec_dim=128, hidden_dim=128, cell_type="rnn", dtype=np.float32):
+        if cell_type not in {"rnn", "lstm"}:
+            raise ValueError(f'CaptioningRNN: Invalid cell_type "{cell_type}" (expected "rnn" or "lstm")')
+        if "<NULL>" not in word_to_idx:
+            raise ValueError(f"CaptioningRNN: word_to_idx must hold '<NULL>' (got {len(word_to_idx)} words)")
+        self.cell_type = cell_type
+        self.dtype = dtype
+        self.word_to_idx = word_to_idx
+        self.idx_to_word = {i: w for w, i in word_to_idx.items()}
+        self.params = {}
+
+        vocab_size = len(word_to_idx)
+        self._null = word_to_idx["<NULL>"]
+        self._start = word_to_idx.get("<START>", None)
+        self._end = word_to_idx.get("<END>", None)
+
+        p = self.params
+        p["W_embed"] = np.random.randn(vocab_size, wordvec_dim) / 100  # noqa: NPY002 (the course's draws)
+        p["W_proj"] = np.random.randn(input_dim, hidden_dim) / np.sqrt(input_dim)  # noqa: NPY002
+        p["b_proj"] = np.zeros(hidden_dim)
+        dim_mul = {"lstm": 4, "rnn": 1}[cell_type]
+        p["Wx"] = np.random.randn(wordvec_dim, dim_mul * hidden_dim) / np.sqrt(wordvec_dim)  # noqa: NPY002
+        p["Wh"] = np.random.randn(hidden_dim, dim_mul * hidden_dim) / np.sqrt(hidden_dim)  # noqa: NPY002
+        p["b"] = np.zeros(dim_mul * hidden_dim)
+        p["W_vocab"] = np.random.randn(hidden_dim, vocab_size) / np.sqrt(hidden_dim)  # noqa: NPY002
+        p["b_vocab"] = np.zeros(vocab_size)
+        for k, v in p.items():
+            p[k] = _writable(v, dtype)
+
+    def loss(self, features, captions):
+        """The training loss and its gradients: ``(loss, grads)``.
+
+        Args:
+          features: ``(N, D)`` image features (cast to ``dtype``).
+          captions: ``(N, T)`` integer word indices in ``[0, V)``, ``T >= 2``; the
+            model reads ``captions[:, :-1]`` and predicts ``captions[:, 1:]``,
+            ignoring the targets equal to ``<NULL>``.
+
+        Returns:
+          ``loss``: a NumPy scalar, the masked cross-entropy summed over the
+          ``T - 1`` steps and divided by ``N``; ``grads``: a dict of NumPy
+          arrays under the names of ``params``, each of its parameter's shape
+          and dtype.
+
+        Raises:
+          ValueError: ``captions`` not ``(N, T)`` with ``T >= 2``, indices outside
+            ``[0, V)``, or shapes that do not fit the parameters (as the compat
+            layer functions).
+        """
+        features = np.asarray(features).astype(self.dtype)
+        captions = np.asarray(captions)
+        if captions.ndim != 2 or captions.shape[1] < 2:
+            raise ValueError(f"CaptioningRNN.loss: captions must be (N, T) with T >= 2, got shape {captions.shape}")
+        captions_in = captions[:, :-1]
+        captions_out = captions[:, 1:]
+        mask = captions_out != self._null
+
+        p = self.params
+        h0, cache_proj = L.affine_forward(features, p["W_proj"], p["b_proj"])
+        x, cache_embed = L.word_embedding_forward(captions_in, p["W_embed"])
+        if self.cell_type == "rnn":
+            h, cache_rnn = L.rnn_forward(x, h0, p["Wx"], p["Wh"], p["b"])
+        else:
+            h, cache_rnn = L.lstm_forward(x, h0, p["Wx"], p["Wh"], p["b"])
+        scores, cache_vocab = L.temporal_affine_forward(h, p["W_vocab"], p["b_vocab"])
+        loss, dscores = L.temporal_softmax_loss(scores, captions_out, mask)
+
+        grads = {}
+        dh, grads["W_vocab"], grads["b_vocab"] = L.temporal_affine_backward(dscores, cache_vocab)
+        backward = L.rnn_backward if self.cell_type == "rnn" else L.lstm_backward
+        dx, dh0, grads["Wx"], grads["Wh"], grads["b"] = backward(dh, cache_rnn)
+        grads["W_embed"] = L.word_embedding_backward(dx, cache_embed)
+        _, grads["W_proj"], grads["b_proj"] = L.affine_backward(dh0, cache_proj)
+        return loss, _grads_like(self.params, grads)
+
+    def sample(self, features, max_length=30):
+        """Greedy captions: from ``h0 = features W_proj + b_proj`` and the word ``<START>``,
+        each step feeds the previous step's most likely word (argmax of the scores).
+
+        Args:
+          features: ``(N, D)`` image features.
+          max_length: ``T``, the number of words generated.
+
+        Returns:
+          int32 ``(N, T)``: the words after ``<START>`` (which is not included),
+          as the course: the steps after an ``<END>`` go on sampling, so read a
+          caption up to its first ``<END>`` (:func:`jaxlayers.data.decode_captions`
+          does).
+
+        Raises:
+          ValueError: ``word_to_idx`` has no ``'<START>'``; shapes that do not fit.
+        """
+        if self._start is None:
+            raise ValueError("CaptioningRNN.sample: word_to_idx has no '<START>' word to start from")
+        features = np.asarray(features).astype(self.dtype)
+        N = features.shape[0]
+        captions = self._null * np.ones((N, max_length), dtype=np.int32)
+
+        p = self.params
+        h, _ = L.affine_forward(features, p["W_proj"], p["b_proj"])
+        c = np.zeros_like(h)
+        word = np.full(N, self._start, dtype=np.int32)
+        for t in range(max_length):
+            x = np.asarray(p["W_embed"])[word]
+            if self.cell_type == "rnn":
+                h, _ = L.rnn_step_forward(x, h, p["Wx"], p["Wh"], p["b"])
+            else:
+                h, c, _ = L.lstm_step_forward(x, h, c, p["Wx"], p["Wh"], p["b"])
+            scores, _ = L.affine_forward(h, p["W_vocab"], p["b_vocab"])
+            word = np.argmax(scores, axis=1).astype(np.int32)
+            captions[:, t] = word
+        return captions

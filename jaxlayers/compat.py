@@ -7,8 +7,9 @@ with its import lines changed to ``from jaxlayers.compat import *``:
   very ``<op>_fwd`` / ``<op>_bwd`` rules behind the jitted ops (the ``cache`` *is* the
   ``custom_vjp`` residuals): affine, ReLU, batch norm, dropout, the losses, the convolutional
   family, and the recurrent layers (``rnn_*``, ``lstm_*``, ``word_embedding_*``, ``temporal_*``);
-* the course's model classes (``TwoLayerNet``, ``FullyConnectedNet``, ``ThreeLayerConvNet``) with
-  a mutable ``params`` dict of NumPy arrays and ``loss(X, y=None)``, built on those functions;
+* the course's model classes (``TwoLayerNet``, ``FullyConnectedNet``, ``ThreeLayerConvNet``,
+  ``CaptioningRNN``) with a mutable ``params`` dict of NumPy arrays and ``loss``, built on those
+  functions;
 * its drivers: ``Solver``, ``CaptioningSolver`` and the update rules ``sgd``, ``sgd_momentum``,
   ``rmsprop``, ``adam`` (also as the namespace ``optim``).
 
@@ -21,7 +22,7 @@ from __future__ import annotations
 from jaxlayers import _compat_layers
 from jaxlayers import _course_optim as optim
 from jaxlayers._compat_layers import *  # noqa: F403  (the layer functions: their __all__)
-from jaxlayers._course_models import FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
+from jaxlayers._course_models import CaptioningRNN, FullyConnectedNet, ThreeLayerConvNet, TwoLayerNet
 from jaxlayers._course_optim import adam, rmsprop, sgd, sgd_momentum
 from jaxlayers._course_solver import CaptioningSolver, Solver, sample_coco_minibatch
 
@@ -31,6 +32,7 @@ __all__ = [
     "TwoLayerNet",
     "FullyConnectedNet",
     "ThreeLayerConvNet",
+    "CaptioningRNN",
     "Solver",
     "CaptioningSolver",
     "sample_coco_minibatch",
