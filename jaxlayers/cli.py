@@ -86,8 +86,8 @@ _POSITIVE_INTS = dict(type=_arg_type(_positive_ints, "positive ints"), nargs="+"
 _PAIR = dict(type=_arg_type(_int_pair, "int pair"))
 FLAGS = (
     _flag("--dataset", role="data", default="digits",
-          help="digits | mnist1d | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, X_test, y_test; "
-          "optional X_val, y_val, class_names, image_shape)"),
+          help="digits | mnist1d | mnist1d-seq | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, "
+          "X_test, y_test; optional X_val, y_val, class_names, image_shape)"),
     _flag("--model", role="data", default="fc", type=_arg_type(_model_choice, "model"),
           metavar="{fc,convnet,threelayer,rnn,lstm,gru,PATH.json}",
           help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
@@ -706,9 +706,9 @@ def _add_train_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None
         "train",
         _train,
         help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
-        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet) built from jaxlayers' "
-        "hand-differentiated ops with optax; writes config.json, metrics.jsonl, curves.png, checkpoint.safetensors "
-        "and summary.json to the run directory. One process writes a run directory at a time (a lock); a directory "
+        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet, a recurrent "
+        "nn.Sequential) built from jaxlayers' hand-differentiated ops with optax; writes config.json, metrics.jsonl, "
+        "curves.png, checkpoint.safetensors and summary.json to the run directory. One process writes a run directory at a time (a lock); a directory "
         "that holds a run is continued with --resume or replaced with --overwrite.",
         epilog=EXIT_CODES,
     )
