@@ -708,8 +708,8 @@ def _add_train_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None
         help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
         description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet, a recurrent "
         "nn.Sequential) built from jaxlayers' hand-differentiated ops with optax; writes config.json, metrics.jsonl, "
-        "curves.png, checkpoint.safetensors and summary.json to the run directory. One process writes a run directory at a time (a lock); a directory "
-        "that holds a run is continued with --resume or replaced with --overwrite.",
+        "curves.png, checkpoint.safetensors and summary.json to the run directory. One process writes a run directory "
+        "at a time (a lock); a directory that holds a run is continued with --resume or replaced with --overwrite.",
         epilog=EXIT_CODES,
     )
     _add_train_arguments(p, suppress=suppress, chosen=chosen)
