@@ -193,6 +193,7 @@ RECURRENT = ("rnn", "lstm", "gru")
 # their settings (any flag given overrides), tuned on mnist1d-seq for bench/RESULTS.md; their default dataset
 RECURRENT_PRESET = {"dataset": "mnist1d-seq", "hidden_dims": [128], "dropout_rate": 0.0, "reg": 0.0}
 RECURRENT_PRESET.update(optimizer="adam", learning_rate=3e-3, schedule="cosine", batch_size=64, epochs=40)
+RNN_PRESET = {**RECURRENT_PRESET, "learning_rate": 1e-3, "clip_norm": 1.0}  # a tanh RNN stalls at 3e-3 unclipped
 
 # `--model convnet`'s settings per dataset (model flags and training flags), tuned for the figures in
 # docs/guides/train-cli.md; any flag given overrides its entry. Datasets not listed take the flags' defaults.
@@ -222,7 +223,7 @@ def _shown_defaults(model: str, dataset: str) -> dict:
     d = _train_defaults()
     if model == "convnet":
         d.update(CONVNET_PRESETS.get(dataset.partition(":")[0], {}))
-    d.update(RECURRENT_PRESET if model in RECURRENT else {})
+    d.update(RNN_PRESET if model == "rnn" else RECURRENT_PRESET if model in RECURRENT else {})
     return {**d, "model": model, "dataset": dataset}
 
 

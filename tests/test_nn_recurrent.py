@@ -130,3 +130,9 @@ def test_cli_reads_a_flat_dataset_as_a_sequence_of_scalars():
     )
     net, _, _ = cli._net_and_config(opts, jl.data.load("mnist1d"))
     assert net.input_shape == (40, 1) and type(net.layers[0]).__name__ == "LSTM"
+
+
+def test_cli_rnn_preset_clips_and_slows():
+    argv = ["train", "--model", "rnn"]
+    opts = cli._resolve(cli.build_parser().parse_args(argv), cli._given(argv))
+    assert opts["dataset"] == "mnist1d-seq" and opts["clip_norm"] == 1.0 and opts["learning_rate"] == 1e-3
