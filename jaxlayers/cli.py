@@ -86,14 +86,16 @@ _POSITIVE_INTS = dict(type=_arg_type(_positive_ints, "positive ints"), nargs="+"
 _PAIR = dict(type=_arg_type(_int_pair, "int pair"))
 FLAGS = (
     _flag("--dataset", role="data", default="digits",
-          help="digits | mnist1d | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, X_test, y_test; "
-          "optional X_val, y_val, class_names, image_shape)"),
+          help="digits | mnist1d | mnist1d-seq | pydoc-chars[:T] | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, "
+          "X_test, y_test; optional X_val, y_val, class_names, image_shape)"),
     _flag("--model", role="data", default="fc", type=_arg_type(_model_choice, "model"),
-          metavar="{fc,convnet,threelayer,charlm,PATH.json}",
+          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,PATH.json}",
           help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
           "docs/guides/train-cli.md); threelayer: the course's ThreeLayerConvNet (first --conv-channels, "
-          "--filter-size, first --hidden-dims); charlm: a character language model on --dataset pydoc-chars[:T] "
-          "(Embedding(V, 64) -> LSTM(first --hidden-dims) -> TemporalAffine(V)); PATH.json: any registered model from its record "
+          "--filter-size, first --hidden-dims); rnn | lstm | gru: a recurrent layer of first --hidden-dims units, "
+          "then the classifier, on each example read as a sequence (default --dataset mnist1d-seq; a flat dataset "
+          "as (features, 1)); charlm: a character language model on --dataset pydoc-chars[:T] (Embedding(V, 64) -> "
+          "LSTM(first --hidden-dims) -> TemporalAffine(V)); PATH.json: any registered model from its record "
           "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags"),
     _flag("--hidden-dims", role="model", default=[1024, 1024], metavar="H", **_POSITIVE_INTS,
           help="hidden layer widths, e.g. 512 512 or 512,512"),
@@ -182,11 +184,28 @@ MODELS: dict[str, tuple[str, dict]] = {
             "hidden_dims": ("hidden_dim", _first),
         },
     ),
+    # recurrent classifiers, nn.Sequential(nn.GRU(H), [nn.Dropout], nn.Affine(C)): examples read as sequences
+    **{
+        m: (m.upper(), {"hidden_dims": ("hidden", _first), "dropout_rate": "dropout_rate"})
+        for m in ("rnn", "lstm", "gru")
+    },
     "charlm": ("char_lm", {"hidden_dims": ("hidden", _first)}),  # models.char_lm, built from the vocabulary
 }
+RECURRENT = ("rnn", "lstm", "gru")
+# their settings (any flag given overrides), tuned on mnist1d-seq for bench/RESULTS.md; their default dataset
+RECURRENT_PRESET = {"dataset": "mnist1d-seq", "hidden_dims": [128], "dropout_rate": 0.0, "reg": 0.0}
+RECURRENT_PRESET.update(optimizer="adam", learning_rate=3e-3, schedule="cosine", batch_size=64, epochs=40)
+RNN_PRESET = {**RECURRENT_PRESET, "learning_rate": 1e-3, "clip_norm": 1.0}  # a tanh RNN stalls at 3e-3 unclipped
 # `--model charlm`'s settings (any flag given overrides its entry); --dataset pydoc-chars[:T].
-CHARLM_PRESET = {"hidden_dims": [256], "reg": 0.0, "optimizer": "adam", "learning_rate": 2e-3, "batch_size": 32}
-CHARLM_PRESET.update(epochs=10, clip_norm=5.0, schedule="constant")
+CHARLM_PRESET = {"dataset": "pydoc-chars", "hidden_dims": [256], "reg": 0.0, "optimizer": "adam", "batch_size": 32}
+CHARLM_PRESET.update(learning_rate=2e-3, epochs=10, clip_norm=5.0, schedule="constant")
+# The presets of the models that have one besides convnet's per-dataset ones (and their default dataset).
+PRESETS = {"rnn": RNN_PRESET, "lstm": RECURRENT_PRESET, "gru": RECURRENT_PRESET, "charlm": CHARLM_PRESET}
+
+
+def _default_dataset(model: str) -> str:
+    return PRESETS.get(model, {}).get("dataset", "digits")
+
 
 # `--model convnet`'s settings per dataset (model flags and training flags), tuned for the figures in
 # docs/guides/train-cli.md; any flag given overrides its entry. Datasets not listed take the flags' defaults.
@@ -216,8 +235,7 @@ def _shown_defaults(model: str, dataset: str) -> dict:
     d = _train_defaults()
     if model == "convnet":
         d.update(CONVNET_PRESETS.get(dataset.partition(":")[0], {}))
-    if model == "charlm":
-        d.update(CHARLM_PRESET)
+    d.update(PRESETS.get(model, {}))
     return {**d, "model": model, "dataset": dataset}
 
 
@@ -321,10 +339,10 @@ def _chosen(argv: list[str] | None) -> tuple[str, str]:
     the defaults where not given: the help then shows that model's defaults and output directory."""
     pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--model", default="fc")
-    pre.add_argument("--dataset", default="digits")
+    pre.add_argument("--dataset", default=None)
     known, _ = pre.parse_known_args(list(argv or [])[1:])
     model = known.model if known.model in MODELS else "fc"
-    return model, known.dataset
+    return model, known.dataset or _default_dataset(model)
 
 
 def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPUT_DEFAULT) -> dict:
@@ -341,7 +359,8 @@ def _resolve(args: argparse.Namespace, given: set[str], default_out: str = OUTPU
     for name in ("hidden_dims", "conv_channels"):  # nargs="+" of lists: "8,8 4" -> [8, 8, 4]
         if name in opts:
             opts[name] = [h for part in opts[name] for h in part]
-    model, dataset = opts.get("model", defaults["model"]), opts.get("dataset", defaults["dataset"])
+    model = opts.get("model", defaults["model"])
+    dataset = opts.get("dataset", _default_dataset(model))
     out = _output_dir(args, dataset, default_out, model, given)
     base = _shown_defaults(model, dataset)
     if getattr(args, "resume", False) and (out / CHECKPOINT_NAME).is_file():
@@ -435,6 +454,14 @@ def _named_model(opts: dict, ds):
         if base is None or flag in opts["given"]:
             name, convert = field if isinstance(field, tuple) else (field, None)
             fields[name] = convert(opts[flag]) if convert else opts[flag]
+    if opts["model"] in RECURRENT:  # each example a sequence (T, D): as it is, or a flat one as (features, 1)
+        from jaxlayers import nn
+
+        shape = ds.input_shape if len(ds.input_shape) == 2 else (ds.num_features, 1)
+        drop = [nn.Dropout(fields["dropout_rate"])] if fields["dropout_rate"] > 0 else []
+        cell = getattr(nn, cls_name)(fields["hidden"])
+        head = nn.Affine(max(ds.num_classes, 2), weight_scale=fields["weight_scale"])
+        return nn.Sequential(cell, *drop, head, input_shape=shape, loss=fields["loss_type"], reg=fields["reg"]), ds
     ds = ds if opts["model"] == "fc" else ds.as_images()
     fields.update(input_dim=ds.num_features if opts["model"] == "fc" else ds.image_shape)
     return getattr(models, cls_name)(**{**fields, "num_classes": max(ds.num_classes, 2)}), ds
@@ -697,10 +724,10 @@ def _add_train_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None
         "train",
         _train,
         help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
-        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet) built from jaxlayers' "
-        "hand-differentiated ops with optax; writes config.json, metrics.jsonl, curves.png, checkpoint.safetensors "
-        "and summary.json to the run directory. One process writes a run directory at a time (a lock); a directory "
-        "that holds a run is continued with --resume or replaced with --overwrite.",
+        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet, a recurrent "
+        "nn.Sequential) built from jaxlayers' hand-differentiated ops with optax; writes config.json, metrics.jsonl, "
+        "curves.png, checkpoint.safetensors and summary.json to the run directory. One process writes a run directory "
+        "at a time (a lock); a directory that holds a run is continued with --resume or replaced with --overwrite.",
         epilog=EXIT_CODES,
     )
     _add_train_arguments(p, suppress=suppress, chosen=chosen)

@@ -78,9 +78,10 @@ of the NumPy original (``W1, b1, gamma1, beta1, ...``):
   :class:`Dropout`) name nothing;
 * sequence layers: :class:`TemporalAffine` is a weight layer (``W{i}``,
   ``b{i}``); :class:`Embedding` takes the next number too and names its table
-  ``E{i}`` (outside the L2 penalty).
+  ``E{i}`` (outside the L2 penalty); the recurrent layers :class:`RNN`, :class:`LSTM`,
+  :class:`GRU` are weight layers naming theirs ``Wx{i}``, ``Wh{i}``, ``b{i}``.
 
-The L2 penalty ``0.5 * reg * sum(W**2)`` covers the ``W{i}`` only.
+The L2 penalty ``0.5 * reg * sum(W**2)`` covers the ``W{i}``, ``Wx{i}`` and ``Wh{i}`` only.
 
 Keys
 ----
@@ -95,7 +96,9 @@ The layers
 :class:`Affine`, :class:`Conv2d`, :class:`MaxPool2d`, :class:`BatchNorm`,
 :class:`SpatialBatchNorm`, :class:`LayerNorm`, :class:`GroupNorm`,
 :class:`ReLU`, :class:`Dropout`, :class:`Flatten`; for sequences
-:class:`Embedding` and :class:`TemporalAffine` (a language model is an
+:class:`Embedding`, :class:`TemporalAffine` and the recurrent
+:class:`RNN`, :class:`LSTM`, :class:`GRU` (a sequence classifier is
+``nn.Sequential(nn.GRU(H), nn.Affine(C), input_shape=(T, D))``; a language model is an
 ``nn.Sequential(..., loss="temporal_softmax")``, see :class:`Sequential`); the combinators
 :class:`Residual` (a layer: ``x + f(x)``) and :class:`Sequential` (a model of
 the model protocol, :mod:`jaxlayers.model`). jaxlayers'
@@ -110,6 +113,9 @@ from typing import Any, Protocol, runtime_checkable
 import jax
 
 from jaxlayers.nn._layers import (
+    GRU,
+    LSTM,
+    RNN,
     Affine,
     BatchNorm,
     Conv2d,
@@ -131,6 +137,9 @@ __all__ = [
     # sequence models (issue 18)
     "Embedding",
     "TemporalAffine",
+    "RNN",
+    "LSTM",
+    "GRU",
     "Affine",
     "BatchNorm",
     "Conv2d",

@@ -26,9 +26,12 @@ from jaxlayers.layers import (
     conv2d,
     dropout,
     groupnorm,
+    gru,
     layernorm,
+    lstm,
     max_pool2d,
     relu,
+    rnn,
     spatial_batchnorm,
     temporal_affine,
     word_embedding,
@@ -50,6 +53,9 @@ __all__ = [
     # sequence models (issue 18)
     "Embedding",
     "TemporalAffine",
+    "RNN",
+    "LSTM",
+    "GRU",
 ]
 
 
@@ -570,3 +576,120 @@ class TemporalAffine(_Layer):
 
     def apply(self, params, state, x, *, train, key=None):
         return temporal_affine(x, params["W"], params["b"]), state
+
+
+# --------------------------------------------------------------------------
+# Recurrent layers (issue 18): nn.RNN, nn.LSTM, nn.GRU
+# --------------------------------------------------------------------------
+
+
+class _Recurrent(_Layer):
+    """What the three recurrent layers share: ``(T, D) -> (H,)`` (the last hidden state) or ``(T, H)``.
+
+    Parameters ``Wx (D, G H)``, ``Wh (H, G H)``, ``b (G H,)`` with ``G`` gate blocks, named
+    ``Wx{i}, Wh{i}, b{i}`` (a weight layer: it takes the next number; the L2 penalty covers
+    ``Wx{i}`` and ``Wh{i}``, not ``b{i}``). Init: ``Wx ~ N(0, 1 / D)``; each ``(H, H)`` gate
+    block of ``Wh`` orthogonal (``jax.nn.initializers.orthogonal``: the recurrent map neither
+    grows nor shrinks a state at init); ``b`` zeros (the LSTM's forget block ones).
+    """
+
+    _ARGS = ("hidden",)
+    _KWARGS = ("return_sequences",)
+    naming = "weight"
+    param_order = ("Wx", "Wh", "b")
+    random_init = True
+    _GATES: ClassVar[int] = 1
+
+    def __init__(self, hidden: int, *, return_sequences: bool = False) -> None:
+        owner = f"nn.{type(self).__name__}"
+        require(
+            isinstance(return_sequences, bool | np.bool_),
+            owner,
+            f"return_sequences must be a bool, got {return_sequences!r}",
+            TypeError,
+        )
+        self._set(hidden=check_int(hidden, owner, "hidden", minimum=1), return_sequences=bool(return_sequences))
+
+    def _bias(self, dtype):
+        return jnp.zeros((self._GATES * self.hidden,), dtype)
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        t, d = _shape(input_shape, f"nn.{type(self).__name__}", 2, "(T, D)")
+        h, g = self.hidden, self._GATES
+        kx, kh = jax.random.split(key)
+        wx = jnp.asarray(1.0 / math.sqrt(d), dtype) * jax.random.normal(kx, (d, g * h), dtype)
+        ortho = jax.nn.initializers.orthogonal()
+        wh = jnp.concatenate([ortho(k, (h, h), dtype) for k in jax.random.split(kh, g)], axis=1)
+        out = (t, h) if self.return_sequences else (h,)
+        return {"Wx": wx, "Wh": wh, "b": self._bias(dtype)}, {}, out
+
+    def _op(self, x, h0, params):  # pragma: no cover - each layer defines it
+        raise NotImplementedError
+
+    def apply(self, params, state, x, *, train, key=None):
+        h0 = jnp.zeros((x.shape[0], self.hidden), jnp.result_type(x, params["Wx"]))
+        hs = self._op(x, h0, params)
+        return (hs if self.return_sequences else hs[:, -1]), state
+
+
+class RNN(_Recurrent):
+    """A vanilla (Elman) RNN over the sequence, :func:`jaxlayers.rnn`: ``h_t = tanh(x_t Wx + h_{t-1} Wh + b)``.
+
+    Args:
+      hidden: ``H``, the hidden width, ``>= 1``.
+      return_sequences: ``False`` (default): output the last hidden state ``h_T`` ``(H,)`` (a
+        sequence classifier: follow with :class:`Affine`); ``True``: every step's ``(T, H)`` (to
+        stack recurrent layers, or follow with :class:`TemporalAffine`).
+
+    Input ``(T, D)`` float, ``T >= 1``; ``h0`` zeros. Parameters ``Wx (D, H)``, ``Wh (H, H)``,
+    ``b (H,)``, named ``Wx{i}, Wh{i}, b{i}``; ``Wx ~ N(0, 1/D)``, ``Wh`` orthogonal, ``b`` zeros.
+    The L2 penalty covers ``Wx{i}`` and ``Wh{i}``. No state. Gradients: the op's hand-written
+    backpropagation through time.
+    """
+
+    def _op(self, x, h0, params):
+        return rnn(x, h0, params["Wx"], params["Wh"], params["b"])
+
+
+class LSTM(_Recurrent):
+    """An LSTM over the sequence, :func:`jaxlayers.lstm` (gate order **i, f, o, g**, as the NumPy original).
+
+    Args:
+      hidden: ``H``, the hidden width, ``>= 1``.
+      return_sequences: ``False`` (default): the last hidden state ``(H,)``; ``True``: ``(T, H)``.
+
+    Input ``(T, D)`` float, ``T >= 1``; ``h0`` and ``c0`` zeros. Parameters ``Wx (D, 4H)``,
+    ``Wh (H, 4H)``, ``b (4H,)`` (column blocks i, f, o, g), named ``Wx{i}, Wh{i}, b{i}``;
+    ``Wx ~ N(0, 1/D)``, each ``(H, H)`` block of ``Wh`` orthogonal, ``b`` zeros except the
+    forget block, ones (Jozefowicz et al. 2015: the cell remembers by default at init). The L2
+    penalty covers ``Wx{i}`` and ``Wh{i}``. No state.
+    """
+
+    _GATES = 4
+
+    def _bias(self, dtype):
+        h = self.hidden
+        return jnp.zeros((4 * h,), dtype).at[h : 2 * h].set(1.0)
+
+    def _op(self, x, h0, params):
+        return lstm(x, h0, params["Wx"], params["Wh"], params["b"])
+
+
+class GRU(_Recurrent):
+    """A GRU over the sequence, :func:`jaxlayers.gru` (gate order **r, z, n**; PyTorch's variant, the reset
+    gate applied after the recurrent matmul; one bias, on the input side).
+
+    Args:
+      hidden: ``H``, the hidden width, ``>= 1``.
+      return_sequences: ``False`` (default): the last hidden state ``(H,)``; ``True``: ``(T, H)``.
+
+    Input ``(T, D)`` float, ``T >= 1``; ``h0`` zeros. Parameters ``Wx (D, 3H)``, ``Wh (H, 3H)``,
+    ``b (3H,)`` (column blocks r, z, n), named ``Wx{i}, Wh{i}, b{i}``; ``Wx ~ N(0, 1/D)``, each
+    ``(H, H)`` block of ``Wh`` orthogonal, ``b`` zeros. The L2 penalty covers ``Wx{i}`` and
+    ``Wh{i}``. No state.
+    """
+
+    _GATES = 3
+
+    def _op(self, x, h0, params):
+        return gru(x, h0, params["Wx"], params["Wh"], params["b"])

@@ -306,13 +306,16 @@ def _state_names(slots) -> set[str]:
     return names
 
 
+_PENALISED = ("W", "Wx", "Wh")  # the local names the L2 penalty covers (Affine, Conv2d, TemporalAffine; RNN/LSTM/GRU)
+
+
 def _weights(slots) -> list[str]:
     names = []
     for slot in slots:
         names += (
             _weights(slot.children)
             if slot.children
-            else [g for loc, g in slot.params if slot.naming == "weight" and loc == "W"]
+            else [g for loc, g in slot.params if slot.naming == "weight" and loc in _PENALISED]
         )
     return names
 
@@ -518,8 +521,10 @@ class Sequential(Classifier):
         ignored step. As the NumPy original, that loss is SUMMED over the
         unmasked steps and divided by N (not a per-token mean).
       reg: L2 strength ``>= 0``: the loss adds ``0.5 * reg * sum(W**2)`` over the
-        ``W`` of every :class:`~jaxlayers.nn.Affine` and :class:`~jaxlayers.nn.Conv2d`
-        (not biases, norms or user layers' parameters). Traced.
+        ``W`` of every :class:`~jaxlayers.nn.Affine`, :class:`~jaxlayers.nn.Conv2d` and
+        :class:`~jaxlayers.nn.TemporalAffine`, and the ``Wx``, ``Wh`` of every recurrent layer
+        (:class:`~jaxlayers.nn.RNN`, :class:`~jaxlayers.nn.LSTM`, :class:`~jaxlayers.nn.GRU`);
+        not biases, norms, embeddings or user layers' parameters. Traced.
       dtype: parameter and compute dtype (inputs are cast to it, except
         integer inputs of a model whose first layer is an :class:`~jaxlayers.nn.Embedding`:
         word indices stay integers); float64 needs x64.
@@ -622,7 +627,8 @@ class Sequential(Classifier):
         return _state_names(self._plan.slots)
 
     def weight_names(self) -> list[str]:
-        """The parameters the L2 penalty covers: the ``W{i}`` of Affine and Conv2d layers, in order."""
+        """The parameters the L2 penalty covers, in order: the ``W{i}`` of Affine, Conv2d and TemporalAffine
+        layers, the ``Wx{i}`` and ``Wh{i}`` of RNN, LSTM and GRU layers (not biases, norms, embeddings)."""
         return _weights(self._plan.slots)
 
     def num_params(self) -> int:
