@@ -93,7 +93,7 @@ FLAGS = (
           help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
           "docs/guides/train-cli.md); threelayer: the course's ThreeLayerConvNet (first --conv-channels, "
           "--filter-size, first --hidden-dims); rnn | lstm | gru: a recurrent layer of first --hidden-dims units, "
-          "then the classifier, on each example read as a sequence (default --dataset mnist1d-seq; a flat dataset "
+          "then the classifier, on each example read as a sequence (--dataset mnist1d-seq unless given; a flat dataset "
           "as (features, 1)); charlm: a character language model on --dataset pydoc-chars[:T] (Embedding(V, 64) -> "
           "LSTM(first --hidden-dims) -> TemporalAffine(V)); PATH.json: any registered model from its record "
           "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags"),

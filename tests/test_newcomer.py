@@ -177,7 +177,7 @@ def test_train_help_shows_the_chosen_models_defaults_and_output_dir(capsys):
 
 def test_top_level_help_has_no_markup(capsys):
     text = _help(capsys)
-    assert "``" not in text and "The jaxlayers command: train, sweep, evaluate, predict and gradcheck." in text
+    assert "``" not in text and "The jaxlayers command: train, sweep, evaluate, predict, sample and gradcheck." in text
 
 
 @pytest.mark.parametrize(

@@ -70,6 +70,16 @@ def outer_sum(h_prev: jax.Array, dA: jax.Array) -> jax.Array:
     return _xt_g(h_prev.reshape(t * n, h), dA.reshape(t * n, dA.shape[-1]))
 
 
+def sequence_grads(x, h0, Wx, Wh, b, dXA, dHA, h_prev, dh0, acc) -> tuple[jax.Array, ...]:
+    """``(dx, dh0, dWx, dWh, db)`` of a sequence op once its reverse scan gave ``dXA`` (the cotangent of
+    the input projection ``x Wx + b``, ``(T, N, k H)``), ``dHA`` (of ``h_{t-1} Wh``) and ``dh0``: one matmul
+    each for ``dx``, ``dWx``, ``dWh`` (:func:`weight_grads`, :func:`outer_sum`, accumulated in ``acc``),
+    each cotangent in its argument's dtype."""
+    dx, dWx, db = weight_grads(x.astype(acc), dXA, Wx.astype(acc))
+    dWh = outer_sum(h_prev, dHA)
+    return dx.astype(x.dtype), dh0.astype(h0.dtype), dWx.astype(Wx.dtype), dWh.astype(Wh.dtype), db.astype(b.dtype)
+
+
 def check_recurrent(
     op: str,
     gates: int,

@@ -30,11 +30,10 @@ from jaxlayers._oprule import custom_op
 from jaxlayers.layers._recurrent import (
     check_recurrent,
     mm,
-    outer_sum,
     project_inputs,
+    sequence_grads,
     sigmoid,
     upcast,
-    weight_grads,
 )
 
 __all__ = [
@@ -262,15 +261,7 @@ def gru_bwd(res: GRUResiduals, g):
 
     gt = jnp.swapaxes(g, 0, 1).astype(acc)
     dh0, (dXA, dHA) = lax.scan(step, jnp.zeros_like(h0a), (gt, gates, hn, h_prev), reverse=True)
-    dx, dWx, db = weight_grads(x.astype(acc), dXA, Wx.astype(acc))
-    dWh = outer_sum(h_prev, dHA)
-    return (
-        dx.astype(x.dtype),
-        dh0.astype(h0.dtype),
-        dWx.astype(Wx.dtype),
-        dWh.astype(Wh.dtype),
-        db.astype(b.dtype),
-    )
+    return sequence_grads(x, h0, Wx, Wh, b, dXA, dHA, h_prev, dh0, acc)
 
 
 _gru = custom_op(gru_reference, gru_fwd, gru_bwd, primal=lambda *a: _gru_forward(*a)[0])

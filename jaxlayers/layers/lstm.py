@@ -27,11 +27,10 @@ from jaxlayers._oprule import custom_op
 from jaxlayers.layers._recurrent import (
     check_recurrent,
     mm,
-    outer_sum,
     project_inputs,
+    sequence_grads,
     sigmoid,
     upcast,
-    weight_grads,
 )
 
 __all__ = [
@@ -275,16 +274,7 @@ def lstm_bwd(res: LSTMResiduals, g):
     zeros = jnp.zeros_like(cs[0])
     (dh0, dc0), dA = lax.scan(step, (zeros, zeros), (gt, gates, cs, c_prev), reverse=True)
     h_prev = jnp.concatenate([h0.astype(acc)[None], gates[:-1, :, 2 * hidden : 3 * hidden] * jnp.tanh(cs[:-1])])
-    dx, dWx, db = weight_grads(x.astype(acc), dA, Wx.astype(acc))
-    dWh = outer_sum(h_prev, dA)
-    return (
-        dx.astype(x.dtype),
-        dh0.astype(h0.dtype),
-        dWx.astype(Wx.dtype),
-        dWh.astype(Wh.dtype),
-        db.astype(b.dtype),
-        dc0.astype(c0.dtype),
-    )
+    return (*sequence_grads(x, h0, Wx, Wh, b, dA, dA, h_prev, dh0, acc), dc0.astype(c0.dtype))
 
 
 _lstm = custom_op(lstm_reference, lstm_fwd, lstm_bwd, primal=lambda *a: _lstm_forward(*a)[0])

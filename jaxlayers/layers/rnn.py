@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlayers._oprule import custom_op
-from jaxlayers.layers._recurrent import check_recurrent, mm, outer_sum, project_inputs, upcast, weight_grads
+from jaxlayers.layers._recurrent import check_recurrent, mm, project_inputs, sequence_grads, upcast
 
 __all__ = [
     "rnn_step",
@@ -195,15 +195,7 @@ def rnn_bwd(res: RNNResiduals, g):
     gt = jnp.swapaxes(g, 0, 1).astype(acc)
     dh0, dA = lax.scan(step, jnp.zeros_like(hs[0]), (gt, hs), reverse=True)
     h_prev = jnp.concatenate([h0.astype(acc)[None], hs[:-1]])
-    dx, dWx, db = weight_grads(x.astype(acc), dA, Wx.astype(acc))
-    dWh = outer_sum(h_prev, dA)
-    return (
-        dx.astype(x.dtype),
-        dh0.astype(h0.dtype),
-        dWx.astype(Wx.dtype),
-        dWh.astype(Wh.dtype),
-        db.astype(b.dtype),
-    )
+    return sequence_grads(x, h0, Wx, Wh, b, dA, dA, h_prev, dh0, acc)
 
 
 _rnn = custom_op(rnn_reference, rnn_fwd, rnn_bwd, primal=lambda *a: _rnn_forward(*a)[0])
