@@ -113,3 +113,20 @@ def model_loss_gradients(net, params, state, x, y, key):
         return net.loss(unravel(v), state, x, y, key=key)[0]
 
     return grads, unravel(numerical_gradient(lambda v: loss_of_flat(v, state, x, y, key), flat, h=1e-4))
+
+
+def eval_numerical_gradient(f, x, verbose=True, h=0.00001):
+    """The course's naive numerical gradient of f at x (its gradient_check.py): changes x in place, restores it."""
+    grad = np.zeros_like(x)
+    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
+    while not it.finished:
+        ix = it.multi_index
+        oldval = x[ix]
+        x[ix] = oldval + h
+        fxph = f(x)
+        x[ix] = oldval - h
+        fxmh = f(x)
+        x[ix] = oldval
+        grad[ix] = (fxph - fxmh) / (2 * h)
+        it.iternext()
+    return grad

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import seed_numpy as seed
 import seed_numpy_seq as seed_seq
+from _helpers import eval_numerical_gradient
 
 import jaxlayers as jl
 from jaxlayers import compat
@@ -34,23 +35,6 @@ def rel_error(x, y):
 def norm_error(x, y):
     """max |x - y| over max |y|: the relative error of the whole array, not of each (possibly tiny) entry"""
     return np.max(np.abs(x - y)) / max(np.max(np.abs(y)), 1e-300)
-
-
-def eval_numerical_gradient(f, x, verbose=True, h=0.00001):
-    """the course's naive numerical gradient of f at x: changes x in place, restores it"""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
-    while not it.finished:
-        ix = it.multi_index
-        oldval = x[ix]
-        x[ix] = oldval + h
-        fxph = f(x)
-        x[ix] = oldval - h
-        fxmh = f(x)
-        x[ix] = oldval
-        grad[ix] = (fxph - fxmh) / (2 * h)
-        it.iternext()
-    return grad
 
 
 # --- a NumPy transcription of the course's rnn_layers.py (rnn, lstm) and rnn.py (CaptioningRNN.loss) ---

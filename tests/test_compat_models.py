@@ -22,6 +22,7 @@ import pytest
 import seed_numpy as seed
 import seed_numpy_conv as seed_conv
 import seed_numpy_norms as seed_norms
+from _helpers import eval_numerical_gradient
 
 import jaxlayers as jl
 from jaxlayers import compat
@@ -47,23 +48,6 @@ TOL = 1e-9
 def rel_error(x, y):
     """returns relative error"""
     return np.max(np.abs(x - y) / (np.maximum(1e-8, np.abs(x) + np.abs(y))))
-
-
-def eval_numerical_gradient(f, x, verbose=True, h=0.00001):
-    """a naive implementation of numerical gradient of f at x: changes x in place, restores it"""
-    grad = np.zeros_like(x)
-    it = np.nditer(x, flags=["multi_index"], op_flags=["readwrite"])
-    while not it.finished:
-        ix = it.multi_index
-        oldval = x[ix]
-        x[ix] = oldval + h
-        fxph = f(x)
-        x[ix] = oldval - h
-        fxmh = f(x)
-        x[ix] = oldval
-        grad[ix] = (fxph - fxmh) / (2 * h)
-        it.iternext()
-    return grad
 
 
 def numeric_errors(model, X, y, h=1e-5):
