@@ -187,14 +187,19 @@ def dw_method(x_shape, w_shape) -> str:
 
     ``"im2col"`` (chunked matrix products) when ``x`` has at least
     :data:`IM2COL_MIN_CHANNELS` channels and one image's im2col block
-    (``C*HH*WW x Ho*Wo`` values) fits :data:`IM2COL_BLOCK_BYTES`: there
-    XLA's CPU weight-gradient convolution (``"conv"``, what autodiff runs)
-    is several times slower than its forward convolution of the same FLOPs
-    (it reduces the batch and every pixel into a small ``(F, C, HH, WW)``
-    output), while ``g @ cols^T`` runs at the matrix-product rate
-    (``bench/RESULTS.md``: 2-3x faster at ``(64, 64, 32, 32) -> 64``).
-    Thin inputs (``C = 3``, where XLA's convolution is as fast or faster, by
-    2x for a 7x7 kernel) and images too large for the cache keep ``"conv"``.
+    (``C*HH*WW x Ho*Wo`` values) fits :data:`IM2COL_BLOCK_BYTES`, else
+    ``"conv"`` (XLA's weight-gradient convolution, what autodiff runs).
+
+    Why: XLA's CPU weight-gradient convolution reduces the batch and every
+    pixel into a small ``(F, C, HH, WW)`` output and can run several times
+    slower than its forward convolution of the same FLOPs (on a quiet 2-core
+    Intel Xeon, 146 ms against the forward's 30 ms at ``(64, 64, 32, 32) ->
+    64``, where the im2col products took 58 ms), while ``g @ cols^T`` runs at
+    the matrix-product rate. On the 2-core AMD EPYC of ``bench/RESULTS.md``
+    (XLA's YNNPACK convolutions) the gap is small: the two formulations tie
+    within noise there (see its issue-20 section). Thin inputs (``C = 3``:
+    XLA's convolution as fast, 2x faster for a 7x7 kernel) and images whose
+    block would not stay in the cache keep ``"conv"``.
     """
     _, c, h, wd = x_shape
     _, _, hh, ww = w_shape
@@ -361,8 +366,9 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride=1, padding=0) -> 
     layer); ``dw`` is a ``lax.scan`` of im2col matrix products over chunks
     of 1-4 images, accumulated in float32, for inputs of 16+ channels whose
     im2col block fits the cache -- XLA's CPU weight-gradient convolution
-    runs several times slower than its forward convolution there -- and
-    that convolution otherwise (:func:`~jaxlayers.layers.conv.dw_method`,
+    can run several times slower than its forward convolution there (2.5x
+    slower than the im2col products on a 2-core Intel Xeon; a tie on the
+    AMD EPYC of ``bench/RESULTS.md``) -- and that convolution otherwise (:func:`~jaxlayers.layers.conv.dw_method`,
     :func:`~jaxlayers.layers.conv.conv2d_dw`).
 
     Residuals: ``x`` and ``w``, the op's own arguments (no new memory).
