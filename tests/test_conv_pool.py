@@ -10,7 +10,7 @@ import pytest
 
 import jaxlayers as jl
 from jaxlayers.layers import conv2d_fwd, conv2d_reference, max_pool2d_fwd, max_pool2d_reference
-from jaxlayers.layers.conv import conv2d_dw, conv2d_dx, dw_method
+from jaxlayers.layers.conv import conv2d_dw, conv2d_dx, cpu_vendor, dw_method
 
 
 def _vjp(f, x, ct):
@@ -272,15 +272,50 @@ def test_half_precision_dw_accumulates_in_float32(method, dtype):
     np.testing.assert_allclose(np.asarray(dw), np.asarray(ref), rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(ref))))
 
 
-def test_dw_method_by_shape():
-    """im2col for 16+ channels whose block fits the cache; XLA's convolution for RGB inputs and huge images."""
-    assert dw_method((64, 64, 32, 32), (64, 64, 3, 3)) == "im2col"
-    assert dw_method((64, 32, 16, 16), (64, 32, 3, 3)) == "im2col"
-    assert dw_method((64, 3, 32, 32), (32, 3, 3, 3)) == "conv"
-    assert dw_method((64, 3, 32, 32), (32, 3, 7, 7)) == "conv"
-    assert dw_method((8, 64, 224, 224), (64, 64, 3, 3)) == "conv"
+def test_dw_method_by_shape_and_cpu():
+    """On Intel: im2col for 16+ channels whose block fits the cache; XLA's convolution for RGB inputs and huge
+    images. Elsewhere (AMD, measured): XLA's convolution."""
+    intel = "GenuineIntel"
+    assert dw_method((64, 64, 32, 32), (64, 64, 3, 3), intel) == "im2col"
+    assert dw_method((64, 32, 16, 16), (64, 32, 3, 3), intel) == "im2col"
+    assert dw_method((64, 3, 32, 32), (32, 3, 3, 3), intel) == "conv"
+    assert dw_method((64, 3, 32, 32), (32, 3, 7, 7), intel) == "conv"
+    assert dw_method((8, 64, 224, 224), (64, 64, 3, 3), intel) == "conv"
+    assert dw_method((64, 64, 32, 32), (64, 64, 3, 3), "AuthenticAMD") == "conv"
+    assert dw_method((64, 64, 32, 32), (64, 64, 3, 3)) == dw_method((64, 64, 32, 32), (64, 64, 3, 3), cpu_vendor())
     with pytest.raises(ValueError, match="conv2d_dw: method must be"):
         conv2d_dw(jnp.ones((1, 1, 3, 3)), jnp.ones((1, 1, 1, 1)), (1, 1, 3, 3), method="fft")
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_conv2d_gradient_with_either_choice_matches_finite_differences(x64, monkeypatch, vendor):
+    """The public op's gradient in float64, whichever formulation dw_method picks on either CPU, against
+    central finite differences of the forward (16 channels: im2col on Intel, XLA's convolution on AMD)."""
+    from jaxlayers.layers import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "cpu_vendor", lambda: vendor)
+    jax.clear_caches()  # the rule is traced anew with the patched choice
+    r = np.random.RandomState(7)
+    x = jnp.asarray(r.randn(2, 16, 5, 4))
+    w = jnp.asarray(r.randn(3, 16, 3, 3) / 12.0)
+    b = jnp.asarray(r.randn(3))
+    ct = jnp.asarray(r.randn(2, 3, 3, 2))
+
+    def loss(w):
+        return jnp.vdot(jl.conv2d(x, w, b, stride=(1, 2), padding=(0, 1)), ct)
+
+    dw = jax.grad(loss)(w)
+    assert ("stablehlo.while" in jax.jit(jax.grad(loss)).lower(w).as_text()) == (vendor == "GenuineIntel")
+    eps, flat = 1e-6, np.asarray(w).ravel()
+    fd = np.empty_like(flat)
+    for i in range(flat.size):
+        e = np.zeros_like(flat)
+        e[i] = eps
+        fd[i] = (loss(jnp.asarray((flat + e).reshape(w.shape))) - loss(jnp.asarray((flat - e).reshape(w.shape)))) / (
+            2 * eps
+        )
+    np.testing.assert_allclose(np.asarray(dw).ravel(), fd, rtol=1e-6, atol=1e-8)
+    jax.clear_caches()
 
 
 def _convolutions(f, *args) -> int:
@@ -296,6 +331,5 @@ def test_unused_dx_of_a_first_layer_is_never_computed():
     def loss(x, w):
         return jnp.sum(jl.conv2d(x, w, b, padding=1) ** 2)
 
-    assert dw_method(x.shape, w.shape) == "conv"
     assert _convolutions(jax.grad(loss, argnums=1), x, w) == 2
     assert _convolutions(jax.grad(loss, argnums=(0, 1)), x, w) == 3

@@ -17,6 +17,7 @@ Four parts, as every jaxlayers op:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from functools import partial
 
 import jax
@@ -42,6 +43,7 @@ __all__ = [
     "conv2d_dx",
     "conv2d_dw",
     "dw_method",
+    "cpu_vendor",
     "check_conv2d",
     "ConvResiduals",
 ]
@@ -116,13 +118,13 @@ def conv2d_bwd(residuals: ConvResiduals, g: jax.Array) -> tuple[jax.Array, jax.A
     ``db`` sums in at least float32; each gradient is cast to its primal's
     dtype once.
 
-    Formulation, chosen per shape at trace time: ``dx`` is always one
-    forward convolution (:func:`conv2d_dx`), which XLA runs at the forward's
-    speed -- and which XLA drops as dead code under ``jit`` when ``x`` is not
-    differentiated; ``dw`` is chunked im2col matrix products where
-    :func:`dw_method` says they beat XLA's weight-gradient convolution
-    (inputs of 16+ channels whose im2col block fits the cache), else that
-    convolution (:func:`conv2d_dw`).
+    Formulation, chosen per shape (and CPU) at trace time: ``dx`` is always
+    one forward convolution (:func:`conv2d_dx`), which XLA runs at the
+    forward's speed -- and which XLA drops as dead code under ``jit`` when
+    ``x`` is not differentiated; ``dw`` is chunked im2col matrix products
+    where :func:`dw_method` says they beat XLA's weight-gradient convolution
+    (Intel CPUs, inputs of 16+ channels whose im2col block fits the cache),
+    else that convolution (:func:`conv2d_dw`).
     """
     x, w = residuals.x, residuals.w
     g = g.astype(x.dtype)
@@ -182,29 +184,49 @@ IM2COL_MAX_CHUNK = 4
 IM2COL_MIN_CHANNELS = 16
 
 
-def dw_method(x_shape, w_shape) -> str:
+@functools.cache
+def cpu_vendor() -> str:
+    """This machine's CPU vendor string (``"GenuineIntel"``, ``"AuthenticAMD"``, ...), or ``""`` if unknown.
+
+    Read once from ``/proc/cpuinfo`` (Linux); elsewhere ``""``.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def dw_method(x_shape, w_shape, vendor: str | None = None) -> str:
     """The formulation :func:`conv2d_dw` uses for ``method="auto"``: ``"im2col"`` or ``"conv"``.
 
-    ``"im2col"`` (chunked matrix products) when ``x`` has at least
-    :data:`IM2COL_MIN_CHANNELS` channels and one image's im2col block
-    (``C*HH*WW x Ho*Wo`` values) fits :data:`IM2COL_BLOCK_BYTES`, else
+    ``"im2col"`` (chunked matrix products) on an Intel CPU (``vendor``, by
+    default :func:`cpu_vendor`, is ``"GenuineIntel"``) when ``x`` has at
+    least :data:`IM2COL_MIN_CHANNELS` channels and one image's im2col block
+    (``C*HH*WW x Ho*Wo`` values) fits :data:`IM2COL_BLOCK_BYTES`; else
     ``"conv"`` (XLA's weight-gradient convolution, what autodiff runs).
 
-    Why: XLA's CPU weight-gradient convolution reduces the batch and every
-    pixel into a small ``(F, C, HH, WW)`` output and can run several times
-    slower than its forward convolution of the same FLOPs (on a quiet 2-core
-    Intel Xeon, 146 ms against the forward's 30 ms at ``(64, 64, 32, 32) ->
-    64``, where the im2col products took 58 ms), while ``g @ cols^T`` runs at
-    the matrix-product rate. On the 2-core AMD EPYC of ``bench/RESULTS.md``
-    (XLA's YNNPACK convolutions) the gap is small: the two formulations tie
-    within noise there (see its issue-20 section). Thin inputs (``C = 3``:
-    XLA's convolution as fast, 2x faster for a 7x7 kernel) and images whose
-    block would not stay in the cache keep ``"conv"``.
+    Why, measured (``bench/RESULTS.md``, issue-20 section): XLA's CPU
+    weight-gradient convolution reduces the batch and every pixel into a
+    small ``(F, C, HH, WW)`` output. On a quiet 2-core Intel Xeon it ran
+    4-5x slower than the forward convolution of the same FLOPs (146 ms
+    against 30 ms at ``(64, 64, 32, 32) -> 64``), and the im2col products
+    took 58 ms (6.0 against 17.5 ms at ``(64, 32, 16, 16) -> 64``). On the
+    2-core AMD EPYC of the benchmarks (XLA's YNNPACK kernels) it costs only
+    1.3-1.6x the forward and the im2col products took 20-35% *more* CPU
+    time than it in every measurement (a ConvNet step with either: a tie),
+    so there it stays. Thin inputs (``C = 3``: XLA's convolution as fast,
+    2x faster for a 7x7 kernel) and images whose block would not stay in the
+    cache keep ``"conv"`` everywhere.
     """
     _, c, h, wd = x_shape
     _, _, hh, ww = w_shape
     fits = c * hh * ww * h * wd * 4 <= IM2COL_BLOCK_BYTES
-    return "im2col" if c >= IM2COL_MIN_CHANNELS and fits else "conv"
+    intel = (cpu_vendor() if vendor is None else vendor) == "GenuineIntel"
+    return "im2col" if intel and c >= IM2COL_MIN_CHANNELS and fits else "conv"
 
 
 def _chunk(n: int, per_image_bytes: int) -> int:
@@ -364,11 +386,11 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride=1, padding=0) -> 
     (:func:`~jaxlayers.layers.conv.conv2d_dx`; under ``jit`` it is never
     computed when ``x`` is not differentiated, e.g. a network's first
     layer); ``dw`` is a ``lax.scan`` of im2col matrix products over chunks
-    of 1-4 images, accumulated in float32, for inputs of 16+ channels whose
-    im2col block fits the cache -- XLA's CPU weight-gradient convolution
-    can run several times slower than its forward convolution there (2.5x
-    slower than the im2col products on a 2-core Intel Xeon; a tie on the
-    AMD EPYC of ``bench/RESULTS.md``) -- and that convolution otherwise (:func:`~jaxlayers.layers.conv.dw_method`,
+    of 1-4 images, accumulated in float32, on Intel CPUs for inputs of 16+
+    channels whose im2col block fits the cache -- XLA's CPU weight-gradient
+    convolution ran 2.5x slower than those products on a 2-core Intel Xeon
+    -- and that convolution otherwise (on the AMD EPYC of
+    ``bench/RESULTS.md`` it was the faster of the two) (:func:`~jaxlayers.layers.conv.dw_method`,
     :func:`~jaxlayers.layers.conv.conv2d_dw`).
 
     Residuals: ``x`` and ``w``, the op's own arguments (no new memory).
