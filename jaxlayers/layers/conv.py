@@ -43,7 +43,6 @@ __all__ = [
     "conv2d_dx",
     "conv2d_dw",
     "dw_method",
-    "cpu_vendor",
     "check_conv2d",
     "ConvResiduals",
 ]
