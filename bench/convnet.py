@@ -21,7 +21,14 @@ Peers, each starting from jaxlayers' initial parameters and the same batch:
     layer's rows to the NHWC flattening order, so both compute the same
     function; optax adam, one jitted step that donates its carry;
 (c) PyTorch eager on the CPU (NCHW, ``torch.set_num_threads(cores)``,
-    ``torch.optim.Adam``), when torch is installed.
+    ``torch.optim.Adam``), when torch is installed;
+(d) plain ``jax.grad`` of the same network written with ``lax`` ops in NCHW
+    (``lax.conv_general_dilated``, ``jnp`` batch norm, ``lax.reduce_window``
+    max pool), optax adam;
+(e) Equinox (``eqx.nn.Conv2d`` / ``BatchNorm(mode="batch")`` /
+    ``MaxPool2d`` / ``Linear``, per-example modules ``vmap``-ed over the
+    batch as Equinox users write them, NCHW), optax adam, when equinox is
+    installed.
 
 Steps are timed interleaved (:mod:`bench.common`): ratios are "jaxlayers /
 peer", the median over rounds of the per-round ratio. Also the bytes
@@ -49,8 +56,8 @@ import jaxlayers as jl
 from bench.common import cores, interleaved, iqr, median, paired_ratio
 from bench.peers_jax import compile_seconds, residual_bytes, softmax_xent
 
-#: Target: the jaxlayers ConvNet step at most 0.9x Flax linen's.
-TARGETS = {"convnet step: jaxlayers / Flax": 0.9}
+#: Targets (issue 20): the jaxlayers ConvNet step at most 0.75x Flax linen's and 1.5x PyTorch eager's.
+TARGETS = {"convnet step: jaxlayers / Flax": 0.75, "convnet step: jaxlayers / PyTorch": 1.5}
 
 EPS = 1e-5
 MOMENTUM = 0.9
@@ -123,6 +130,8 @@ PEER_LABELS = {
     "jaxlayers": "(a) jaxlayers + make_train_step",
     "flax": "(b) Flax linen (NHWC)",
     "torch": "(c) PyTorch eager",
+    "autodiff": "(d) plain jax.grad (lax, NCHW)",
+    "equinox": "(e) Equinox (vmap, NCHW)",
 }
 
 
@@ -259,6 +268,177 @@ def flax_scores(spec: ConvSpec, params, state, x) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------
+# (d) plain jax.grad, NCHW
+# --------------------------------------------------------------------------
+
+
+def _plain_forward(spec: ConvSpec, params, state, x):
+    """Train-mode scores and new running statistics of the network in ``lax``/``jnp`` ops, NCHW."""
+    from jax import lax
+
+    h, new_state, i = x, {}, 0
+    for i, (_, k, bn, pool) in enumerate(spec.conv, start=1):
+        h = lax.conv_general_dilated(
+            h, params[f"W{i}"], (1, 1), ((k // 2, k // 2),) * 2, dimension_numbers=("NCHW", "OIHW", "NCHW")
+        )
+        h = h + params[f"b{i}"][:, None, None]
+        if bn:
+            mean, var = h.mean(axis=(0, 2, 3)), h.var(axis=(0, 2, 3))
+            h = (h - mean[:, None, None]) * lax.rsqrt(var + EPS)[:, None, None]
+            h = h * params[f"gamma{i}"][:, None, None] + params[f"beta{i}"][:, None, None]
+            old_mean, old_var = state[f"bn{i}"]
+            new_state[f"bn{i}"] = (
+                MOMENTUM * old_mean + (1 - MOMENTUM) * mean,
+                MOMENTUM * old_var + (1 - MOMENTUM) * var,
+            )
+        h = jnp.maximum(h, 0.0)
+        if pool > 1:
+            h = lax.reduce_window(h, -jnp.inf, lax.max, (1, 1, pool, pool), (1, 1, pool, pool), "VALID")
+    h = h.reshape(h.shape[0], -1)
+    for j in range(len(spec.hidden) + 1):
+        k = i + 1 + j
+        h = h @ params[f"W{k}"] + params[f"b{k}"]
+        if j < len(spec.hidden):
+            h = jnp.maximum(h, 0.0)
+    return h, new_state
+
+
+def autodiff_peer(spec: ConvSpec, params, state, x, y) -> tuple[_Stepper, dict, float]:
+    p = jax.tree.map(jnp.asarray, params)
+    st = {
+        f"bn{i}": (jnp.asarray(state[f"bn{i}"].mean), jnp.asarray(state[f"bn{i}"].var))
+        for i, c in enumerate(spec.conv, start=1)
+        if c[2]
+    }
+    opt = optax.adam(LR)
+
+    def loss_fn(params, st, x, y, key):
+        del key
+        scores, new_st = _plain_forward(spec, params, st, x)
+        return softmax_xent(scores, y), new_st
+
+    def step(carry, x, y):
+        params, st, opt_state = carry
+        (loss, new_st), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, st, x, y, None)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), new_st, opt_state), loss
+
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    res = residual_bytes(loss_fn, p, st, xj, yj, None)
+    jitted = jax.jit(step, donate_argnums=(0,))
+    carry = (p, st, opt.init(p))
+    compile_s = compile_seconds(jitted, carry, xj, yj)
+    return _Stepper(jitted, carry, xj, yj), res, compile_s
+
+
+def autodiff_scores(spec: ConvSpec, params, state, x) -> np.ndarray:
+    st = {f"bn{i}": (state[f"bn{i}"].mean, state[f"bn{i}"].var) for i, c in enumerate(spec.conv, start=1) if c[2]}
+    return np.asarray(_plain_forward(spec, jax.tree.map(jnp.asarray, params), st, jnp.asarray(x))[0])
+
+
+# --------------------------------------------------------------------------
+# (e) Equinox
+# --------------------------------------------------------------------------
+
+
+def _equinox_available() -> bool:
+    try:
+        import equinox  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def equinox_model(spec: ConvSpec, params):
+    """``(model, state)``: the network as Equinox modules holding jaxlayers' initial parameters."""
+    import equinox as eqx
+
+    class Net(eqx.Module):
+        blocks: list
+        linears: list
+
+        def __call__(self, x, state):
+            for conv, bn, pool in self.blocks:
+                x = conv(x)
+                if bn is not None:
+                    x, state = bn(x, state)
+                x = jax.nn.relu(x)
+                if pool is not None:
+                    x = pool(x)
+            x = x.reshape(-1)
+            for lin in self.linears[:-1]:
+                x = jax.nn.relu(lin(x))
+            return self.linears[-1](x), state
+
+    def make():
+        key = jax.random.key(0)
+        blocks, c, h, w, i = [], *INPUT, 0
+        for i, (f, k, bn, pool) in enumerate(spec.conv, start=1):
+            conv = eqx.nn.Conv2d(c, f, k, padding=k // 2, key=key)
+            conv = eqx.tree_at(
+                lambda m: (m.weight, m.bias),
+                conv,
+                (jnp.asarray(params[f"W{i}"]), jnp.asarray(params[f"b{i}"])[:, None, None]),
+            )
+            norm = None
+            if bn:
+                norm = eqx.nn.BatchNorm(f, axis_name="batch", eps=EPS, momentum=MOMENTUM, mode="batch")
+                norm = eqx.tree_at(
+                    lambda m: (m.weight, m.bias),
+                    norm,
+                    (jnp.asarray(params[f"gamma{i}"]), jnp.asarray(params[f"beta{i}"])),
+                )
+            blocks.append((conv, norm, eqx.nn.MaxPool2d(pool, pool) if pool > 1 else None))
+            c, h, w = f, h // pool, w // pool
+        dims, linears = (c * h * w, *spec.hidden, CLASSES), []
+        for j in range(len(dims) - 1):
+            k = i + 1 + j
+            lin = eqx.nn.Linear(dims[j], dims[j + 1], key=key)
+            lin = eqx.tree_at(
+                lambda m: (m.weight, m.bias), lin, (jnp.asarray(params[f"W{k}"]).T, jnp.asarray(params[f"b{k}"]))
+            )
+            linears.append(lin)
+        return Net(blocks, linears)
+
+    return eqx.nn.make_with_state(make)()
+
+
+def _equinox_apply(model, state, x):
+    return jax.vmap(model, axis_name="batch", in_axes=(0, None), out_axes=(0, None))(x, state)
+
+
+def equinox_peer(spec: ConvSpec, params, x, y) -> tuple[_Stepper, dict, float]:
+    import equinox as eqx
+
+    model, state = equinox_model(spec, params)
+    p, static = eqx.partition(model, eqx.is_inexact_array)
+    opt = optax.adam(LR)
+
+    def loss_fn(p, state, x, y, key):
+        del key
+        scores, state = _equinox_apply(eqx.combine(p, static), state, x)
+        return softmax_xent(scores, y), state
+
+    def step(carry, x, y):
+        p, state, opt_state = carry
+        (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, state, x, y, None)
+        updates, opt_state = opt.update(grads, opt_state, p)
+        return (optax.apply_updates(p, updates), state, opt_state), loss
+
+    xj, yj = jnp.asarray(x), jnp.asarray(y)
+    res = residual_bytes(loss_fn, p, state, xj, yj, None)
+    jitted = jax.jit(step, donate_argnums=(0,))
+    carry = (p, state, opt.init(p))
+    compile_s = compile_seconds(jitted, carry, xj, yj)
+    return _Stepper(jitted, carry, xj, yj), res, compile_s
+
+
+def equinox_scores(spec: ConvSpec, params, x) -> np.ndarray:
+    model, state = equinox_model(spec, params)
+    return np.asarray(_equinox_apply(model, state, jnp.asarray(x))[0])
+
+
+# --------------------------------------------------------------------------
 # (c) PyTorch eager
 # --------------------------------------------------------------------------
 
@@ -349,6 +529,14 @@ def run_spec(spec: ConvSpec, rounds: int, per_round: int, skip: set[str], log=pr
         log("  building flax ...")
         max_diff["flax"] = _rel_diff(flax_scores(spec, params, state, x), ours)
         steppers["flax"], residuals["flax"], compile_s["flax"] = flax_peer(spec, params, state, x, y)
+    if "autodiff" not in skip:
+        log("  building plain jax.grad ...")
+        max_diff["autodiff"] = _rel_diff(autodiff_scores(spec, params, state, x), ours)
+        steppers["autodiff"], residuals["autodiff"], compile_s["autodiff"] = autodiff_peer(spec, params, state, x, y)
+    if "equinox" not in skip and _equinox_available():
+        log("  building equinox ...")
+        max_diff["equinox"] = _rel_diff(equinox_scores(spec, params, x), ours)
+        steppers["equinox"], residuals["equinox"], compile_s["equinox"] = equinox_peer(spec, params, x, y)
     torch_note = None
     if "torch" not in skip:
         if _torch_available():
@@ -441,6 +629,10 @@ def convnet_targets(res: dict) -> dict:
     if "flax" in rows:
         v = rows["flax"]["ratio"]
         out[key] = (v, f"<= {TARGETS[key]}", v <= TARGETS[key])
+    key = "convnet step: jaxlayers / PyTorch"
+    if "torch" in rows:
+        v = rows["torch"]["ratio"]
+        out[key] = (v, f"<= {TARGETS[key]}", v <= TARGETS[key])
     return out
 
 
@@ -449,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--per-round", type=int, default=3)
     ap.add_argument("--specs", default=",".join(SPECS), help=f"comma-separated: {', '.join(SPECS)}")
-    ap.add_argument("--skip", default="", help="comma-separated peers to leave out: flax, torch")
+    ap.add_argument("--skip", default="", help="comma-separated peers to leave out: flax, torch, autodiff, equinox")
     args = ap.parse_args(argv)
     res = run_convnet(
         rounds=args.rounds,

@@ -323,6 +323,10 @@ def _conv_samples(dtype) -> list[Sample]:
         s("non-square kernel 2x3", (2, 2, 5, 6), (3, 2, 2, 3), padding=(0, 1)),
         s("N=1, padding 1", (1, 2, 4, 4), (2, 2, 3, 3), padding=1),
         s("large offset", (2, 2, 5, 5), (2, 2, 3, 3), offset=1e3),
+        # 16+ input channels: dw by chunked im2col matrix products on Intel CPUs (conv.dw_method;
+        # tests/test_conv_pool.py checks both choices on any machine).
+        s("16 channels, padding 1", (2, 16, 4, 4), (3, 16, 3, 3), padding=1),
+        s("16 channels, stride 2, rows unread", (1, 16, 6, 5), (2, 16, 3, 2), stride=2),
     ]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 import jaxlayers as jl
 from jaxlayers.layers import conv2d_fwd, conv2d_reference, max_pool2d_fwd, max_pool2d_reference
+from jaxlayers.layers.conv import conv2d_dw, conv2d_dx, cpu_vendor, dw_method
 
 
 def _vjp(f, x, ct):
@@ -184,3 +185,151 @@ def test_conv_relu_pool_stack_trains_under_jit_grad_and_checkpoint():
     for k in params:
         np.testing.assert_allclose(g[k], g_ref[k], rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(g_remat[k], g_ref[k], rtol=1e-5, atol=1e-5)
+
+
+# --------------------------------------------------------------------------
+# issue 20: the backward's formulations (dw by XLA's convolution or by chunked
+# im2col matrix products; dx by a forward convolution), each checked alone.
+# --------------------------------------------------------------------------
+
+_FORMULATION_CASES = [
+    # (x shape, w shape, stride, padding)
+    ((3, 16, 8, 8), (5, 16, 3, 3), (1, 1), (1, 1)),
+    ((4, 3, 9, 8), (5, 3, 3, 2), (2, 3), (1, 2)),
+    ((5, 4, 11, 10), (2, 4, 4, 3), (3, 2), (2, 0)),
+    ((6, 17, 7, 7), (3, 17, 3, 3), (1, 1), (0, 0)),
+    ((8, 32, 16, 16), (64, 32, 3, 3), (1, 1), (1, 1)),  # the second ConvNet layer, fewer images
+]
+
+
+def _case(xs, ws, stride, padding, dtype, seed=0):
+    r = np.random.RandomState(seed)
+    x = jnp.asarray(r.randn(*xs), dtype)
+    w = jnp.asarray(r.randn(*ws) / np.sqrt(np.prod(ws[1:])), dtype)
+    b = jnp.zeros(ws[0], dtype)
+    out, vjp = jax.vjp(lambda x, w: conv2d_reference(x, w, b, stride=stride, padding=padding), x, w)
+    g = jnp.asarray(r.randn(*out.shape), dtype)
+    dx_ref, dw_ref = vjp(g)
+    return x, w, g, dx_ref, dw_ref
+
+
+def _rel(a, b):
+    return float(jnp.max(jnp.abs(a.astype(jnp.float64) - b)) / jnp.max(jnp.abs(b)))
+
+
+@pytest.mark.parametrize("method", ["conv", "im2col"])
+@pytest.mark.parametrize(("xs", "ws", "stride", "padding"), _FORMULATION_CASES)
+def test_each_dw_formulation_equals_autodiff_in_float64(x64, method, xs, ws, stride, padding):
+    """float64: both formulations are exact; they differ from jax.grad only by rounding (<= 1e-12 relative)."""
+    x, w, g, _, dw_ref = _case(xs, ws, stride, padding, jnp.float64)
+    dw = conv2d_dw(x, g, w.shape, stride=stride, padding=padding, method=method)
+    assert dw.shape == w.shape and dw.dtype == jnp.float64
+    assert _rel(dw, dw_ref) <= 1e-12
+
+
+@pytest.mark.parametrize("method", ["conv", "im2col"])
+@pytest.mark.parametrize(("xs", "ws", "stride", "padding"), _FORMULATION_CASES)
+def test_each_dw_formulation_matches_xla_in_float32(x64, method, xs, ws, stride, padding):
+    """float32 against XLA's gradient (float64 here as the truth): within 1e-5 relative to the largest
+    entry -- the rounding of a different summation order over N*Ho*Wo <= 2048 products (measured
+    <= 1e-6 here; 8.6e-6 at (64, 64, 32, 32), 65536 products). XLA's own float32 gradient is held to
+    the same bound."""
+    x, w, g, _, dw_true = _case(xs, ws, stride, padding, jnp.float64)
+    x32, g32 = x.astype(jnp.float32), g.astype(jnp.float32)
+    dw = conv2d_dw(x32, g32, w.shape, stride=stride, padding=padding, method=method)
+    xla32 = jax.vjp(
+        lambda w: conv2d_reference(x32, w, jnp.zeros(w.shape[0], jnp.float32), stride=stride, padding=padding),
+        w.astype(jnp.float32),
+    )[1](g32)[0]
+    assert dw.dtype == jnp.float32
+    assert _rel(dw, dw_true) <= 1e-5
+    assert _rel(xla32, dw_true) <= 1e-5
+    np.testing.assert_allclose(np.asarray(dw), np.asarray(xla32), rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(dw_true))))
+
+
+@pytest.mark.parametrize(("xs", "ws", "stride", "padding"), _FORMULATION_CASES)
+def test_dx_is_the_autodiff_input_gradient(x64, xs, ws, stride, padding):
+    x, w, g, dx_ref, _ = _case(xs, ws, stride, padding, jnp.float64)
+    dx = conv2d_dx(g, w, x.shape, stride=stride, padding=padding)
+    assert dx.shape == x.shape
+    assert _rel(dx, dx_ref) <= 1e-12
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+@pytest.mark.parametrize("method", ["conv", "im2col"])
+def test_half_precision_dw_accumulates_in_float32(method, dtype):
+    """Half-precision x and g: each formulation returns float32 sums of the exact products of the
+    half-precision values, i.e. equals the float32 gradient of the (exactly upcast) half inputs to
+    float32 rounding -- far below one half-precision ulp of the result."""
+    xs, ws, stride, padding = _FORMULATION_CASES[0]
+    x, w, g, _, _ = _case(xs, ws, stride, padding, jnp.float32)
+    xh, gh = x.astype(dtype), g.astype(dtype)
+    dw = conv2d_dw(xh, gh, w.shape, stride=stride, padding=padding, method=method)
+    assert dw.dtype == jnp.float32
+    ref = conv2d_dw(
+        xh.astype(jnp.float32), gh.astype(jnp.float32), w.shape, stride=stride, padding=padding, method="conv"
+    )
+    np.testing.assert_allclose(np.asarray(dw), np.asarray(ref), rtol=0, atol=1e-5 * float(jnp.max(jnp.abs(ref))))
+
+
+def test_dw_method_by_shape_and_cpu():
+    """On Intel: im2col for 16+ channels whose block fits the cache; XLA's convolution for RGB inputs and huge
+    images. Elsewhere (AMD, measured): XLA's convolution."""
+    intel = "GenuineIntel"
+    assert dw_method((64, 64, 32, 32), (64, 64, 3, 3), intel) == "im2col"
+    assert dw_method((64, 32, 16, 16), (64, 32, 3, 3), intel) == "im2col"
+    assert dw_method((64, 3, 32, 32), (32, 3, 3, 3), intel) == "conv"
+    assert dw_method((64, 3, 32, 32), (32, 3, 7, 7), intel) == "conv"
+    assert dw_method((8, 64, 224, 224), (64, 64, 3, 3), intel) == "conv"
+    assert dw_method((64, 64, 32, 32), (64, 64, 3, 3), "AuthenticAMD") == "conv"
+    assert dw_method((64, 64, 32, 32), (64, 64, 3, 3)) == dw_method((64, 64, 32, 32), (64, 64, 3, 3), cpu_vendor())
+    with pytest.raises(ValueError, match="conv2d_dw: method must be"):
+        conv2d_dw(jnp.ones((1, 1, 3, 3)), jnp.ones((1, 1, 1, 1)), (1, 1, 3, 3), method="fft")
+
+
+@pytest.mark.parametrize("vendor", ["GenuineIntel", "AuthenticAMD"])
+def test_conv2d_gradient_with_either_choice_matches_finite_differences(x64, monkeypatch, vendor):
+    """The public op's gradient in float64, whichever formulation dw_method picks on either CPU, against
+    central finite differences of the forward (16 channels: im2col on Intel, XLA's convolution on AMD)."""
+    from jaxlayers.layers import conv as conv_module
+
+    monkeypatch.setattr(conv_module, "cpu_vendor", lambda: vendor)
+    jax.clear_caches()  # the rule is traced anew with the patched choice
+    r = np.random.RandomState(7)
+    x = jnp.asarray(r.randn(2, 16, 5, 4))
+    w = jnp.asarray(r.randn(3, 16, 3, 3) / 12.0)
+    b = jnp.asarray(r.randn(3))
+    ct = jnp.asarray(r.randn(2, 3, 3, 2))
+
+    def loss(w):
+        return jnp.vdot(jl.conv2d(x, w, b, stride=(1, 2), padding=(0, 1)), ct)
+
+    dw = jax.grad(loss)(w)
+    assert ("stablehlo.while" in jax.jit(jax.grad(loss)).lower(w).as_text()) == (vendor == "GenuineIntel")
+    eps, flat = 1e-6, np.asarray(w).ravel()
+    fd = np.empty_like(flat)
+    for i in range(flat.size):
+        e = np.zeros_like(flat)
+        e[i] = eps
+        fd[i] = (loss(jnp.asarray((flat + e).reshape(w.shape))) - loss(jnp.asarray((flat - e).reshape(w.shape)))) / (
+            2 * eps
+        )
+    np.testing.assert_allclose(np.asarray(dw).ravel(), fd, rtol=1e-6, atol=1e-8)
+    jax.clear_caches()
+
+
+def _convolutions(f, *args) -> int:
+    return jax.jit(f).lower(*args).compile().as_text().count(" convolution(")
+
+
+def test_unused_dx_of_a_first_layer_is_never_computed():
+    """jax.grad of the parameters only: under jit, XLA drops the first layer's dx (dead code) -- the
+    compiled program holds the forward and dw convolutions, not the third (dx) one."""
+    x = jnp.ones((2, 3, 8, 8))
+    w, b = jnp.ones((4, 3, 3, 3)), jnp.zeros(4)
+
+    def loss(x, w):
+        return jnp.sum(jl.conv2d(x, w, b, padding=1) ** 2)
+
+    assert _convolutions(jax.grad(loss, argnums=1), x, w) == 2
+    assert _convolutions(jax.grad(loss, argnums=(0, 1)), x, w) == 3

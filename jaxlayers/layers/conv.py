@@ -17,6 +17,7 @@ Four parts, as every jaxlayers op:
 from __future__ import annotations
 
 import dataclasses
+import functools
 from functools import partial
 
 import jax
@@ -34,7 +35,17 @@ from jaxlayers._checks import (
 )
 from jaxlayers._oprule import custom_op
 
-__all__ = ["conv2d", "conv2d_reference", "conv2d_fwd", "conv2d_bwd", "check_conv2d", "ConvResiduals"]
+__all__ = [
+    "conv2d",
+    "conv2d_reference",
+    "conv2d_fwd",
+    "conv2d_bwd",
+    "conv2d_dx",
+    "conv2d_dw",
+    "dw_method",
+    "check_conv2d",
+    "ConvResiduals",
+]
 
 _NCHW = ("NCHW", "OIHW", "NCHW")
 
@@ -105,37 +116,195 @@ def conv2d_bwd(residuals: ConvResiduals, g: jax.Array) -> tuple[jax.Array, jax.A
     ``F``/``C`` axes swapped. Products accumulate in at least float32;
     ``db`` sums in at least float32; each gradient is cast to its primal's
     dtype once.
+
+    Formulation, chosen per shape (and CPU) at trace time: ``dx`` is always
+    one forward convolution (:func:`conv2d_dx`), which XLA runs at the
+    forward's speed -- and which XLA drops as dead code under ``jit`` when
+    ``x`` is not differentiated; ``dw`` is chunked im2col matrix products
+    where :func:`dw_method` says they beat XLA's weight-gradient convolution
+    (Intel CPUs, inputs of 16+ channels whose im2col block fits the cache),
+    else that convolution (:func:`conv2d_dw`).
     """
     x, w = residuals.x, residuals.w
-    (sh, sw), (ph, pw) = residuals.stride, residuals.padding
-    _, _, h, wd = x.shape
-    _, _, hh, ww = w.shape
     g = g.astype(x.dtype)
-    ho, wo = g.shape[2], g.shape[3]
-    rh = (h + 2 * ph - hh) - (ho - 1) * sh
-    rw = (wd + 2 * pw - ww) - (wo - 1) * sw
     acc = stats_dtype(x.dtype)
     db = jnp.sum(g, axis=(0, 2, 3), dtype=acc).astype(x.dtype)
-    dx = lax.conv_general_dilated(
+    dx = conv2d_dx(g, w, x.shape, stride=residuals.stride, padding=residuals.padding)
+    dw = conv2d_dw(x, g, w.shape, stride=residuals.stride, padding=residuals.padding)
+    return dx, dw.astype(w.dtype), db
+
+
+def _unread(size: int, k: int, p: int, s: int, out: int) -> int:
+    """Rows (or columns) at the end of the padded input the forward pass never read: ``r < s``."""
+    return (size + 2 * p - k) - (out - 1) * s
+
+
+def conv2d_dx(g, w, x_shape, *, stride=(1, 1), padding=(0, 0)) -> jax.Array:
+    """``dx`` of :func:`conv2d`: the transposed convolution of ``g (N, F, Ho, Wo)`` with ``w (F, C, HH, WW)``.
+
+    One ``lax.conv_general_dilated`` -- a *forward* convolution of ``g``
+    (dilated by the stride, padded by ``HH - 1 - p`` plus the ``r`` unread
+    rows at the bottom) with the kernel flipped in both spatial axes and its
+    ``F``/``C`` axes swapped, which XLA's CPU backend runs at the forward
+    convolution's speed (measured in ``bench/RESULTS.md``)::
+
+        dx[n, c] = sum_f corr(pad(dilate_s(g[n, f]), (HH-1-p, HH-1-p+r)), flip(w[f, c]))
+
+    Returns shape ``x_shape = (N, C, H, W)``, dtype ``g``'s; products
+    accumulate in at least float32. ``stride``/``padding`` are ``(vertical,
+    horizontal)`` pairs. When ``x`` is not differentiated (a network's first
+    layer under ``jax.grad`` of the parameters), this result is unused and,
+    under ``jax.jit``, XLA removes it as dead code: it is never computed
+    (``tests/test_conv_pool.py`` checks the compiled step).
+    """
+    (sh, sw), (ph, pw) = stride, padding
+    _, _, h, wd = x_shape
+    _, _, hh, ww = w.shape
+    ho, wo = g.shape[2], g.shape[3]
+    rh, rw = _unread(h, hh, ph, sh, ho), _unread(wd, ww, pw, sw, wo)
+    return lax.conv_general_dilated(
         g,
-        w[:, :, ::-1, ::-1],
+        w[:, :, ::-1, ::-1].astype(g.dtype),
         (1, 1),
         ((hh - 1 - ph, hh - 1 - ph + rh), (ww - 1 - pw, ww - 1 - pw + rw)),
         lhs_dilation=(sh, sw),
         dimension_numbers=("NCHW", "IOHW", "NCHW"),
-        preferred_element_type=acc,
-    ).astype(x.dtype)
-    # x read as (C, N, H, W): the batch axis N is contracted with g's, C plays the batch.
-    dw = lax.conv_general_dilated(
-        x,
-        g,
-        (1, 1),
-        ((ph, ph - rh), (pw, pw - rw)),
-        rhs_dilation=(sh, sw),
-        dimension_numbers=("CNHW", "IOHW", "CNHW"),
-        preferred_element_type=acc,
-    ).astype(w.dtype)
-    return dx, dw, db
+        preferred_element_type=stats_dtype(g.dtype),
+    ).astype(g.dtype)
+
+
+#: Largest im2col block (bytes) one step of :func:`conv2d_dw`'s scan builds,
+#: so that it stays in the cache: 1-4 images of a CIFAR-sized layer.
+IM2COL_BLOCK_BYTES = 5 * 2**20
+#: At most this many images per scan step.
+IM2COL_MAX_CHUNK = 4
+#: Fewer input channels than this keep ``"conv"``: the ``HH*WW`` slices of a
+#: thin input cost more than the matrix product saves (a first layer on RGB).
+IM2COL_MIN_CHANNELS = 16
+
+
+@functools.cache
+def cpu_vendor() -> str:
+    """This machine's CPU vendor string (``"GenuineIntel"``, ``"AuthenticAMD"``, ...), or ``""`` if unknown.
+
+    Read once from ``/proc/cpuinfo`` (Linux); elsewhere ``""``.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def dw_method(x_shape, w_shape, vendor: str | None = None) -> str:
+    """The formulation :func:`conv2d_dw` uses for ``method="auto"``: ``"im2col"`` or ``"conv"``.
+
+    ``"im2col"`` (chunked matrix products) on an Intel CPU (``vendor``, by
+    default :func:`cpu_vendor`, is ``"GenuineIntel"``) when ``x`` has at
+    least :data:`IM2COL_MIN_CHANNELS` channels and one image's im2col block
+    (``C*HH*WW x Ho*Wo`` values) fits :data:`IM2COL_BLOCK_BYTES`; else
+    ``"conv"`` (XLA's weight-gradient convolution, what autodiff runs).
+
+    Why, measured (``bench/RESULTS.md``, issue-20 section): XLA's CPU
+    weight-gradient convolution reduces the batch and every pixel into a
+    small ``(F, C, HH, WW)`` output. On a quiet 2-core Intel Xeon it ran
+    4-5x slower than the forward convolution of the same FLOPs (146 ms
+    against 30 ms at ``(64, 64, 32, 32) -> 64``), and the im2col products
+    took 58 ms (6.0 against 17.5 ms at ``(64, 32, 16, 16) -> 64``). On the
+    2-core AMD EPYC of the benchmarks (XLA's YNNPACK kernels) it costs only
+    1.3-1.6x the forward and the im2col products took 20-35% *more* CPU
+    time than it in every measurement (a ConvNet step with either: a tie),
+    so there it stays. Thin inputs (``C = 3``: XLA's convolution as fast,
+    2x faster for a 7x7 kernel) and images whose block would not stay in the
+    cache keep ``"conv"`` everywhere.
+    """
+    _, c, h, wd = x_shape
+    _, _, hh, ww = w_shape
+    fits = c * hh * ww * h * wd * 4 <= IM2COL_BLOCK_BYTES
+    intel = (cpu_vendor() if vendor is None else vendor) == "GenuineIntel"
+    return "im2col" if intel and c >= IM2COL_MIN_CHANNELS and fits else "conv"
+
+
+def _chunk(n: int, per_image_bytes: int) -> int:
+    """Images per scan step: the largest divisor of ``n`` up to :data:`IM2COL_MAX_CHUNK` whose block fits."""
+    best = 1
+    for k in range(1, min(n, IM2COL_MAX_CHUNK) + 1):
+        if n % k == 0 and k * per_image_bytes <= IM2COL_BLOCK_BYTES:
+            best = k
+    return best
+
+
+def conv2d_dw(x, g, w_shape, *, stride=(1, 1), padding=(0, 0), method="auto") -> jax.Array:
+    """``dw`` of :func:`conv2d`, ``(F, C, HH, WW)``, in at least float32 (the caller casts).
+
+    ::
+
+        dw[f, c, u, v] = sum_{n, i, j} g[n, f, i, j] * xp[n, c, s*i + u, s*j + v]
+
+    with ``xp`` the zero-padded ``x (N, C, H, W)`` and ``g (N, F, Ho, Wo)``.
+    Two exact formulations (they differ only in the order of the sums):
+
+    * ``"conv"``: one ``lax.conv_general_dilated`` reading ``x`` as ``(C, N,
+      H, W)`` -- the batch axis contracted with ``g``'s, ``C`` playing the
+      batch -- correlated with ``g`` dilated by ``s``; what ``jax.grad`` of
+      the reference runs.
+    * ``"im2col"``: a ``lax.scan`` over chunks of ``k`` images (``k <=``
+      :data:`IM2COL_MAX_CHUNK`, the im2col block at most
+      :data:`IM2COL_BLOCK_BYTES`) that builds
+      ``cols[k, (c, u, v), (i, j)] = xp[k, c, s*i + u, s*j + v]`` by
+      ``HH*WW`` strided slices and accumulates ``g_k @ cols_k^T`` (an ``F x
+      C*HH*WW`` matrix product) in float32.
+
+    ``method="auto"`` picks by :func:`dw_method`. Half-precision inputs are
+    multiplied as they are and accumulated in float32 in both. The two agree
+    to float32 rounding of a different summation order (relative error
+    ~1e-5 at 64 images of 64 x 32 x 32; ``tests/test_conv_pool.py``).
+
+    Raises:
+      ValueError: ``method`` not ``"auto"``, ``"conv"`` or ``"im2col"``.
+    """
+    (sh, sw), (ph, pw) = stride, padding
+    n, c, h, wd = x.shape
+    _, _, hh, ww = w_shape
+    f, ho, wo = g.shape[1], g.shape[2], g.shape[3]
+    acc = stats_dtype(x.dtype)
+    if method == "auto":
+        method = dw_method(x.shape, w_shape)
+    if method == "conv":
+        rh, rw = _unread(h, hh, ph, sh, ho), _unread(wd, ww, pw, sw, wo)
+        return lax.conv_general_dilated(
+            x,
+            g,
+            (1, 1),
+            ((ph, ph - rh), (pw, pw - rw)),
+            rhs_dilation=(sh, sw),
+            dimension_numbers=("CNHW", "IOHW", "CNHW"),
+            preferred_element_type=acc,
+        )
+    if method != "im2col":
+        raise ValueError(f"conv2d_dw: method must be 'auto', 'conv' or 'im2col', got {method!r}")
+    k = _chunk(n, c * hh * ww * ho * wo * x.dtype.itemsize)
+    xp = jnp.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    xs = xp.reshape(n // k, k, c, h + 2 * ph, wd + 2 * pw)
+    gs = g.reshape(n // k, k, f, ho * wo)
+
+    def step(total, chunk):
+        xc, gc = chunk
+        cols = jnp.stack(
+            [
+                lax.slice(xc, (0, 0, u, v), (k, c, u + sh * (ho - 1) + 1, v + sw * (wo - 1) + 1), (1, 1, sh, sw))
+                for u in range(hh)
+                for v in range(ww)
+            ],
+            axis=2,
+        ).reshape(k, c * hh * ww, ho * wo)
+        return total + jnp.einsum("kfp,kqp->fq", gc, cols, preferred_element_type=acc), None
+
+    total, _ = lax.scan(step, jnp.zeros((f, c * hh * ww), acc), (xs, gs))
+    return total.reshape(f, c, hh, ww)
 
 
 _conv2d = custom_op(conv2d_reference, conv2d_fwd, conv2d_bwd, static=("stride", "padding"))
@@ -210,8 +379,18 @@ def conv2d(x: jax.Array, w: jax.Array, b: jax.Array, *, stride=1, padding=0) -> 
         dx = corr(pad(dilate_s(g), (HH-1-p, HH-1-p+r)), flip(w).swap(F, C))   # (N, C, H, W)
 
     i.e. ``dw`` is the correlation of the padded input with ``g``, ``dx`` the
-    transposed convolution of ``g`` with ``w``; both are one
-    ``lax.conv_general_dilated`` each (see :func:`conv2d_bwd`).
+    transposed convolution of ``g`` with ``w``. How each is computed is
+    chosen per shape for speed, the result being the same up to float32
+    summation order: ``dx`` is one forward ``lax.conv_general_dilated``
+    (:func:`~jaxlayers.layers.conv.conv2d_dx`; under ``jit`` it is never
+    computed when ``x`` is not differentiated, e.g. a network's first
+    layer); ``dw`` is a ``lax.scan`` of im2col matrix products over chunks
+    of 1-4 images, accumulated in float32, on Intel CPUs for inputs of 16+
+    channels whose im2col block fits the cache -- XLA's CPU weight-gradient
+    convolution ran 2.5x slower than those products on a 2-core Intel Xeon
+    -- and that convolution otherwise (on the AMD EPYC of
+    ``bench/RESULTS.md`` it was the faster of the two) (:func:`~jaxlayers.layers.conv.dw_method`,
+    :func:`~jaxlayers.layers.conv.conv2d_dw`).
 
     Residuals: ``x`` and ``w``, the op's own arguments (no new memory).
 
