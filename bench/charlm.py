@@ -81,9 +81,16 @@ def batch_order(n_train: int, batch: int, steps: int, seed: int) -> np.ndarray:
 
 
 class JaxlayersLM:
+    embed_scale = None  # --jaxlayers-embed-scale: the std of nn.Embedding's init (None: its default 1/sqrt(E))
+
     def __init__(self, V, T, E, H, lr, clip, seed):
         self.T = T
-        self.model = jl.models.char_lm(V, T, embed_dim=E, hidden=H)
+        if self.embed_scale is None:
+            self.model = jl.models.char_lm(V, T, embed_dim=E, hidden=H)
+        else:  # char_lm's layers, with the embedding's init scale given
+            layers = [jl.nn.Embedding(V, E, scale=self.embed_scale), jl.nn.LSTM(H, return_sequences=True)]
+            layers.append(jl.nn.TemporalAffine(V))
+            self.model = jl.nn.Sequential(*layers, input_shape=(T,), loss="temporal_softmax")
         opt = optax.chain(optax.clip_by_global_norm(clip * T), optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8))
         self.state = jl.train.init_train_state(self.model, opt, jax.random.key(seed))
         self.step_fn = jl.train.make_train_step(self.model, opt)
@@ -307,7 +314,9 @@ def table(results: dict[int, dict], args) -> list[str]:
     peers = list(results[seeds[0]])
     out = [
         f"H={args.hidden}, E={args.embed}, T={args.seq_len}, batch {args.batch}, {args.steps} steps, "
-        f"Adam lr {args.lr}, clip {args.clip} (per-character gradient), init {args.init},"
+        f"Adam lr {args.lr}, clip {args.clip} (per-character gradient), init {args.init}"
+        + ("" if args.jaxlayers_embed_scale is None else f" (jaxlayers embedding std {args.jaxlayers_embed_scale})")
+        + ","
         f" seeds {' '.join(map(str, seeds))}",
         "",
         "| implementation | params | "
@@ -365,6 +374,12 @@ def main(argv=None) -> int:
     parser.add_argument("--peers", nargs="+", choices=PEERS, default=list(PEERS))
     parser.add_argument("--torch-threads", type=int, default=1)
     parser.add_argument(
+        "--jaxlayers-embed-scale",
+        type=float,
+        default=None,
+        help="(--init native) std of jaxlayers' embedding init; default nn.Embedding's 1/sqrt(E) (PyTorch: 1)",
+    )
+    parser.add_argument(
         "--init",
         choices=("native", "torch"),
         default="native",
@@ -372,6 +387,7 @@ def main(argv=None) -> int:
     )
     args = parser.parse_args(argv)
     TorchLM.threads = args.torch_threads
+    JaxlayersLM.embed_scale = args.jaxlayers_embed_scale
 
     ds = jl.data.load(f"pydoc-chars:{args.seq_len}")
     print(
