@@ -147,7 +147,7 @@ def run_jl(seed, args):
     from jaxlayers.train import fit
 
     flags = {"hidden": "hidden_dims", "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate"}
-    flags.update(lr_decay="lr_decay", weight_decay="weight_decay", encoder="conv_channels")
+    flags.update(lr_decay="lr_decay", weight_decay="weight_decay", encoder="conv_channels", augment="augment")
     argv = ["train", "--model", "captioning", "--seed", str(seed), "-q"]
     for name, flag in flags.items():
         value = getattr(args, name)
@@ -189,6 +189,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-decay", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None, help="optax.adamw's decoupled weight decay")
+    p.add_argument("--augment", default=None, help="the loop's image augmentation, shift:K (not --compat)")
     p.add_argument("--solver", action="store_true", help="with --compat: train with compat.CaptioningSolver (slower)")
     args = p.parse_args(argv)
 

@@ -164,7 +164,7 @@ class CaptioningRNN:
       >>> params, state = model.init(jax.random.key(0))
       >>> sorted(params)[:4]
       ['W_conv1', 'W_embed', 'W_proj', 'W_vocab']
-      >>> model.sample(params, jax.numpy.zeros((2, 1, 8, 16))).shape
+      >>> model.sample(params, jax.numpy.zeros((2, 1, 8, 16)), max_length=3).shape
       (2, 3)
     """
 
