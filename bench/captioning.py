@@ -148,6 +148,7 @@ def run_jl(seed, args):
 
     flags = {"hidden": "hidden_dims", "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate"}
     flags.update(lr_decay="lr_decay", weight_decay="weight_decay", encoder="conv_channels", augment="augment")
+    flags.update(dropout="dropout_rate")
     argv = ["train", "--model", "captioning", "--seed", str(seed), "-q"]
     for name, flag in flags.items():
         value = getattr(args, name)
@@ -189,6 +190,7 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-decay", type=float, default=None)
     p.add_argument("--weight-decay", type=float, default=None, help="optax.adamw's decoupled weight decay")
+    p.add_argument("--dropout", type=float, default=None, help="dropout rate of the image features (not --compat)")
     p.add_argument("--augment", default=None, help="the loop's image augmentation, shift:K (not --compat)")
     p.add_argument("--solver", action="store_true", help="with --compat: train with compat.CaptioningSolver (slower)")
     args = p.parse_args(argv)

@@ -35,6 +35,7 @@ from jaxlayers._checks import (
 from jaxlayers.layers import (
     affine,
     conv2d,
+    dropout,
     gru,
     gru_step,
     lstm,
@@ -148,6 +149,9 @@ class CaptioningRNN:
       max_length: the words :meth:`apply` generates after ``<START>``, so that its scores have
         ``max_length + 1`` steps, as many as the captions have words (``6 - 1`` for
         ``"digit-captions"``).
+      dropout_rate: probability of dropping each image feature (the ``F`` inputs of ``W_proj``) in
+        :meth:`loss` (train mode; inverted dropout, :func:`jaxlayers.dropout`), in ``[0, 1)``; ``0``
+        (the NumPy original): none. :meth:`apply` and :meth:`sample` never drop.
       reg: L2 strength ``>= 0`` (the NumPy original has none: ``0``).
       dtype: parameter and compute dtype; float64 needs x64.
 
@@ -175,6 +179,7 @@ class CaptioningRNN:
     cell_type: str = "rnn"
     encoder_channels: tuple[int, ...] = ()
     max_length: int = 16
+    dropout_rate: float = 0.0
     reg: float = 0.0
     dtype: Any = jnp.float32
 
@@ -193,6 +198,7 @@ class CaptioningRNN:
             cell_type=partial(check_choice, choices=CELL_TYPES),
             encoder_channels=check_ints,
             max_length=positive,
+            dropout_rate=lambda v, o, n: check_number(v, o, "dropout_rate", low=0.0, high=1.0, high_open=True),
             reg=lambda v, o, n: check_number(v, o, "reg (L2 strength)", low=0.0),
             dtype=check_float_dtype,
         )
@@ -376,9 +382,13 @@ class CaptioningRNN:
             x = max_pool2d(relu(x), pool_size=(2, 2), stride=2)
         return x.reshape(x.shape[0], -1)
 
-    def initial_state(self, params, x) -> jax.Array:
-        """``h0 = features W_proj + b_proj`` ``(N, H)``."""
-        return affine(self.features(params, x), params["W_proj"], params["b_proj"])
+    def initial_state(self, params, x, *, key=None) -> jax.Array:
+        """``h0 = features W_proj + b_proj`` ``(N, H)``; with ``key`` (train mode), the features first go
+        through dropout of ``dropout_rate``."""
+        features = self.features(params, x)
+        if key is not None and self.dropout_rate > 0:
+            features = dropout(features, key, rate=self.dropout_rate, train=True)
+        return affine(features, params["W_proj"], params["b_proj"])
 
     def _start_row(self, n: int, dtype) -> jax.Array:
         """Step 0's scores ``(n, 1, V)``: a one-hot row on ``<START>`` (given, never counted)."""
@@ -395,9 +405,10 @@ class CaptioningRNN:
         require(y.ndim == 2 and y.shape[1] >= 2, where, f"captions (y) must be (N, L) with L >= 2, got {y.shape}")
         return y
 
-    def teacher_forced_scores(self, params, x, captions) -> jax.Array:
-        """Scores ``(N, L - 1, V)`` of ``captions[:, 1:]`` reading ``captions[:, :-1]`` (teacher forcing)."""
-        h0 = self.initial_state(params, x)
+    def teacher_forced_scores(self, params, x, captions, *, key=None) -> jax.Array:
+        """Scores ``(N, L - 1, V)`` of ``captions[:, 1:]`` reading ``captions[:, :-1]`` (teacher forcing);
+        ``key``: the features' dropout key (train mode), as :meth:`initial_state`."""
+        h0 = self.initial_state(params, x, key=key)
         words = word_embedding(captions[:, :-1], params["W_embed"])
         h = _SEQUENCE[self.cell_type](words, h0, params["Wx"], params["Wh"], params["b"])
         return temporal_affine(h, params["W_vocab"], params["b_vocab"])
@@ -414,7 +425,7 @@ class CaptioningRNN:
           params, state: from :meth:`init` (``state`` is ``{}``).
           x: images or features, as :meth:`apply`.
           y: captions, int ``(N, L)``, ``L >= 2``: ``<START> w1 .. <END> <NULL> ..``.
-          key: unused (no dropout).
+          key: PRNG key of the features' dropout; required when ``dropout_rate > 0``.
 
         Returns:
           ``(loss, (state, scores))``: ``temporal_softmax_loss(scores of captions[:, 1:], captions[:, 1:],
@@ -423,7 +434,7 @@ class CaptioningRNN:
 
         Raises:
           ValueError: ``x`` or ``params`` of the wrong shape, captions not ``(N, L)`` with ``L >= 2`` or
-            with another ``N`` (naming the shapes).
+            with another ``N`` (naming the shapes); no ``key`` when ``dropout_rate > 0``.
           TypeError: non-integer captions.
         """
         self._check_params(params, state)
@@ -433,7 +444,12 @@ class CaptioningRNN:
             f"{self._OWNER}.loss",
             f"captions (y) {captions.shape} and x {np.shape(x)} must have as many rows",
         )
-        scores = self.teacher_forced_scores(params, x, captions)
+        require(
+            key is not None or self.dropout_rate == 0,
+            f"{self._OWNER}.loss",
+            f"a PRNG key is required for the features' dropout (dropout_rate={self.dropout_rate}): pass key=",
+        )
+        scores = self.teacher_forced_scores(params, x, captions, key=key)
         captions_out = captions[:, 1:]
         mask = captions_out != self.null
         data_loss = temporal_softmax_loss(scores, captions_out, mask)

@@ -193,7 +193,10 @@ MODELS: dict[str, tuple[str, dict]] = {
     },
     "charlm": ("char_lm", {"hidden_dims": ("hidden", _first)}),  # models.char_lm, built from the vocabulary
     # captioning.CaptioningRNN, built from the vocabulary and the image shape
-    "captioning": ("CaptioningRNN", {"hidden_dims": ("hidden_dim", _first), "conv_channels": "encoder_channels"}),
+    "captioning": (
+        "CaptioningRNN",
+        {"hidden_dims": ("hidden_dim", _first), "conv_channels": "encoder_channels", "dropout_rate": "dropout_rate"},
+    ),
 }
 RECURRENT = ("rnn", "lstm", "gru")
 # their settings (any flag given overrides), tuned on mnist1d-seq for bench/RESULTS.md; their default dataset
@@ -205,6 +208,7 @@ CHARLM_PRESET = {"dataset": "pydoc-chars", "hidden_dims": [256], "reg": 0.0, "op
 CHARLM_PRESET.update(learning_rate=2e-3, epochs=10, clip_norm=5.0, schedule="constant")
 # `--model captioning`'s settings (any flag given overrides), tuned on digit-captions for bench/RESULTS.md.
 CAPTIONING_PRESET = {"dataset": "digit-captions", "hidden_dims": [256], "conv_channels": [32, 64], "reg": 0.0}
+CAPTIONING_PRESET.update(dropout_rate=0.5)
 CAPTIONING_PRESET.update(optimizer="adam", learning_rate=2e-3, schedule="exponential", lr_decay=0.9, batch_size=100)
 CAPTIONING_PRESET.update(epochs=10)
 CAPTIONING_WORDVEC = 64  # the word vectors' size of --model captioning
@@ -499,6 +503,7 @@ def _captioning_model(opts: dict, ds):
         cell_type="lstm",
         encoder_channels=channels,
         max_length=int(y.shape[1]) - 1,
+        dropout_rate=opts["dropout_rate"],
         reg=opts["reg"],
     )
     return net, ds.as_images() if channels else ds

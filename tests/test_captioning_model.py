@@ -211,6 +211,27 @@ def test_construction_errors_name_the_field():
         model.apply({**params, "Wh": params["Wh"][:1]}, {}, np.zeros((2, 32)), train=False)
 
 
+def test_feature_dropout_only_in_the_loss():
+    model = CaptioningRNN(WORDS, input_dim=(1, 4, 8), encoder_channels=(3,), hidden_dim=4, wordvec_dim=3,
+                          max_length=4, dropout_rate=0.5)  # fmt: skip
+    plain = dataclasses.replace(model, dropout_rate=0.0)
+    params, _ = model.init(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    x, caps = rng.standard_normal((6, 1, 4, 8)).astype(np.float32), _captions(rng, 6, 5)
+    with pytest.raises(ValueError, match="PRNG key is required"):
+        model.loss(params, {}, x, caps)
+    a = model.loss(params, {}, x, caps, key=jax.random.key(1))[0]
+    b = model.loss(params, {}, x, caps, key=jax.random.key(2))[0]
+    assert a != b and plain.loss(params, {}, x, caps)[0] not in (a, b)
+    # the features' dropout, by hand: the same mask through the plain model's h0
+    feats = model.features(params, x)
+    dropped = jl.dropout(feats, jax.random.key(1), rate=0.5, train=True)
+    np.testing.assert_allclose(
+        model.initial_state(params, x, key=jax.random.key(1)), dropped @ params["W_proj"] + params["b_proj"], rtol=1e-6
+    )
+    np.testing.assert_array_equal(model.apply(params, {}, x, train=True)[0], plain.apply(params, {}, x, train=False)[0])
+
+
 def _small_data(n_train=300, seed=0):
     full = jl.data.load("digit-captions", seed=seed)
     return dataclasses.replace(full, X_train=full.X_train[:n_train], y_train=full.y_train[:n_train]).as_images()
@@ -222,7 +243,7 @@ def test_fit_checkpoints_and_load_run_round_trip(tmp_path):
                           encoder_channels=(4,), max_length=ds.y_train.shape[1] - 1)  # fmt: skip
     config = jl.train.TrainConfig(epochs=2, batch_size=50, optimizer="adam", learning_rate=1e-2)
     result = jl.train.fit(model, ds, config, run_dir=tmp_path / "run")
-    assert np.all(np.isfinite(result.history.train_loss))
+    assert np.all(np.isfinite(result.history.loss))
     run = jl.load_run(tmp_path / "run")
     assert run.model == model and jl.model.model_from_record(jl.model.model_record(model)) == model
     for k, v in result.best_params.items():
