@@ -209,8 +209,8 @@ CHARLM_PRESET.update(learning_rate=2e-3, epochs=10, clip_norm=5.0, schedule="con
 # `--model captioning`'s settings (any flag given overrides), tuned on digit-captions for bench/RESULTS.md.
 CAPTIONING_PRESET = {"dataset": "digit-captions", "hidden_dims": [256], "conv_channels": [32, 64], "reg": 0.0}
 CAPTIONING_PRESET.update(dropout_rate=0.5)
-CAPTIONING_PRESET.update(optimizer="adam", learning_rate=2e-3, schedule="exponential", lr_decay=0.9, batch_size=100)
-CAPTIONING_PRESET.update(epochs=10)
+CAPTIONING_PRESET.update(optimizer="adamw", weight_decay=0.05, learning_rate=2e-3, schedule="exponential", lr_decay=0.9)
+CAPTIONING_PRESET.update(batch_size=100, epochs=15)
 CAPTIONING_WORDVEC = 64  # the word vectors' size of --model captioning
 # The presets of the models that have one besides convnet's per-dataset ones (and their default dataset).
 PRESETS = {"rnn": RNN_PRESET, "lstm": RECURRENT_PRESET, "gru": RECURRENT_PRESET, "charlm": CHARLM_PRESET}
@@ -663,7 +663,7 @@ def _print_train_plan(net, ds, config, mesh, out: Path) -> None:
         from jaxlayers.parallel import describe
 
         print(f"devices: {describe(mesh)}")
-    settings = ", ".join(f"{k}={v}" for k, v in net.to_dict().items() if k not in ("dtype", "num_classes"))
+    settings = ", ".join(f"{k}={v}" for k, v in net.to_dict().items() if k not in ("dtype", "num_classes", "words"))
     print(f"model: {type(net).__name__}({settings})")
     if hasattr(net, "summary"):
         print(net.summary())
