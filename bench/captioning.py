@@ -1,24 +1,27 @@
-"""Digits captioning (issue 18): exact-caption accuracy of the course's ``CaptioningRNN`` on the test images.
+"""Digits captioning (issue 18): exact-caption and per-word accuracy on the test images.
 
-The model is :class:`jaxlayers.compat.CaptioningRNN` (``h0 = features W_proj + b_proj``, an LSTM
-over the embedded words, scores over the vocabulary, the course's masked temporal softmax loss),
-built and initialised by compat (``np.random.seed(seed)`` then the constructor, as the course).
-Training is the same loss written with the jitted ops (:func:`jaxlayers.word_embedding`,
-:func:`jaxlayers.lstm`, :func:`jaxlayers.temporal_affine`, :func:`jaxlayers.temporal_softmax_loss`,
-i.e. the same fwd/bwd rules as compat's layer functions) under ``jax.jit`` with optax's Adam,
-minibatches drawn as ``CaptioningSolver`` draws them (NumPy's global generator, with replacement);
-``--solver`` trains with :class:`jaxlayers.compat.CaptioningSolver` itself instead (slower: one
-NumPy round trip per layer per step). The trained parameters are copied back into the compat model
-and the test captions come from ``model.sample`` (greedy), read up to the first ``<END>``.
+Two models, on :func:`jaxlayers.data.load_digit_captions` with its defaults (10000 training images of
+2-4 digits side by side, 1000 test images built only from the test split's digits):
 
-Data: :func:`jaxlayers.data.load_digit_captions` with its defaults: 10000 training images of 2-4
-digits side by side, 1000 test images built only from the test split's digits.
+* default: :class:`jaxlayers.CaptioningRNN` with its convolutional image encoder, trained end to end
+  by :func:`jaxlayers.train.fit` with exactly the settings of ``jaxlayers train --model captioning``
+  (the CLI's preset, :data:`jaxlayers.cli.CAPTIONING_PRESET`; flags here override it). The loop keeps
+  the epoch with the best validation per-word accuracy (greedy captions on the validation images,
+  made only from validation digits); the test figures are of those parameters.
+* ``--compat``: :class:`jaxlayers.compat.CaptioningRNN` (the course's model on the raw pixels through
+  one linear projection, ``h0 = pixels W_proj + b_proj``), built and initialised by compat
+  (``np.random.seed(seed)`` then the constructor, as the course), trained with the same loss written
+  with the jitted ops under ``jax.jit`` with optax's Adam, minibatches drawn as ``CaptioningSolver``
+  draws them (NumPy's global generator, with replacement); ``--solver`` trains with
+  :class:`jaxlayers.compat.CaptioningSolver` itself instead (slower). The trained parameters are
+  copied back into the compat model and the test captions come from ``model.sample`` (greedy).
 
 Reported: exact-caption accuracy (the whole caption, ``<END>`` included, right) and per-word
 accuracy (over the reference's words and its ``<END>``, position by position), on the test images;
 with ``--seeds 0 1 2`` the mean and range over seeds.
 
     python -m bench.captioning --seeds 0 1 2
+    python -m bench.captioning --compat --seeds 0 1 2 --weight-decay 1.0
 """
 
 # The course draws weights and minibatches from NumPy's legacy global generator, as this does.
@@ -27,6 +30,7 @@ with ``--seeds 0 1 2`` the mean and range over seeds.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import jax
@@ -134,32 +138,83 @@ def run(seed, args, data):
     return exact, per_word, train_s
 
 
+COMPAT_DEFAULTS = {"hidden": 256, "wordvec": 64, "epochs": 15, "batch_size": 100, "lr": 3e-3, "lr_decay": 0.85}
+
+
+def run_jl(seed, args):
+    """``jaxlayers train --model captioning``'s model and settings (the CLI's own code), through ``fit``."""
+    from jaxlayers import cli
+    from jaxlayers.train import fit
+
+    flags = {"hidden": "hidden_dims", "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate"}
+    flags.update(lr_decay="lr_decay", weight_decay="weight_decay", encoder="conv_channels", augment="augment")
+    flags.update(dropout="dropout_rate")
+    argv = ["train", "--model", "captioning", "--seed", str(seed), "-q"]
+    for name, flag in flags.items():
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+    if args.weight_decay is not None:
+        argv += ["--optimizer", "adamw"]
+    parsed = cli.build_parser().parse_args(argv)
+    parsed.given = cli._given(argv)
+    opts = cli._resolve(parsed, parsed.given)
+    net, config, ds = cli._net_and_config(opts, jl.data.load(opts["dataset"]))
+    if args.cell is not None:  # the CLI's model is an LSTM
+        net = dataclasses.replace(net, cell_type=args.cell)
+    if seed == args.seeds[0]:
+        print(f"{type(net).__name__}({', '.join(f'{k}={v}' for k, v in net.to_dict().items() if k != 'words')})")
+        print(f"{net.num_params():,} parameters; {cli._describe_training(config)}", flush=True)
+    t0 = time.perf_counter()
+    result = fit(net, ds, config)
+    train_s = time.perf_counter() - t0
+    exact, per_word = net.caption_accuracy(result.best_params, ds.X_test, ds.y_test)
+    print(
+        f"seed {seed}: test exact-caption {exact:.4f}, per-word {per_word:.4f} (epoch {int(result.best_epoch)}, "
+        f"val per-word {float(result.best_val_acc):.4f}); train {train_s:.1f} s",
+        flush=True,
+    )
+    return exact, per_word, train_s
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--cell", choices=("rnn", "lstm"), default="lstm")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--wordvec", type=int, default=64)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--lr-decay", type=float, default=0.85)
-    p.add_argument("--weight-decay", type=float, default=0.0, help="optax.adamw's decoupled weight decay (jit path)")
-    p.add_argument("--solver", action="store_true", help="train with compat.CaptioningSolver (slower)")
+    p.add_argument("--compat", action="store_true", help="compat.CaptioningRNN on raw pixels (no image encoder)")
+    p.add_argument("--cell", choices=("rnn", "lstm", "gru"), default=None)
+    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--wordvec", type=int, default=None, help="(--compat only)")
+    p.add_argument("--encoder", type=int, nargs="+", default=None, help="the encoder's conv channels (not --compat)")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--lr-decay", type=float, default=None)
+    p.add_argument("--weight-decay", type=float, default=None, help="optax.adamw's decoupled weight decay")
+    p.add_argument("--dropout", type=float, default=None, help="dropout rate of the image features (not --compat)")
+    p.add_argument("--augment", default=None, help="the loop's image augmentation, shift:K (not --compat)")
+    p.add_argument("--solver", action="store_true", help="with --compat: train with compat.CaptioningSolver (slower)")
     args = p.parse_args(argv)
 
-    data = jl.data.load_digit_captions()
-    print(
-        f"digit captions: {len(data['train_captions'])} train / {len(data['test_captions'])} test images; "
-        f"{args.cell} hidden {args.hidden}, wordvec {args.wordvec}, {args.epochs} epochs of batch "
-        f"{args.batch_size}, adam lr {args.lr} x{args.lr_decay}/epoch, {'CaptioningSolver' if args.solver else 'jit'}"
-    )
-    results = np.array([run(s, args, data) for s in args.seeds])
+    if args.compat:
+        for k, v in COMPAT_DEFAULTS.items():
+            setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
+        args.cell = args.cell or "lstm"
+        args.weight_decay = args.weight_decay or 0.0
+        data = jl.data.load_digit_captions()
+        print(
+            f"digit captions: {len(data['train_captions'])} train / {len(data['test_captions'])} test images; "
+            f"compat {args.cell} hidden {args.hidden}, wordvec {args.wordvec}, {args.epochs} epochs of batch "
+            f"{args.batch_size}, adam lr {args.lr} x{args.lr_decay}/epoch, "
+            f"{'CaptioningSolver' if args.solver else 'jit'}"
+        )
+        results = np.array([run(s, args, data) for s in args.seeds])
+    else:
+        results = np.array([run_jl(s, args) for s in args.seeds])
     exact, per_word = results[:, 0], results[:, 1]
     print(
         f"test exact-caption accuracy: mean {exact.mean():.4f} (range {exact.min():.4f}-{exact.max():.4f}); "
         f"per-word: mean {per_word.mean():.4f} (range {per_word.min():.4f}-{per_word.max():.4f}) "
-        f"over seeds {args.seeds}"
+        f"over seeds {args.seeds}; train time mean {results[:, 2].mean():.0f} s"
     )
 
 

@@ -7,6 +7,7 @@ The NumPy original's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
 from jaxlayers import compat, data, gradcheck, model, nn, parallel, sweep, train
+from jaxlayers.captioning import CaptioningRNN
 from jaxlayers.layers import (
     BatchNormState,
     affine,
@@ -77,4 +78,6 @@ __all__ = [
     "lstm_step",
     "rnn",
     "rnn_step",
+    # the captioning model (issue 18)
+    "CaptioningRNN",
 ]

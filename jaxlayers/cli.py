@@ -86,16 +86,18 @@ _POSITIVE_INTS = dict(type=_arg_type(_positive_ints, "positive ints"), nargs="+"
 _PAIR = dict(type=_arg_type(_int_pair, "int pair"))
 FLAGS = (
     _flag("--dataset", role="data", default="digits",
-          help="digits | mnist1d | mnist1d-seq | pydoc-chars[:T] | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, "
+          help="digits | mnist1d | mnist1d-seq | pydoc-chars[:T] | digit-captions | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, "
           "X_test, y_test; optional X_val, y_val, class_names, image_shape)"),
     _flag("--model", role="data", default="fc", type=_arg_type(_model_choice, "model"),
-          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,PATH.json}",
+          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,captioning,PATH.json}",
           help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
           "docs/guides/train-cli.md); threelayer: the course's ThreeLayerConvNet (first --conv-channels, "
           "--filter-size, first --hidden-dims); rnn | lstm | gru: a recurrent layer of first --hidden-dims units, "
           "then the classifier, on each example read as a sequence (--dataset mnist1d-seq unless given; a flat dataset "
           "as (features, 1)); charlm: a character language model on --dataset pydoc-chars[:T] (Embedding(V, 64) -> "
-          "LSTM(first --hidden-dims) -> TemporalAffine(V)); PATH.json: any registered model from its record "
+          "LSTM(first --hidden-dims) -> TemporalAffine(V)); captioning: CaptioningRNN on --dataset digit-captions (a conv "
+          "image encoder of --conv-channels, 3x3 conv - ReLU - 2x2 pool each, then h0 = features W_proj, an LSTM of first "
+          "--hidden-dims over word vectors of 64, scores over the words; evaluate reports exact-caption accuracy); PATH.json: any registered model from its record "
           "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags"),
     _flag("--hidden-dims", role="model", default=[1024, 1024], metavar="H", **_POSITIVE_INTS,
           help="hidden layer widths, e.g. 512 512 or 512,512"),
@@ -190,6 +192,11 @@ MODELS: dict[str, tuple[str, dict]] = {
         for m in ("rnn", "lstm", "gru")
     },
     "charlm": ("char_lm", {"hidden_dims": ("hidden", _first)}),  # models.char_lm, built from the vocabulary
+    # captioning.CaptioningRNN, built from the vocabulary and the image shape
+    "captioning": (
+        "CaptioningRNN",
+        {"hidden_dims": ("hidden_dim", _first), "conv_channels": "encoder_channels", "dropout_rate": "dropout_rate"},
+    ),
 }
 RECURRENT = ("rnn", "lstm", "gru")
 # their settings (any flag given overrides), tuned on mnist1d-seq for bench/RESULTS.md; their default dataset
@@ -199,8 +206,15 @@ RNN_PRESET = {**RECURRENT_PRESET, "learning_rate": 1e-3, "clip_norm": 1.0}  # a 
 # `--model charlm`'s settings (any flag given overrides its entry); --dataset pydoc-chars[:T].
 CHARLM_PRESET = {"dataset": "pydoc-chars", "hidden_dims": [256], "reg": 0.0, "optimizer": "adam", "batch_size": 32}
 CHARLM_PRESET.update(learning_rate=2e-3, epochs=10, clip_norm=5.0, schedule="constant")
+# `--model captioning`'s settings (any flag given overrides), tuned on digit-captions for bench/RESULTS.md.
+CAPTIONING_PRESET = {"dataset": "digit-captions", "hidden_dims": [256], "conv_channels": [32, 64], "reg": 0.0}
+CAPTIONING_PRESET.update(dropout_rate=0.5)
+CAPTIONING_PRESET.update(optimizer="adamw", weight_decay=0.05, learning_rate=2e-3, schedule="exponential", lr_decay=0.9)
+CAPTIONING_PRESET.update(batch_size=100, epochs=15)
+CAPTIONING_WORDVEC = 64  # the word vectors' size of --model captioning
 # The presets of the models that have one besides convnet's per-dataset ones (and their default dataset).
 PRESETS = {"rnn": RNN_PRESET, "lstm": RECURRENT_PRESET, "gru": RECURRENT_PRESET, "charlm": CHARLM_PRESET}
+PRESETS["captioning"] = CAPTIONING_PRESET
 
 
 def _default_dataset(model: str) -> str:
@@ -447,6 +461,8 @@ def _named_model(opts: dict, ds):
             raise ValueError(f"--model charlm needs a token dataset (--dataset pydoc-chars); {ds.name} has none")
         hidden, reg = _first(opts["hidden_dims"]), opts["reg"]
         return models.char_lm(len(ds.vocab), ds.input_shape[0], hidden=hidden, reg=reg), ds
+    if cls_name == "CaptioningRNN":
+        return _captioning_model(opts, ds)
     record = opts.get("model_record") or {}
     base = record.get("config") if record.get("class") == cls_name else None
     fields = dict(base or {})
@@ -465,6 +481,32 @@ def _named_model(opts: dict, ds):
     ds = ds if opts["model"] == "fc" else ds.as_images()
     fields.update(input_dim=ds.num_features if opts["model"] == "fc" else ds.image_shape)
     return getattr(models, cls_name)(**{**fields, "num_classes": max(ds.num_classes, 2)}), ds
+
+
+def _captioning_model(opts: dict, ds):
+    """``(CaptioningRNN, dataset)`` for ``--model captioning``: the vocabulary, the image shape and the caption
+    length from the data; the dataset as images when there is an encoder (``--conv-channels``)."""
+    from jaxlayers.captioning import CaptioningRNN
+
+    y = ds.y_train
+    if getattr(ds, "vocab", None) is None or y.ndim != 2 or ds.image_shape is None:
+        raise ValueError(
+            f"--model captioning needs a captioning dataset of images and captions (--dataset digit-captions); "
+            f"{ds.name} is not one"
+        )
+    channels = tuple(opts["conv_channels"])
+    net = CaptioningRNN(
+        ds.vocab,
+        input_dim=tuple(ds.image_shape) if channels else ds.num_features,
+        wordvec_dim=CAPTIONING_WORDVEC,
+        hidden_dim=_first(opts["hidden_dims"]),
+        cell_type="lstm",
+        encoder_channels=channels,
+        max_length=int(y.shape[1]) - 1,
+        dropout_rate=opts["dropout_rate"],
+        reg=opts["reg"],
+    )
+    return net, ds.as_images() if channels else ds
 
 
 def _model_of_record(opts: dict, ds):
@@ -621,7 +663,7 @@ def _print_train_plan(net, ds, config, mesh, out: Path) -> None:
         from jaxlayers.parallel import describe
 
         print(f"devices: {describe(mesh)}")
-    settings = ", ".join(f"{k}={v}" for k, v in net.to_dict().items() if k not in ("dtype", "num_classes"))
+    settings = ", ".join(f"{k}={v}" for k, v in net.to_dict().items() if k not in ("dtype", "num_classes", "words"))
     print(f"model: {type(net).__name__}({settings})")
     if hasattr(net, "summary"):
         print(net.summary())
@@ -941,6 +983,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     ds = jl_data.load(name)
     X, y = getattr(ds, f"X_{args.split}"), np.asarray(getattr(ds, f"y_{args.split}"))
     X = run.preprocessing.as_input(X, f"dataset {name!r} {args.split}")  # the one reshaping rule
+    if hasattr(run.model, "caption_accuracy"):  # a captioning model: its greedy captions against the references
+        exact, per_word = run.caption_accuracy(X, y, standardized=True)
+        print(f"{run.which} parameters (epoch {run.epoch}) of {args.run_dir} on {name} {args.split} ({len(y)} images)")
+        print(f"exact-caption accuracy {exact:.4f}; per-word accuracy {per_word:.4f} (greedy captions, each "
+              "reference's words and <END>)")  # fmt: skip
+        from jaxlayers.data import decode_captions
+
+        sampled = run.captions(X[:3], y.shape[1] - 1, standardized=True)
+        words = run.model.idx_to_word
+        for ref, got in zip(decode_captions(y[:3, 1:], words), decode_captions(sampled, words), strict=True):
+            print(f"  reference: {ref:<40} sampled: {got}")
+        return 0
     if getattr(run.model, "sequence_targets", False):  # a token model: per-token accuracy and bits per token
         unit = "character" if run.vocab is not None and run.vocab.separator == "" else "token"
         counted = int(np.sum(y >= 0))

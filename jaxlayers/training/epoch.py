@@ -25,7 +25,7 @@ from jax import lax
 
 from jaxlayers._checks import require
 from jaxlayers.training.config import Augment
-from jaxlayers.training.state import TrainState, train_step
+from jaxlayers.training.state import TrainState, count_right, train_step
 
 __all__ = [
     "Best",
@@ -124,7 +124,7 @@ def count_correct(model, params, model_state, X, y, constrain: Callable = _ident
     def batch(args):
         xb, yb = args
         scores, _ = model.apply(params, model_state, constrain(xb), train=False)
-        return jnp.sum(jnp.argmax(scores, axis=-1) == constrain(yb), dtype=jnp.int32)
+        return count_right(model, scores, constrain(yb))
 
     return jnp.sum(lax.map(batch, (X, y)), dtype=jnp.int32)
 

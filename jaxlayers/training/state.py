@@ -21,6 +21,7 @@ from jaxlayers.training.config import ConfiguredOptimizer, with_learning_rate
 __all__ = [
     "StepMetrics",
     "TrainState",
+    "count_right",
     "count_targets",
     "init_state",
     "init_train_state",
@@ -70,6 +71,16 @@ def count_targets(model, y):
     return jnp.asarray(y.shape[0], jnp.int32)
 
 
+def count_right(model, scores, y):
+    """How many labels of ``y`` the scores' argmax gets right (int32): over :func:`count_targets`'s labels
+    only -- for a model with ``sequence_targets``, where ``model.target_mask(y)`` holds (a padding label
+    (< 0) never counts, nor a label the model's mask leaves out, such as a caption's ``<NULL>``)."""
+    right = jnp.argmax(scores, axis=-1) == y
+    if getattr(model, "sequence_targets", False):
+        right = right & model.target_mask(y)
+    return jnp.sum(right, dtype=jnp.int32)
+
+
 def train_step(model, optimizer: optax.GradientTransformation, state: TrainState, x, y):
     """One optimizer step (pure; trace it inside ``jit``, ``vmap`` or ``lax.scan``).
 
@@ -85,7 +96,7 @@ def train_step(model, optimizer: optax.GradientTransformation, state: TrainState
     (loss, (model_state, scores)), grads = grad_fn(state.params, state.model_state, x, y, key=dropout_key)
     updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    correct = jnp.sum(jnp.argmax(scores, axis=-1) == y, dtype=jnp.int32)  # a padding label (< 0) never counts
+    correct = count_right(model, scores, y)
     metrics = StepMetrics(loss, correct, count_targets(model, y))
     return TrainState(params, model_state, opt_state, state.step + 1, key), metrics
 

@@ -1,0 +1,601 @@
+"""The NumPy original's image-captioning model as a model of the protocol: :class:`CaptioningRNN`.
+
+``h0 = features W_proj + b_proj``; the caption's words are embedded (``W_embed``), run through a
+recurrent layer from ``h0`` (``Wx, Wh, b``) and every hidden state is scored over the vocabulary
+(``W_vocab, b_vocab``). The NumPy original feeds it features of a pretrained CNN; here an optional
+convolutional image encoder (``encoder_channels``) is part of the model and trained end to end with
+it, so the model reads images. Every gradient is a jaxlayers hand-derived rule
+(:func:`~jaxlayers.conv2d`, :func:`~jaxlayers.relu`, :func:`~jaxlayers.max_pool2d`,
+:func:`~jaxlayers.affine`, :func:`~jaxlayers.word_embedding`, :func:`~jaxlayers.rnn` /
+:func:`~jaxlayers.lstm` / :func:`~jaxlayers.gru`, :func:`~jaxlayers.temporal_affine`,
+:func:`~jaxlayers.temporal_softmax_loss`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from functools import partial
+from typing import Any, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxlayers._checks import (
+    check_choice,
+    check_fields,
+    check_float_dtype,
+    check_int,
+    check_ints,
+    check_number,
+    require,
+)
+from jaxlayers.layers import (
+    affine,
+    conv2d,
+    dropout,
+    gru,
+    gru_step,
+    lstm,
+    lstm_step,
+    max_pool2d,
+    relu,
+    rnn,
+    rnn_step,
+    temporal_affine,
+    word_embedding,
+)
+from jaxlayers.losses import temporal_softmax_loss
+from jaxlayers.model import register_model
+
+__all__ = ["CaptioningRNN"]
+
+CELL_TYPES = ("rnn", "lstm", "gru")
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_SEQUENCE = {"rnn": rnn, "lstm": lstm, "gru": gru}
+SPECIAL_WORDS = ("<NULL>", "<START>", "<END>")
+
+
+def _words(value, owner: str, name: str) -> tuple[str, ...]:
+    """The vocabulary as a tuple of words, index = id: from the NumPy original's ``word_to_idx`` dict,
+    a sequence of words (``idx_to_word``) or a :class:`~jaxlayers.data.Vocabulary` (its ``tokens``)."""
+    value = getattr(value, "tokens", value)
+    if isinstance(value, dict):
+        ids = sorted(value.values()) if all(isinstance(i, int | np.integer) for i in value.values()) else None
+        require(
+            ids == list(range(len(value))),
+            owner,
+            f"{name} (word -> index) must map its {len(value)} words onto 0..{len(value) - 1}, each once",
+        )
+        words = [None] * len(value)
+        for w, i in value.items():
+            words[int(i)] = w
+        value = words
+    require(
+        not isinstance(value, str | bytes) and hasattr(value, "__iter__"),
+        owner,
+        f"{name} must be a dict word -> index, or the words in index order, got {type(value).__name__}",
+        TypeError,
+    )
+    words = tuple(value)
+    require(all(isinstance(w, str) for w in words), owner, f"{name} must hold strings", TypeError)
+    require(len(set(words)) == len(words), owner, f"{name} holds a word twice")
+    missing = [w for w in SPECIAL_WORDS if w not in words]
+    require(not missing, owner, f"{name} must hold {', '.join(SPECIAL_WORDS)}; it lacks {', '.join(missing)}")
+    return words
+
+
+def _input_dim(value, owner: str, name: str):
+    """``D`` (an int >= 1) or an image shape ``(C, H, W)`` (a tuple of ints >= 1)."""
+    if isinstance(value, tuple | list):
+        shape = check_ints(value, owner, name)
+        require(len(shape) == 3, owner, f"{name} must be an int D or an image shape (C, H, W), got {value!r}")
+        return shape
+    return check_int(value, owner, name, minimum=1)
+
+
+@register_model
+@dataclasses.dataclass(frozen=True)
+class CaptioningRNN:
+    """The NumPy original's captioning model (``CaptioningRNN``), as a model of the protocol.
+
+    A frozen, hashable configuration (static under ``jit``) with pure methods; parameters live in a flat
+    dict under the NumPy original's names:
+
+    * ``W_proj (F, H)``, ``b_proj (H,)``: image features to the initial hidden state ``h0``;
+    * ``W_embed (V, W)``: the word vectors;
+    * ``Wx (W, kH)``, ``Wh (H, kH)``, ``b (kH,)``: the recurrent layer (``k`` = 1 for ``'rnn'``, 4 for
+      ``'lstm'``, gate order i, f, o, g; 3 for ``'gru'``, gate order r, z, n, see :func:`jaxlayers.gru`);
+    * ``W_vocab (H, V)``, ``b_vocab (V,)``: hidden states to scores over the vocabulary;
+    * with an image encoder, ``W_conv{i} (C_i, C_{i-1}, 3, 3)`` and ``b_conv{i} (C_i,)`` per conv block.
+
+    No running statistics (``state == {}``). ``F`` is ``D`` (``prod(input_dim)``) without an encoder,
+    else the encoder's output size ``C_L * H / 2**L * W / 2**L``.
+
+    **Image encoder** (beyond the NumPy original, which feeds features of a pretrained CNN):
+    ``encoder_channels = (C_1, ..., C_L)`` puts ``L`` blocks ``conv 3x3 (stride 1, padding 1) - ReLU -
+    2x2 max pool`` in front of ``W_proj``; the model then takes images ``(N, C, H, W)`` (or flat
+    ``(N, C*H*W)``), and the encoder is trained end to end with the rest. ``()``: the NumPy original's
+    model on given features ``(N, D)``.
+
+    **Teacher forcing** (:meth:`loss`), exactly as the NumPy original: ``y`` are the captions ``(N, L)``,
+    ``<START> w1 .. <END> <NULL> ..``; ``captions_in = y[:, :-1]`` are read, ``captions_out = y[:, 1:]``
+    predicted, ``mask = captions_out != <NULL>``; the loss is :func:`jaxlayers.temporal_softmax_loss`
+    (summed over the steps, divided by ``N``) plus ``0.5 * reg * sum(W**2)`` over ``W_proj, Wx, Wh,
+    W_vocab`` and the ``W_conv{i}``.
+
+    **Scores** (what :meth:`apply` and :meth:`loss` return, for the training loop's accuracies): ``(N,
+    L, V)``, aligned with the captions ``y (N, L)``: step 0 is the given ``<START>`` (a one-hot row, never
+    counted: :meth:`target_mask` is ``False`` there), step ``t >= 1`` the scores of word ``t``. In
+    :meth:`loss` they are the teacher-forced scores (so the loop's training accuracy is the teacher-forced
+    per-word accuracy); in :meth:`apply`, which has no captions, those of the greedy caption
+    (:meth:`sample`), ``L = max_length + 1`` steps: the loop's validation/test accuracy, and
+    :func:`jaxlayers.train.evaluate`, are then the greedy captions' **per-word accuracy**, word by word
+    over each reference's words and its ``<END>`` (:meth:`target_mask`). :meth:`caption_accuracy` gives
+    that and the exact-caption accuracy.
+
+    Attributes:
+      words: the vocabulary, index = word id; the constructor also takes the NumPy original's
+        ``word_to_idx`` dict or a :class:`~jaxlayers.data.Vocabulary`. Must hold ``<NULL>`` (padding,
+        masked), ``<START>`` and ``<END>``. :attr:`word_to_idx`, :attr:`idx_to_word` give both maps.
+      input_dim: ``D`` (features per image) or an image shape ``(C, H, W)``; required ``(C, H, W)``
+        with an encoder.
+      wordvec_dim: ``W``, the word vectors' size.
+      hidden_dim: ``H``, the recurrent layer's hidden size.
+      cell_type: ``'rnn'`` (tanh), ``'lstm'`` or ``'gru'``.
+      encoder_channels: the conv blocks' channels (see above); ``()``: none.
+      max_length: the words :meth:`apply` generates after ``<START>``, so that its scores have
+        ``max_length + 1`` steps, as many as the captions have words (``6 - 1`` for
+        ``"digit-captions"``).
+      dropout_rate: probability of dropping each image feature (the ``F`` inputs of ``W_proj``) in
+        :meth:`loss` (train mode; inverted dropout, :func:`jaxlayers.dropout`), in ``[0, 1)``; ``0``
+        (the NumPy original): none. :meth:`apply` and :meth:`sample` never drop.
+      reg: L2 strength ``>= 0`` (the NumPy original has none: ``0``).
+      dtype: parameter and compute dtype; float64 needs x64.
+
+    Raises:
+      ValueError, TypeError: at construction, naming the field: a vocabulary without the special
+        words, an unknown ``cell_type``, an encoder without an image ``input_dim`` or one whose pools
+        shrink the image to nothing, non-positive sizes, a negative ``reg``.
+
+    Example:
+      >>> import jax, jaxlayers as jl
+      >>> words = ["<NULL>", "<START>", "<END>", "one", "two"]
+      >>> model = jl.CaptioningRNN(words, input_dim=(1, 8, 16), hidden_dim=16, wordvec_dim=8,
+      ...                          cell_type="lstm", encoder_channels=(4,), max_length=3)
+      >>> params, state = model.init(jax.random.key(0))
+      >>> sorted(params)[:4]
+      ['W_conv1', 'W_embed', 'W_proj', 'W_vocab']
+      >>> model.sample(params, jax.numpy.zeros((2, 1, 8, 16)), max_length=3).shape
+      (2, 3)
+    """
+
+    words: tuple[str, ...]
+    input_dim: Any = 512
+    wordvec_dim: int = 128
+    hidden_dim: int = 128
+    cell_type: str = "rnn"
+    encoder_channels: tuple[int, ...] = ()
+    max_length: int = 16
+    dropout_rate: float = 0.0
+    reg: float = 0.0
+    dtype: Any = jnp.float32
+
+    _OWNER: ClassVar[str] = "CaptioningRNN"
+    sequence_targets: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        owner, positive = self._OWNER, partial(check_int, minimum=1)
+        check_fields(
+            self,
+            owner,
+            words=_words,
+            input_dim=_input_dim,
+            wordvec_dim=positive,
+            hidden_dim=positive,
+            cell_type=partial(check_choice, choices=CELL_TYPES),
+            encoder_channels=check_ints,
+            max_length=positive,
+            dropout_rate=lambda v, o, n: check_number(v, o, "dropout_rate", low=0.0, high=1.0, high_open=True),
+            reg=lambda v, o, n: check_number(v, o, "reg (L2 strength)", low=0.0),
+            dtype=check_float_dtype,
+        )
+        if self.encoder_channels:
+            require(
+                isinstance(self.input_dim, tuple),
+                owner,
+                f"an image encoder (encoder_channels={self.encoder_channels}) reads images: input_dim must be "
+                f"(C, H, W), got {self.input_dim}",
+            )
+            _, h, w = self.input_dim
+            for i, _c in enumerate(self.encoder_channels, 1):
+                require(
+                    h >= 2 and w >= 2,
+                    owner,
+                    f"encoder block {i}'s 2x2 pool shrinks the {self.input_dim[1:]} image to nothing "
+                    f"({h}x{w} before it); use fewer encoder_channels",
+                )
+                h, w = h // 2, w // 2
+
+    # ------------------------------------------------------------------ the vocabulary and shapes
+
+    @property
+    def word_to_idx(self) -> dict[str, int]:
+        """The NumPy original's ``word_to_idx``: word -> id."""
+        return {w: i for i, w in enumerate(self.words)}
+
+    @property
+    def idx_to_word(self) -> list[str]:
+        """The word of each id (a list)."""
+        return list(self.words)
+
+    @property
+    def vocab_size(self) -> int:
+        """``V``."""
+        return len(self.words)
+
+    @property
+    def num_classes(self) -> int:
+        """``V``: scores are over the vocabulary."""
+        return len(self.words)
+
+    @property
+    def null(self) -> int:
+        return self.words.index("<NULL>")
+
+    @property
+    def start(self) -> int:
+        return self.words.index("<START>")
+
+    @property
+    def end(self) -> int:
+        return self.words.index("<END>")
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's shape: ``(D,)`` or ``(C, H, W)``."""
+        return self.input_dim if isinstance(self.input_dim, tuple) else (self.input_dim,)
+
+    def feature_dim(self) -> int:
+        """``F``: the rows of ``W_proj`` (the encoder's output size, or ``D``)."""
+        if not self.encoder_channels:
+            return math.prod(self.input_shape)
+        _, h, w = self.input_dim
+        for _ in self.encoder_channels:
+            h, w = h // 2, w // 2
+        return self.encoder_channels[-1] * h * w
+
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every parameter's shape by name."""
+        V, W, H, k = self.vocab_size, self.wordvec_dim, self.hidden_dim, _GATES[self.cell_type]
+        shapes = {}
+        c_in = self.input_shape[0]
+        for i, c in enumerate(self.encoder_channels, 1):
+            shapes[f"W_conv{i}"], shapes[f"b_conv{i}"] = (c, c_in, 3, 3), (c,)
+            c_in = c
+        shapes.update(W_proj=(self.feature_dim(), H), b_proj=(H,), W_embed=(V, W))
+        shapes.update(Wx=(W, k * H), Wh=(H, k * H), b=(k * H,), W_vocab=(H, V), b_vocab=(V,))
+        return shapes
+
+    def weight_names(self) -> list[str]:
+        """The parameters the L2 penalty covers: the ``W_conv{i}``, ``W_proj``, ``Wx``, ``Wh``, ``W_vocab``."""
+        return [n for n in self.param_shapes() if n.startswith("W_conv")] + ["W_proj", "Wx", "Wh", "W_vocab"]
+
+    def num_params(self) -> int:
+        return sum(math.prod(s) for s in self.param_shapes().values())
+
+    def summary(self) -> str:
+        """One line per parameter (name, shape, count) and a total line."""
+        shapes = self.param_shapes()
+        width = max(len(n) for n in shapes)
+        lines = [f"{n.ljust(width)}  {str(s).ljust(16)}  {math.prod(s):>9,}" for n, s in shapes.items()]
+        itemsize = np.dtype(self.dtype).itemsize
+        lines.append(f"CaptioningRNN: {self.num_params():,} parameters, {self.num_params() * itemsize:,} bytes")
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------ the model protocol
+
+    def _check_dtype_available(self) -> None:
+        available = jax.dtypes.canonicalize_dtype(self.dtype)
+        require(
+            available == self.dtype,
+            self._OWNER,
+            f"dtype {self.dtype} is not available: JAX's x64 mode is off, so it would silently run in "
+            f"{available}. Wrap the calls in `with jax.enable_x64(True):`",
+            TypeError,
+        )
+
+    def init(self, key: jax.Array) -> tuple[dict, dict]:
+        """``(params, {})``: the NumPy original's initialisation, from ``key``.
+
+        ``W_embed ~ N(0, 1) / 100``; ``W_proj``, ``Wx``, ``Wh``, ``W_vocab`` ``~ N(0, 1) / sqrt(fan_in)``;
+        ``W_conv{i} ~ N(0, 2 / fan_in)`` (He, ``fan_in = C_{i-1} * 9``); every bias 0. One subkey of
+        ``key`` per weight, in :meth:`param_shapes` order.
+
+        Raises:
+          TypeError: ``dtype`` float64 with x64 off.
+        """
+        self._check_dtype_available()
+        shapes = self.param_shapes()
+        keys = iter(jax.random.split(key, len(shapes)))
+        params = {}
+        for name, shape in shapes.items():
+            k = next(keys)
+            if name.startswith("b"):
+                params[name] = jnp.zeros(shape, self.dtype)
+                continue
+            fan_in = math.prod(shape[1:]) if name.startswith("W_conv") else shape[0]
+            scale = 0.01 if name == "W_embed" else math.sqrt((2.0 if name.startswith("W_conv") else 1.0) / fan_in)
+            params[name] = (scale * jax.random.normal(k, shape, jnp.float32)).astype(self.dtype)
+        return params, {}
+
+    def _check_params(self, params, state) -> None:
+        owner = self._OWNER
+        require(
+            isinstance(params, dict),
+            owner,
+            f"params must be a dict (from init), got {type(params).__name__}",
+            TypeError,
+        )
+        want = self.param_shapes()
+        missing, extra = sorted(set(want) - set(params)), sorted(set(params) - set(want))
+        require(
+            not missing and not extra, owner, f"params do not match this model: missing {missing}, unexpected {extra}"
+        )
+        for name, shape in want.items():
+            got = tuple(np.shape(params[name]))
+            require(got == shape, owner, f"params[{name!r}] must have shape {shape}, got {got}")
+        require(
+            state == {} or state is None,
+            owner,
+            f"this model has no running statistics: state must be {{}}, got {state!r}",
+        )
+
+    def _images(self, x) -> jax.Array:
+        """``x`` checked and shaped: ``(N, *input_shape)`` (or flat ``(N, prod(input_shape))``), in ``dtype``."""
+        shape = tuple(np.shape(x))
+        want = self.input_shape
+        d = math.prod(want)
+        require(
+            len(shape) >= 2 and (shape[1:] == want or shape[1:] == (d,)),
+            self._OWNER,
+            f"x must have shape (N, {', '.join(map(str, want))})"
+            + (f" or flat (N, {d})" if len(want) > 1 else "")
+            + f", got {shape}",
+        )
+        x = jnp.asarray(x)
+        require(
+            jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer),
+            self._OWNER,
+            f"x must be numeric, got dtype {x.dtype}",
+            TypeError,
+        )
+        return x.reshape(x.shape[0], *want).astype(self.dtype)
+
+    def features(self, params, x) -> jax.Array:
+        """The image features ``(N, F)`` that ``W_proj`` reads: the encoder's output, flattened, or ``x``."""
+        x = self._images(x)
+        for i in range(1, len(self.encoder_channels) + 1):
+            x = conv2d(x, params[f"W_conv{i}"], params[f"b_conv{i}"], padding=1)
+            x = max_pool2d(relu(x), pool_size=(2, 2), stride=2)
+        return x.reshape(x.shape[0], -1)
+
+    def initial_state(self, params, x, *, key=None) -> jax.Array:
+        """``h0 = features W_proj + b_proj`` ``(N, H)``; with ``key`` (train mode), the features first go
+        through dropout of ``dropout_rate``."""
+        features = self.features(params, x)
+        if key is not None and self.dropout_rate > 0:
+            features = dropout(features, key, rate=self.dropout_rate, train=True)
+        return affine(features, params["W_proj"], params["b_proj"])
+
+    def _start_row(self, n: int, dtype) -> jax.Array:
+        """Step 0's scores ``(n, 1, V)``: a one-hot row on ``<START>`` (given, never counted)."""
+        return jnp.broadcast_to(jax.nn.one_hot(self.start, self.vocab_size, dtype=dtype), (n, 1, self.vocab_size))
+
+    def _captions(self, y, where: str) -> jax.Array:
+        y = jnp.asarray(y)
+        require(
+            jnp.issubdtype(y.dtype, jnp.integer),
+            where,
+            f"captions (y) must be integer word ids, got dtype {y.dtype}",
+            TypeError,
+        )
+        require(y.ndim == 2 and y.shape[1] >= 2, where, f"captions (y) must be (N, L) with L >= 2, got {y.shape}")
+        return y
+
+    def teacher_forced_scores(self, params, x, captions, *, key=None) -> jax.Array:
+        """Scores ``(N, L - 1, V)`` of ``captions[:, 1:]`` reading ``captions[:, :-1]`` (teacher forcing);
+        ``key``: the features' dropout key (train mode), as :meth:`initial_state`."""
+        h0 = self.initial_state(params, x, key=key)
+        words = word_embedding(captions[:, :-1], params["W_embed"])
+        h = _SEQUENCE[self.cell_type](words, h0, params["Wx"], params["Wh"], params["b"])
+        return temporal_affine(h, params["W_vocab"], params["b_vocab"])
+
+    def l2_penalty(self, params) -> jax.Array:
+        """``0.5 * reg * sum(W**2)`` over :meth:`weight_names`."""
+        total = sum(jnp.vdot(params[n], params[n]) for n in self.weight_names())
+        return 0.5 * jnp.asarray(self.reg, self.dtype) * total
+
+    def loss(self, params, state, x, y, *, key=None):
+        """The NumPy original's training loss (teacher forcing), shaped for ``jax.value_and_grad(has_aux=True)``.
+
+        Args:
+          params, state: from :meth:`init` (``state`` is ``{}``).
+          x: images or features, as :meth:`apply`.
+          y: captions, int ``(N, L)``, ``L >= 2``: ``<START> w1 .. <END> <NULL> ..``.
+          key: PRNG key of the features' dropout; required when ``dropout_rate > 0``.
+
+        Returns:
+          ``(loss, (state, scores))``: ``temporal_softmax_loss(scores of captions[:, 1:], captions[:, 1:],
+          captions[:, 1:] != <NULL>)`` (summed over the steps, divided by ``N``) plus the L2 penalty; the
+          teacher-forced scores ``(N, L, V)`` with the ``<START>`` row first (see the class docstring).
+
+        Raises:
+          ValueError: ``x`` or ``params`` of the wrong shape, captions not ``(N, L)`` with ``L >= 2`` or
+            with another ``N`` (naming the shapes); no ``key`` when ``dropout_rate > 0``.
+          TypeError: non-integer captions.
+        """
+        self._check_params(params, state)
+        captions = self._captions(y, f"{self._OWNER}.loss")
+        require(
+            captions.shape[0] == np.shape(x)[0],
+            f"{self._OWNER}.loss",
+            f"captions (y) {captions.shape} and x {np.shape(x)} must have as many rows",
+        )
+        require(
+            key is not None or self.dropout_rate == 0,
+            f"{self._OWNER}.loss",
+            f"a PRNG key is required for the features' dropout (dropout_rate={self.dropout_rate}): pass key=",
+        )
+        scores = self.teacher_forced_scores(params, x, captions, key=key)
+        captions_out = captions[:, 1:]
+        mask = captions_out != self.null
+        data_loss = temporal_softmax_loss(scores, captions_out, mask)
+        full = jnp.concatenate([self._start_row(scores.shape[0], scores.dtype), scores], axis=1)
+        return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (state, full)
+
+    def _greedy(self, params, x, max_length: int):
+        """``(words (N, T) int32, scores (N, T, V))`` of the greedy caption: one ``lax.scan``."""
+        h = self.initial_state(params, x)
+        n = h.shape[0]
+        p = params
+
+        def step(carry, _):
+            h, c, word = carry
+            w = p["W_embed"][word]
+            if self.cell_type == "lstm":
+                h, c = lstm_step(w, h, c, p["Wx"], p["Wh"], p["b"])
+            elif self.cell_type == "gru":
+                h = gru_step(w, h, p["Wx"], p["Wh"], p["b"])
+            else:
+                h = rnn_step(w, h, p["Wx"], p["Wh"], p["b"])
+            scores = affine(h, p["W_vocab"], p["b_vocab"])
+            word = jnp.argmax(scores, axis=-1).astype(jnp.int32)
+            return (h, c, word), (word, scores)
+
+        carry = (h, jnp.zeros_like(h), jnp.full((n,), self.start, jnp.int32))
+        _, (words, scores) = lax.scan(step, carry, None, length=max_length)
+        return jnp.swapaxes(words, 0, 1), jnp.swapaxes(scores, 0, 1)
+
+    def sample(self, params, x, max_length: int = 30) -> jax.Array:
+        """Greedy captions, as the NumPy original's ``sample``: from ``h0`` and ``<START>``, each step feeds
+        the previous step's most likely word. Pure and jittable (``max_length`` static), one ``lax.scan``.
+
+        Args:
+          params: from :meth:`init` (or training).
+          x: images or features, as :meth:`apply`.
+          max_length: ``T >= 1``, the words generated.
+
+        Returns:
+          int32 ``(N, T)``: the words after ``<START>`` (not included). As the NumPy original, the steps
+          after an ``<END>`` go on generating: read a caption up to its first ``<END>``
+          (:func:`jaxlayers.data.decode_captions` does).
+
+        Raises:
+          ValueError: ``x`` or ``params`` of the wrong shape; ``max_length < 1``.
+        """
+        max_length = check_int(max_length, f"{self._OWNER}.sample", "max_length", minimum=1)
+        self._check_params(params, {})
+        return self._greedy(params, x, max_length)[0]
+
+    def apply(self, params, state, x, *, train: bool, key=None):
+        """The greedy caption's scores ``(N, max_length + 1, V)`` (step 0 the ``<START>`` row) and ``state``.
+
+        Test and train mode are the same (no dropout, no batch statistics); ``key`` is unused. See the
+        class docstring for why these scores: ``argmax(scores, -1)[:, 1:]`` is :meth:`sample`'s caption.
+
+        Raises:
+          ValueError: ``x``, ``params`` or ``state`` that do not match the model (naming the shapes).
+          TypeError: a non-bool ``train``.
+        """
+        require(isinstance(train, bool), self._OWNER, f"train must be a Python bool, got {train!r}", TypeError)
+        self._check_params(params, state)
+        _, scores = self._greedy(params, x, self.max_length)
+        return jnp.concatenate([self._start_row(scores.shape[0], scores.dtype), scores], axis=1), state
+
+    # ------------------------------------------------------------------ what the loop counts
+
+    def target_mask(self, y) -> jax.Array:
+        """Which words of the captions ``y (N, L)`` an accuracy counts, bool ``(N, L)``: every word after
+        ``<START>`` that is not ``<NULL>`` (the reference's words and its ``<END>``), and no negative
+        (padding) label. Step 0 never counts."""
+        y = jnp.asarray(y)
+        mask = (y != self.null) & (y >= 0)
+        return mask.at[:, 0].set(False)
+
+    def target_count(self, y) -> jax.Array:
+        """``sum(target_mask(y))`` (int32)."""
+        return jnp.sum(self.target_mask(y), dtype=jnp.int32)
+
+    def caption_accuracy(self, params, x, captions, *, batch_size: int = 1000) -> tuple[float, float]:
+        """``(exact, per_word)`` of the greedy captions (:meth:`sample`, ``L - 1`` words) against ``captions``.
+
+        ``exact``: the fraction of images whose caption is right word for word up to and including the
+        reference's ``<END>``; ``per_word``: the fraction of those words (:meth:`target_mask`) that are
+        right. Runs in jitted batches of ``batch_size`` (the last padded).
+
+        Args:
+          params: the trained parameters.
+          x: images or features ``(N, ...)`` as :meth:`apply`.
+          captions: int ``(N, L)``, the references.
+
+        Returns:
+          Two Python floats in ``[0, 1]`` (``nan`` for ``N = 0``).
+
+        Raises:
+          ValueError: shapes that do not fit (naming them).
+        """
+        captions = np.asarray(captions)
+        where = f"{self._OWNER}.caption_accuracy"
+        self._captions(captions, where)
+        n = captions.shape[0]
+        require(np.shape(x)[0] == n, where, f"x {np.shape(x)} and captions {captions.shape} must have as many rows")
+        if n == 0:
+            return float("nan"), float("nan")
+        batch_size = check_int(batch_size, where, "batch_size", minimum=1)
+        x = np.asarray(x)
+        run = _jitted_sample(self, captions.shape[1] - 1)
+        sampled = []
+        for s in range(0, n, batch_size):
+            xb = x[s : s + batch_size]
+            if xb.shape[0] < batch_size and n > batch_size:
+                xb = np.concatenate([xb, np.zeros((batch_size - xb.shape[0], *xb.shape[1:]), xb.dtype)])
+            sampled.append(run(params, xb))
+        sampled = np.concatenate(jax.device_get(sampled))[:n]
+        mask = np.asarray(self.target_mask(captions))[:, 1:]
+        right = (sampled == captions[:, 1:]) | ~mask
+        return float(right.all(axis=1).mean()), float((right & mask).sum() / max(mask.sum(), 1))
+
+    # ------------------------------------------------------------------ records
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON values (``words`` a list, ``input_dim`` an int or a list, ``dtype`` by name)."""
+        d = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = v.name if isinstance(v, np.dtype) else list(v) if isinstance(v, tuple) else v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CaptioningRNN:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+          ValueError, TypeError: unknown fields, or values the constructor refuses.
+        """
+        require(isinstance(d, dict), cls.__name__, f"from_dict needs a dict, got {type(d).__name__}", TypeError)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        require(not unknown, cls.__name__, f"from_dict: unknown fields {unknown}; known: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _sample_jit(model: CaptioningRNN, max_length: int, params, x):
+    return model._greedy(params, x, max_length)[0]
+
+
+def _jitted_sample(model: CaptioningRNN, max_length: int):
+    return partial(_sample_jit, model, max_length)
