@@ -13,6 +13,7 @@ from jaxlayers.layers import (
     batchnorm,
     batchnorm_state,
     conv2d,
+    dot_product_attention,
     dropout,
     groupnorm,
     gru,
@@ -77,4 +78,6 @@ __all__ = [
     "lstm_step",
     "rnn",
     "rnn_step",
+    # attention (issue 19)
+    "dot_product_attention",
 ]

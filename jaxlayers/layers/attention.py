@@ -125,10 +125,13 @@ def attention_block_sizes(block_q: int | None = None, block_k: int | None = None
 
 
 def _default_blocks(t: int, s: int) -> tuple[int, int]:
-    """Default ``(block_q, block_k)`` for ``T`` queries and ``S`` keys (CPU-tuned; ``bench.attention``)."""
-    if t * s <= 256 * 1024:  # the whole T x S matrix per head is small: one block, no loop
+    """Default ``(block_q, block_k)`` for ``T`` queries and ``S`` keys, tuned on a 2-core CPU
+    (``python -m bench.attention``): one block while ``T S <= 128 * 128``; else blocks of 512 keys
+    and 64 queries (128 past ``T = 1024``), whose ``(bq G, bk)`` logits per head stay in the L2
+    cache."""
+    if t * s <= 128 * 128:  # the whole T x S matrix per head is small: one block, no loop
         return t, s
-    return min(t, 256), min(s, 512)
+    return min(t, 64 if t <= 1024 else 128), min(s, 512)
 
 
 def _blocks(t: int, s: int) -> tuple[int, int]:
@@ -263,8 +266,9 @@ def _masked(plan: _Plan, s, bias, mask, i, j, *, keys_first: bool):
 class AttentionResiduals(NamedTuple):
     """What :func:`dot_product_attention_bwd` keeps: the arguments (alive anyway), the output
     ``out (B, T, N, H)`` and one log-sum-exp per query row and head, ``lse (B, K, T G)`` (row
-    ``t G + g`` for query ``t`` and head ``k G + g``), float32 (float64 for float64 inputs):
-    ``4 B N T`` new bytes besides the output, never ``B N T S``.
+    ``t G + g`` for query ``t`` and head ``k G + g``), both in the compute dtype -- float32 (float64
+    for float64 inputs; for bfloat16/float16 inputs ``out`` is the unrounded float32 output, twice
+    the returned output's bytes): ``4 B N T`` new bytes besides the output, never ``B N T S``.
     """
 
     query: jax.Array
@@ -351,7 +355,7 @@ def _forward(query, key, value, bias, mask, scale, is_causal, blocks):
         rows = plan.tp * plan.g
         init = (jnp.zeros((b, nkh, rows, h), acc), jnp.zeros((b, nkh, rows), acc))
         o, lse = lax.fori_loop(0, plan.nq, outer, init)
-    return _unrows(o, plan).astype(query.dtype), lse[:, :, : t * plan.g]
+    return _unrows(o, plan), lse[:, :, : t * plan.g]
 
 
 def dot_product_attention_fwd(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False, blocks=None):
@@ -368,7 +372,10 @@ def dot_product_attention_fwd(query, key, value, bias=None, mask=None, *, scale=
     ``out_i = 0``, ``lse_i = +inf``). ``blocks = (bq, bk)`` (static; None: by size).
     """
     out, lse = _forward(query, key, value, bias, mask, scale, is_causal, blocks)
-    return out, AttentionResiduals(query, key, value, bias, mask, out, lse)
+    # The residual keeps the unrounded output: for half inputs D = rowsum(dO * out) from the rounded
+    # output would be off by a rounding of out, which ds = p (dp - D) turns into an error of the size
+    # of the gradient itself where the softmax saturates.
+    return out.astype(query.dtype), AttentionResiduals(query, key, value, bias, mask, out, lse)
 
 
 # --------------------------------------------------------------------------- backward
@@ -410,13 +417,23 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
             dk_j, dv_j, dq, dbias = carry
             r0 = i * plan.rq
             q_i, do_i = _slice(q, r0, plan.rq, 2), _slice(do, r0, plan.rq, 2)
-            st = _masked(plan, jnp.einsum("bksh,bkrh->bksr", k_j, q_i), biasg, maskg, i, j, keys_first=True)
-            pt = jnp.exp(st - _slice(lse, r0, plan.rq, 2)[:, :, None, :])
-            dv_j = dv_j + jnp.einsum("bksr,bkrh->bksh", pt, do_i)
-            dpt = jnp.einsum("bksh,bkrh->bksr", v_j, do_i)
-            dst = pt * (dpt - _slice(delta, r0, plan.rq, 2)[:, :, None, :])
-            dk_j = dk_j + jnp.einsum("bksr,bkrh->bksh", dst, q_i)
-            dq_i = _slice(dq, r0, plan.rq, 2) + jnp.einsum("bksr,bksh->bkrh", dst, k_j)
+            if _KEYS_FIRST:
+                st = _masked(plan, jnp.einsum("bksh,bkrh->bksr", k_j, q_i), biasg, maskg, i, j, keys_first=True)
+                pt = jnp.exp(st - _slice(lse, r0, plan.rq, 2)[:, :, None, :])
+                dv_j = dv_j + jnp.einsum("bksr,bkrh->bksh", pt, do_i)
+                dpt = jnp.einsum("bksh,bkrh->bksr", v_j, do_i)
+                dst = pt * (dpt - _slice(delta, r0, plan.rq, 2)[:, :, None, :])
+                dk_j = dk_j + jnp.einsum("bksr,bkrh->bksh", dst, q_i)
+                dq_i = _slice(dq, r0, plan.rq, 2) + jnp.einsum("bksr,bksh->bkrh", dst, k_j)
+            else:
+                s_ = _masked(plan, jnp.einsum("bkrh,bksh->bkrs", q_i, k_j), biasg, maskg, i, j, keys_first=False)
+                p_ = jnp.exp(s_ - _slice(lse, r0, plan.rq, 2)[..., None])
+                dv_j = dv_j + jnp.einsum("bkrs,bkrh->bksh", p_, do_i)
+                dp_ = jnp.einsum("bkrh,bksh->bkrs", do_i, v_j)
+                ds_ = p_ * (dp_ - _slice(delta, r0, plan.rq, 2)[..., None])
+                dk_j = dk_j + jnp.einsum("bkrs,bkrh->bksh", ds_, q_i)
+                dq_i = _slice(dq, r0, plan.rq, 2) + jnp.einsum("bkrs,bksh->bkrh", ds_, k_j)
+                dst = jnp.swapaxes(ds_, 2, 3)
             dq = lax.dynamic_update_slice_in_dim(dq, dq_i, r0, axis=2)
             if want_dbias:
                 dbias = _add_block(plan, dbias, dst, i, j)
@@ -451,6 +468,9 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
         dbias = dbias[:, :, :bt, :, :bs]  # (B', K', T', G', S')
         dbias = dbias.transpose(0, 1, 3, 2, 4).reshape(bias.shape).astype(bias.dtype)
     return dq, dk, dv, dbias
+
+
+_KEYS_FIRST = True
 
 
 def _add_block(plan: _Plan, dbias, dst, i, j):
@@ -604,9 +624,9 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None
         non-bool ``is_causal``.
 
     Backward (``custom_vjp``, FlashAttention-2's algorithm 2): residuals are the arguments, the
-    output and one log-sum-exp per query row ``lse = m + log sum_s exp(s - m)`` (float32; float64
-    for float64 input): ``O(B N T)`` new bytes, where autodiff of the plain formula keeps the
-    ``(B, N, T, S)`` probabilities. With ``P = exp(S - lse)`` recomputed block by block::
+    output (unrounded: float32 for half inputs) and one log-sum-exp per query row
+    ``lse = m + log sum_s exp(s - m)`` (float32; float64 for float64 input): ``O(B N T)`` new
+    bytes, where autodiff of the plain formula keeps the ``(B, N, T, S)`` probabilities. With ``P = exp(S - lse)`` recomputed block by block::
 
         D  = rowsum(dO * O)                     # one number per query row
         dV = P^T dO        dP = dO V^T          dS = P * (dP - D)
