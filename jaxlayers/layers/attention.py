@@ -417,23 +417,13 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
             dk_j, dv_j, dq, dbias = carry
             r0 = i * plan.rq
             q_i, do_i = _slice(q, r0, plan.rq, 2), _slice(do, r0, plan.rq, 2)
-            if _KEYS_FIRST:
-                st = _masked(plan, jnp.einsum("bksh,bkrh->bksr", k_j, q_i), biasg, maskg, i, j, keys_first=True)
-                pt = jnp.exp(st - _slice(lse, r0, plan.rq, 2)[:, :, None, :])
-                dv_j = dv_j + jnp.einsum("bksr,bkrh->bksh", pt, do_i)
-                dpt = jnp.einsum("bksh,bkrh->bksr", v_j, do_i)
-                dst = pt * (dpt - _slice(delta, r0, plan.rq, 2)[:, :, None, :])
-                dk_j = dk_j + jnp.einsum("bksr,bkrh->bksh", dst, q_i)
-                dq_i = _slice(dq, r0, plan.rq, 2) + jnp.einsum("bksr,bksh->bkrh", dst, k_j)
-            else:
-                s_ = _masked(plan, jnp.einsum("bkrh,bksh->bkrs", q_i, k_j), biasg, maskg, i, j, keys_first=False)
-                p_ = jnp.exp(s_ - _slice(lse, r0, plan.rq, 2)[..., None])
-                dv_j = dv_j + jnp.einsum("bkrs,bkrh->bksh", p_, do_i)
-                dp_ = jnp.einsum("bkrh,bksh->bkrs", do_i, v_j)
-                ds_ = p_ * (dp_ - _slice(delta, r0, plan.rq, 2)[..., None])
-                dk_j = dk_j + jnp.einsum("bkrs,bkrh->bksh", ds_, q_i)
-                dq_i = _slice(dq, r0, plan.rq, 2) + jnp.einsum("bkrs,bksh->bkrh", ds_, k_j)
-                dst = jnp.swapaxes(ds_, 2, 3)
+            st = _masked(plan, jnp.einsum("bksh,bkrh->bksr", k_j, q_i), biasg, maskg, i, j, keys_first=True)
+            pt = jnp.exp(st - _slice(lse, r0, plan.rq, 2)[:, :, None, :])
+            dv_j = dv_j + jnp.einsum("bksr,bkrh->bksh", pt, do_i)
+            dpt = jnp.einsum("bksh,bkrh->bksr", v_j, do_i)
+            dst = pt * (dpt - _slice(delta, r0, plan.rq, 2)[:, :, None, :])
+            dk_j = dk_j + jnp.einsum("bksr,bkrh->bksh", dst, q_i)
+            dq_i = _slice(dq, r0, plan.rq, 2) + jnp.einsum("bksr,bksh->bkrh", dst, k_j)
             dq = lax.dynamic_update_slice_in_dim(dq, dq_i, r0, axis=2)
             if want_dbias:
                 dbias = _add_block(plan, dbias, dst, i, j)
@@ -468,9 +458,6 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
         dbias = dbias[:, :, :bt, :, :bs]  # (B', K', T', G', S')
         dbias = dbias.transpose(0, 1, 3, 2, 4).reshape(bias.shape).astype(bias.dtype)
     return dq, dk, dv, dbias
-
-
-_KEYS_FIRST = True
 
 
 def _add_block(plan: _Plan, dbias, dst, i, j):
