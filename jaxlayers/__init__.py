@@ -14,6 +14,7 @@ from jaxlayers.layers import (
     batchnorm,
     batchnorm_state,
     conv2d,
+    dot_product_attention,
     dropout,
     groupnorm,
     gru,
@@ -80,4 +81,6 @@ __all__ = [
     "rnn_step",
     # the captioning model (issue 18)
     "CaptioningRNN",
+    # attention (issue 19)
+    "dot_product_attention",
 ]

@@ -27,6 +27,7 @@ from jaxlayers.layers import (
     affine,
     batchnorm,
     conv2d,
+    dot_product_attention,
     dropout,
     groupnorm,
     gru,
@@ -550,6 +551,52 @@ declare(lstm, ("x", "h0", "Wx", "Wh", "b", "c0"), n_args=("x", "h0", "c0"))(
 )
 declare(gru_step, (*_STEP, "Wx", "Wh", "b"), n_args=_STEP)(_recurrent_samples(24, 3, sequence=False))
 declare(gru, ("x", "h0", "Wx", "Wh", "b"), n_args=("x", "h0"))(_recurrent_samples(25, 3, sequence=True))
+
+
+# --- attention (issue 19): dot_product_attention, without and with a differentiated bias ---
+# Tiny (B <= 2, T, S <= 5, H <= 3): one block each; tests/test_attention.py forces several blocks.
+
+
+def _attention_samples(seed: int, *, with_bias: bool):
+    def samples(dtype) -> list[Sample]:
+        r = _rng(seed)
+
+        def s(name, b, t, sk, n, k, h, *, bias_shape=None, mask=None, q_scale=1.0, **kwargs):
+            args = [
+                _arr(r.randn(b, t, n, h) * q_scale, dtype),
+                _arr(r.randn(b, sk, k, h), dtype),
+                _arr(r.randn(b, sk, k, h), dtype),
+                _arr(r.randn(*bias_shape), dtype) if bias_shape is not None else None,
+                None if mask is None else jnp.asarray(mask),
+            ]
+            return Sample(name, tuple(args), kwargs)
+
+        full_row_masked = np.ones((2, 1, 3, 4), bool)
+        full_row_masked[0, 0, 1] = False  # query 1 of example 0 sees no key
+        full_row_masked[1, 0, :, 2] = False
+        bias = (lambda shape: shape) if with_bias else (lambda shape: None)
+        return [
+            s("ordinary", 2, 3, 4, 2, 2, 3, bias_shape=bias((1, 2, 3, 4))),
+            s("grouped-query N=4 K=2, T != S", 2, 3, 5, 4, 2, 2, bias_shape=bias((2, 1, 1, 5))),
+            s("multi-query K=1, causal T > S", 1, 5, 3, 2, 1, 3, bias_shape=bias((1, 2, 5, 3)), is_causal=True),
+            s("causal T < S", 2, 2, 4, 2, 2, 2, bias_shape=bias((2, 2, 1, 4)), is_causal=True),
+            s("mask, a fully masked row", 2, 3, 4, 2, 2, 2, bias_shape=bias((2, 2, 3, 4)), mask=full_row_masked),
+            s("T = S = 1", 2, 1, 1, 2, 2, 3, bias_shape=bias((1, 1, 1, 1))),
+            s("larger logits, scale 0.9", 1, 3, 4, 2, 2, 3, bias_shape=bias((1, 2, 3, 4)), q_scale=3.0, scale=0.9),
+        ]
+
+    return samples
+
+
+declare(
+    dot_product_attention, ("query", "key", "value"), batch=("query", "key", "value"), n_args=("query", "key", "value")
+)(_attention_samples(30, with_bias=False))
+declare(
+    dot_product_attention,
+    ("query", "key", "value", "bias"),
+    name="dot_product_attention[bias]",
+    n_args=("query", "key", "value"),
+)(_attention_samples(31, with_bias=True))
 
 
 #: Every declared op, in declaration order.

@@ -46,6 +46,7 @@ import importlib as _importlib
 import pkgutil as _pkgutil
 
 from jaxlayers.layers.affine import *  # noqa: F403
+from jaxlayers.layers.attention import *  # noqa: F403
 from jaxlayers.layers.batchnorm import *  # noqa: F403
 from jaxlayers.layers.conv import *  # noqa: F403
 from jaxlayers.layers.dropout import *  # noqa: F403
