@@ -5,13 +5,18 @@ runs one forward + backward pass (all gradients: inputs, initial state, weights)
 interleaved (:func:`bench.common.interleaved`):
 
 * ``jaxlayers``: ``jax.vjp`` of :func:`jaxlayers.lstm` / :func:`jaxlayers.gru` (hand-written
-  backpropagation through time, one reverse ``lax.scan``);
+  backpropagation through time, one reverse ``lax.fori_loop``);
 * ``autodiff``: ``jax.vjp`` of :func:`~jaxlayers.layers.lstm.lstm_reference` /
   :func:`~jaxlayers.layers.gru.gru_reference`: the same maths as one ``lax.scan`` with the input
   projection ``x Wx + b`` hoisted out of it, differentiated by JAX;
 * ``flax``: ``flax.linen.RNN`` of ``OptimizedLSTMCell`` / ``GRUCell`` (when flax is installed);
 * ``torch``: PyTorch ``nn.LSTM`` / ``nn.GRU`` (``batch_first``, ``torch.set_num_threads(2)``, eager;
   when torch is installed).
+
+Each call's process CPU time (``time.process_time``: user + system over all threads) is recorded beside
+its wall time: on a shared machine the wall time of a call swings with other processes' load, while the
+CPU time (the work done) barely does, so both ratios are printed, each the median of per-round paired
+ratios. The load average is printed before and after.
 
 Also the bytes each JAX peer keeps for the backward pass (:func:`bench.conv.residual_bytes`: ``new``
 intermediates, and residuals that are the function's inputs). Targets: jaxlayers <= 0.8x autodiff's
@@ -24,7 +29,9 @@ environment) all four peers run.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -109,8 +116,19 @@ def _torch_peer(kind: str, x, ct):
     return run
 
 
+def _cpu_timed(fn, out: list[float]):
+    def timed():
+        start = time.process_time()
+        result = fn()
+        out.append(time.process_time() - start)
+        return result
+
+    return timed
+
+
 def run(rounds: int = 5, per_round: int = 3, log=print) -> dict:
-    results = {}
+    results = {"load_before": os.getloadavg()}
+    log(f"load average before: {' '.join(f'{v:.1f}' for v in results['load_before'])}")
     for kind, (gates, op, ref) in CELLS.items():
         args, ct = _arrays(gates)
         fns = {"jaxlayers": _jax_peer(op, args, ct), "autodiff": _jax_peer(ref, args, ct)}
@@ -121,7 +139,10 @@ def run(rounds: int = 5, per_round: int = 3, log=print) -> dict:
         torch_run = _torch_peer(kind, args[0], ct)
         if torch_run is not None:
             fns["torch"] = torch_run
-        times = interleaved(fns, rounds=rounds, per_round=per_round)
+        cpu: dict[str, list[float]] = {name: [] for name in fns}
+        timed = {name: _cpu_timed(fn, cpu[name]) for name, fn in fns.items()}
+        times = interleaved(timed, rounds=rounds, per_round=per_round)
+        cpu = {name: cpu[name][-len(times[name]) :] for name in fns}  # drop the warm-up calls
         rows = []
         for name, ts in times.items():
             lo, hi = iqr(ts)
@@ -132,12 +153,16 @@ def run(rounds: int = 5, per_round: int = 3, log=print) -> dict:
                     "ms": median(ts) * 1e3,
                     "iqr_ms": (lo * 1e3, hi * 1e3),
                     "jaxlayers_over_peer": paired_ratio(times["jaxlayers"], ts, per_round),
+                    "cpu_ms": median(cpu[name]) * 1e3,
+                    "cpu_jaxlayers_over_peer": paired_ratio(cpu["jaxlayers"], cpu[name], per_round),
                     "residual_new_mb": None if res is None else res["new"] / 1e6,
                     "residual_args_mb": None if res is None else res["args"] / 1e6,
                 }
             )
         results[kind] = rows
         log("\n".join(lines(kind, rows)))
+    results["load_after"] = os.getloadavg()
+    log(f"load average after: {' '.join(f'{v:.1f}' for v in results['load_after'])}")
     return results
 
 
@@ -145,15 +170,17 @@ def lines(kind: str, rows: list[dict]) -> list[str]:
     out = [
         f"### {kind}: N={N}, T={T}, D=H={H}, float32, forward + backward",
         "",
-        "| peer | ms (median) | IQR ms | jaxlayers / peer (paired) | saved residuals MB (new) | + inputs MB |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| peer | wall ms (median) | IQR ms | jaxlayers / peer, wall (paired) | CPU ms (median)"
+        " | jaxlayers / peer, CPU (paired) | saved residuals MB (new) | + inputs MB |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         new = "—" if r["residual_new_mb"] is None else f"{r['residual_new_mb']:.2f}"
         arg = "—" if r["residual_args_mb"] is None else f"{r['residual_args_mb']:.2f}"
         lo, hi = r["iqr_ms"]
         out.append(
-            f"| {r['peer']} | {r['ms']:.1f} | {lo:.1f}–{hi:.1f} | {r['jaxlayers_over_peer']:.3f} | {new} | {arg} |"
+            f"| {r['peer']} | {r['ms']:.1f} | {lo:.1f}–{hi:.1f} | {r['jaxlayers_over_peer']:.3f}"
+            f" | {r['cpu_ms']:.1f} | {r['cpu_jaxlayers_over_peer']:.3f} | {new} | {arg} |"
         )
     jl_row = next(r for r in rows if r["peer"] == "jaxlayers")
     ad_row = next(r for r in rows if r["peer"] == "autodiff")
@@ -162,7 +189,8 @@ def lines(kind: str, rows: list[dict]) -> list[str]:
     )
     out += [
         "",
-        f"{kind}: time jaxlayers / autodiff {ad_row['jaxlayers_over_peer']:.3f}"
+        f"{kind}: time jaxlayers / autodiff {ad_row['jaxlayers_over_peer']:.3f} wall,"
+        f" {ad_row['cpu_jaxlayers_over_peer']:.3f} CPU"
         f" (target <= {TARGETS['time, jaxlayers / autodiff']}); saved residual bytes jaxlayers / autodiff:"
         f" new {jl_row['residual_new_mb'] / ad_row['residual_new_mb']:.3f}, new + inputs {total:.3f}"
         f" (target <= {TARGETS['saved residual bytes (new + inputs), jaxlayers / autodiff']})",

@@ -413,7 +413,7 @@ def test_lstm_residuals_are_gates_and_cells_only():
     args = (*(jnp.asarray(a, jnp.float32) for a in _seq_args(r, n, t, d, h, 4)), jnp.zeros((n, h)))
     _, res = lstm_fwd(*args)
     assert isinstance(res, LSTMResiduals)
-    assert res.gates.shape == (t, n, 4 * h) and res.cs.shape == (t, n, h)
+    assert res.gates.shape == (n, t, 4 * h) and res.cs.shape == (n, t, h)
     new = [a for a in jax.tree.leaves(res) if not any(a is b for b in args)]
     assert sum(a.size for a in new) == 5 * t * n * h  # gates (4H) and the cell (H), per step
 

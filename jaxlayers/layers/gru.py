@@ -28,9 +28,11 @@ from jax import lax
 
 from jaxlayers._oprule import custom_op
 from jaxlayers.layers._recurrent import (
+    at,
     check_recurrent,
     mm,
     project_inputs,
+    put,
     sequence_grads,
     sigmoid,
     upcast,
@@ -185,11 +187,11 @@ def gru_step(x, prev_h, Wx, Wh, b):
 
 class GRUResiduals(NamedTuple):
     """What :func:`gru_bwd` keeps: the arguments (alive anyway; ``b`` only for its dtype) and, per
-    step, time-major, in the compute dtype, the gates after their nonlinearities ``[r, z, n]
-    (T, N, 3H)``: ``3 H`` numbers per example and step. The backward pass also needs the hidden states
+    step, batch-major, in the compute dtype, the gates after their nonlinearities ``[r, z, n]
+    (N, T, 3H)``: ``3 H`` numbers per example and step. The backward pass also needs the hidden states
     and the candidate's recurrent product ``h_{t-1} Wh_n``; rather than keep them (``2 H`` more per
-    step), it recomputes them: ``h_t = n_t + z_t (h_{t-1} - n_t)`` by an elementwise scan from ``h0``
-    (no matmul), then ``h_{t-1} Wh_n`` for all steps in one ``(T N, H) @ (H, H)`` matmul."""
+    step), it recomputes them: ``h_t = n_t + z_t (h_{t-1} - n_t)`` by an elementwise loop from ``h0``
+    (no matmul), then ``h_{t-1} Wh_n`` for all steps in one ``(N T, H) @ (H, H)`` matmul."""
 
     x: jax.Array
     h0: jax.Array
@@ -213,58 +215,64 @@ def gru_reference(x, h0, Wx, Wh, b):
     return jnp.swapaxes(hs, 0, 1).astype(out)
 
 
-def _gru_forward(x, h0, Wx, Wh, b):
+def _gru_forward(x, h0, Wx, Wh, b, *, residuals=True):
+    """``(h, gates)`` (batch-major), or ``(h, None)`` without ``residuals``."""
     _, out, (xa, h0a, Wxa, Wha, ba) = upcast(x, h0, Wx, Wh, b)
+    n, t, _ = x.shape
+    xw = project_inputs(xa, Wxa)
 
-    def step(h, xa_t):
-        h, gates, _ = _cell(xa_t, mm(h, Wha), h)
-        return h, (h, gates)
+    def step(s, carry):
+        h, hs, *res = carry
+        h, gates, _ = _cell(at(xw, s) + ba, mm(h, Wha), h)
+        return h, put(hs, h, s), *([put(res[0], gates, s)] if residuals else [])
 
-    _, (hs, gates) = lax.scan(step, h0a, project_inputs(xa, Wxa, ba))
-    return jnp.swapaxes(hs, 0, 1).astype(out), gates
+    bufs = [jnp.zeros((n, t, k), h0a.dtype) for k in (h0a.shape[1], Wxa.shape[1])]
+    _, hs, *res = lax.fori_loop(0, t, step, (h0a, *bufs[: 2 if residuals else 1]))
+    return hs.astype(out), (res[0] if residuals else None)
 
 
 def gru_fwd(x, h0, Wx, Wh, b):
-    """Forward pass: one ``lax.scan`` over ``xa = x Wx + b`` (all steps in one matmul); residuals
+    """Forward pass: one loop over time on ``xw = x Wx`` (all steps in one matmul); residuals
     :class:`GRUResiduals`."""
     h, gates = _gru_forward(x, h0, Wx, Wh, b)
     return h, GRUResiduals(x, h0, Wx, Wh, b, gates)
 
 
 def gru_bwd(res: GRUResiduals, g):
-    """Backpropagation through time, one reverse ``lax.scan`` carrying ``dh``: at each step, last to
-    first, :func:`gru_step`'s formulas with ``dh = g_t + dh`` give ``dxa_t``, ``dha_t`` and
-    ``dh = dh z + dha_t Wh^T``; then one matmul each for ``dx``, ``dWx``, ``dWh = sum_t h_{t-1}^T dha_t``
-    and a sum for ``db``. Before the scan, ``ha_n = h_{t-1} Wh_n`` is recomputed for all steps in one
-    matmul, after the hidden states ``h_t = n_t + z_t (h_{t-1} - n_t)`` by an elementwise scan (neither
-    is kept by the forward pass)."""
+    """Backpropagation through time, one reverse loop carrying ``dh``: at each step, last to first,
+    :func:`gru_step`'s formulas with ``dh = g_t + dh`` give ``dxa_t``, ``dha_t`` and
+    ``dh = dh z + dha_t Wh^T`` (the step's only matmul); then one matmul each for ``dx``, ``dWx``,
+    ``dWh = sum_t h_{t-1}^T dha_t`` and a sum for ``db``. Before the loop, ``ha_n = h_{t-1} Wh_n`` is
+    recomputed for all steps in one matmul, after the hidden states ``h_t = n_t + z_t (h_{t-1} - n_t)``
+    by an elementwise loop (neither is kept by the forward pass)."""
     x, h0, Wx, Wh, b, gates = res
     acc = gates.dtype
     Wha = Wh.astype(acc)
     WhT = Wha.T
-    t, n, hidden = gates.shape[0], gates.shape[1], gates.shape[2] // 3
-    h0a = h0.astype(acc)
+    n, t, hidden = gates.shape[0], gates.shape[1], gates.shape[2] // 3
+    h0a, ga = h0.astype(acc), g.astype(acc)
 
-    def replay(h, zn):
-        z, n_t = zn[..., :hidden], zn[..., hidden:]
-        h = n_t + z * (h - n_t)  # the forward pass's arithmetic, exactly
-        return h, h
+    def replay(s, carry):
+        h, h_prev = carry
+        zn = at(gates, s)
+        z, n_t = zn[:, hidden : 2 * hidden], zn[:, 2 * hidden :]
+        return n_t + z * (h - n_t), put(h_prev, h, s)  # the forward pass's arithmetic, exactly
 
-    _, hs = lax.scan(replay, h0a, gates[:-1, :, hidden:])
-    h_prev = jnp.concatenate([h0a[None], hs])
-    hn = mm(h_prev.reshape(t * n, hidden), Wha[:, 2 * hidden :]).reshape(t, n, hidden)
+    _, h_prev = lax.fori_loop(0, t, replay, (h0a, jnp.zeros((n, t, hidden), acc)))
+    hn = mm(h_prev.reshape(n * t, hidden), Wha[:, 2 * hidden :]).reshape(n, t, hidden)
 
-    def step(dh, inputs):
-        g_t, gates_t, hn_t, h_t = inputs
-        dxa, dha, dh_direct = _cell_bwd(g_t + dh, gates_t, hn_t, h_t)
-        return dh_direct + mm(dha, WhT), (dxa, dha)
+    def step(j, carry):
+        s = t - 1 - j
+        dh, dXA, dHA = carry
+        dxa, dha, dh_direct = _cell_bwd(at(ga, s) + dh, at(gates, s), at(hn, s), at(h_prev, s))
+        return dh_direct + mm(dha, WhT), put(dXA, dxa, s), put(dHA, dha, s)
 
-    gt = jnp.swapaxes(g, 0, 1).astype(acc)
-    dh0, (dXA, dHA) = lax.scan(step, jnp.zeros_like(h0a), (gt, gates, hn, h_prev), reverse=True)
+    zeros = jnp.zeros(gates.shape, acc)
+    dh0, dXA, dHA = lax.fori_loop(0, t, step, (jnp.zeros_like(h0a), zeros, zeros))
     return sequence_grads(x, h0, Wx, Wh, b, dXA, dHA, h_prev, dh0, acc)
 
 
-_gru = custom_op(gru_reference, gru_fwd, gru_bwd, primal=lambda *a: _gru_forward(*a)[0])
+_gru = custom_op(gru_reference, gru_fwd, gru_bwd, primal=lambda *a: _gru_forward(*a, residuals=False)[0])
 
 
 def check_gru(x, h0, Wx, Wh, b):
@@ -301,12 +309,12 @@ def gru(x, h0, Wx, Wh, b):
         match the above (the message names the argument and the shapes seen).
       TypeError: if an argument is not floating point or not array-like.
 
-    Backward (``custom_vjp``): one reverse ``lax.scan`` over time carrying ``dh``; at step ``t``,
+    Backward (``custom_vjp``): one reverse loop over time (``lax.fori_loop``) carrying ``dh``; at step ``t``,
     last to first, :func:`gru_step`'s formulas with ``dh = g_t + dh`` give ``dxa_t``, ``dha_t``, and
-    ``dh = dh z + dha_t Wh^T``. After the scan, one matmul each over all steps: ``dx = dXA Wx^T``,
+    ``dh = dh z + dha_t Wh^T``. After the loop, one matmul each over all steps: ``dx = dXA Wx^T``,
     ``dWx = sum_t x_t^T dxa_t``, ``dWh = sum_t h_{t-1}^T dha_t``, and ``db = sum dXA``. Residuals:
     the arguments and the gates ``[r, z, n]``, ``3 T N H`` numbers (autodiff of the forward scan
-    keeps ``9 T N H``); the hidden states are recomputed by an elementwise scan and ``h_{t-1} Wh_n``
+    keeps ``9 T N H``); the hidden states are recomputed by an elementwise loop and ``h_{t-1} Wh_n``
     in one matmul.
 
     Example:

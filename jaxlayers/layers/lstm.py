@@ -25,9 +25,11 @@ from jax import lax
 
 from jaxlayers._oprule import custom_op
 from jaxlayers.layers._recurrent import (
+    at,
     check_recurrent,
     mm,
     project_inputs,
+    put,
     sequence_grads,
     sigmoid,
     upcast,
@@ -200,8 +202,8 @@ def lstm_step(x, prev_h, prev_c, Wx, Wh, b):
 
 class LSTMResiduals(NamedTuple):
     """What :func:`lstm_bwd` keeps: the arguments (alive anyway; ``b`` only for its dtype) and, per
-    step, the four gates after their nonlinearities ``gates (T, N, 4H)`` and the cell ``cs (T, N, H)``,
-    time-major, in the compute dtype: ``5 H`` numbers per example and step. The hidden states are not
+    step, the four gates after their nonlinearities ``gates (N, T, 4H)`` and the cell ``cs (N, T, H)``,
+    batch-major, in the compute dtype: ``5 H`` numbers per example and step. The hidden states are not
     kept: ``h_t = o_t tanh(c_t)`` is recomputed from them for ``dWh``."""
 
     x: jax.Array
@@ -233,51 +235,57 @@ def lstm_reference(x, h0, Wx, Wh, b, c0=None):
     return jnp.swapaxes(hs, 0, 1).astype(out)
 
 
-def _lstm_forward(x, h0, Wx, Wh, b, c0):
+def _lstm_forward(x, h0, Wx, Wh, b, c0, *, residuals=True):
+    """``(h, gates, cs)`` (batch-major), or ``(h, None, None)`` without ``residuals``."""
     _, out, (xa, h0a, Wxa, Wha, ba, c0a) = upcast(x, h0, Wx, Wh, b, c0)
+    n, t, _ = x.shape
+    xw = project_inputs(xa, Wxa)
 
-    def step(carry, xa_t):
-        h, c = carry
-        h, c, gates = _cell(xa_t + mm(h, Wha), c)
-        return (h, c), (h, gates, c)
+    def step(s, carry):
+        h, c, hs, *res = carry
+        h, c, gates = _cell(at(xw, s) + ba + mm(h, Wha), c)
+        res = [put(res[0], gates, s), put(res[1], c, s)] if residuals else []
+        return h, c, put(hs, h, s), *res
 
-    _, (hs, gates, cs) = lax.scan(step, (h0a, c0a), project_inputs(xa, Wxa, ba))
-    return jnp.swapaxes(hs, 0, 1).astype(out), gates, cs
+    bufs = [jnp.zeros((n, t, k), h0a.dtype) for k in (h0a.shape[1], Wxa.shape[1], h0a.shape[1])]
+    _, _, hs, *res = lax.fori_loop(0, t, step, (h0a, c0a, *bufs[: 3 if residuals else 1]))
+    return (hs.astype(out), *res) if residuals else (hs.astype(out), None, None)
 
 
 def lstm_fwd(x, h0, Wx, Wh, b, c0):
-    """Forward pass: one ``lax.scan`` over ``xa = x Wx + b`` (all steps in one matmul); residuals
+    """Forward pass: one loop over time on ``xw = x Wx`` (all steps in one matmul); residuals
     :class:`LSTMResiduals` (gates and cells, not the hidden states)."""
     h, gates, cs = _lstm_forward(x, h0, Wx, Wh, b, c0)
     return h, LSTMResiduals(x, h0, c0, Wx, Wh, b, gates, cs)
 
 
 def lstm_bwd(res: LSTMResiduals, g):
-    """Backpropagation through time (the NumPy original's ``lstm_backward``), one reverse ``lax.scan``
-    carrying ``(dh, dc)``: at each step, last to first, ``da_t, dc = cell_bwd(g_t + dh, dc)`` (the
-    step's formulas, :func:`lstm_step`) and ``dh = da_t Wh^T``; then one matmul each for ``dx``,
-    ``dWx``, ``dWh = sum_t h_{t-1}^T da_t`` (``h_{t-1} = o_{t-1} tanh(c_{t-1})`` recomputed) and a sum
-    for ``db``. Returns ``(dx, dh0, dWx, dWh, db, dc0)``."""
+    """Backpropagation through time (the NumPy original's ``lstm_backward``), one reverse loop carrying
+    ``(dh, dc)``: at each step, last to first, ``da_t, dc = cell_bwd(g_t + dh, dc)`` (the step's
+    formulas, :func:`lstm_step`) and ``dh = da_t Wh^T`` (the step's only matmul); then one matmul each
+    for ``dx``, ``dWx``, ``dWh = sum_t h_{t-1}^T da_t`` (``h_{t-1} = o_{t-1} tanh(c_{t-1})``
+    recomputed) and a sum for ``db``. Returns ``(dx, dh0, dWx, dWh, db, dc0)``."""
     x, h0, c0, Wx, Wh, b, gates, cs = res
     acc = gates.dtype
-    hidden = cs.shape[-1]
+    n, t, hidden = cs.shape
     WhT = Wh.astype(acc).T
-    c_prev = jnp.concatenate([c0.astype(acc)[None], cs[:-1]])
+    c0a, ga = c0.astype(acc), g.astype(acc)
 
-    def step(carry, inputs):
-        dh, dc = carry
-        g_t, gates_t, c_t, c_prev_t = inputs
-        da, dc = _cell_bwd(g_t + dh, dc, gates_t, c_t, c_prev_t)
-        return (mm(da, WhT), dc), da
+    def step(j, carry):
+        s = t - 1 - j
+        dh, dc, dA = carry
+        c_prev = jnp.where(s == 0, c0a, at(cs, jnp.maximum(s - 1, 0)))
+        da, dc = _cell_bwd(at(ga, s) + dh, dc, at(gates, s), at(cs, s), c_prev)
+        return mm(da, WhT), dc, put(dA, da, s)
 
-    gt = jnp.swapaxes(g, 0, 1).astype(acc)
-    zeros = jnp.zeros_like(cs[0])
-    (dh0, dc0), dA = lax.scan(step, (zeros, zeros), (gt, gates, cs, c_prev), reverse=True)
-    h_prev = jnp.concatenate([h0.astype(acc)[None], gates[:-1, :, 2 * hidden : 3 * hidden] * jnp.tanh(cs[:-1])])
+    zeros = jnp.zeros((n, hidden), acc)
+    dh0, dc0, dA = lax.fori_loop(0, t, step, (zeros, zeros, jnp.zeros(gates.shape, acc)))
+    o = gates[:, :-1, 2 * hidden : 3 * hidden]
+    h_prev = jnp.concatenate([h0.astype(acc)[:, None], o * jnp.tanh(cs[:, :-1])], axis=1)
     return (*sequence_grads(x, h0, Wx, Wh, b, dA, dA, h_prev, dh0, acc), dc0.astype(c0.dtype))
 
 
-_lstm = custom_op(lstm_reference, lstm_fwd, lstm_bwd, primal=lambda *a: _lstm_forward(*a)[0])
+_lstm = custom_op(lstm_reference, lstm_fwd, lstm_bwd, primal=lambda *a: _lstm_forward(*a, residuals=False)[0])
 
 
 def check_lstm(x, h0, Wx, Wh, b, c0=None):
@@ -311,9 +319,9 @@ def lstm(x, h0, Wx, Wh, b, c0=None):
         match the above (the message names the argument and the shapes seen).
       TypeError: if an argument is not floating point or not array-like.
 
-    Backward (``custom_vjp``): one reverse ``lax.scan`` over time carrying ``(dh, dc)``; at step
+    Backward (``custom_vjp``): one reverse loop over time (``lax.fori_loop``) carrying ``(dh, dc)``; at step
     ``t``, last to first, :func:`lstm_step`'s backward formulas with ``dh = g_t + dh`` give ``da_t``
-    and the new ``dc``, and ``dh = da_t Wh^T``. After the scan, one matmul each over all steps:
+    and the new ``dc``, and ``dh = da_t Wh^T``. After the loop, one matmul each over all steps:
     ``dx = dA Wx^T``, ``dWx = sum_t x_t^T da_t``, ``dWh = sum_t h_{t-1}^T da_t``, and ``db = sum
     da``; ``dh0``, ``dc0`` are the final carry. Residuals: the arguments, the gates after their
     nonlinearities and the cells, ``5 T N H`` numbers (autodiff of the forward scan keeps

@@ -6,7 +6,8 @@ Source of the maths: the NumPy original's ``rnn_step_forward`` / ``rnn_step_back
 Four parts per op, as every jaxlayers op: :func:`rnn_step_reference` / :func:`rnn_reference` (plain
 ``jnp``; ``jax.grad`` of them is the oracle), :func:`rnn_step_fwd` / :func:`rnn_fwd` (``-> (out,
 residuals)``), :func:`rnn_step_bwd` / :func:`rnn_bwd` (the hand-derived backward; for the sequence,
-backpropagation through time as one reverse ``lax.scan``), and the public :func:`rnn_step` / :func:`rnn`.
+backpropagation through time as one reverse loop written by hand), and the public :func:`rnn_step` /
+:func:`rnn`.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxlayers._oprule import custom_op
-from jaxlayers.layers._recurrent import check_recurrent, mm, project_inputs, sequence_grads, upcast
+from jaxlayers.layers._recurrent import at, check_recurrent, mm, project_inputs, put, sequence_grads, upcast
 
 __all__ = [
     "rnn_step",
@@ -129,7 +130,7 @@ def rnn_step(x, prev_h, Wx, Wh, b):
 
 class RNNResiduals(NamedTuple):
     """What :func:`rnn_bwd` keeps: the arguments (alive anyway; ``b`` only for its dtype) and the
-    hidden states ``hs (T, N, H)``, time-major, in the compute dtype -- one ``H``-vector per example
+    hidden states ``hs (N, T, H)``, batch-major, in the compute dtype -- one ``H``-vector per example
     and step, the least backpropagation through time needs (``tanh'`` is ``1 - h**2`` and ``dWh``
     needs ``h_{t-1}``)."""
 
@@ -157,44 +158,49 @@ def rnn_reference(x, h0, Wx, Wh, b):
 
 def _rnn_forward(x, h0, Wx, Wh, b):
     _, out, (xa, h0a, Wxa, Wha, ba) = upcast(x, h0, Wx, Wh, b)
+    xw = project_inputs(xa, Wxa)
 
-    def step(h, xa_t):
-        h = jnp.tanh(xa_t + mm(h, Wha))
-        return h, h
+    def step(s, carry):
+        h, hs = carry
+        h = jnp.tanh(at(xw, s) + ba + mm(h, Wha))
+        return h, put(hs, h, s)
 
-    _, hs = lax.scan(step, h0a, project_inputs(xa, Wxa, ba))
-    return jnp.swapaxes(hs, 0, 1).astype(out), hs
+    _, hs = lax.fori_loop(0, x.shape[1], step, (h0a, jnp.zeros(xw.shape[:2] + h0a.shape[1:], h0a.dtype)))
+    return hs.astype(out), hs
 
 
 def rnn_fwd(x, h0, Wx, Wh, b):
-    """Forward pass: one ``lax.scan`` of ``h_t = tanh(xa_t + h_{t-1} Wh)`` over ``xa = x Wx + b``
+    """Forward pass: one loop over time of ``h_t = tanh(xw_t + b + h_{t-1} Wh)`` on ``xw = x Wx``
     (computed for all steps in one matmul); residuals :class:`RNNResiduals`."""
     h, hs = _rnn_forward(x, h0, Wx, Wh, b)
     return h, RNNResiduals(x, h0, Wx, Wh, b, hs)
 
 
 def rnn_bwd(res: RNNResiduals, g):
-    """Backpropagation through time (the NumPy original's ``rnn_backward``), one reverse ``lax.scan``.
+    """Backpropagation through time (the NumPy original's ``rnn_backward``), one reverse loop.
 
     Carry ``dh`` (zeros after the last step); at step ``t`` (last to first)::
 
         da_t = (g_t + dh) * (1 - h_t**2)      dh <- da_t Wh^T
 
-    then, outside the scan, one matmul each: ``dx = dA Wx^T``, ``dWx = sum_t x_t^T da_t``,
+    then, outside the loop, one matmul each: ``dx = dA Wx^T``, ``dWx = sum_t x_t^T da_t``,
     ``dWh = sum_t h_{t-1}^T da_t``, ``db = sum_{t,n} da``; ``dh0`` is the final carry.
     """
     x, h0, Wx, Wh, b, hs = res
     acc = hs.dtype
     WhT = Wh.astype(acc).T
+    ga = g.astype(acc)
+    t = hs.shape[1]
 
-    def step(dh, inputs):
-        g_t, h_t = inputs
-        da = (g_t + dh) * (1 - h_t * h_t)
-        return mm(da, WhT), da
+    def step(j, carry):
+        s = t - 1 - j
+        dh, dA = carry
+        h_t = at(hs, s)
+        da = (at(ga, s) + dh) * (1 - h_t * h_t)
+        return mm(da, WhT), put(dA, da, s)
 
-    gt = jnp.swapaxes(g, 0, 1).astype(acc)
-    dh0, dA = lax.scan(step, jnp.zeros_like(hs[0]), (gt, hs), reverse=True)
-    h_prev = jnp.concatenate([h0.astype(acc)[None], hs[:-1]])
+    dh0, dA = lax.fori_loop(0, t, step, (jnp.zeros_like(hs[:, 0]), jnp.zeros_like(hs)))
+    h_prev = jnp.concatenate([h0.astype(acc)[:, None], hs[:, :-1]], axis=1)
     return sequence_grads(x, h0, Wx, Wh, b, dA, dA, h_prev, dh0, acc)
 
 
@@ -227,7 +233,7 @@ def rnn(x, h0, Wx, Wh, b):
         match the above (the message names the argument and the shapes seen).
       TypeError: if an argument is not floating point or not array-like.
 
-    Backward (``custom_vjp``): one reverse ``lax.scan`` over time carrying ``dh``; for cotangent
+    Backward (``custom_vjp``): one reverse loop over time (``lax.fori_loop``) carrying ``dh``; for cotangent
     ``g (N, T, H)``, from the last step to the first::
 
         da_t = (g_t + dh) * (1 - h_t**2)      dh = da_t Wh^T      (dh0 = dh after step 0)
