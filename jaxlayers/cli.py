@@ -89,13 +89,15 @@ FLAGS = (
           help="digits | mnist1d | mnist1d-seq | pydoc-chars[:T] | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, "
           "X_test, y_test; optional X_val, y_val, class_names, image_shape)"),
     _flag("--model", role="data", default="fc", type=_arg_type(_model_choice, "model"),
-          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,PATH.json}",
+          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,transformer,chartransformer,PATH.json}",
           help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
           "docs/guides/train-cli.md); threelayer: the course's ThreeLayerConvNet (first --conv-channels, "
           "--filter-size, first --hidden-dims); rnn | lstm | gru: a recurrent layer of first --hidden-dims units, "
           "then the classifier, on each example read as a sequence (--dataset mnist1d-seq unless given; a flat dataset "
           "as (features, 1)); charlm: a character language model on --dataset pydoc-chars[:T] (Embedding(V, 64) -> "
-          "LSTM(first --hidden-dims) -> TemporalAffine(V)); PATH.json: any registered model from its record "
+          "LSTM(first --hidden-dims) -> TemporalAffine(V)); transformer: a Transformer classifier on --dataset "
+          "mnist1d-seq (patches of 4 steps, one pre-norm block of width H per --hidden-dims entry); chartransformer: a "
+          "causal character Transformer on pydoc-chars (blocks as transformer's); PATH.json: any registered model from its record "
           "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags"),
     _flag("--hidden-dims", role="model", default=[1024, 1024], metavar="H", **_POSITIVE_INTS,
           help="hidden layer widths, e.g. 512 512 or 512,512"),
@@ -190,6 +192,9 @@ MODELS: dict[str, tuple[str, dict]] = {
         for m in ("rnn", "lstm", "gru")
     },
     "charlm": ("char_lm", {"hidden_dims": ("hidden", _first)}),  # models.char_lm, built from the vocabulary
+    # models.transformer_classifier / models.char_transformer: one block of width H per --hidden-dims entry
+    "transformer": ("transformer_classifier", {}),
+    "chartransformer": ("char_transformer", {}),
 }
 RECURRENT = ("rnn", "lstm", "gru")
 # their settings (any flag given overrides), tuned on mnist1d-seq for bench/RESULTS.md; their default dataset
@@ -200,7 +205,15 @@ RNN_PRESET = {**RECURRENT_PRESET, "learning_rate": 1e-3, "clip_norm": 1.0}  # a 
 CHARLM_PRESET = {"dataset": "pydoc-chars", "hidden_dims": [256], "reg": 0.0, "optimizer": "adam", "batch_size": 32}
 CHARLM_PRESET.update(learning_rate=2e-3, epochs=10, clip_norm=5.0, schedule="constant")
 # The presets of the models that have one besides convnet's per-dataset ones (and their default dataset).
+# `--model transformer`'s settings, tuned on mnist1d-seq for bench/RESULTS.md: two blocks of width 64, AdamW.
+TRANSFORMER_PRESET = {"dataset": "mnist1d-seq", "hidden_dims": [64, 64], "dropout_rate": 0.0, "reg": 0.0}
+TRANSFORMER_PRESET.update(optimizer="adamw", learning_rate=2e-3, weight_decay=0.05, schedule="cosine")
+TRANSFORMER_PRESET.update(batch_size=64, epochs=60)
+# `--model chartransformer`'s: charlm's data and budget (10 epochs of batch 32), AdamW with a warmup.
+CHARTRANSFORMER_PRESET = {**CHARLM_PRESET, "hidden_dims": [128, 128], "dropout_rate": 0.0, "optimizer": "adamw"}
+CHARTRANSFORMER_PRESET.update(learning_rate=1e-3, weight_decay=0.01, schedule="cosine", clip_norm=1.0)
 PRESETS = {"rnn": RNN_PRESET, "lstm": RECURRENT_PRESET, "gru": RECURRENT_PRESET, "charlm": CHARLM_PRESET}
+PRESETS.update(transformer=TRANSFORMER_PRESET, chartransformer=CHARTRANSFORMER_PRESET)
 
 
 def _default_dataset(model: str) -> str:
@@ -447,6 +460,8 @@ def _named_model(opts: dict, ds):
             raise ValueError(f"--model charlm needs a token dataset (--dataset pydoc-chars); {ds.name} has none")
         hidden, reg = _first(opts["hidden_dims"]), opts["reg"]
         return models.char_lm(len(ds.vocab), ds.input_shape[0], hidden=hidden, reg=reg), ds
+    if cls_name in ("transformer_classifier", "char_transformer"):
+        return _transformer(opts, ds)
     record = opts.get("model_record") or {}
     base = record.get("config") if record.get("class") == cls_name else None
     fields = dict(base or {})
@@ -465,6 +480,28 @@ def _named_model(opts: dict, ds):
     ds = ds if opts["model"] == "fc" else ds.as_images()
     fields.update(input_dim=ds.num_features if opts["model"] == "fc" else ds.image_shape)
     return getattr(models, cls_name)(**{**fields, "num_classes": max(ds.num_classes, 2)}), ds
+
+
+def _transformer(opts: dict, ds):
+    """``(model, dataset)`` for ``--model transformer | chartransformer``: one block of width ``H`` per
+    ``--hidden-dims`` entry (all equal), 4 heads, ``--dropout-rate`` in the blocks."""
+    from jaxlayers import models
+
+    dims = list(opts["hidden_dims"])
+    if len(set(dims)) != 1:
+        raise ValueError(f"--model {opts['model']}: the blocks share one width, got --hidden-dims {dims}")
+    kw = dict(dim=dims[0], depth=len(dims), dropout=opts["dropout_rate"], reg=opts["reg"])
+    if opts["model"] == "chartransformer":
+        if getattr(ds, "vocab", None) is None:
+            raise ValueError(
+                f"--model chartransformer needs a token dataset (--dataset pydoc-chars); {ds.name} has none"
+            )
+        return models.char_transformer(len(ds.vocab), ds.input_shape[0], **kw), ds
+    if getattr(ds, "vocab", None) is not None:
+        raise ValueError(f"--model transformer classifies real-valued sequences; {ds.name} is a token dataset")
+    shape = ds.input_shape if len(ds.input_shape) == 2 else (ds.num_features, 1)  # a flat set: (features, 1)
+    patch = 4 if shape[0] % 4 == 0 else 1
+    return models.transformer_classifier(shape, max(ds.num_classes, 2), patch=patch, **kw), ds
 
 
 def _model_of_record(opts: dict, ds):
@@ -724,8 +761,8 @@ def _add_train_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None
         "train",
         _train,
         help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
-        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet, a recurrent "
-        "nn.Sequential) built from jaxlayers' hand-differentiated ops with optax; writes config.json, metrics.jsonl, "
+        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet, a recurrent or "
+        "Transformer nn.Sequential) built from jaxlayers' hand-differentiated ops with optax; writes config.json, metrics.jsonl, "
         "curves.png, checkpoint.safetensors and summary.json to the run directory. One process writes a run directory "
         "at a time (a lock); a directory that holds a run is continued with --resume or replaced with --overwrite.",
         epilog=EXIT_CODES,
@@ -1087,7 +1124,7 @@ def _add_run_parsers(sub) -> None:
         sub,
         "sample",
         _sample,
-        help="text generated by a trained token model (--model charlm)",
+        help="text generated by a trained token model (--model charlm | chartransformer)",
         description="Load a run of a token model and print PROMPT followed by --length generated tokens, each "
         "drawn from softmax(scores / --temperature) (0: greedy), seeded by --seed.",
     )

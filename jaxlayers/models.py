@@ -36,7 +36,17 @@ from jaxlayers.model import register_model
 from jaxlayers.nn import init_std
 from jaxlayers.nn._sequential import Classifier, _forward, _leaf_layers
 
-__all__ = ["CHARLM_CELLS", "ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "char_lm", "init_std"]
+__all__ = [
+    "CHARLM_CELLS",
+    "ConvNet",
+    "FullyConnectedNet",
+    "LayerModel",
+    "ThreeLayerConvNet",
+    "char_lm",
+    "char_transformer",
+    "init_std",
+    "transformer_classifier",
+]
 
 # char_lm's recurrent layer by name: the nn class (looked up when the model is built), or None for none.
 CHARLM_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "none": None}
@@ -66,6 +76,76 @@ def char_lm(
         layers.append(layer(hidden, return_sequences=True))
     layers.append(nn.TemporalAffine(vocab_size))
     return nn.Sequential(*layers, input_shape=(seq_len,), loss="temporal_softmax", reg=reg)
+
+
+def transformer_classifier(
+    input_shape,
+    num_classes: int,
+    *,
+    patch: int = 4,
+    dim: int = 64,
+    depth: int = 2,
+    num_heads: int = 4,
+    mlp_dim: int | None = None,
+    dropout: float = 0.0,
+    reg: float = 0.0,
+) -> nn.Sequential:
+    """A Transformer sequence classifier, ``jaxlayers train --model transformer``: the ``(T, D)`` input
+    cut into ``T / patch`` patches of ``patch`` steps, each embedded by one affine map, plus a learned
+    position; ``depth`` pre-norm blocks; a final layer norm, the mean over the patches, the class scores::
+
+        nn.Sequential(nn.Reshape((T // patch, patch * D)), nn.TemporalAffine(dim), nn.PositionalEmbedding(T // patch),
+                      *[nn.TransformerBlock(num_heads, mlp_dim, dropout=dropout)] * depth,
+                      nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=(T, D))
+
+    ``mlp_dim`` defaults to ``2 * dim``. ``patch`` must divide ``T``.
+
+    Raises:
+      ValueError: ``patch`` not dividing ``T``; sizes the layers refuse.
+    """
+    shape = tuple(int(d) for d in (input_shape if isinstance(input_shape, tuple | list) else (input_shape, 1)))
+    require(len(shape) == 2, "transformer_classifier", f"input_shape must be (T, D), got {input_shape!r}")
+    t, d = shape
+    patch = check_int(patch, "transformer_classifier", "patch", minimum=1)
+    require(t % patch == 0, "transformer_classifier", f"patch={patch} must divide the sequence length T = {t}")
+    n = t // patch
+    blocks = [nn.TransformerBlock(num_heads, mlp_dim or 2 * dim, dropout=dropout) for _ in range(depth)]
+    return nn.Sequential(
+        nn.Reshape((n, patch * d)), nn.TemporalAffine(dim), nn.PositionalEmbedding(n), *blocks,
+        nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=shape, reg=reg,
+    )  # fmt: skip
+
+
+def char_transformer(
+    vocab_size: int,
+    seq_len: int,
+    *,
+    dim: int = 128,
+    depth: int = 2,
+    num_heads: int = 4,
+    mlp_dim: int | None = None,
+    dropout: float = 0.0,
+    reg: float = 0.0,
+) -> nn.Sequential:
+    """A character (token) Transformer language model, ``jaxlayers train --model chartransformer``
+    (GPT's shape, small)::
+
+        nn.Sequential(nn.Embedding(vocab_size, dim), nn.PositionalEmbedding(seq_len),
+                      *[nn.TransformerBlock(num_heads, mlp_dim, dropout=dropout, causal=True)] * depth,
+                      nn.LayerNorm(), nn.TemporalAffine(vocab_size), input_shape=(seq_len,), loss="temporal_softmax")
+
+    Causal: the scores at step ``t`` see tokens ``0..t`` only, so ``jaxlayers sample`` can feed it a
+    window filled from the left. ``mlp_dim`` defaults to ``4 * dim``. Inputs, scores and labels as
+    :func:`char_lm`.
+
+    Raises:
+      ValueError: sizes the layers refuse (``num_heads`` not dividing ``dim``).
+    """
+    blocks = [nn.TransformerBlock(num_heads, mlp_dim or 4 * dim, dropout=dropout, causal=True) for _ in range(depth)]
+    return nn.Sequential(
+        nn.Embedding(vocab_size, dim), nn.PositionalEmbedding(seq_len), *blocks, nn.LayerNorm(),
+        nn.TemporalAffine(vocab_size), input_shape=(seq_len,), loss="temporal_softmax", reg=reg,
+    )  # fmt: skip
 
 
 _NORMALIZATIONS = (None, "batchnorm")

@@ -306,7 +306,8 @@ def _state_names(slots) -> set[str]:
     return names
 
 
-_PENALISED = ("W", "Wx", "Wh")  # the local names the L2 penalty covers (Affine, Conv2d, TemporalAffine; RNN/LSTM/GRU)
+# the local names the L2 penalty covers (Affine, Conv2d, TemporalAffine; RNN/LSTM/GRU; MultiHeadAttention)
+_PENALISED = ("W", "Wx", "Wh", "Wq", "Wk", "Wv", "Wo")
 
 
 def _weights(slots) -> list[str]:
