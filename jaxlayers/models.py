@@ -83,6 +83,7 @@ def transformer_classifier(
     num_classes: int,
     *,
     patch: int = 4,
+    stride: int | None = None,
     dim: int = 64,
     depth: int = 2,
     num_heads: int = 4,
@@ -110,8 +111,12 @@ def transformer_classifier(
     require(t % patch == 0, "transformer_classifier", f"patch={patch} must divide the sequence length T = {t}")
     n = t // patch
     blocks = [nn.TransformerBlock(num_heads, mlp_dim or 2 * dim, dropout=dropout) for _ in range(depth)]
+    stride = patch if stride is None else check_int(stride, "transformer_classifier", "stride", minimum=1)
+    pad = (patch - stride) // 2
+    patches = nn.Patches(patch, stride=stride, padding=pad)
+    n = patches.init(None, shape)[2][0]
     return nn.Sequential(
-        nn.Reshape((n, patch * d)), nn.TemporalAffine(dim), nn.PositionalEmbedding(n), *blocks,
+        patches, nn.TemporalAffine(dim), nn.PositionalEmbedding(n), *blocks,
         nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=shape, reg=reg,
     )  # fmt: skip
 

@@ -117,8 +117,9 @@ def _check(query, key, value, params, num_heads, mask, dropout_rate, dropout_key
 
 
 def _probabilities(q, k, scale, mask, is_causal):
-    """Softmax attention probabilities ``(B, N, T, S)`` in float32 (a fully masked row: zeros)."""
-    logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=jnp.float32) * scale
+    """Softmax attention probabilities ``(B, N, T, S)``, at least float32 (a fully masked row: zeros)."""
+    acc = jnp.promote_types(q.dtype, jnp.float32)
+    logits = jnp.einsum("btnh,bsnh->bnts", q, k, preferred_element_type=acc) * scale
     t, s = logits.shape[-2:]
     allowed = jnp.ones(logits.shape, bool)
     if mask is not None:

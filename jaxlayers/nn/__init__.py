@@ -104,7 +104,7 @@ The layers
 :class:`Embedding`, :class:`TemporalAffine`, the recurrent
 :class:`RNN`, :class:`LSTM`, :class:`GRU`, and the attention layers :class:`MultiHeadAttention`,
 :class:`PositionalEncoding`, :class:`PositionalEmbedding`, :class:`TransformerBlock` with
-:class:`SequencePool` and :class:`Reshape` (a sequence classifier is
+:class:`SequencePool`, :class:`Patches` and :class:`Reshape` (a sequence classifier is
 ``nn.Sequential(nn.GRU(H), nn.Affine(C), input_shape=(T, D))``; a language model is an
 ``nn.Sequential(..., loss="temporal_softmax")``, see :class:`Sequential`); the combinators
 :class:`Residual` (a layer: ``x + f(x)``) and :class:`Sequential` (a model of
@@ -121,6 +121,7 @@ import jax
 
 from jaxlayers.nn._attention import (
     MultiHeadAttention,
+    Patches,
     PositionalEmbedding,
     PositionalEncoding,
     Reshape,
@@ -163,6 +164,7 @@ __all__ = [
     "TransformerBlock",
     "SequencePool",
     "Reshape",
+    "Patches",
     "sinusoidal_encoding",
     "Affine",
     "BatchNorm",

@@ -24,6 +24,7 @@ from jaxlayers.nn._layers import _Layer, _shape
 
 __all__ = [
     "MultiHeadAttention",
+    "Patches",
     "PositionalEmbedding",
     "PositionalEncoding",
     "Reshape",
@@ -399,3 +400,48 @@ class Reshape(_Layer):
 
     def apply(self, params, state, x, *, train, key=None):
         return x.reshape(x.shape[0], *self.shape), state
+
+
+class Patches(_Layer):
+    """Cut a sequence into windows of ``size`` steps every ``stride`` steps: ``(T, D) -> (T', size * D)``
+    with ``T' = (T + 2 padding - size) // stride + 1`` (zero padding at both ends); window ``i`` is
+    ``x[i * stride - padding : i * stride - padding + size]`` flattened (step-major). Followed by
+    :class:`TemporalAffine` it is a patch embedding (a 1-D convolution of stride ``stride``); with
+    ``stride < size`` the patches overlap.
+
+    Args:
+      size: steps per window, ``>= 1``.
+      stride: steps between window starts; ``None`` (default): ``size`` (disjoint patches).
+      padding: zero steps added at each end, ``>= 0``; default ``0``.
+
+    No parameters; gradients by JAX (a gather).
+    """
+
+    _ARGS = ("size",)
+    _KWARGS = ("stride", "padding")
+
+    def __init__(self, size: int, *, stride: int | None = None, padding: int = 0) -> None:
+        owner = "nn.Patches"
+        self._set(
+            size=check_int(size, owner, "size", minimum=1),
+            stride=None if stride is None else check_int(stride, owner, "stride", minimum=1),
+            padding=check_int(padding, owner, "padding", minimum=0),
+        )
+
+    def _count(self, t: int) -> int:
+        return (t + 2 * self.padding - self.size) // (self.stride or self.size) + 1
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        t, d = _shape(input_shape, "nn.Patches", 2, "(T, D)")
+        require(
+            t + 2 * self.padding >= self.size,
+            "nn.Patches",
+            f"size={self.size} is longer than the padded sequence ({t} steps + 2 * padding {self.padding})",
+        )
+        return {}, {}, (self._count(t), self.size * d)
+
+    def apply(self, params, state, x, *, train, key=None):
+        n, t, d = x.shape
+        x = jnp.pad(x, ((0, 0), (self.padding, self.padding), (0, 0)))
+        idx = np.arange(self._count(t))[:, None] * (self.stride or self.size) + np.arange(self.size)[None, :]
+        return x[:, idx].reshape(n, idx.shape[0], self.size * d), state
