@@ -91,30 +91,29 @@ def transformer_classifier(
     dropout: float = 0.0,
     reg: float = 0.0,
 ) -> nn.Sequential:
-    """A Transformer sequence classifier, ``jaxlayers train --model transformer``: the ``(T, D)`` input
-    cut into ``T / patch`` patches of ``patch`` steps, each embedded by one affine map, plus a learned
-    position; ``depth`` pre-norm blocks; a final layer norm, the mean over the patches, the class scores::
+    """A Transformer sequence classifier, ``jaxlayers train --model transformer``: the ``(T, D)`` input cut
+    into windows of ``patch`` steps every ``stride`` (:class:`~jaxlayers.nn.Patches`, zero-padded by
+    ``(patch - stride) // 2`` at each end), each embedded by one affine map, plus a learned position;
+    ``depth`` pre-norm blocks; a final layer norm, the mean over the patches, the class scores::
 
-        nn.Sequential(nn.Reshape((T // patch, patch * D)), nn.TemporalAffine(dim), nn.PositionalEmbedding(T // patch),
-                      *[nn.TransformerBlock(num_heads, mlp_dim, dropout=dropout)] * depth,
+        nn.Sequential(nn.Patches(patch, stride=stride, padding=(patch - stride) // 2), nn.TemporalAffine(dim),
+                      nn.PositionalEmbedding(P), *[nn.TransformerBlock(num_heads, mlp_dim, dropout=dropout)] * depth,
                       nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=(T, D))
 
-    ``mlp_dim`` defaults to ``2 * dim``. ``patch`` must divide ``T``.
+    ``stride`` defaults to ``patch`` (disjoint patches), ``mlp_dim`` to ``2 * dim``; ``P`` is the number
+    of windows.
 
     Raises:
-      ValueError: ``patch`` not dividing ``T``; sizes the layers refuse.
+      ValueError: an ``input_shape`` that is not ``(T, D)``; sizes the layers refuse.
     """
+    owner = "transformer_classifier"
     shape = tuple(int(d) for d in (input_shape if isinstance(input_shape, tuple | list) else (input_shape, 1)))
-    require(len(shape) == 2, "transformer_classifier", f"input_shape must be (T, D), got {input_shape!r}")
-    t, d = shape
-    patch = check_int(patch, "transformer_classifier", "patch", minimum=1)
-    require(t % patch == 0, "transformer_classifier", f"patch={patch} must divide the sequence length T = {t}")
-    n = t // patch
-    blocks = [nn.TransformerBlock(num_heads, mlp_dim or 2 * dim, dropout=dropout) for _ in range(depth)]
-    stride = patch if stride is None else check_int(stride, "transformer_classifier", "stride", minimum=1)
-    pad = (patch - stride) // 2
-    patches = nn.Patches(patch, stride=stride, padding=pad)
+    require(len(shape) == 2, owner, f"input_shape must be (T, D), got {input_shape!r}")
+    patch = check_int(patch, owner, "patch", minimum=1)
+    stride = patch if stride is None else check_int(stride, owner, "stride", minimum=1)
+    patches = nn.Patches(patch, stride=stride, padding=max(patch - stride, 0) // 2)
     n = patches.init(None, shape)[2][0]
+    blocks = [nn.TransformerBlock(num_heads, mlp_dim or 2 * dim, dropout=dropout) for _ in range(depth)]
     return nn.Sequential(
         patches, nn.TemporalAffine(dim), nn.PositionalEmbedding(n), *blocks,
         nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=shape, reg=reg,

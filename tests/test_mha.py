@@ -133,7 +133,7 @@ def test_causal_output_at_t_does_not_depend_on_later_inputs(x64):
     for t in range(T - 1):
         later = x.at[:, t + 1 :].add(jnp.asarray(rng.standard_normal((B, T - t - 1, D))))
         np.testing.assert_array_equal(f(later)[:, : t + 1], out[:, : t + 1])
-        jac = jax.grad(lambda x, t=t: f(x)[:, t].sum())(x)  # noqa: B023
+        jac = jax.grad(lambda x, t=t: f(x)[:, t].sum())(x)
         assert np.all(jac[:, t + 1 :] == 0) and np.any(jac[:, : t + 1] != 0)
     assert not np.allclose(f(x.at[:, 0].add(1.0))[:, -1], out[:, -1])  # the last step sees the first
 
@@ -191,7 +191,7 @@ def test_errors_name_the_argument_and_shapes():
     rng = np.random.default_rng(6)
     q, k, v = _inputs(rng, dtype=np.float32)
     p = _params(rng, dtype=np.float32)
-    with pytest.raises(ValueError, match="num_heads=3 must divide the projected width E = .* 8"):
+    with pytest.raises(ValueError, match=r"num_heads=3 must divide the projected width E = .* 8"):
         jl.multi_head_attention(q, k, v, p, num_heads=3)
     with pytest.raises(ValueError, match=r"params lack \['Wo', 'bo'\]"):
         jl.multi_head_attention(q, k, v, {n: p[n] for n in MHA_PARAMS[:6]}, num_heads=2)
@@ -199,7 +199,7 @@ def test_errors_name_the_argument_and_shapes():
         jl.multi_head_attention(q, k, v, {**p, "Wk": p["Wk"][:5]}, num_heads=2)
     with pytest.raises(ValueError, match="must agree on B and S"):
         jl.multi_head_attention(q, k, v[:, :3], p, num_heads=2)
-    with pytest.raises(ValueError, match="dropout_rate=0.1 needs dropout_key"):
+    with pytest.raises(ValueError, match=r"dropout_rate=0\.1 needs dropout_key"):
         jl.multi_head_attention(q, k, v, p, num_heads=2, dropout_rate=0.1)
     with pytest.raises(TypeError, match="mask must be boolean"):
         jl.multi_head_attention(q, k, v, p, num_heads=2, mask=jnp.ones((T, S)))
