@@ -89,6 +89,7 @@ def transformer_classifier(
     num_heads: int = 4,
     mlp_dim: int | None = None,
     dropout: float = 0.0,
+    position: str = "learned",
     reg: float = 0.0,
 ) -> nn.Sequential:
     """A Transformer sequence classifier, ``jaxlayers train --model transformer``: the ``(T, D)`` input cut
@@ -101,7 +102,8 @@ def transformer_classifier(
                       nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=(T, D))
 
     ``stride`` defaults to ``patch`` (disjoint patches), ``mlp_dim`` to ``2 * dim``; ``P`` is the number
-    of windows.
+    of windows. ``position="sinusoidal"`` adds the fixed :class:`~jaxlayers.nn.PositionalEncoding` instead
+    of the learned :class:`~jaxlayers.nn.PositionalEmbedding`.
 
     Raises:
       ValueError: an ``input_shape`` that is not ``(T, D)``; sizes the layers refuse.
@@ -113,9 +115,11 @@ def transformer_classifier(
     stride = patch if stride is None else check_int(stride, owner, "stride", minimum=1)
     patches = nn.Patches(patch, stride=stride, padding=max(patch - stride, 0) // 2)
     n = patches.init(None, shape)[2][0]
+    check_choice(position, owner, "position", ("learned", "sinusoidal"))
+    pos = nn.PositionalEmbedding(n) if position == "learned" else nn.PositionalEncoding(n)
     blocks = [nn.TransformerBlock(num_heads, mlp_dim or 2 * dim, dropout=dropout) for _ in range(depth)]
     return nn.Sequential(
-        patches, nn.TemporalAffine(dim), nn.PositionalEmbedding(n), *blocks,
+        patches, nn.TemporalAffine(dim), pos, *blocks,
         nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=shape, reg=reg,
     )  # fmt: skip
 
