@@ -89,7 +89,7 @@ FLAGS = (
           help="digits | mnist1d | mnist1d-seq | pydoc-chars[:T] | digit-captions | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, "
           "X_test, y_test; optional X_val, y_val, class_names, image_shape)"),
     _flag("--model", role="data", default="fc", type=_arg_type(_model_choice, "model"),
-          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,captioning,PATH.json}",
+          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,captioning,transformer,chartransformer,PATH.json}",
           help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
           "docs/guides/train-cli.md); threelayer: the course's ThreeLayerConvNet (first --conv-channels, "
           "--filter-size, first --hidden-dims); rnn | lstm | gru: a recurrent layer of first --hidden-dims units, "
@@ -97,7 +97,9 @@ FLAGS = (
           "as (features, 1)); charlm: a character language model on --dataset pydoc-chars[:T] (Embedding(V, 64) -> "
           "LSTM(first --hidden-dims) -> TemporalAffine(V)); captioning: CaptioningRNN on --dataset digit-captions (a conv "
           "image encoder of --conv-channels, 3x3 conv - ReLU - 2x2 pool each, then h0 = features W_proj, an LSTM of first "
-          "--hidden-dims over word vectors of 64, scores over the words; evaluate reports exact-caption accuracy); PATH.json: any registered model from its record "
+          "--hidden-dims over word vectors of 64, scores over the words; evaluate reports exact-caption accuracy); transformer: a Transformer classifier on --dataset "
+          "mnist1d-seq (windows of 8 steps every 4, one pre-norm block of width H per --hidden-dims entry); chartransformer: a "
+          "causal character Transformer on pydoc-chars (blocks as transformer's); PATH.json: any registered model from its record "
           "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags"),
     _flag("--hidden-dims", role="model", default=[1024, 1024], metavar="H", **_POSITIVE_INTS,
           help="hidden layer widths, e.g. 512 512 or 512,512"),
@@ -197,6 +199,9 @@ MODELS: dict[str, tuple[str, dict]] = {
         "CaptioningRNN",
         {"hidden_dims": ("hidden_dim", _first), "conv_channels": "encoder_channels", "dropout_rate": "dropout_rate"},
     ),
+    # models.transformer_classifier / models.char_transformer: one block of width H per --hidden-dims entry
+    "transformer": ("transformer_classifier", {}),
+    "chartransformer": ("char_transformer", {}),
 }
 RECURRENT = ("rnn", "lstm", "gru")
 # their settings (any flag given overrides), tuned on mnist1d-seq for bench/RESULTS.md; their default dataset
@@ -213,8 +218,17 @@ CAPTIONING_PRESET.update(optimizer="adamw", weight_decay=0.05, learning_rate=2e-
 CAPTIONING_PRESET.update(batch_size=100, epochs=15)
 CAPTIONING_WORDVEC = 64  # the word vectors' size of --model captioning
 # The presets of the models that have one besides convnet's per-dataset ones (and their default dataset).
+# `--model transformer`'s settings, tuned on mnist1d-seq (seed 0) for bench/RESULTS.md: two blocks of width 64,
+# dropout 0.1 in the blocks, AdamW.
+TRANSFORMER_PRESET = {"dataset": "mnist1d-seq", "hidden_dims": [64, 64], "dropout_rate": 0.1, "reg": 0.0}
+TRANSFORMER_PRESET.update(optimizer="adamw", learning_rate=2e-3, weight_decay=0.05, schedule="cosine")
+TRANSFORMER_PRESET.update(batch_size=64, epochs=60)
+# `--model chartransformer`'s: charlm's data and budget (10 epochs of batch 32), AdamW with a warmup.
+CHARTRANSFORMER_PRESET = {**CHARLM_PRESET, "hidden_dims": [128, 128], "dropout_rate": 0.0, "optimizer": "adamw"}
+CHARTRANSFORMER_PRESET.update(learning_rate=1e-3, weight_decay=0.01, schedule="cosine", clip_norm=1.0)
 PRESETS = {"rnn": RNN_PRESET, "lstm": RECURRENT_PRESET, "gru": RECURRENT_PRESET, "charlm": CHARLM_PRESET}
 PRESETS["captioning"] = CAPTIONING_PRESET
+PRESETS.update(transformer=TRANSFORMER_PRESET, chartransformer=CHARTRANSFORMER_PRESET)
 
 
 def _default_dataset(model: str) -> str:
@@ -463,6 +477,8 @@ def _named_model(opts: dict, ds):
         return models.char_lm(len(ds.vocab), ds.input_shape[0], hidden=hidden, reg=reg), ds
     if cls_name == "CaptioningRNN":
         return _captioning_model(opts, ds)
+    if cls_name in ("transformer_classifier", "char_transformer"):
+        return _transformer(opts, ds)
     record = opts.get("model_record") or {}
     base = record.get("config") if record.get("class") == cls_name else None
     fields = dict(base or {})
@@ -507,6 +523,28 @@ def _captioning_model(opts: dict, ds):
         reg=opts["reg"],
     )
     return net, ds.as_images() if channels else ds
+
+
+def _transformer(opts: dict, ds):
+    """``(model, dataset)`` for ``--model transformer | chartransformer``: one block of width ``H`` per
+    ``--hidden-dims`` entry (all equal), 4 heads, ``--dropout-rate`` in the blocks."""
+    from jaxlayers import models
+
+    dims = list(opts["hidden_dims"])
+    if len(set(dims)) != 1:
+        raise ValueError(f"--model {opts['model']}: the blocks share one width, got --hidden-dims {dims}")
+    kw = dict(dim=dims[0], depth=len(dims), dropout=opts["dropout_rate"], reg=opts["reg"])
+    if opts["model"] == "chartransformer":
+        if getattr(ds, "vocab", None) is None:
+            raise ValueError(
+                f"--model chartransformer needs a token dataset (--dataset pydoc-chars); {ds.name} has none"
+            )
+        return models.char_transformer(len(ds.vocab), ds.input_shape[0], **kw), ds
+    if getattr(ds, "vocab", None) is not None:
+        raise ValueError(f"--model transformer classifies real-valued sequences; {ds.name} is a token dataset")
+    shape = ds.input_shape if len(ds.input_shape) == 2 else (ds.num_features, 1)  # a flat set: (features, 1)
+    patch, stride = (8, 4) if shape[0] >= 8 else (1, 1)  # windows of 8 steps every 4 (tuned on mnist1d-seq)
+    return models.transformer_classifier(shape, max(ds.num_classes, 2), patch=patch, stride=stride, **kw), ds
 
 
 def _model_of_record(opts: dict, ds):
@@ -766,8 +804,8 @@ def _add_train_parser(sub, suppress: bool, chosen: tuple[str, str] | None = None
         "train",
         _train,
         help="train a model of jaxlayers ops (default: a FullyConnectedNet on digits, about 10 s on 2 CPU cores)",
-        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet, a recurrent "
-        "nn.Sequential) built from jaxlayers' hand-differentiated ops with optax; writes config.json, metrics.jsonl, "
+        description="Train a model (--model: FullyConnectedNet, ConvNet, ThreeLayerConvNet, a recurrent or "
+        "Transformer nn.Sequential) built from jaxlayers' hand-differentiated ops with optax; writes config.json, metrics.jsonl, "
         "curves.png, checkpoint.safetensors and summary.json to the run directory. One process writes a run directory "
         "at a time (a lock); a directory that holds a run is continued with --resume or replaced with --overwrite.",
         epilog=EXIT_CODES,
@@ -1141,7 +1179,7 @@ def _add_run_parsers(sub) -> None:
         sub,
         "sample",
         _sample,
-        help="text generated by a trained token model (--model charlm)",
+        help="text generated by a trained token model (--model charlm | chartransformer)",
         description="Load a run of a token model and print PROMPT followed by --length generated tokens, each "
         "drawn from softmax(scores / --temperature) (0: greedy), seeded by --seed.",
     )

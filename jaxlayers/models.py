@@ -36,7 +36,17 @@ from jaxlayers.model import register_model
 from jaxlayers.nn import init_std
 from jaxlayers.nn._sequential import Classifier, _forward, _leaf_layers
 
-__all__ = ["CHARLM_CELLS", "ConvNet", "FullyConnectedNet", "LayerModel", "ThreeLayerConvNet", "char_lm", "init_std"]
+__all__ = [
+    "CHARLM_CELLS",
+    "ConvNet",
+    "FullyConnectedNet",
+    "LayerModel",
+    "ThreeLayerConvNet",
+    "char_lm",
+    "char_transformer",
+    "init_std",
+    "transformer_classifier",
+]
 
 # char_lm's recurrent layer by name: the nn class (looked up when the model is built), or None for none.
 CHARLM_CELLS = {"lstm": "LSTM", "gru": "GRU", "rnn": "RNN", "none": None}
@@ -66,6 +76,84 @@ def char_lm(
         layers.append(layer(hidden, return_sequences=True))
     layers.append(nn.TemporalAffine(vocab_size))
     return nn.Sequential(*layers, input_shape=(seq_len,), loss="temporal_softmax", reg=reg)
+
+
+def transformer_classifier(
+    input_shape,
+    num_classes: int,
+    *,
+    patch: int = 4,
+    stride: int | None = None,
+    dim: int = 64,
+    depth: int = 2,
+    num_heads: int = 4,
+    mlp_dim: int | None = None,
+    dropout: float = 0.0,
+    position: str = "learned",
+    reg: float = 0.0,
+) -> nn.Sequential:
+    """A Transformer sequence classifier, ``jaxlayers train --model transformer``: the ``(T, D)`` input cut
+    into windows of ``patch`` steps every ``stride`` (:class:`~jaxlayers.nn.Patches`, zero-padded by
+    ``(patch - stride) // 2`` at each end), each embedded by one affine map, plus a learned position;
+    ``depth`` pre-norm blocks; a final layer norm, the mean over the patches, the class scores::
+
+        nn.Sequential(nn.Patches(patch, stride=stride, padding=(patch - stride) // 2), nn.TemporalAffine(dim),
+                      nn.PositionalEmbedding(P), *[nn.TransformerBlock(num_heads, mlp_dim, dropout=dropout)] * depth,
+                      nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=(T, D))
+
+    ``stride`` defaults to ``patch`` (disjoint patches), ``mlp_dim`` to ``2 * dim``; ``P`` is the number
+    of windows. ``position="sinusoidal"`` adds the fixed :class:`~jaxlayers.nn.PositionalEncoding` instead
+    of the learned :class:`~jaxlayers.nn.PositionalEmbedding`.
+
+    Raises:
+      ValueError: an ``input_shape`` that is not ``(T, D)``; sizes the layers refuse.
+    """
+    owner = "transformer_classifier"
+    shape = tuple(int(d) for d in (input_shape if isinstance(input_shape, tuple | list) else (input_shape, 1)))
+    require(len(shape) == 2, owner, f"input_shape must be (T, D), got {input_shape!r}")
+    patch = check_int(patch, owner, "patch", minimum=1)
+    stride = patch if stride is None else check_int(stride, owner, "stride", minimum=1)
+    patches = nn.Patches(patch, stride=stride, padding=max(patch - stride, 0) // 2)
+    n = patches.init(None, shape)[2][0]
+    check_choice(position, owner, "position", ("learned", "sinusoidal"))
+    pos = nn.PositionalEmbedding(n) if position == "learned" else nn.PositionalEncoding(n)
+    blocks = [nn.TransformerBlock(num_heads, mlp_dim or 2 * dim, dropout=dropout) for _ in range(depth)]
+    return nn.Sequential(
+        patches, nn.TemporalAffine(dim), pos, *blocks,
+        nn.LayerNorm(), nn.SequencePool("mean"), nn.Affine(num_classes), input_shape=shape, reg=reg,
+    )  # fmt: skip
+
+
+def char_transformer(
+    vocab_size: int,
+    seq_len: int,
+    *,
+    dim: int = 128,
+    depth: int = 2,
+    num_heads: int = 4,
+    mlp_dim: int | None = None,
+    dropout: float = 0.0,
+    reg: float = 0.0,
+) -> nn.Sequential:
+    """A character (token) Transformer language model, ``jaxlayers train --model chartransformer``
+    (GPT's shape, small)::
+
+        nn.Sequential(nn.Embedding(vocab_size, dim), nn.PositionalEmbedding(seq_len),
+                      *[nn.TransformerBlock(num_heads, mlp_dim, dropout=dropout, causal=True)] * depth,
+                      nn.LayerNorm(), nn.TemporalAffine(vocab_size), input_shape=(seq_len,), loss="temporal_softmax")
+
+    Causal: the scores at step ``t`` see tokens ``0..t`` only, so ``jaxlayers sample`` can feed it a
+    window filled from the left. ``mlp_dim`` defaults to ``4 * dim``. Inputs, scores and labels as
+    :func:`char_lm`.
+
+    Raises:
+      ValueError: sizes the layers refuse (``num_heads`` not dividing ``dim``).
+    """
+    blocks = [nn.TransformerBlock(num_heads, mlp_dim or 4 * dim, dropout=dropout, causal=True) for _ in range(depth)]
+    return nn.Sequential(
+        nn.Embedding(vocab_size, dim), nn.PositionalEmbedding(seq_len), *blocks, nn.LayerNorm(),
+        nn.TemporalAffine(vocab_size), input_shape=(seq_len,), loss="temporal_softmax", reg=reg,
+    )  # fmt: skip
 
 
 _NORMALIZATIONS = (None, "batchnorm")

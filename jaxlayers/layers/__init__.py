@@ -55,6 +55,7 @@ from jaxlayers.layers.groupnorm import *  # noqa: F403
 from jaxlayers.layers.gru import *  # noqa: F403
 from jaxlayers.layers.layernorm import *  # noqa: F403
 from jaxlayers.layers.lstm import *  # noqa: F403
+from jaxlayers.layers.mha import *  # noqa: F403
 from jaxlayers.layers.pool import *  # noqa: F403
 from jaxlayers.layers.relu import *  # noqa: F403
 from jaxlayers.layers.rnn import *  # noqa: F403

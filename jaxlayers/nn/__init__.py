@@ -79,9 +79,14 @@ of the NumPy original (``W1, b1, gamma1, beta1, ...``):
 * sequence layers: :class:`TemporalAffine` is a weight layer (``W{i}``,
   ``b{i}``); :class:`Embedding` takes the next number too and names its table
   ``E{i}`` (outside the L2 penalty); the recurrent layers :class:`RNN`, :class:`LSTM`,
-  :class:`GRU` are weight layers naming theirs ``Wx{i}``, ``Wh{i}``, ``b{i}``.
+  :class:`GRU` are weight layers naming theirs ``Wx{i}``, ``Wh{i}``, ``b{i}``;
+* attention layers: :class:`MultiHeadAttention` is a weight layer (``Wq{i}, bq{i}, Wk{i}, bk{i},
+  Wv{i}, bv{i}, Wo{i}, bo{i}``), :class:`PositionalEmbedding` takes the next number for its table
+  ``P{i}`` (outside the L2 penalty), :class:`TransformerBlock` holds its dict (``Wq, ..., W1, b1, W2, b2``) under the
+  user-layer prefix ``TransformerBlock_{p}`` (outside the L2 penalty).
 
-The L2 penalty ``0.5 * reg * sum(W**2)`` covers the ``W{i}``, ``Wx{i}`` and ``Wh{i}`` only.
+The L2 penalty ``0.5 * reg * sum(W**2)`` covers the ``W{i}``, ``Wx{i}``, ``Wh{i}`` and the
+attention's ``Wq{i}``, ``Wk{i}``, ``Wv{i}``, ``Wo{i}`` only.
 
 Keys
 ----
@@ -96,8 +101,10 @@ The layers
 :class:`Affine`, :class:`Conv2d`, :class:`MaxPool2d`, :class:`BatchNorm`,
 :class:`SpatialBatchNorm`, :class:`LayerNorm`, :class:`GroupNorm`,
 :class:`ReLU`, :class:`Dropout`, :class:`Flatten`; for sequences
-:class:`Embedding`, :class:`TemporalAffine` and the recurrent
-:class:`RNN`, :class:`LSTM`, :class:`GRU` (a sequence classifier is
+:class:`Embedding`, :class:`TemporalAffine`, the recurrent
+:class:`RNN`, :class:`LSTM`, :class:`GRU`, and the attention layers :class:`MultiHeadAttention`,
+:class:`PositionalEncoding`, :class:`PositionalEmbedding`, :class:`TransformerBlock` with
+:class:`SequencePool`, :class:`Patches` and :class:`Reshape` (a sequence classifier is
 ``nn.Sequential(nn.GRU(H), nn.Affine(C), input_shape=(T, D))``; a language model is an
 ``nn.Sequential(..., loss="temporal_softmax")``, see :class:`Sequential`); the combinators
 :class:`Residual` (a layer: ``x + f(x)``) and :class:`Sequential` (a model of
@@ -112,6 +119,16 @@ from typing import Any, Protocol, runtime_checkable
 
 import jax
 
+from jaxlayers.nn._attention import (
+    MultiHeadAttention,
+    Patches,
+    PositionalEmbedding,
+    PositionalEncoding,
+    Reshape,
+    SequencePool,
+    TransformerBlock,
+    sinusoidal_encoding,
+)
 from jaxlayers.nn._layers import (
     GRU,
     LSTM,
@@ -140,6 +157,15 @@ __all__ = [
     "RNN",
     "LSTM",
     "GRU",
+    # attention (issue 19)
+    "MultiHeadAttention",
+    "PositionalEncoding",
+    "PositionalEmbedding",
+    "TransformerBlock",
+    "SequencePool",
+    "Reshape",
+    "Patches",
+    "sinusoidal_encoding",
     "Affine",
     "BatchNorm",
     "Conv2d",

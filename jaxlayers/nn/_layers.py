@@ -393,18 +393,26 @@ class LayerNorm(_Norm):
     Args:
       eps: added to the variance.
 
-    Input ``(D,)``; output ``(D,)``; ``gamma``, ``beta`` ``(D,)``; no state (train = test).
+    Input ``(D,)``, or any ``(..., D)`` (a sequence ``(T, D)``: each step normalised over its ``D``
+    features, as the ``(N * T, D)`` rows of the op); output the same shape; ``gamma``, ``beta``
+    ``(D,)``; no state (train = test).
     """
+
+    _RANK = None
+    _WHAT = "(..., D)"
 
     def __init__(self, *, eps: float = 1e-5) -> None:
         self._set(eps=check_number(eps, "nn.LayerNorm", "eps", low=0.0, low_open=True))
 
     def init(self, key, input_shape, *, dtype=jnp.float32):
-        params, shape = self._params(input_shape, dtype)
-        return params, {}, shape
+        shape = _shape(input_shape, "nn.LayerNorm", None, self._WHAT)
+        require(len(shape) >= 1, "nn.LayerNorm", f"needs inputs of shape (..., D), got input shape {shape}")
+        d = shape[-1]
+        return {"gamma": jnp.ones((d,), dtype), "beta": jnp.zeros((d,), dtype)}, {}, shape
 
     def apply(self, params, state, x, *, train, key=None):
-        return layernorm(x, params["gamma"], params["beta"], eps=self.eps), state
+        rows = x.reshape(-1, x.shape[-1])
+        return layernorm(rows, params["gamma"], params["beta"], eps=self.eps).reshape(x.shape), state
 
 
 class GroupNorm(_Norm):

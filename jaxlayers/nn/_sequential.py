@@ -306,7 +306,8 @@ def _state_names(slots) -> set[str]:
     return names
 
 
-_PENALISED = ("W", "Wx", "Wh")  # the local names the L2 penalty covers (Affine, Conv2d, TemporalAffine; RNN/LSTM/GRU)
+# the local names the L2 penalty covers (Affine, Conv2d, TemporalAffine; RNN/LSTM/GRU; MultiHeadAttention)
+_PENALISED = ("W", "Wx", "Wh", "Wq", "Wk", "Wv", "Wo")
 
 
 def _weights(slots) -> list[str]:
@@ -679,7 +680,12 @@ class Sequential(Classifier):
             outs: dict[str, tuple] = {}
             for _, _, out, shapes in self.layer_table():
                 for n, s in shapes:
-                    number = n.lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") if "_" not in n else n
+                    # a user layer's leaves ("Block_4['W1']") group under its prefix ("Block_4")
+                    number = (
+                        n.lstrip("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+                        if "_" not in n
+                        else n.split("[")[0]
+                    )
                     groups.setdefault(number, []).append((n, s))
                     outs.setdefault(number, out)
             for number, shapes in groups.items():
