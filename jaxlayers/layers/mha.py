@@ -8,7 +8,7 @@ attention probabilities :func:`jaxlayers.dropout`; the reshapes in between are
 differentiated by JAX.
 
 The NumPy original's ``MultiHeadAttention(embed_dim, num_heads, dropout)``
-------------------------------------------------------------------------
+--------------------------------------------------------------------------
 The course's module (PyTorch) computes, for ``query (N, S, E)``,
 ``key``/``value (N, T, E)`` -- its ``S`` is our ``T`` (queries) and its ``T``
 our ``S`` (keys) -- and ``H = num_heads``, ``d = E / H``::
