@@ -22,7 +22,7 @@ Also the bytes each JAX peer keeps for the backward pass (:func:`bench.conv.resi
 intermediates, and residuals that are the function's inputs). Targets: jaxlayers <= 0.8x autodiff's
 time, saved residual bytes <= 0.5x autodiff's.
 
-Run alone with ``python -m bench.rnn [--rounds N]``; with flax and torch installed (the bench
+Run alone with ``python -m bench.rnn [--rounds N] [--cells gru]``; with flax and torch installed (the bench
 environment) all four peers run.
 """
 
@@ -126,10 +126,11 @@ def _cpu_timed(fn, out: list[float]):
     return timed
 
 
-def run(rounds: int = 5, per_round: int = 3, log=print) -> dict:
+def run(rounds: int = 5, per_round: int = 3, log=print, cells=tuple(CELLS)) -> dict:
     results = {"load_before": os.getloadavg()}
     log(f"load average before: {' '.join(f'{v:.1f}' for v in results['load_before'])}")
-    for kind, (gates, op, ref) in CELLS.items():
+    for kind in cells:
+        gates, op, ref = CELLS[kind]
         args, ct = _arrays(gates)
         fns = {"jaxlayers": _jax_peer(op, args, ct), "autodiff": _jax_peer(ref, args, ct)}
         residuals = {"jaxlayers": residual_bytes(op, args), "autodiff": residual_bytes(ref, args)}
@@ -203,8 +204,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=3)
+    parser.add_argument("--cells", nargs="+", choices=list(CELLS), default=list(CELLS), help="which ops to time")
     args = parser.parse_args(argv)
-    run(args.rounds, args.per_round)
+    run(args.rounds, args.per_round, cells=args.cells)
     return 0
 
 

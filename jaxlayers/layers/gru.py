@@ -188,10 +188,13 @@ def gru_step(x, prev_h, Wx, Wh, b):
 class GRUResiduals(NamedTuple):
     """What :func:`gru_bwd` keeps: the arguments (alive anyway; ``b`` only for its dtype) and, per
     step, batch-major, in the compute dtype, the gates after their nonlinearities ``[r, z, n]
-    (N, T, 3H)``: ``3 H`` numbers per example and step. The backward pass also needs the hidden states
-    and the candidate's recurrent product ``h_{t-1} Wh_n``; rather than keep them (``2 H`` more per
-    step), it recomputes them: ``h_t = n_t + z_t (h_{t-1} - n_t)`` by an elementwise loop from ``h0``
-    (no matmul), then ``h_{t-1} Wh_n`` for all steps in one ``(N T, H) @ (H, H)`` matmul."""
+    (N, T, 3H)`` and the hidden states ``h (N, T, H)``: ``4 H`` numbers per example and step. For
+    float32/float64 arguments ``h`` *is* the op's output array (under an enclosing ``jit`` the
+    buffer is shared, so it costs no memory beyond the output the caller holds anyway); for
+    bfloat16/float16 it is the float32 states the forward pass carried, the output before its
+    rounding. The backward pass also
+    needs the candidate's recurrent product ``h_{t-1} Wh_n``; rather than keep it (``H`` more per
+    step), it recomputes it for all steps in one ``(N T, H) @ (H, H)`` matmul."""
 
     x: jax.Array
     h0: jax.Array
@@ -199,6 +202,7 @@ class GRUResiduals(NamedTuple):
     Wh: jax.Array
     b: jax.Array
     gates: jax.Array
+    h: jax.Array
 
 
 def gru_reference(x, h0, Wx, Wh, b):
@@ -216,7 +220,9 @@ def gru_reference(x, h0, Wx, Wh, b):
 
 
 def _gru_forward(x, h0, Wx, Wh, b, *, residuals=True):
-    """``(h, gates)`` (batch-major), or ``(h, None)`` without ``residuals``."""
+    """``(h, hs, gates)``: the output ``h`` (batch-major, the arguments' dtype), the states ``hs`` in
+    the compute dtype (the same array as ``h`` when no rounding is needed) and the gates; or
+    ``(h, None, None)`` without ``residuals``."""
     _, out, (xa, h0a, Wxa, Wha, ba) = upcast(x, h0, Wx, Wh, b)
     n, t, _ = x.shape
     xw = project_inputs(xa, Wxa)
@@ -228,37 +234,30 @@ def _gru_forward(x, h0, Wx, Wh, b, *, residuals=True):
 
     bufs = [jnp.zeros((n, t, k), h0a.dtype) for k in (h0a.shape[1], Wxa.shape[1])]
     _, hs, *res = lax.fori_loop(0, t, step, (h0a, *bufs[: 2 if residuals else 1]))
-    return hs.astype(out), (res[0] if residuals else None)
+    return (hs.astype(out), hs, res[0]) if residuals else (hs.astype(out), None, None)
 
 
 def gru_fwd(x, h0, Wx, Wh, b):
     """Forward pass: one loop over time on ``xw = x Wx`` (all steps in one matmul); residuals
-    :class:`GRUResiduals`."""
-    h, gates = _gru_forward(x, h0, Wx, Wh, b)
-    return h, GRUResiduals(x, h0, Wx, Wh, b, gates)
+    :class:`GRUResiduals` (the gates and the hidden states, which are the output)."""
+    h, hs, gates = _gru_forward(x, h0, Wx, Wh, b)
+    return h, GRUResiduals(x, h0, Wx, Wh, b, gates, hs)
 
 
 def gru_bwd(res: GRUResiduals, g):
     """Backpropagation through time, one reverse loop carrying ``dh``: at each step, last to first,
     :func:`gru_step`'s formulas with ``dh = g_t + dh`` give ``dxa_t``, ``dha_t`` and
     ``dh = dh z + dha_t Wh^T`` (the step's only matmul); then one matmul each for ``dx``, ``dWx``,
-    ``dWh = sum_t h_{t-1}^T dha_t`` and a sum for ``db``. Before the loop, ``ha_n = h_{t-1} Wh_n`` is
-    recomputed for all steps in one matmul, after the hidden states ``h_t = n_t + z_t (h_{t-1} - n_t)``
-    by an elementwise loop (neither is kept by the forward pass)."""
-    x, h0, Wx, Wh, b, gates = res
+    ``dWh = sum_t h_{t-1}^T dha_t`` and a sum for ``db``. Before the loop, ``h_{t-1}`` is the kept
+    states shifted by one step (``h0`` first), and ``ha_n = h_{t-1} Wh_n`` is recomputed for all
+    steps in one matmul (the forward pass does not keep it)."""
+    x, h0, Wx, Wh, b, gates, hs = res
     acc = gates.dtype
     Wha = Wh.astype(acc)
     WhT = Wha.T
-    n, t, hidden = gates.shape[0], gates.shape[1], gates.shape[2] // 3
+    n, t, hidden = hs.shape
     h0a, ga = h0.astype(acc), g.astype(acc)
-
-    def replay(s, carry):
-        h, h_prev = carry
-        zn = at(gates, s)
-        z, n_t = zn[:, hidden : 2 * hidden], zn[:, 2 * hidden :]
-        return n_t + z * (h - n_t), put(h_prev, h, s)  # the forward pass's arithmetic, exactly
-
-    _, h_prev = lax.fori_loop(0, t, replay, (h0a, jnp.zeros((n, t, hidden), acc)))
+    h_prev = jnp.concatenate([h0a[:, None], hs[:, :-1]], axis=1)
     hn = mm(h_prev.reshape(n * t, hidden), Wha[:, 2 * hidden :]).reshape(n, t, hidden)
 
     def step(j, carry):
@@ -313,9 +312,9 @@ def gru(x, h0, Wx, Wh, b):
     last to first, :func:`gru_step`'s formulas with ``dh = g_t + dh`` give ``dxa_t``, ``dha_t``, and
     ``dh = dh z + dha_t Wh^T``. After the loop, one matmul each over all steps: ``dx = dXA Wx^T``,
     ``dWx = sum_t x_t^T dxa_t``, ``dWh = sum_t h_{t-1}^T dha_t``, and ``db = sum dXA``. Residuals:
-    the arguments and the gates ``[r, z, n]``, ``3 T N H`` numbers (autodiff of the forward scan
-    keeps ``9 T N H``); the hidden states are recomputed by an elementwise loop and ``h_{t-1} Wh_n``
-    in one matmul.
+    the arguments, the gates ``[r, z, n]`` (``3 T N H`` numbers) and the hidden states ``h``
+    (``T N H``; for float32/float64 the output array itself, not a copy); autodiff of the forward
+    scan keeps ``9 T N H``. ``h_{t-1} Wh_n`` is recomputed before the loop in one matmul.
 
     Example:
       >>> import jax.numpy as jnp, jaxlayers as jl
