@@ -130,7 +130,7 @@ FLAGS = (
     _flag("--weight-decay", role="train", type=float, help="decoupled weight decay of --optimizer adamw"),
     _flag("--clip-norm", role="train", type=float, help="clip gradients to this global norm (None: no clipping)"),
     _flag("--augment", role="train", metavar="shift:K",
-          help="shift each training image by up to K pixels (seeded from --seed; zero fill; None: no augmentation)"),
+          help="shift each training image by up to K pixels, or each sequence by up to K steps along time (seeded from --seed; zero fill; None: no augmentation)"),
     _flag("--epochs", role="train", type=int, help="passes over the training data{more}"),
     _flag("--batch-size", role="train", type=int, help="examples per step"),
     _flag("--seed", role="train", type=int, help="PRNG seed in [0, 2**32): init, shuffling, dropout"),
