@@ -180,6 +180,7 @@ def test_cli_trains_a_transformer_on_mnist1d_seq(tmp_path, capsys):
     run = jl.load_run(out)
     assert isinstance(run.model, nn.Sequential) and run.preprocessing.input_shape == (40, 1)
     assert run.train_config.optimizer == "adamw" and run.train_config.schedule == "cosine"  # the preset
+    assert run.train_config.augment == "shift:2"  # the preset's random shifts of the (40, 1) training signals
     ds = jl.data.load("mnist1d-seq")
     acc = jl.train.evaluate(run.model, run.params, run.model_state, ds.X_test, ds.y_test)  # standardised already
     assert run.summary["test_acc"] == pytest.approx(acc, abs=1e-12)
