@@ -207,3 +207,14 @@ def test_cli_chartransformer_trains_evaluates_and_samples(tmp_path, capsys):
     text = capsys.readouterr().out[:-1]
     assert text.startswith("def ") and len(text) == 34 and set(text) <= set(ds.vocab.tokens)
     assert run.sample(30, "def ", seed=1) == text
+
+
+def test_cli_reads_a_flat_dataset_as_sequences_so_the_presets_shifts_apply(tmp_path):
+    from jaxlayers import cli
+
+    out = tmp_path / "flat"
+    args = ["train", "--model", "transformer", "--dataset", "digits", "--hidden-dims", "8", "--epochs", "1"]
+    assert cli.main([*args, "--batch-size", "256", "-q", "-o", str(out)]) == 0
+    run = jl.load_run(out)
+    assert run.train_config.augment == "shift:2" and run.preprocessing.input_shape == (64, 1)
+    assert cli.main(["evaluate", str(out)]) == 0
