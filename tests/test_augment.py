@@ -104,6 +104,20 @@ def test_a_signal_of_height_one_is_shifted_along_its_length_only():
         assert any(np.array_equal(out[n], _shifted(np.asarray(x[n]), 0, dx)) for dx in range(-3, 4))
 
 
+def test_every_sequence_is_its_own_random_shift_along_time_with_zero_fill():
+    x = jax.random.normal(jax.random.key(0), (16, 10, 2)) + 3.0  # (B, T, D), no zeros inside a sequence
+    out = np.asarray(epoch.augment_batch(Augment(shift=2), jax.random.key(1), x))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    shifts = set()
+    for n in range(x.shape[0]):
+        # a (T, D) sequence is a (1, T, D) image shifted along T only
+        seq = np.asarray(x[n])[None]
+        found = [dt for dt in range(-2, 3) if np.array_equal(out[n][None], _shifted(seq, dt, 0))]
+        assert len(found) == 1, n
+        shifts.add(found[0])
+    assert len(shifts) > 2  # shifts differ between the sequences of a batch
+
+
 def test_the_shifts_are_a_function_of_the_key():
     x = jax.random.normal(jax.random.key(0), (32, 1, 8, 8))
     a = epoch.augment_batch(Augment(shift=1), jax.random.key(3), x)
@@ -113,7 +127,8 @@ def test_the_shifts_are_a_function_of_the_key():
 
 def test_flat_inputs_are_refused_at_trace_time_naming_the_shapes():
     with pytest.raises(
-        ValueError, match=r"augment 'shift:1' shifts images \(N, C, H, W\); the training inputs are \(5, 64\)"
+        ValueError,
+        match=r"augment 'shift:1' shifts images \(N, C, H, W\) or sequences \(N, T, D\); the training inputs are \(5, 64\)",
     ):
         epoch.augment_batch(Augment(shift=1), jax.random.key(0), jnp.zeros((5, 64)))
 

@@ -180,6 +180,7 @@ def test_cli_trains_a_transformer_on_mnist1d_seq(tmp_path, capsys):
     run = jl.load_run(out)
     assert isinstance(run.model, nn.Sequential) and run.preprocessing.input_shape == (40, 1)
     assert run.train_config.optimizer == "adamw" and run.train_config.schedule == "cosine"  # the preset
+    assert run.train_config.augment == "shift:2"  # the preset's random shifts of the (40, 1) training signals
     ds = jl.data.load("mnist1d-seq")
     acc = jl.train.evaluate(run.model, run.params, run.model_state, ds.X_test, ds.y_test)  # standardised already
     assert run.summary["test_acc"] == pytest.approx(acc, abs=1e-12)
@@ -206,3 +207,14 @@ def test_cli_chartransformer_trains_evaluates_and_samples(tmp_path, capsys):
     text = capsys.readouterr().out[:-1]
     assert text.startswith("def ") and len(text) == 34 and set(text) <= set(ds.vocab.tokens)
     assert run.sample(30, "def ", seed=1) == text
+
+
+def test_cli_reads_a_flat_dataset_as_sequences_so_the_presets_shifts_apply(tmp_path):
+    from jaxlayers import cli
+
+    out = tmp_path / "flat"
+    args = ["train", "--model", "transformer", "--dataset", "digits", "--hidden-dims", "8", "--epochs", "1"]
+    assert cli.main([*args, "--batch-size", "256", "-q", "-o", str(out)]) == 0
+    run = jl.load_run(out)
+    assert run.train_config.augment == "shift:2" and run.preprocessing.input_shape == (64, 1)
+    assert cli.main(["evaluate", str(out)]) == 0

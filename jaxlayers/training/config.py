@@ -97,7 +97,9 @@ class TrainConfig:
         (:func:`parse_augment`): ``"shift:K"`` shifts every training image
         ``(C, H, W)`` by a random ``(dy, dx)``, each uniform in ``[-K, K]``
         pixels, filling with zeros (axes of size 1 are not shifted, so a
-        ``(1, 1, L)`` signal is shifted along ``L``); drawn from the run's
+        ``(1, 1, L)`` signal is shifted along ``L``), or every training
+        sequence ``(T, D)`` by a random ``dt`` in ``[-K, K]`` steps along
+        ``T``; drawn from the run's
         key, so a seed gives the same run and a resume is bitwise. ``None``
         (or ``"none"``): no augmentation. Validation and test data are never
         augmented.
@@ -173,7 +175,8 @@ class Augment(NamedTuple):
     """A parsed :attr:`TrainConfig.augment` (hashable: compiled epochs are keyed on it).
 
     Attributes:
-      shift: the largest shift, in pixels, along each image axis (``>= 1``).
+      shift: the largest shift, in pixels along each image axis or in steps along a sequence's time
+        axis (``>= 1``).
     """
 
     shift: int
@@ -191,7 +194,7 @@ def parse_augment(spec: str | None) -> Augment | None:
     require(
         kind in AUGMENTATIONS and k.isascii() and k.isdigit() and int(k) >= 1,
         _OWNER,
-        f"augment (the CLI's --augment) must be 'shift:K' (random shifts of up to K >= 1 pixels) or None, got {spec!r}",
+        f"augment (the CLI's --augment) must be 'shift:K' (random shifts of up to K >= 1 pixels or steps) or None, got {spec!r}",
     )
     return Augment(shift=int(k))
 

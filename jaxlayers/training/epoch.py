@@ -139,17 +139,24 @@ def epoch_start(state: TrainState, n: int, steps: int, batch_size: int) -> tuple
 def augment_batch(augment: Augment, key: jax.Array, x: jax.Array) -> jax.Array:
     """``x (B, C, H, W)`` with every image shifted by its own random ``(dy, dx)``, each uniform in
     ``[-augment.shift, augment.shift]``, zeros filling what comes in (a spatial axis of size 1 is
-    not shifted). Same shape and dtype.
+    not shifted); or ``x (B, T, D)`` (a batch of sequences) with every sequence shifted along its
+    time axis ``T`` by its own random ``dt`` in the same range. Same shape and dtype.
 
     Raises:
-      ValueError: ``x`` is not a batch of images ``(B, C, H, W)`` (at trace time).
+      ValueError: ``x`` is neither images ``(B, C, H, W)`` nor sequences ``(B, T, D)`` (at trace time).
     """
     require(
-        x.ndim == 4,
+        x.ndim in (3, 4),
         "TrainConfig",
-        f"augment 'shift:{augment.shift}' shifts images (N, C, H, W); the training inputs are {tuple(x.shape)}",
+        f"augment 'shift:{augment.shift}' shifts images (N, C, H, W) or sequences (N, T, D); "
+        f"the training inputs are {tuple(x.shape)}",
     )
     k = augment.shift
+    if x.ndim == 3:  # sequences: shift along T only
+        b, t, d = x.shape
+        offsets = jax.random.randint(key, (b,), 0, 2 * k + 1)
+        padded = jnp.pad(x, ((0, 0), (k, k), (0, 0)))
+        return jax.vmap(lambda seq, o: lax.dynamic_slice(seq, (o, 0), (t, d)))(padded, offsets)
     b, _, h, w = x.shape
     ky, kx = (k if h > 1 else 0), (k if w > 1 else 0)
     offsets = jax.random.randint(key, (b, 2), 0, 2 * k + 1)
