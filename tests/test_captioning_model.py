@@ -329,7 +329,8 @@ def test_cli_train_model_captioning_preset_and_evaluate(tmp_path, monkeypatch, c
     assert isinstance(run.model, CaptioningRNN) and run.model.encoder_channels == (4,)
     assert run.model.hidden_dim == 16 and run.model.cell_type == "lstm" and run.model.max_length == 5
     assert run.train_config.optimizer == "adamw" and run.train_config.batch_size == 100  # the preset
-    assert run.model.dropout_rate == 0.5 and run.train_config.weight_decay == 0.05
+    assert run.model.dropout_rate == 0.5 and run.train_config.weight_decay == 0.3
+    assert run.train_config.schedule == "cosine"
     assert run.model.encoder_norm == "batchnorm" and set(run.model_state) == {"bn1"}
     ds = small("digit-captions").as_images()
     exact, per_word = run.caption_accuracy(ds.X_test, ds.y_test, standardized=True)
