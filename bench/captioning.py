@@ -148,7 +148,7 @@ def run_jl(seed, args):
 
     flags = {"hidden": "hidden_dims", "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate"}
     flags.update(lr_decay="lr_decay", weight_decay="weight_decay", encoder="conv_channels", augment="augment")
-    flags.update(dropout="dropout_rate")
+    flags.update(dropout="dropout_rate", schedule="schedule", norm="conv_norm")
     argv = ["train", "--model", "captioning", "--seed", str(seed), "-q"]
     for name, flag in flags.items():
         value = getattr(args, name)
@@ -168,7 +168,7 @@ def run_jl(seed, args):
     t0 = time.perf_counter()
     result = fit(net, ds, config)
     train_s = time.perf_counter() - t0
-    exact, per_word = net.caption_accuracy(result.best_params, ds.X_test, ds.y_test)
+    exact, per_word = net.caption_accuracy(result.best_params, ds.X_test, ds.y_test, state=result.best_model_state)
     print(
         f"seed {seed}: test exact-caption {exact:.4f}, per-word {per_word:.4f} (epoch {int(result.best_epoch)}, "
         f"val per-word {float(result.best_val_acc):.4f}); train {train_s:.1f} s",
@@ -189,7 +189,9 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--lr-decay", type=float, default=None)
+    p.add_argument("--schedule", choices=("constant", "exponential", "cosine"), default=None, help="(not --compat)")
     p.add_argument("--weight-decay", type=float, default=None, help="optax.adamw's decoupled weight decay")
+    p.add_argument("--norm", choices=("none", "batchnorm"), default=None, help="the encoder's conv norm (not --compat)")
     p.add_argument("--dropout", type=float, default=None, help="dropout rate of the image features (not --compat)")
     p.add_argument("--augment", default=None, help="the loop's image augmentation, shift:K (not --compat)")
     p.add_argument("--solver", action="store_true", help="with --compat: train with compat.CaptioningSolver (slower)")

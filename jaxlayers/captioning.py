@@ -5,7 +5,7 @@ recurrent layer from ``h0`` (``Wx, Wh, b``) and every hidden state is scored ove
 (``W_vocab, b_vocab``). The NumPy original feeds it features of a pretrained CNN; here an optional
 convolutional image encoder (``encoder_channels``) is part of the model and trained end to end with
 it, so the model reads images. Every gradient is a jaxlayers hand-derived rule
-(:func:`~jaxlayers.conv2d`, :func:`~jaxlayers.relu`, :func:`~jaxlayers.max_pool2d`,
+(:func:`~jaxlayers.conv2d`, :func:`~jaxlayers.spatial_batchnorm`, :func:`~jaxlayers.relu`, :func:`~jaxlayers.max_pool2d`,
 :func:`~jaxlayers.affine`, :func:`~jaxlayers.word_embedding`, :func:`~jaxlayers.rnn` /
 :func:`~jaxlayers.lstm` / :func:`~jaxlayers.gru`, :func:`~jaxlayers.temporal_affine`,
 :func:`~jaxlayers.temporal_softmax_loss`).
@@ -33,7 +33,9 @@ from jaxlayers._checks import (
     require,
 )
 from jaxlayers.layers import (
+    BatchNormState,
     affine,
+    batchnorm_state,
     conv2d,
     dropout,
     gru,
@@ -44,6 +46,7 @@ from jaxlayers.layers import (
     relu,
     rnn,
     rnn_step,
+    spatial_batchnorm,
     temporal_affine,
     word_embedding,
 )
@@ -56,6 +59,7 @@ CELL_TYPES = ("rnn", "lstm", "gru")
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _SEQUENCE = {"rnn": rnn, "lstm": lstm, "gru": gru}
 SPECIAL_WORDS = ("<NULL>", "<START>", "<END>")
+ENCODER_NORMS = ("none", "batchnorm")
 
 
 def _words(value, owner: str, name: str) -> tuple[str, ...]:
@@ -109,14 +113,16 @@ class CaptioningRNN:
     * ``Wx (W, kH)``, ``Wh (H, kH)``, ``b (kH,)``: the recurrent layer (``k`` = 1 for ``'rnn'``, 4 for
       ``'lstm'``, gate order i, f, o, g; 3 for ``'gru'``, gate order r, z, n, see :func:`jaxlayers.gru`);
     * ``W_vocab (H, V)``, ``b_vocab (V,)``: hidden states to scores over the vocabulary;
-    * with an image encoder, ``W_conv{i} (C_i, C_{i-1}, 3, 3)`` and ``b_conv{i} (C_i,)`` per conv block.
+    * with an image encoder, ``W_conv{i} (C_i, C_{i-1}, 3, 3)`` and ``b_conv{i} (C_i,)`` per conv block,
+      and with ``encoder_norm='batchnorm'`` also ``gamma_conv{i}``, ``beta_conv{i}`` ``(C_i,)``.
 
-    No running statistics (``state == {}``). ``F`` is ``D`` (``prod(input_dim)``) without an encoder,
-    else the encoder's output size ``C_L * H / 2**L * W / 2**L``.
+    ``state``: ``{}``, or with ``encoder_norm='batchnorm'`` the running statistics
+    ``{"bn{i}": BatchNormState}`` (float32 ``(C_i,)``) of each conv block. ``F`` is ``D``
+    (``prod(input_dim)``) without an encoder, else the encoder's output size ``C_L * H / 2**L * W / 2**L``.
 
     **Image encoder** (beyond the NumPy original, which feeds features of a pretrained CNN):
-    ``encoder_channels = (C_1, ..., C_L)`` puts ``L`` blocks ``conv 3x3 (stride 1, padding 1) - ReLU -
-    2x2 max pool`` in front of ``W_proj``; the model then takes images ``(N, C, H, W)`` (or flat
+    ``encoder_channels = (C_1, ..., C_L)`` puts ``L`` blocks ``conv 3x3 (stride 1, padding 1) - [spatial
+    batchnorm] - ReLU - 2x2 max pool`` in front of ``W_proj``; the model then takes images ``(N, C, H, W)`` (or flat
     ``(N, C*H*W)``), and the encoder is trained end to end with the rest. ``()``: the NumPy original's
     model on given features ``(N, D)``.
 
@@ -154,10 +160,15 @@ class CaptioningRNN:
         (the NumPy original): none. :meth:`apply` and :meth:`sample` never drop.
       reg: L2 strength ``>= 0`` (the NumPy original has none: ``0``).
       dtype: parameter and compute dtype; float64 needs x64.
+      encoder_norm: ``'none'`` or ``'batchnorm'``: :func:`jaxlayers.spatial_batchnorm` after each
+        conv of the encoder (momentum 0.9, eps 1e-5): batch statistics in :meth:`loss` and in
+        :meth:`apply` with ``train=True`` (which update the running statistics in ``state``), the
+        running statistics elsewhere, so :meth:`sample` and :meth:`caption_accuracy` then need
+        ``state=``. Needs ``encoder_channels``.
 
     Raises:
       ValueError, TypeError: at construction, naming the field: a vocabulary without the special
-        words, an unknown ``cell_type``, an encoder without an image ``input_dim`` or one whose pools
+        words, an unknown ``cell_type`` or ``encoder_norm``, ``encoder_norm`` without an encoder, an encoder without an image ``input_dim`` or one whose pools
         shrink the image to nothing, non-positive sizes, a negative ``reg``.
 
     Example:
@@ -182,6 +193,7 @@ class CaptioningRNN:
     dropout_rate: float = 0.0
     reg: float = 0.0
     dtype: Any = jnp.float32
+    encoder_norm: str = "none"
 
     _OWNER: ClassVar[str] = "CaptioningRNN"
     sequence_targets: ClassVar[bool] = True
@@ -201,6 +213,12 @@ class CaptioningRNN:
             dropout_rate=lambda v, o, n: check_number(v, o, "dropout_rate", low=0.0, high=1.0, high_open=True),
             reg=lambda v, o, n: check_number(v, o, "reg (L2 strength)", low=0.0),
             dtype=check_float_dtype,
+            encoder_norm=partial(check_choice, choices=ENCODER_NORMS),
+        )
+        require(
+            self.encoder_norm == "none" or bool(self.encoder_channels),
+            owner,
+            f"encoder_norm={self.encoder_norm!r} normalises the image encoder's convs: it needs encoder_channels",
         )
         if self.encoder_channels:
             require(
@@ -274,6 +292,8 @@ class CaptioningRNN:
         c_in = self.input_shape[0]
         for i, c in enumerate(self.encoder_channels, 1):
             shapes[f"W_conv{i}"], shapes[f"b_conv{i}"] = (c, c_in, 3, 3), (c,)
+            if self.encoder_norm == "batchnorm":
+                shapes[f"gamma_conv{i}"], shapes[f"beta_conv{i}"] = (c,), (c,)
             c_in = c
         shapes.update(W_proj=(self.feature_dim(), H), b_proj=(H,), W_embed=(V, W))
         shapes.update(Wx=(W, k * H), Wh=(H, k * H), b=(k * H,), W_vocab=(H, V), b_vocab=(V,))
@@ -307,12 +327,24 @@ class CaptioningRNN:
             TypeError,
         )
 
+    def uses_batchnorm(self) -> bool:
+        """Whether the encoder has batchnorm (``encoder_norm='batchnorm'``), hence running statistics."""
+        return self.encoder_norm == "batchnorm"
+
+    def init_state(self) -> dict:
+        """The initial running statistics: ``{"bn{i}": batchnorm_state(C_i)}`` (mean 0, var 1, float32) per
+        conv block with ``encoder_norm='batchnorm'``, else ``{}``."""
+        if not self.uses_batchnorm():
+            return {}
+        return {f"bn{i}": batchnorm_state(c) for i, c in enumerate(self.encoder_channels, 1)}
+
     def init(self, key: jax.Array) -> tuple[dict, dict]:
-        """``(params, {})``: the NumPy original's initialisation, from ``key``.
+        """``(params, state)``: the NumPy original's initialisation, from ``key``; ``state`` is
+        :meth:`init_state` (``{}`` without batchnorm).
 
         ``W_embed ~ N(0, 1) / 100``; ``W_proj``, ``Wx``, ``Wh``, ``W_vocab`` ``~ N(0, 1) / sqrt(fan_in)``;
-        ``W_conv{i} ~ N(0, 2 / fan_in)`` (He, ``fan_in = C_{i-1} * 9``); every bias 0. One subkey of
-        ``key`` per weight, in :meth:`param_shapes` order.
+        ``W_conv{i} ~ N(0, 2 / fan_in)`` (He, ``fan_in = C_{i-1} * 9``); every bias and ``beta_conv{i}`` 0,
+        ``gamma_conv{i}`` 1. One subkey of ``key`` per parameter, in :meth:`param_shapes` order.
 
         Raises:
           TypeError: ``dtype`` float64 with x64 off.
@@ -326,10 +358,13 @@ class CaptioningRNN:
             if name.startswith("b"):
                 params[name] = jnp.zeros(shape, self.dtype)
                 continue
+            if name.startswith("gamma"):
+                params[name] = jnp.ones(shape, self.dtype)
+                continue
             fan_in = math.prod(shape[1:]) if name.startswith("W_conv") else shape[0]
             scale = 0.01 if name == "W_embed" else math.sqrt((2.0 if name.startswith("W_conv") else 1.0) / fan_in)
             params[name] = (scale * jax.random.normal(k, shape, jnp.float32)).astype(self.dtype)
-        return params, {}
+        return params, self.init_state()
 
     def _check_params(self, params, state) -> None:
         owner = self._OWNER
@@ -347,11 +382,26 @@ class CaptioningRNN:
         for name, shape in want.items():
             got = tuple(np.shape(params[name]))
             require(got == shape, owner, f"params[{name!r}] must have shape {shape}, got {got}")
+        if not self.uses_batchnorm():
+            require(
+                state == {} or state is None,
+                owner,
+                f"this model has no running statistics: state must be {{}}, got {state!r}",
+            )
+            return
+        want_state = self.init_state()
         require(
-            state == {} or state is None,
+            isinstance(state, dict) and set(state) == set(want_state),
             owner,
-            f"this model has no running statistics: state must be {{}}, got {state!r}",
+            f"state must hold the encoder's running statistics {sorted(want_state)} (from init; sample and "
+            f"caption_accuracy need state=), got {state!r:.200}",
         )
+        for name, st in want_state.items():
+            got = state[name]
+            require(isinstance(got, BatchNormState), owner, f"state[{name!r}] must be a BatchNormState", TypeError)
+            for field in ("mean", "var"):
+                shape = tuple(np.shape(getattr(got, field)))
+                require(shape == st.mean.shape, owner, f"state[{name!r}].{field} must be {st.mean.shape}, got {shape}")
 
     def _images(self, x) -> jax.Array:
         """``x`` checked and shaped: ``(N, *input_shape)`` (or flat ``(N, prod(input_shape))``), in ``dtype``."""
@@ -374,21 +424,43 @@ class CaptioningRNN:
         )
         return x.reshape(x.shape[0], *want).astype(self.dtype)
 
-    def features(self, params, x) -> jax.Array:
-        """The image features ``(N, F)`` that ``W_proj`` reads: the encoder's output, flattened, or ``x``."""
+    def _encode(self, params, state, x, train: bool):
+        """``(features (N, F), new_state)``: the encoder's output, flattened, or ``x``; batchnorm with the
+        batch statistics (``train``, updating ``state``) or the running ones."""
         x = self._images(x)
+        updated = {}
         for i in range(1, len(self.encoder_channels) + 1):
             x = conv2d(x, params[f"W_conv{i}"], params[f"b_conv{i}"], padding=1)
+            if self.uses_batchnorm():
+                x, updated[f"bn{i}"] = spatial_batchnorm(
+                    x, params[f"gamma_conv{i}"], params[f"beta_conv{i}"], state[f"bn{i}"], train=train
+                )
             x = max_pool2d(relu(x), pool_size=(2, 2), stride=2)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], -1), ({**state, **updated} if train else state)
 
-    def initial_state(self, params, x, *, key=None) -> jax.Array:
-        """``h0 = features W_proj + b_proj`` ``(N, H)``; with ``key`` (train mode), the features first go
-        through dropout of ``dropout_rate``."""
-        features = self.features(params, x)
+    def _need_state(self, state, where: str) -> dict:
+        require(
+            state is not None or not self.uses_batchnorm(),
+            f"{self._OWNER}.{where}",
+            "this model's encoder has batchnorm: pass state= (the running statistics, from init or training)",
+        )
+        return {} if state is None else state
+
+    def features(self, params, x, *, state=None) -> jax.Array:
+        """The image features ``(N, F)`` that ``W_proj`` reads: the encoder's output, flattened, or ``x``
+        (test mode: batchnorm with the running statistics ``state``, required with batchnorm)."""
+        return self._encode(params, self._need_state(state, "features"), x, False)[0]
+
+    def _h0(self, params, state, x, *, train: bool, key=None):
+        features, new_state = self._encode(params, state, x, train)
         if key is not None and self.dropout_rate > 0:
             features = dropout(features, key, rate=self.dropout_rate, train=True)
-        return affine(features, params["W_proj"], params["b_proj"])
+        return affine(features, params["W_proj"], params["b_proj"]), new_state
+
+    def initial_state(self, params, x, *, key=None, state=None) -> jax.Array:
+        """``h0 = features W_proj + b_proj`` ``(N, H)``; with ``key`` (train mode), the features first go
+        through dropout of ``dropout_rate``. Batchnorm (if any) uses the running statistics ``state``."""
+        return self._h0(params, self._need_state(state, "initial_state"), x, train=False, key=key)[0]
 
     def _start_row(self, n: int, dtype) -> jax.Array:
         """Step 0's scores ``(n, 1, V)``: a one-hot row on ``<START>`` (given, never counted)."""
@@ -405,13 +477,18 @@ class CaptioningRNN:
         require(y.ndim == 2 and y.shape[1] >= 2, where, f"captions (y) must be (N, L) with L >= 2, got {y.shape}")
         return y
 
-    def teacher_forced_scores(self, params, x, captions, *, key=None) -> jax.Array:
+    def teacher_forced_scores(self, params, x, captions, *, key=None, state=None) -> jax.Array:
         """Scores ``(N, L - 1, V)`` of ``captions[:, 1:]`` reading ``captions[:, :-1]`` (teacher forcing);
-        ``key``: the features' dropout key (train mode), as :meth:`initial_state`."""
-        h0 = self.initial_state(params, x, key=key)
+        ``key``: the features' dropout key (train mode), as :meth:`initial_state`; batchnorm (if any)
+        uses the running statistics ``state``."""
+        state = self._need_state(state, "teacher_forced_scores")
+        return self._teacher_forced(params, state, x, captions, train=False, key=key)[0]
+
+    def _teacher_forced(self, params, state, x, captions, *, train: bool, key=None):
+        h0, new_state = self._h0(params, state, x, train=train, key=key)
         words = word_embedding(captions[:, :-1], params["W_embed"])
         h = _SEQUENCE[self.cell_type](words, h0, params["Wx"], params["Wh"], params["b"])
-        return temporal_affine(h, params["W_vocab"], params["b_vocab"])
+        return temporal_affine(h, params["W_vocab"], params["b_vocab"]), new_state
 
     def l2_penalty(self, params) -> jax.Array:
         """``0.5 * reg * sum(W**2)`` over :meth:`weight_names`."""
@@ -422,13 +499,14 @@ class CaptioningRNN:
         """The NumPy original's training loss (teacher forcing), shaped for ``jax.value_and_grad(has_aux=True)``.
 
         Args:
-          params, state: from :meth:`init` (``state`` is ``{}``).
+          params, state: from :meth:`init` (``state``: ``{}``, or the running statistics with batchnorm,
+            which this updates from the batch's).
           x: images or features, as :meth:`apply`.
           y: captions, int ``(N, L)``, ``L >= 2``: ``<START> w1 .. <END> <NULL> ..``.
           key: PRNG key of the features' dropout; required when ``dropout_rate > 0``.
 
         Returns:
-          ``(loss, (state, scores))``: ``temporal_softmax_loss(scores of captions[:, 1:], captions[:, 1:],
+          ``(loss, (new_state, scores))``: ``temporal_softmax_loss(scores of captions[:, 1:], captions[:, 1:],
           captions[:, 1:] != <NULL>)`` (summed over the steps, divided by ``N``) plus the L2 penalty; the
           teacher-forced scores ``(N, L, V)`` with the ``<START>`` row first (see the class docstring).
 
@@ -449,16 +527,16 @@ class CaptioningRNN:
             f"{self._OWNER}.loss",
             f"a PRNG key is required for the features' dropout (dropout_rate={self.dropout_rate}): pass key=",
         )
-        scores = self.teacher_forced_scores(params, x, captions, key=key)
+        scores, state = self._teacher_forced(params, state, x, captions, train=True, key=key)
         captions_out = captions[:, 1:]
         mask = captions_out != self.null
         data_loss = temporal_softmax_loss(scores, captions_out, mask)
         full = jnp.concatenate([self._start_row(scores.shape[0], scores.dtype), scores], axis=1)
         return data_loss + self.l2_penalty(params).astype(data_loss.dtype), (state, full)
 
-    def _greedy(self, params, x, max_length: int):
-        """``(words (N, T) int32, scores (N, T, V))`` of the greedy caption: one ``lax.scan``."""
-        h = self.initial_state(params, x)
+    def _greedy(self, params, x, max_length: int, state=None, train: bool = False):
+        """``(words (N, T) int32, scores (N, T, V), new_state)`` of the greedy caption: one ``lax.scan``."""
+        h, new_state = self._h0(params, state or {}, x, train=train)
         n = h.shape[0]
         p = params
 
@@ -477,9 +555,9 @@ class CaptioningRNN:
 
         carry = (h, jnp.zeros_like(h), jnp.full((n,), self.start, jnp.int32))
         _, (words, scores) = lax.scan(step, carry, None, length=max_length)
-        return jnp.swapaxes(words, 0, 1), jnp.swapaxes(scores, 0, 1)
+        return jnp.swapaxes(words, 0, 1), jnp.swapaxes(scores, 0, 1), new_state
 
-    def sample(self, params, x, max_length: int = 30) -> jax.Array:
+    def sample(self, params, x, max_length: int = 30, *, state=None) -> jax.Array:
         """Greedy captions, as the NumPy original's ``sample``: from ``h0`` and ``<START>``, each step feeds
         the previous step's most likely word. Pure and jittable (``max_length`` static), one ``lax.scan``.
 
@@ -487,6 +565,8 @@ class CaptioningRNN:
           params: from :meth:`init` (or training).
           x: images or features, as :meth:`apply`.
           max_length: ``T >= 1``, the words generated.
+          state: the running statistics (from :meth:`init` or training); required with
+            ``encoder_norm='batchnorm'``, else ``None`` or ``{}``.
 
         Returns:
           int32 ``(N, T)``: the words after ``<START>`` (not included). As the NumPy original, the steps
@@ -494,16 +574,19 @@ class CaptioningRNN:
           (:func:`jaxlayers.data.decode_captions` does).
 
         Raises:
-          ValueError: ``x`` or ``params`` of the wrong shape; ``max_length < 1``.
+          ValueError: ``x``, ``params`` or ``state`` that do not match the model; ``max_length < 1``; no
+            ``state`` with batchnorm.
         """
         max_length = check_int(max_length, f"{self._OWNER}.sample", "max_length", minimum=1)
-        self._check_params(params, {})
-        return self._greedy(params, x, max_length)[0]
+        state = self._need_state(state, "sample")
+        self._check_params(params, state)
+        return self._greedy(params, x, max_length, state)[0]
 
     def apply(self, params, state, x, *, train: bool, key=None):
         """The greedy caption's scores ``(N, max_length + 1, V)`` (step 0 the ``<START>`` row) and ``state``.
 
-        Test and train mode are the same (no dropout, no batch statistics); ``key`` is unused. See the
+        No dropout in either mode (``key`` is unused); with batchnorm, ``train=True`` normalises with the
+        batch statistics and returns the updated running statistics, ``train=False`` uses ``state``'s. See the
         class docstring for why these scores: ``argmax(scores, -1)[:, 1:]`` is :meth:`sample`'s caption.
 
         Raises:
@@ -512,8 +595,8 @@ class CaptioningRNN:
         """
         require(isinstance(train, bool), self._OWNER, f"train must be a Python bool, got {train!r}", TypeError)
         self._check_params(params, state)
-        _, scores = self._greedy(params, x, self.max_length)
-        return jnp.concatenate([self._start_row(scores.shape[0], scores.dtype), scores], axis=1), state
+        _, scores, new_state = self._greedy(params, x, self.max_length, state, train)
+        return jnp.concatenate([self._start_row(scores.shape[0], scores.dtype), scores], axis=1), new_state
 
     # ------------------------------------------------------------------ what the loop counts
 
@@ -529,7 +612,7 @@ class CaptioningRNN:
         """``sum(target_mask(y))`` (int32)."""
         return jnp.sum(self.target_mask(y), dtype=jnp.int32)
 
-    def caption_accuracy(self, params, x, captions, *, batch_size: int = 1000) -> tuple[float, float]:
+    def caption_accuracy(self, params, x, captions, *, state=None, batch_size: int = 1000) -> tuple[float, float]:
         """``(exact, per_word)`` of the greedy captions (:meth:`sample`, ``L - 1`` words) against ``captions``.
 
         ``exact``: the fraction of images whose caption is right word for word up to and including the
@@ -540,6 +623,7 @@ class CaptioningRNN:
           params: the trained parameters.
           x: images or features ``(N, ...)`` as :meth:`apply`.
           captions: int ``(N, L)``, the references.
+          state: the running statistics; required with ``encoder_norm='batchnorm'`` (as :meth:`sample`).
 
         Returns:
           Two Python floats in ``[0, 1]`` (``nan`` for ``N = 0``).
@@ -549,6 +633,8 @@ class CaptioningRNN:
         """
         captions = np.asarray(captions)
         where = f"{self._OWNER}.caption_accuracy"
+        state = self._need_state(state, "caption_accuracy")
+        self._check_params(params, state)
         self._captions(captions, where)
         n = captions.shape[0]
         require(np.shape(x)[0] == n, where, f"x {np.shape(x)} and captions {captions.shape} must have as many rows")
@@ -562,7 +648,7 @@ class CaptioningRNN:
             xb = x[s : s + batch_size]
             if xb.shape[0] < batch_size and n > batch_size:
                 xb = np.concatenate([xb, np.zeros((batch_size - xb.shape[0], *xb.shape[1:]), xb.dtype)])
-            sampled.append(run(params, xb))
+            sampled.append(run(params, state, xb))
         sampled = np.concatenate(jax.device_get(sampled))[:n]
         mask = np.asarray(self.target_mask(captions))[:, 1:]
         right = (sampled == captions[:, 1:]) | ~mask
@@ -593,8 +679,8 @@ class CaptioningRNN:
 
 
 @partial(jax.jit, static_argnums=(0, 1))
-def _sample_jit(model: CaptioningRNN, max_length: int, params, x):
-    return model._greedy(params, x, max_length)[0]
+def _sample_jit(model: CaptioningRNN, max_length: int, params, state, x):
+    return model._greedy(params, x, max_length, state)[0]
 
 
 def _jitted_sample(model: CaptioningRNN, max_length: int):

@@ -96,7 +96,7 @@ FLAGS = (
           "then the classifier, on each example read as a sequence (--dataset mnist1d-seq unless given; a flat dataset "
           "as (features, 1)); charlm: a character language model on --dataset pydoc-chars[:T] (Embedding(V, 64) -> "
           "LSTM(first --hidden-dims) -> TemporalAffine(V)); captioning: CaptioningRNN on --dataset digit-captions (a conv "
-          "image encoder of --conv-channels, 3x3 conv - ReLU - 2x2 pool each, then h0 = features W_proj, an LSTM of first "
+          "image encoder of --conv-channels, 3x3 conv - --conv-norm (batchnorm or none) - ReLU - 2x2 pool each, then h0 = features W_proj, an LSTM of first "
           "--hidden-dims over word vectors of 64, scores over the words; evaluate reports exact-caption accuracy); transformer: a Transformer classifier on --dataset "
           "mnist1d-seq (windows of 8 steps every 4, one pre-norm block of width H per --hidden-dims entry); chartransformer: a "
           "causal character Transformer on pydoc-chars (blocks as transformer's); PATH.json: any registered model from its record "
@@ -197,7 +197,12 @@ MODELS: dict[str, tuple[str, dict]] = {
     # captioning.CaptioningRNN, built from the vocabulary and the image shape
     "captioning": (
         "CaptioningRNN",
-        {"hidden_dims": ("hidden_dim", _first), "conv_channels": "encoder_channels", "dropout_rate": "dropout_rate"},
+        {
+            "hidden_dims": ("hidden_dim", _first),
+            "conv_channels": "encoder_channels",
+            "conv_norm": "encoder_norm",
+            "dropout_rate": "dropout_rate",
+        },
     ),
     # models.transformer_classifier / models.char_transformer: one block of width H per --hidden-dims entry
     "transformer": ("transformer_classifier", {}),
@@ -213,8 +218,8 @@ CHARLM_PRESET = {"dataset": "pydoc-chars", "hidden_dims": [256], "reg": 0.0, "op
 CHARLM_PRESET.update(learning_rate=2e-3, epochs=10, clip_norm=5.0, schedule="constant")
 # `--model captioning`'s settings (any flag given overrides), tuned on digit-captions for bench/RESULTS.md.
 CAPTIONING_PRESET = {"dataset": "digit-captions", "hidden_dims": [256], "conv_channels": [32, 64], "reg": 0.0}
-CAPTIONING_PRESET.update(dropout_rate=0.5)
-CAPTIONING_PRESET.update(optimizer="adamw", weight_decay=0.05, learning_rate=2e-3, schedule="exponential", lr_decay=0.9)
+CAPTIONING_PRESET.update(dropout_rate=0.5, conv_norm="batchnorm")
+CAPTIONING_PRESET.update(optimizer="adamw", weight_decay=0.3, learning_rate=2e-3, schedule="cosine")
 CAPTIONING_PRESET.update(batch_size=100, epochs=15)
 CAPTIONING_WORDVEC = 64  # the word vectors' size of --model captioning
 # The presets of the models that have one besides convnet's per-dataset ones (and their default dataset).
@@ -522,6 +527,7 @@ def _captioning_model(opts: dict, ds):
         max_length=int(y.shape[1]) - 1,
         dropout_rate=opts["dropout_rate"],
         reg=opts["reg"],
+        encoder_norm=opts["conv_norm"] if channels else "none",
     )
     return net, ds.as_images() if channels else ds
 

@@ -60,18 +60,24 @@ def _cell(cell_type, x, h, c, Wx, Wh, b):
     return (1 - z) * n + z * h, c
 
 
-def _reference_features(p, x, channels):
+def _reference_features(p, x, channels, stats=None):
+    """The encoder; with ``stats`` (``"batch"`` or ``{"bn{i}": (mean, var)}``) batchnorm after each conv."""
     for i in range(1, len(channels) + 1):
         x = jax.lax.conv_general_dilated(x, p[f"W_conv{i}"], (1, 1), ((1, 1), (1, 1)))
-        x = jnp.maximum(x + p[f"b_conv{i}"][None, :, None, None], 0)
+        x = x + p[f"b_conv{i}"][None, :, None, None]
+        if stats is not None:
+            mean, var = (x.mean(axis=(0, 2, 3)), x.var(axis=(0, 2, 3))) if stats == "batch" else stats[f"bn{i}"]
+            x = (x - mean[None, :, None, None]) / jnp.sqrt(var[None, :, None, None] + 1e-5)
+            x = x * p[f"gamma_conv{i}"][None, :, None, None] + p[f"beta_conv{i}"][None, :, None, None]
+        x = jnp.maximum(x, 0)
         n, c, h, w = x.shape
         x = x[:, :, : h // 2 * 2, : w // 2 * 2].reshape(n, c, h // 2, 2, w // 2, 2).max(axis=(3, 5))
     return x.reshape(x.shape[0], -1)
 
 
-def reference_loss(p, x, captions, cell_type, channels, reg, null=0):
+def reference_loss(p, x, captions, cell_type, channels, reg, null=0, stats=None):
     """The course's CaptioningRNN.loss, plain jnp: masked cross-entropy summed over time / N, + L2."""
-    h = _reference_features(p, x, channels) @ p["W_proj"] + p["b_proj"]
+    h = _reference_features(p, x, channels, stats) @ p["W_proj"] + p["b_proj"]
     c = jnp.zeros_like(h)
     cin, cout = captions[:, :-1], captions[:, 1:]
     total = 0.0
@@ -114,6 +120,47 @@ def test_loss_and_gradients_match_autodiff_of_a_plain_jnp_reference(x64, cell_ty
     for k in grads:
         assert grads[k].dtype == jnp.float64
         np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_encoder_batchnorm_loss_gradients_running_statistics_and_sample(x64):
+    """encoder_norm='batchnorm': the loss and every gradient (gamma, beta included) against autodiff of the
+    plain-jnp encoder with batch statistics; the running statistics' update; test mode on them."""
+    rng = np.random.default_rng(3)
+    image, channels = (1, 4, 8), (3, 4)
+    model = CaptioningRNN(WORDS, input_dim=image, wordvec_dim=5, hidden_dim=6, cell_type="lstm",
+                          encoder_channels=channels, max_length=4, reg=0.3, dtype=jnp.float64,
+                          encoder_norm="batchnorm")  # fmt: skip
+    params, state = model.init(jax.random.key(1))
+    assert set(state) == {"bn1", "bn2"} and state["bn2"].mean.shape == (4,)
+    assert params["gamma_conv1"].tolist() == [1.0] * 3 and params["beta_conv2"].tolist() == [0.0] * 4
+    params = {k: v + 0.1 * rng.standard_normal(v.shape) for k, v in params.items()}
+    x, caps = rng.standard_normal((7, *image)), _captions(rng, 7, 5)
+    (loss, (new_state, _)), grads = jax.value_and_grad(model.loss, has_aux=True)(params, state, x, caps)
+    ref, ref_grads = jax.value_and_grad(reference_loss)(params, x, caps, "lstm", channels, 0.3, 0, "batch")
+    np.testing.assert_allclose(loss, ref, rtol=1e-10)
+    assert set(grads) == set(ref_grads) == set(model.param_shapes())
+    for k in grads:
+        np.testing.assert_allclose(grads[k], ref_grads[k], rtol=1e-7, atol=1e-10, err_msg=k)
+    # running statistics: momentum 0.9 from (0, 1) towards the first conv's batch mean and (biased) variance
+    conv1 = jax.lax.conv_general_dilated(x, params["W_conv1"], (1, 1), ((1, 1), (1, 1)))
+    conv1 = conv1 + params["b_conv1"][None, :, None, None]
+    np.testing.assert_allclose(new_state["bn1"].mean, 0.1 * conv1.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(new_state["bn1"].var, 0.9 + 0.1 * conv1.var(axis=(0, 2, 3)), rtol=1e-5)
+    # test mode (features, sample, apply(train=False)) normalises with the running statistics
+    running = {k: (jnp.asarray(v.mean, jnp.float64), jnp.asarray(v.var, jnp.float64)) for k, v in new_state.items()}
+    np.testing.assert_allclose(
+        model.features(params, x, state=new_state), _reference_features(params, x, channels, running), rtol=1e-9
+    )
+    with pytest.raises(ValueError, match="pass state="):
+        model.sample(params, x, 4)
+    with pytest.raises(ValueError, match="running statistics"):
+        model.sample(params, x, 4, state={})
+    words = model.sample(params, x, 4, state=new_state)
+    scores, same = model.apply(params, new_state, x, train=False)
+    assert same is new_state
+    np.testing.assert_array_equal(words, jnp.argmax(scores, -1)[:, 1:])
+    _, updated = model.apply(params, new_state, x, train=True)  # batch statistics, updated running ones
+    assert not np.allclose(updated["bn1"].mean, new_state["bn1"].mean)
 
 
 def test_loss_is_the_compat_models_loss_on_the_same_parameters(x64):
@@ -199,6 +246,10 @@ def test_construction_errors_name_the_field():
         CaptioningRNN(WORDS, cell_type="transformer")
     with pytest.raises(ValueError, match="input_dim must be \\(C, H, W\\)"):
         CaptioningRNN(WORDS, input_dim=64, encoder_channels=(8,))
+    with pytest.raises(ValueError, match="encoder_norm"):
+        CaptioningRNN(WORDS, input_dim=(1, 4, 8), encoder_channels=(4,), encoder_norm="groupnorm")
+    with pytest.raises(ValueError, match="it needs encoder_channels"):
+        CaptioningRNN(WORDS, encoder_norm="batchnorm")
     with pytest.raises(ValueError, match="shrinks"):
         CaptioningRNN(WORDS, input_dim=(1, 2, 8), encoder_channels=(4, 4))
     model = CaptioningRNN(WORDS, input_dim=(1, 4, 8), encoder_channels=(3,), hidden_dim=4, wordvec_dim=3)
@@ -237,10 +288,11 @@ def _small_data(n_train=300, seed=0):
     return dataclasses.replace(full, X_train=full.X_train[:n_train], y_train=full.y_train[:n_train]).as_images()
 
 
-def test_fit_checkpoints_and_load_run_round_trip(tmp_path):
+@pytest.mark.parametrize("norm", ["none", "batchnorm"])
+def test_fit_checkpoints_and_load_run_round_trip(tmp_path, norm):
     ds = _small_data()
     model = CaptioningRNN(ds.vocab, input_dim=ds.image_shape, wordvec_dim=8, hidden_dim=16, cell_type="gru",
-                          encoder_channels=(4,), max_length=ds.y_train.shape[1] - 1)  # fmt: skip
+                          encoder_channels=(4,), max_length=ds.y_train.shape[1] - 1, encoder_norm=norm)  # fmt: skip
     config = jl.train.TrainConfig(epochs=2, batch_size=50, optimizer="adam", learning_rate=1e-2)
     result = jl.train.fit(model, ds, config, run_dir=tmp_path / "run")
     assert np.all(np.isfinite(result.history.loss))
@@ -248,6 +300,7 @@ def test_fit_checkpoints_and_load_run_round_trip(tmp_path):
     assert run.model == model and jl.model.model_from_record(jl.model.model_record(model)) == model
     for k, v in result.best_params.items():
         np.testing.assert_array_equal(run.params[k], v)
+    assert jax.tree.structure(run.model_state) == jax.tree.structure(result.best_model_state)
     # the loop's test accuracy is the greedy captions' per-word accuracy, reproduced from the run
     exact, per_word = run.caption_accuracy(ds.X_test, ds.y_test, standardized=True)
     assert run.summary["test_acc"] == pytest.approx(per_word, abs=1e-12)
@@ -276,7 +329,9 @@ def test_cli_train_model_captioning_preset_and_evaluate(tmp_path, monkeypatch, c
     assert isinstance(run.model, CaptioningRNN) and run.model.encoder_channels == (4,)
     assert run.model.hidden_dim == 16 and run.model.cell_type == "lstm" and run.model.max_length == 5
     assert run.train_config.optimizer == "adamw" and run.train_config.batch_size == 100  # the preset
-    assert run.model.dropout_rate == 0.5 and run.train_config.weight_decay == 0.05
+    assert run.model.dropout_rate == 0.5 and run.train_config.weight_decay == 0.3
+    assert run.train_config.schedule == "cosine"
+    assert run.model.encoder_norm == "batchnorm" and set(run.model_state) == {"bn1"}
     ds = small("digit-captions").as_images()
     exact, per_word = run.caption_accuracy(ds.X_test, ds.y_test, standardized=True)
     capsys.readouterr()
