@@ -51,7 +51,7 @@ from jaxlayers.layers import (
     word_embedding,
 )
 from jaxlayers.losses import temporal_softmax_loss
-from jaxlayers.model import register_model
+from jaxlayers.model import DataclassRecord, register_model
 
 __all__ = ["CaptioningRNN"]
 
@@ -102,7 +102,7 @@ def _input_dim(value, owner: str, name: str):
 
 @register_model
 @dataclasses.dataclass(frozen=True)
-class CaptioningRNN:
+class CaptioningRNN(DataclassRecord):
     """The NumPy original's captioning model (``CaptioningRNN``), as a model of the protocol.
 
     A frozen, hashable configuration (static under ``jit``) with pure methods; parameters live in a flat
@@ -653,29 +653,6 @@ class CaptioningRNN:
         mask = np.asarray(self.target_mask(captions))[:, 1:]
         right = (sampled == captions[:, 1:]) | ~mask
         return float(right.all(axis=1).mean()), float((right & mask).sum() / max(mask.sum(), 1))
-
-    # ------------------------------------------------------------------ records
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as JSON values (``words`` a list, ``input_dim`` an int or a list, ``dtype`` by name)."""
-        d = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            d[f.name] = v.name if isinstance(v, np.dtype) else list(v) if isinstance(v, tuple) else v
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> CaptioningRNN:
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-          ValueError, TypeError: unknown fields, or values the constructor refuses.
-        """
-        require(isinstance(d, dict), cls.__name__, f"from_dict needs a dict, got {type(d).__name__}", TypeError)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        require(not unknown, cls.__name__, f"from_dict: unknown fields {unknown}; known: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @partial(jax.jit, static_argnums=(0, 1))

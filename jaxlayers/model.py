@@ -50,6 +50,7 @@ is imported by a name read from a file.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,6 +61,7 @@ import numpy as np
 from jaxlayers._checks import check_int, require
 
 __all__ = [
+    "DataclassRecord",
     "Model",
     "check_model",
     "merge_model",
@@ -181,6 +183,36 @@ class Registry:
             f"(register your own with {self.register_as})",
         )
         return self._classes[name]
+
+
+class DataclassRecord:
+    """``to_dict``/``from_dict`` for a dataclass model whose fields are its configuration (a mixin).
+
+    ``to_dict`` writes each field as a JSON value: tuples as lists, a NumPy ``dtype`` by name;
+    ``from_dict`` turns lists back into tuples and calls the constructor, which validates.
+    jaxlayers' models and :class:`jaxlayers.CaptioningRNN` share it.
+    """
+
+    def to_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-ready values (tuples as lists, ``dtype`` by name)."""
+        d = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            d[f.name] = v.name if isinstance(v, np.dtype) else list(v) if isinstance(v, tuple) else v
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]):
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+          ValueError, TypeError: unknown fields, or values the constructor refuses.
+        """
+        require(isinstance(d, dict), cls.__name__, f"from_dict needs a dict, got {type(d).__name__}", TypeError)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        require(not unknown, cls.__name__, f"from_dict: unknown fields {unknown}; known: {sorted(names)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 def record_of(obj) -> dict[str, Any]:

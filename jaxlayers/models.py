@@ -32,7 +32,7 @@ from jaxlayers._checks import (
     require,
 )
 from jaxlayers.layers import BatchNormState
-from jaxlayers.model import register_model
+from jaxlayers.model import DataclassRecord, register_model
 from jaxlayers.nn import init_std
 from jaxlayers.nn._sequential import Classifier, _forward, _leaf_layers
 
@@ -174,7 +174,7 @@ def _check_rate(rate, owner: str, name: str) -> float:
     )
 
 
-class LayerModel(Classifier):
+class LayerModel(DataclassRecord, Classifier):
     """What jaxlayers' models share (a mixin for frozen dataclasses).
 
     * A **pytree**: the fields in ``_TRACED`` (``reg``, ``weight_scale``) are
@@ -278,27 +278,6 @@ class LayerModel(Classifier):
     def _input(self, x) -> jax.Array:  # pragma: no cover - defined by subclasses
         """``x`` checked against the model's input (a message in the model's terms) and shaped for the net."""
         raise NotImplementedError
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as JSON-ready values (tuples as lists, ``dtype`` by name)."""
-        d = {}
-        for f in dataclasses.fields(self):
-            v = getattr(self, f.name)
-            d[f.name] = v.name if isinstance(v, np.dtype) else list(v) if isinstance(v, tuple) else v
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]):
-        """Inverse of :meth:`to_dict`.
-
-        Raises:
-          ValueError, TypeError: unknown fields, or values the constructor refuses.
-        """
-        names = {f.name for f in dataclasses.fields(cls)}
-        require(isinstance(d, dict), cls.__name__, f"from_dict needs a dict, got {type(d).__name__}", TypeError)
-        unknown = sorted(set(d) - names)
-        require(not unknown, cls.__name__, f"from_dict: unknown fields {unknown}; known: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def _check_shared_fields(self) -> None:
         """Validate (and normalise) the fields every jaxlayers model has: ``num_classes``, ``reg``,
