@@ -16,6 +16,7 @@ ecosystem's ``rel_error`` / ``eval_numerical_gradient_array`` (CS231n).
 
 from __future__ import annotations
 
+import functools
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -120,14 +121,16 @@ def numerical_gradient(f: Callable[[Any], Any], x, cotangent=None, *, h: float =
     if ct.shape != out.shape:
         raise ValueError(f"numerical_gradient: cotangent shape {ct.shape} != output shape {out.shape}")
 
-    @jax.jit
-    def central_differences(x, ct):
-        # One compiled program (run op by op, the shifts, products and sums were ~10 small compiles per call).
-        basis = (jnp.eye(x.size, dtype=x.dtype) * h).reshape((x.size, *x.shape))
-        F = jax.vmap(lambda xp: jnp.sum(f(xp) * ct))
-        return (-F(x + 2 * basis) + 8 * F(x + basis) - 8 * F(x - basis) + F(x - 2 * basis)) / (12 * h)
-
+    # One compiled program (run op by op, the shifts, products and sums were ~10 small compiles per call).
+    central_differences = jax.jit(lambda x, ct: _central_differences(f, x, ct, h))
     return np.asarray(central_differences(x, ct)).reshape(x.shape)
+
+
+def _central_differences(f, x, ct, h):
+    """:func:`numerical_gradient`'s formula, traceable: all ``4 * x.size`` evaluations of ``f`` ``vmap``-ed."""
+    basis = (jnp.eye(x.size, dtype=x.dtype) * h).reshape((x.size, *x.shape))
+    F = jax.vmap(lambda xp: jnp.sum(f(xp) * ct))
+    return (-F(x + 2 * basis) + 8 * F(x + basis) - 8 * F(x - basis) + F(x - 2 * basis)) / (12 * h)
 
 
 @dataclass(frozen=True)
@@ -174,24 +177,31 @@ def _check(info: OpInfo, sample: Sample, *, numeric: bool, h: float) -> list[Arg
     sample = Sample(sample.name, tuple(_to_float64(a) for a in sample.args), sample.kwargs, sample.smooth)
     f_custom = info.bind(sample)
     f_ref = info.bind(sample, reference=True)
-    primals = info.diff_args(sample)
-    out, vjp_custom = jax.vjp(f_custom, *primals)
-    _, vjp_ref = jax.vjp(f_ref, *primals)
-    ct = jnp.asarray(np.random.RandomState(0).randn(*np.shape(out)), out.dtype)
-    g_custom = vjp_custom(ct)
-    g_ref = vjp_ref(ct)
-    g_nums: list[np.ndarray | None] = []
-    for k in range(len(primals)):
-        g_num = None
-        if numeric and sample.smooth:
+    primals = tuple(info.diff_args(sample))
+    out = jax.eval_shape(f_custom, *primals)
+    ct = jnp.asarray(np.random.RandomState(0).randn(*out.shape), out.dtype)
 
-            def f_k(a, k=k):
-                args = list(primals)
-                args[k] = a
-                return f_custom(*args)
+    # The two VJPs, and the finite differences of every argument, each in one compiled program: run op by op,
+    # the reference's primitives and the differences of each argument were many small compiles per sample.
+    @jax.jit
+    def vjps(primals, ct):
+        _, vjp_custom = jax.vjp(f_custom, *primals)
+        _, vjp_ref = jax.vjp(f_ref, *primals)
+        return vjp_custom(ct), vjp_ref(ct)
 
-            g_num = numerical_gradient(f_k, primals[k], ct, h=h)
-        g_nums.append(g_num)
+    @jax.jit
+    def differences(primals, ct):
+        def f_k(a, k):
+            return f_custom(*primals[:k], a, *primals[k + 1 :])
+
+        return tuple(
+            _central_differences(functools.partial(f_k, k=k), x, ct, h).reshape(x.shape) for k, x in enumerate(primals)
+        )
+
+    g_custom, g_ref = vjps(primals, ct)
+    g_nums: list[np.ndarray | None] = [None] * len(primals)
+    if numeric and sample.smooth:
+        g_nums = [np.asarray(g) for g in differences(primals, ct)]
     # Finite differences are judged against the scale of the whole gradient.
     scale = max((float(np.max(np.abs(np.asarray(g)), initial=0.0)) for g in g_ref), default=0.0)
     rows = []
