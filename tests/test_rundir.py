@@ -304,7 +304,17 @@ def _signal_run(run_dir: Path, signum: int, when: str) -> subprocess.CompletedPr
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     argv = [sys.executable, "-u", "-m", "jaxlayers.cli", "train", "-q", "-o", str(run_dir)]
     argv += ["--hidden-dims", "16", "--epochs", "5000", "--batch-size", "200"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # A process inherits an ignored (or blocked) SIGINT from its parent, and then ignores Ctrl-C, as under
+    # nohup (documented: DeferredSignals leaves SIG_IGN alone). A test worker may have had SIGINT ignored
+    # by a library it ran before (a kernel launcher, say), so start the CLI from a clean disposition: this
+    # small launcher restores SIGINT's default and execs the command in the same process (same pid).
+    launcher = (
+        "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+        "signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM}); "
+        "os.execv(sys.argv[1], sys.argv[1:])"
+    )
+    launch = [sys.executable, "-c", launcher, *argv]
+    proc = subprocess.Popen(launch, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
         out = ""
         while not out.startswith("train:"):
