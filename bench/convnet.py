@@ -162,6 +162,24 @@ class _Stepper:
         return self.loss_of(out).block_until_ready()
 
 
+def _adam_stepper(loss_fn, params, st, x, y, new_state=lambda aux: aux) -> tuple[_Stepper, dict, float]:
+    """One jitted Adam step of ``loss_fn(params, st, x, y, key) -> (loss, aux)`` (``new_state(aux)`` the
+    next ``st``), its saved residual bytes and compile seconds: the tail every JAX peer shares."""
+    opt = optax.adam(LR)
+
+    def step(carry, x, y):
+        params, st, opt_state = carry
+        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, st, x, y, None)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), new_state(aux), opt_state), loss
+
+    res = residual_bytes(loss_fn, params, st, x, y, None)
+    jitted = jax.jit(step, donate_argnums=(0,))
+    carry = (params, st, opt.init(params))
+    compile_s = compile_seconds(jitted, carry, x, y)
+    return _Stepper(jitted, carry, x, y), res, compile_s
+
+
 def jaxlayers_peer(model, params, state, x, y) -> tuple[_Stepper, dict, float]:
     opt = optax.adam(LR)
     params = jax.tree.map(jnp.asarray, params)
@@ -236,25 +254,13 @@ def flax_peer(spec: ConvSpec, params, state, x, y) -> tuple[_Stepper, dict, floa
     x_nhwc = jnp.asarray(np.ascontiguousarray(x.transpose(0, 2, 3, 1)))  # once, outside the timed step
     ref = jax.eval_shape(lambda: net.init(jax.random.key(0), x_nhwc[:1], train=False))
     assert jax.tree.structure(ref["params"]) == jax.tree.structure(p), "flax params tree mismatch"
-    opt = optax.adam(LR)
 
     def loss_fn(params, batch_stats, x, y, key):
         del key
         scores, upd = net.apply({"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"])
         return softmax_xent(scores, y), (upd.get("batch_stats", {}), scores)
 
-    def step(carry, x, y):
-        params, batch_stats, opt_state = carry
-        (loss, (new_stats, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, batch_stats, x, y, None)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), new_stats, opt_state), loss
-
-    yj = jnp.asarray(y)
-    res = residual_bytes(loss_fn, p, stats, x_nhwc, yj, None)
-    jitted = jax.jit(step, donate_argnums=(0,))
-    carry = (p, stats, opt.init(p))
-    compile_s = compile_seconds(jitted, carry, x_nhwc, yj)
-    return _Stepper(jitted, carry, x_nhwc, yj), res, compile_s
+    return _adam_stepper(loss_fn, p, stats, x_nhwc, jnp.asarray(y), new_state=lambda aux: aux[0])
 
 
 def flax_scores(spec: ConvSpec, params, state, x) -> np.ndarray:
@@ -310,25 +316,13 @@ def autodiff_peer(spec: ConvSpec, params, state, x, y) -> tuple[_Stepper, dict, 
         for i, c in enumerate(spec.conv, start=1)
         if c[2]
     }
-    opt = optax.adam(LR)
 
     def loss_fn(params, st, x, y, key):
         del key
         scores, new_st = _plain_forward(spec, params, st, x)
         return softmax_xent(scores, y), new_st
 
-    def step(carry, x, y):
-        params, st, opt_state = carry
-        (loss, new_st), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, st, x, y, None)
-        updates, opt_state = opt.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), new_st, opt_state), loss
-
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-    res = residual_bytes(loss_fn, p, st, xj, yj, None)
-    jitted = jax.jit(step, donate_argnums=(0,))
-    carry = (p, st, opt.init(p))
-    compile_s = compile_seconds(jitted, carry, xj, yj)
-    return _Stepper(jitted, carry, xj, yj), res, compile_s
+    return _adam_stepper(loss_fn, p, st, jnp.asarray(x), jnp.asarray(y))
 
 
 def autodiff_scores(spec: ConvSpec, params, state, x) -> np.ndarray:
@@ -412,25 +406,13 @@ def equinox_peer(spec: ConvSpec, params, x, y) -> tuple[_Stepper, dict, float]:
 
     model, state = equinox_model(spec, params)
     p, static = eqx.partition(model, eqx.is_inexact_array)
-    opt = optax.adam(LR)
 
     def loss_fn(p, state, x, y, key):
         del key
         scores, state = _equinox_apply(eqx.combine(p, static), state, x)
         return softmax_xent(scores, y), state
 
-    def step(carry, x, y):
-        p, state, opt_state = carry
-        (loss, state), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, state, x, y, None)
-        updates, opt_state = opt.update(grads, opt_state, p)
-        return (optax.apply_updates(p, updates), state, opt_state), loss
-
-    xj, yj = jnp.asarray(x), jnp.asarray(y)
-    res = residual_bytes(loss_fn, p, state, xj, yj, None)
-    jitted = jax.jit(step, donate_argnums=(0,))
-    carry = (p, state, opt.init(p))
-    compile_s = compile_seconds(jitted, carry, xj, yj)
-    return _Stepper(jitted, carry, xj, yj), res, compile_s
+    return _adam_stepper(loss_fn, p, state, jnp.asarray(x), jnp.asarray(y))
 
 
 def equinox_scores(spec: ConvSpec, params, x) -> np.ndarray:
