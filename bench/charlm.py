@@ -29,8 +29,9 @@ is not, so jaxlayers clips at ``T * clip`` -- the same clipping of the per-chara
 All the reported losses are per character, in bits.
 
 **Init differs** between the frameworks (same shapes, each framework's default init):
-jaxlayers ``E ~ N(0, 1/E)``, ``Wx ~ N(0, 1/E)``, orthogonal ``Wh`` blocks, forget bias 1, He-normal
-output; Flax ``Embed`` ``N(0, 1)``, LeCun-normal input kernels, orthogonal recurrent kernels, zero
+jaxlayers ``E ~ N(0, 1)`` (:func:`jaxlayers.models.char_lm`'s default, as PyTorch's; ``nn.Embedding``'s
+own default, ``N(0, 1/E)``, with ``--jaxlayers-embed-scale 0.125`` at ``E = 64``), ``Wx ~ N(0, 1/E)``,
+orthogonal ``Wh`` blocks, forget bias 1, He-normal output; Flax ``Embed`` ``N(0, 1/E)``, LeCun-normal input kernels, orthogonal recurrent kernels, zero
 biases, LeCun-normal ``Dense``; PyTorch ``N(0, 1)`` embedding, ``U(-1/sqrt(H), 1/sqrt(H))``
 for the LSTM and the output layer.
 
@@ -81,16 +82,12 @@ def batch_order(n_train: int, batch: int, steps: int, seed: int) -> np.ndarray:
 
 
 class JaxlayersLM:
-    embed_scale = None  # --jaxlayers-embed-scale: the std of nn.Embedding's init (None: its default 1/sqrt(E))
+    embed_scale = None  # --jaxlayers-embed-scale: the std of the embedding's init (None: char_lm's default, 1)
 
     def __init__(self, V, T, E, H, lr, clip, seed):
         self.T = T
-        if self.embed_scale is None:
-            self.model = jl.models.char_lm(V, T, embed_dim=E, hidden=H)
-        else:  # char_lm's layers, with the embedding's init scale given
-            layers = [jl.nn.Embedding(V, E, scale=self.embed_scale), jl.nn.LSTM(H, return_sequences=True)]
-            layers.append(jl.nn.TemporalAffine(V))
-            self.model = jl.nn.Sequential(*layers, input_shape=(T,), loss="temporal_softmax")
+        scale = {} if self.embed_scale is None else {"embed_scale": self.embed_scale}
+        self.model = jl.models.char_lm(V, T, embed_dim=E, hidden=H, **scale)
         opt = optax.chain(optax.clip_by_global_norm(clip * T), optax.adam(lr, b1=0.9, b2=0.999, eps=1e-8))
         self.state = jl.train.init_train_state(self.model, opt, jax.random.key(seed))
         self.step_fn = jl.train.make_train_step(self.model, opt)
@@ -377,7 +374,7 @@ def main(argv=None) -> int:
         "--jaxlayers-embed-scale",
         type=float,
         default=None,
-        help="(--init native) std of jaxlayers' embedding init; default nn.Embedding's 1/sqrt(E) (PyTorch: 1)",
+        help="(--init native) std of jaxlayers' embedding init; default char_lm's, 1 (as PyTorch's)",
     )
     parser.add_argument(
         "--init",
