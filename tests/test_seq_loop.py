@@ -170,6 +170,30 @@ def test_char_lm_builds_the_named_cell_or_refuses_clearly():
         assert jl.models.char_lm(V, T, hidden=5).sequence_targets
 
 
+def test_char_lm_embedding_starts_standard_normal_as_pytorch_and_says_so():
+    """char_lm's embedding is N(0, 1) (PyTorch's nn.Embedding), not nn.Embedding's own N(0, 1/E): 262,144
+    draws, so the sample std is within ~0.0014 of the true one (one standard error)."""
+
+    def table(model):
+        return np.asarray(model.init(jax.random.key(0))[0]["E1"], np.float64)
+
+    E = table(jl.models.char_lm(4096, T, embed_dim=64, cell="none"))
+    assert E.shape == (4096, 64)
+    assert abs(E.mean()) < 0.01 and abs(E.std() - 1.0) < 0.01
+    assert abs(np.mean(np.abs(E)) - np.sqrt(2 / np.pi)) < 0.01  # normal, not uniform (E|x| = sqrt(2/pi) sigma)
+    assert jl.models.char_lm(V, T, embed_dim=D, cell="none").layers[0].scale == 1.0  # the CLI's charlm too
+    doc = " ".join(jl.models.char_lm.__doc__.split())
+    assert "N(0, 1)" in doc and "PyTorch's ``nn.Embedding``" in doc
+    # The old init stays reachable; nn.Embedding's own default (and so char_transformer's) is unchanged.
+    assert abs(table(jl.models.char_lm(4096, T, embed_dim=64, cell="none", embed_scale=0.125)).std() - 0.125) < 2e-3
+    plain = nn.Sequential(nn.Embedding(4096, 64), nn.TemporalAffine(V), input_shape=(T,), loss="temporal_softmax")
+    assert abs(table(plain).std() - 0.125) < 2e-3
+    with pytest.raises(ValueError, match="embed_scale"):
+        jl.models.char_lm(V, T, embed_scale=0.0)
+    with pytest.raises(TypeError, match="embed_scale"):
+        jl.models.char_lm(V, T, embed_scale="1")
+
+
 def test_cli_evaluate_reports_bits_per_character_and_sample_prints_text(tmp_path, capsys):
     import dataclasses
 
