@@ -515,7 +515,9 @@ class Embedding(_Layer):
       vocab: ``V``, the number of words (indices ``0 .. V - 1``), ``>= 1``.
       dim: ``D``, the length of each word's vector, ``>= 1``.
       scale: std of the normal init of ``E``; ``None`` (default): ``1 / sqrt(D)``
-        (as ``flax.linen.Embed``). A static number (not traced).
+        (as ``flax.linen.Embed``; PyTorch's ``nn.Embedding`` uses 1, and so does
+        :func:`jaxlayers.models.char_lm`, whose docstring says why). A static
+        number (not traced).
 
     Input ``(T,)`` integer word indices (any integer dtype; the model keeps
     them integers: :class:`Sequential` does not cast an integer input to its
