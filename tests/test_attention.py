@@ -16,7 +16,7 @@ import pytest
 
 import jaxlayers as jl
 from jaxlayers.gradcheck import norm_rel_error, numerical_gradient
-from jaxlayers.layers.attention import attention_block_sizes, dot_product_attention_reference
+from jaxlayers.layers.attention import _default_blocks, attention_block_sizes, dot_product_attention_reference
 
 
 def _qkv(seed, b, t, s, n, k, h, dtype=jnp.float64):
@@ -49,8 +49,11 @@ def _mask(kind, b, t, s, seed=0):
     return jnp.asarray(m)
 
 
+@pytest.mark.parametrize("per_head", [False, True], ids=["heads together", "one head at a time"])
 @pytest.mark.parametrize(("b", "t", "s", "n", "k", "h", "blocks", "causal", "bias_shape", "mask"), CASES)
-def test_blocked_rule_matches_autodiff_of_the_reference(b, t, s, n, k, h, blocks, causal, bias_shape, mask, x64):
+def test_blocked_rule_matches_autodiff_of_the_reference(
+    b, t, s, n, k, h, blocks, causal, bias_shape, mask, per_head, x64
+):
     q, kk, v = _qkv(1, b, t, s, n, k, h)
     r = np.random.RandomState(2)
     bias = None if bias_shape is None else jnp.asarray(r.randn(*bias_shape))
@@ -64,7 +67,7 @@ def test_blocked_rule_matches_autodiff_of_the_reference(b, t, s, n, k, h, blocks
     def ref(*a):
         return dot_product_attention_reference(*a[:3], a[3] if len(a) > 3 else None, m, is_causal=causal)
 
-    with attention_block_sizes(*blocks):
+    with attention_block_sizes(*blocks, per_head=per_head):
         out, grads = _vjp(op, args, ct)
     out_ref, grads_ref = _vjp(ref, args, ct)
     np.testing.assert_allclose(np.asarray(out), np.asarray(out_ref), rtol=1e-12, atol=1e-13)
@@ -72,6 +75,32 @@ def test_blocked_rule_matches_autodiff_of_the_reference(b, t, s, n, k, h, blocks
         assert g.shape == g_ref.shape and g.dtype == jnp.float64
         assert np.all(np.isfinite(np.asarray(g)))
         np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-10, atol=1e-12)
+
+
+def test_default_blocks_split_evenly_and_go_per_head_for_long_sequences():
+    assert _default_blocks(100, 100) == (100, 100, False)  # one block of every head
+    assert _default_blocks(200, 200) == (50, 200, False)
+    assert _default_blocks(768, 64) == (64, 64, False)
+    assert _default_blocks(256, 256) == (256, 256, True)  # T S = PER_HEAD_MIN
+    assert _default_blocks(768, 768) == (384, 384, True)  # two even blocks, not 512 + a padded 256
+    assert _default_blocks(2048, 1000) == (512, 500, True)
+
+
+def test_default_per_head_blocks_match_the_reference(x64):
+    """T S >= PER_HEAD_MIN: the default loops over (batch, key/value head) pairs, here with GQA, a
+    bias broadcast over heads and queries (its gradient summed over the pairs), a mask and causality."""
+    b, t, s, n, k, h = 2, 260, 256, 4, 2, 3
+    assert _default_blocks(t, s)[2]
+    q, kk, v = _qkv(6, b, t, s, n, k, h)
+    r = np.random.RandomState(7)
+    bias = jnp.asarray(r.randn(b, 1, 1, s))
+    m = _mask("random", b, t, s)
+    ct = jnp.asarray(r.randn(b, t, n, h))
+    out, grads = _vjp(lambda *a: jl.dot_product_attention(*a, m, is_causal=True), (q, kk, v, bias), ct)
+    out_ref, grads_ref = _vjp(lambda *a: dot_product_attention_reference(*a, m, is_causal=True), (q, kk, v, bias), ct)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(out_ref), rtol=1e-12, atol=1e-13)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-10, atol=1e-11)
 
 
 def test_blocked_rule_matches_finite_differences(x64):
