@@ -1,12 +1,15 @@
 """jl.dot_product_attention: the blocked FlashAttention-2 rule against the plain reference and jax.nn.
 
 The generic registry checks (tests/test_ops.py, tests/test_hostile.py) run it on tiny inputs, one
-block each; here several blocks are forced (``attention_block_sizes``) so that the loops, the causal
+block each; here several blocks are forced (``attention_block_sizes``, with and without the loop over
+(batch, key/value head) pairs) so that the loops, the causal
 block skipping and the padding of ``T`` and ``S`` are exercised, in float64 against autodiff of the
 reference, and the op is compared with ``jax.nn.dot_product_attention`` in float32.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.extend.core as jex_core
@@ -101,6 +104,26 @@ def test_default_per_head_blocks_match_the_reference(x64):
     np.testing.assert_allclose(np.asarray(out), np.asarray(out_ref), rtol=1e-12, atol=1e-13)
     for g, g_ref in zip(grads, grads_ref, strict=True):
         np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-10, atol=1e-11)
+
+
+def test_per_head_loop_under_vmap_and_jit_matches_a_python_loop(x64):
+    """The loop over (batch, key/value head) pairs batched by vmap (a mask that differs per example)."""
+    q, kk, v = _qkv(8, 3, 6, 5, 4, 2, 3)  # 3 examples of T = 6, S = 5, N = 4, K = 2, H = 3
+    m = jnp.asarray(np.random.RandomState(9).rand(3, 1, 1, 6, 5) > 0.3)
+    ct = jnp.asarray(np.random.RandomState(10).randn(*q.shape))
+
+    def loss(f, q, k, v, m, c):
+        return jnp.sum(f(q[None], k[None], v[None], None, m, is_causal=True)[0] * c)
+
+    with attention_block_sizes(4, 2, per_head=True):
+        got = jax.jit(jax.vmap(jax.value_and_grad(partial(loss, jl.dot_product_attention), (0, 1, 2))))(q, kk, v, m, ct)
+    for i in range(3):
+        want = jax.value_and_grad(partial(loss, dot_product_attention_reference), (0, 1, 2))(
+            q[i], kk[i], v[i], m[i], ct[i]
+        )
+        np.testing.assert_allclose(float(got[0][i]), float(want[0]), rtol=1e-12)
+        for g, w in zip(got[1], want[1], strict=True):
+            np.testing.assert_allclose(np.asarray(g[i]), np.asarray(w), rtol=1e-10, atol=1e-12)
 
 
 def test_blocked_rule_matches_finite_differences(x64):
