@@ -1,12 +1,15 @@
 """jl.dot_product_attention: the blocked FlashAttention-2 rule against the plain reference and jax.nn.
 
 The generic registry checks (tests/test_ops.py, tests/test_hostile.py) run it on tiny inputs, one
-block each; here several blocks are forced (``attention_block_sizes``) so that the loops, the causal
+block each; here several blocks are forced (``attention_block_sizes``, with and without the loop over
+(batch, key/value head) pairs) so that the loops, the causal
 block skipping and the padding of ``T`` and ``S`` are exercised, in float64 against autodiff of the
 reference, and the op is compared with ``jax.nn.dot_product_attention`` in float32.
 """
 
 from __future__ import annotations
+
+from functools import partial
 
 import jax
 import jax.extend.core as jex_core
@@ -16,7 +19,7 @@ import pytest
 
 import jaxlayers as jl
 from jaxlayers.gradcheck import norm_rel_error, numerical_gradient
-from jaxlayers.layers.attention import attention_block_sizes, dot_product_attention_reference
+from jaxlayers.layers.attention import _default_blocks, attention_block_sizes, dot_product_attention_reference
 
 
 def _qkv(seed, b, t, s, n, k, h, dtype=jnp.float64):
@@ -49,8 +52,11 @@ def _mask(kind, b, t, s, seed=0):
     return jnp.asarray(m)
 
 
+@pytest.mark.parametrize("per_head", [False, True], ids=["heads together", "one head at a time"])
 @pytest.mark.parametrize(("b", "t", "s", "n", "k", "h", "blocks", "causal", "bias_shape", "mask"), CASES)
-def test_blocked_rule_matches_autodiff_of_the_reference(b, t, s, n, k, h, blocks, causal, bias_shape, mask, x64):
+def test_blocked_rule_matches_autodiff_of_the_reference(
+    b, t, s, n, k, h, blocks, causal, bias_shape, mask, per_head, x64
+):
     q, kk, v = _qkv(1, b, t, s, n, k, h)
     r = np.random.RandomState(2)
     bias = None if bias_shape is None else jnp.asarray(r.randn(*bias_shape))
@@ -64,7 +70,7 @@ def test_blocked_rule_matches_autodiff_of_the_reference(b, t, s, n, k, h, blocks
     def ref(*a):
         return dot_product_attention_reference(*a[:3], a[3] if len(a) > 3 else None, m, is_causal=causal)
 
-    with attention_block_sizes(*blocks):
+    with attention_block_sizes(*blocks, per_head=per_head):
         out, grads = _vjp(op, args, ct)
     out_ref, grads_ref = _vjp(ref, args, ct)
     np.testing.assert_allclose(np.asarray(out), np.asarray(out_ref), rtol=1e-12, atol=1e-13)
@@ -72,6 +78,52 @@ def test_blocked_rule_matches_autodiff_of_the_reference(b, t, s, n, k, h, blocks
         assert g.shape == g_ref.shape and g.dtype == jnp.float64
         assert np.all(np.isfinite(np.asarray(g)))
         np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-10, atol=1e-12)
+
+
+def test_default_blocks_split_evenly_and_go_per_head_for_long_sequences():
+    assert _default_blocks(100, 100) == (100, 100, False)  # one block of every head
+    assert _default_blocks(200, 200) == (50, 200, False)
+    assert _default_blocks(768, 64) == (64, 64, False)
+    assert _default_blocks(256, 256) == (256, 256, True)  # T S = PER_HEAD_MIN
+    assert _default_blocks(768, 768) == (384, 384, True)  # two even blocks, not 512 + a padded 256
+    assert _default_blocks(2048, 1000) == (512, 500, True)
+
+
+def test_default_per_head_blocks_match_the_reference(x64):
+    """T S >= PER_HEAD_MIN: the default loops over (batch, key/value head) pairs, here with GQA, a
+    bias broadcast over heads and queries (its gradient summed over the pairs), a mask and causality."""
+    b, t, s, n, k, h = 2, 260, 256, 4, 2, 3
+    assert _default_blocks(t, s)[2]
+    q, kk, v = _qkv(6, b, t, s, n, k, h)
+    r = np.random.RandomState(7)
+    bias = jnp.asarray(r.randn(b, 1, 1, s))
+    m = _mask("random", b, t, s)
+    ct = jnp.asarray(r.randn(b, t, n, h))
+    out, grads = _vjp(lambda *a: jl.dot_product_attention(*a, m, is_causal=True), (q, kk, v, bias), ct)
+    out_ref, grads_ref = _vjp(lambda *a: dot_product_attention_reference(*a, m, is_causal=True), (q, kk, v, bias), ct)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(out_ref), rtol=1e-12, atol=1e-13)
+    for g, g_ref in zip(grads, grads_ref, strict=True):
+        np.testing.assert_allclose(np.asarray(g), np.asarray(g_ref), rtol=1e-10, atol=1e-11)
+
+
+def test_per_head_loop_under_vmap_and_jit_matches_a_python_loop(x64):
+    """The loop over (batch, key/value head) pairs batched by vmap (a mask that differs per example)."""
+    q, kk, v = _qkv(8, 3, 6, 5, 4, 2, 3)  # 3 examples of T = 6, S = 5, N = 4, K = 2, H = 3
+    m = jnp.asarray(np.random.RandomState(9).rand(3, 1, 1, 6, 5) > 0.3)
+    ct = jnp.asarray(np.random.RandomState(10).randn(*q.shape))
+
+    def loss(f, q, k, v, m, c):
+        return jnp.sum(f(q[None], k[None], v[None], None, m, is_causal=True)[0] * c)
+
+    with attention_block_sizes(4, 2, per_head=True):
+        got = jax.jit(jax.vmap(jax.value_and_grad(partial(loss, jl.dot_product_attention), (0, 1, 2))))(q, kk, v, m, ct)
+    for i in range(3):
+        want = jax.value_and_grad(partial(loss, dot_product_attention_reference), (0, 1, 2))(
+            q[i], kk[i], v[i], m[i], ct[i]
+        )
+        np.testing.assert_allclose(float(got[0][i]), float(want[0]), rtol=1e-12)
+        for g, w in zip(got[1], want[1], strict=True):
+            np.testing.assert_allclose(np.asarray(g[i]), np.asarray(w), rtol=1e-10, atol=1e-12)
 
 
 def test_blocked_rule_matches_finite_differences(x64):

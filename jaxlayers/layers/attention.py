@@ -6,7 +6,7 @@ whole ``(B, N, T, S)`` probability matrix for the backward pass; this op keeps
 the inputs, the output and one log-sum-exp per query row, and recomputes the
 probabilities block by block in the backward pass (Dao, "FlashAttention-2",
 2023, algorithms 1 and 2), written with ``lax`` loops over blocks of queries and
-keys.
+keys (and, for long sequences, over the batch and key/value heads, one at a time).
 
 Four parts, as every jaxlayers op:
 
@@ -103,42 +103,62 @@ def dot_product_attention_reference(query, key, value, bias=None, mask=None, *, 
 
 # --------------------------------------------------------------------------- blocks
 
-#: Block sizes ``(queries, keys)`` forced by :func:`attention_block_sizes` (None: by size).
-_FORCED_BLOCKS: list[tuple[int | None, int | None]] = [(None, None)]
+#: Blocks ``(queries, keys, per_head)`` forced by :func:`attention_block_sizes` (None: by size).
+_FORCED_BLOCKS: list[tuple[int | None, int | None, bool | None]] = [(None, None, None)]
 
 
 @contextlib.contextmanager
-def attention_block_sizes(block_q: int | None = None, block_k: int | None = None):
+def attention_block_sizes(block_q: int | None = None, block_k: int | None = None, per_head: bool | None = None):
     """Force the query and key block sizes of :func:`dot_product_attention` calls traced inside.
 
     For tests (several blocks on small inputs, ``S`` not a multiple of the block) and tuning; the
     defaults are chosen from ``T`` and ``S`` (see :func:`_default_blocks`). ``None`` keeps the
-    default for that axis. A block larger than the axis is clipped to it.
+    default for that axis. A block larger than the axis is clipped to it. ``per_head`` True runs
+    the blocks of one (batch, key/value head) pair at a time, in a loop over the ``B K`` pairs;
+    False runs every pair in each block's products; None: by size.
     """
     for name, v in (("block_q", block_q), ("block_k", block_k)):
         require(v is None or (isinstance(v, int) and v >= 1), _OP, f"{name} must be an int >= 1, got {v!r}")
-    _FORCED_BLOCKS.append((block_q, block_k))
+    require(per_head is None or isinstance(per_head, bool), _OP, f"per_head must be a bool or None, got {per_head!r}")
+    _FORCED_BLOCKS.append((block_q, block_k, per_head))
     try:
         yield
     finally:
         _FORCED_BLOCKS.pop()
 
 
-def _default_blocks(t: int, s: int) -> tuple[int, int]:
-    """Default ``(block_q, block_k)`` for ``T`` queries and ``S`` keys, tuned on a 2-core CPU
-    (``python -m bench.attention``): one block while ``T S <= 128 * 128``; else blocks of 512 keys
-    and 64 queries (128 past ``T = 1024``), whose ``(bq G, bk)`` logits per head stay in the L2
-    cache."""
+def _default_blocks(t: int, s: int) -> tuple[int, int, bool]:
+    """Default ``(block_q, block_k, per_head)`` for ``T`` queries and ``S`` keys, tuned on a 2-core
+    CPU (``python -m bench.attention``): one block of every head while ``T S <= 128 * 128``; from
+    ``T S >= 256 * 256`` (:data:`PER_HEAD_MIN`) one (batch, key/value head) pair at a time, in
+    blocks of at most 512 queries x 512 keys (a 1 MiB float32 logits block that stays in the L2
+    cache, with long products); in between, every head at once in blocks of at most 64 queries and
+    512 keys. Each axis is split into blocks of equal size (``S = 768``: two blocks of 384, not
+    512 and a padded 256: padding costs its share of every product and a masking pass over every
+    block)."""
     if t * s <= 128 * 128:  # the whole T x S matrix per head is small: one block, no loop
-        return t, s
-    return min(t, 64 if t <= 1024 else 128), min(s, 512)
+        return t, s, False
+    if t * s >= PER_HEAD_MIN:
+        return _even(t, PER_HEAD_BLOCKS[0]), _even(s, PER_HEAD_BLOCKS[1]), True
+    return _even(t, 64 if t <= 1024 else 128), _even(s, 512), False
 
 
-def _blocks(t: int, s: int) -> tuple[int, int]:
-    """The block sizes for ``T`` queries and ``S`` keys: the defaults, or those forced."""
-    bq, bk = _default_blocks(t, s)
-    fq, fk = _FORCED_BLOCKS[-1]
-    return max(1, min(t, fq or bq)), max(1, min(s, fk or bk))
+#: From this ``T S`` on, the default blocks run one (batch, key/value head) pair at a time.
+PER_HEAD_MIN = 256 * 256
+#: The largest default blocks ``(queries, keys)`` of one head (times ``G`` query heads per key/value head).
+PER_HEAD_BLOCKS = (512, 512)
+
+
+def _even(length: int, most: int) -> int:
+    """The size of ``ceil(length / most)`` blocks as equal as can be that cover ``length``."""
+    return _ceil_div(length, _ceil_div(length, most))
+
+
+def _blocks(t: int, s: int) -> tuple[int, int, bool]:
+    """The blocks ``(bq, bk, per_head)`` for ``T`` queries and ``S`` keys: the defaults, or those forced."""
+    bq, bk, ph = _default_blocks(t, s)
+    fq, fk, fph = _FORCED_BLOCKS[-1]
+    return max(1, min(t, fq or bq)), max(1, min(s, fk or bk)), ph if fph is None else fph
 
 
 def _ceil_div(a: int, b: int) -> int:
@@ -197,6 +217,7 @@ class _Plan(NamedTuple):
     nq: int
     nk: int
     causal: bool
+    per_head: bool = False
 
     @property
     def tp(self) -> int:
@@ -225,9 +246,32 @@ class _Plan(NamedTuple):
         return (j * self.bk) // self.bq if self.causal else 0
 
 
-def _plan(t: int, s: int, g: int, causal: bool, blocks: tuple[int, int] | None) -> _Plan:
-    bq, bk = _blocks(t, s) if blocks is None else (max(1, min(t, blocks[0])), max(1, min(s, blocks[1])))
-    return _Plan(t, s, g, bq, bk, _ceil_div(t, bq), _ceil_div(s, bk), causal)
+def _plan(t: int, s: int, g: int, causal: bool, blocks: tuple | None) -> _Plan:
+    """``blocks``: ``(bq, bk)`` or ``(bq, bk, per_head)`` (static), or None for :func:`_blocks`."""
+    if blocks is None:
+        blocks = _blocks(t, s)
+    bq, bk = max(1, min(t, blocks[0])), max(1, min(s, blocks[1]))
+    per_head = bool(blocks[2]) if len(blocks) > 2 else False
+    return _Plan(t, s, g, bq, bk, _ceil_div(t, bq), _ceil_div(s, bk), causal, per_head)
+
+
+def _lane(x, idx, nkh: int):
+    """Lane ``idx`` (batch ``idx // K``, key/value head ``idx % K``) of ``x (B|1, K|1, ...)``, as
+    ``(1, 1, ...)`` (an axis of size 1 is broadcast: index 0)."""
+    if x is None:
+        return None
+    start = (idx // nkh if x.shape[0] > 1 else 0, idx % nkh if x.shape[1] > 1 else 0) + (0,) * (x.ndim - 2)
+    return lax.dynamic_slice(x, start, (1, 1, *x.shape[2:]))
+
+
+def _put_lane(buf, x, idx, nkh: int, *, add: bool = False):
+    """``buf`` with lane ``idx`` set to (``add``: increased by) ``x (1, 1, ...)``; see :func:`_lane`."""
+    if buf is None:
+        return None
+    start = (idx // nkh if buf.shape[0] > 1 else 0, idx % nkh if buf.shape[1] > 1 else 0) + (0,) * (buf.ndim - 2)
+    if add:
+        x = lax.dynamic_slice(buf, start, x.shape) + x
+    return lax.dynamic_update_slice(buf, x, start)
 
 
 def _masked(plan: _Plan, s, bias, mask, i, j, *, keys_first: bool):
@@ -280,11 +324,27 @@ class AttentionResiduals(NamedTuple):
     lse: jax.Array
 
 
-def _prepare(query, key, value, bias, mask, scale, plan: _Plan):
-    """Head-major, padded operands in the compute dtype: ``q (B, K, Tp G, H)`` times ``scale``,
-    ``k, v (B, K, Sp, H)``, bias/mask grouped ``(B', K', T'|Tp, G', S'|Sp)``."""
+class _Setup(NamedTuple):
+    """What the forward and the backward pass both start from (:func:`_setup`)."""
+
+    plan: _Plan
+    acc: jnp.dtype  # the compute dtype
+    scale: float
+    q: jax.Array  # (B, K, Tp G, H), times scale
+    k: jax.Array  # (B, K, Sp, H)
+    v: jax.Array  # (B, K, Sp, H)
+    bias: jax.Array | None  # grouped (B', K', T'|Tp, G', S'|Sp)
+    mask: jax.Array | None  # grouped, as bias
+
+
+def _setup(query, key, value, bias, mask, scale, is_causal: bool, blocks) -> _Setup:
+    """The plan, the compute dtype, the scale (default ``1/sqrt(H)``) and the head-major, padded
+    operands in the compute dtype: ``q`` times ``scale``, the bias/mask grouped and padded."""
+    _, t, n, h = query.shape
+    s, nkh = key.shape[1], key.shape[2]
     acc = _acc_dtype(query)
-    nkh = key.shape[2]
+    scale = 1.0 / math.sqrt(h) if scale is None else scale
+    plan = _plan(t, s, n // nkh, is_causal, blocks)
     q = _pad_axis(_to_rows(query.astype(acc) * jnp.asarray(scale, acc), nkh), 2, plan.tp * plan.g)
     k = _pad_axis(key.astype(acc).transpose(0, 2, 1, 3), 2, plan.sp)
     v = _pad_axis(value.astype(acc).transpose(0, 2, 1, 3), 2, plan.sp)
@@ -293,7 +353,7 @@ def _prepare(query, key, value, bias, mask, scale, plan: _Plan):
         bias = _pad_axis(_pad_axis(bias.astype(acc), 2, plan.tp), 4, plan.sp)
     if mask is not None:
         mask = _pad_axis(_pad_axis(mask, 2, plan.tp, False), 4, plan.sp, False)
-    return q, k, v, bias, mask
+    return _Setup(plan, acc, scale, q, k, v, bias, mask)
 
 
 def _unrows(x, plan: _Plan):
@@ -305,12 +365,26 @@ def _unrows(x, plan: _Plan):
 
 def _forward(query, key, value, bias, mask, scale, is_causal, blocks):
     """``(out (B, T, N, H), lse (B, K, T G))``: FlashAttention-2's forward (algorithm 1)."""
-    b, t, n, h = query.shape
-    s, nkh = key.shape[1], key.shape[2]
-    acc = _acc_dtype(query)
-    scale = 1.0 / math.sqrt(h) if scale is None else scale
-    plan = _plan(t, s, n // nkh, is_causal, blocks)
-    q, k, v, bias, mask = _prepare(query, key, value, bias, mask, scale, plan)
+    plan, acc, _, q, k, v, bias, mask = _setup(query, key, value, bias, mask, scale, is_causal, blocks)
+    b, nkh = k.shape[:2]
+    if not plan.per_head:
+        o, lse = _forward_blocks(plan, acc, q, k, v, bias, mask)
+    else:
+
+        def lane(idx, carry):
+            o_all, lse_all = carry
+            args = (_lane(a, idx, nkh) for a in (q, k, v, bias, mask))
+            o, lse = _forward_blocks(plan, acc, *args)
+            return _put_lane(o_all, o, idx, nkh), _put_lane(lse_all, lse, idx, nkh)
+
+        init = (jnp.zeros(q.shape, acc), jnp.zeros(q.shape[:3], acc))
+        o, lse = lax.fori_loop(0, b * nkh, lane, init)
+    return _unrows(o, plan), lse[:, :, : plan.t * plan.g]
+
+
+def _forward_blocks(plan: _Plan, acc, q, k, v, bias, mask):
+    """The blocked forward pass over every lane of ``q (B, K, Tp G, H)`` (padded ``(o, lse)``)."""
+    b, nkh, _, h = k.shape
 
     def query_block(i):
         q_i = _slice(q, i * plan.rq, plan.rq, 2)
@@ -355,7 +429,7 @@ def _forward(query, key, value, bias, mask, scale, is_causal, blocks):
         rows = plan.tp * plan.g
         init = (jnp.zeros((b, nkh, rows, h), acc), jnp.zeros((b, nkh, rows), acc))
         o, lse = lax.fori_loop(0, plan.nq, outer, init)
-    return _unrows(o, plan), lse[:, :, : t * plan.g]
+    return o, lse
 
 
 def dot_product_attention_fwd(query, key, value, bias=None, mask=None, *, scale=None, is_causal=False, blocks=None):
@@ -369,7 +443,10 @@ def dot_product_attention_fwd(query, key, value, bias=None, mask=None, *, scale=
         l = a l + rowsum(p);     o = a o + p v_j;  m = m'
 
     and at the end ``out_i = o / l``, ``lse_i = m + log l`` (a row with ``l = 0``, all masked:
-    ``out_i = 0``, ``lse_i = +inf``). ``blocks = (bq, bk)`` (static; None: by size).
+    ``out_i = 0``, ``lse_i = +inf``). ``blocks = (bq, bk)`` or ``(bq, bk, per_head)`` (static;
+    None: by size, :func:`_default_blocks`); ``per_head`` True: an outer loop over the ``B K``
+    (batch, key/value head) pairs runs these loops for one pair at a time, False: each block's
+    products take every pair at once.
     """
     out, lse = _forward(query, key, value, bias, mask, scale, is_causal, blocks)
     # The residual keeps the unrounded output: for half inputs D = rowsum(dO * out) from the rounded
@@ -393,16 +470,17 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
 
     (``dbias`` summed over the axes ``bias`` broadcasts along; None without a bias). ``dq`` is one
     buffer the inner loop adds into; ``dk_j``, ``dv_j`` are the outer loop's carry. The blocks are
-    computed keys-first (``s^T = k_j q_i^T``), so that three of the four products take their
-    operands as stored. ``mask`` gets no cotangent.
+    computed keys-first (``s^T = k_j q_i^T``, ``p^T``, ``ds^T`` of shape ``(bk, bq G)``) and ``dq``
+    is accumulated transposed, ``dq_i^T += scale k_j^T ds^T`` into ``(B, K, H, T G)`` with ``k^T``
+    transposed once, so that all five products take their operands as stored (XLA's CPU backend
+    runs a product contracting the first axis of its left operand, ``ds^T`` for ``ds k``, at a
+    third of the rate). ``blocks`` as :func:`dot_product_attention_fwd`'s (with ``per_head``, the
+    outer loop over (batch, key/value head) pairs adds each pair's ``dbias`` into the broadcast
+    ``dbias``). ``mask`` gets no cotangent.
     """
     query, key, value, bias, mask, out, lse = res
-    b, t, n, h = query.shape
-    s, nkh = key.shape[1], key.shape[2]
-    acc = _acc_dtype(query)
-    scale = 1.0 / math.sqrt(h) if scale is None else scale
-    plan = _plan(t, s, n // nkh, is_causal, blocks)
-    q, k, v, biasg, maskg = _prepare(query, key, value, bias, mask, scale, plan)
+    plan, acc, scale, q, k, v, biasg, maskg = _setup(query, key, value, bias, mask, scale, is_causal, blocks)
+    b, nkh = k.shape[:2]
     rows = plan.tp * plan.g
     do = _to_rows(g.astype(acc), nkh)
     delta = _pad_axis(jnp.sum(do * _to_rows(out.astype(acc), nkh), axis=-1), 2, rows)  # (B, K, Tp G)
@@ -410,8 +488,45 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
     lse = _pad_axis(lse, 2, rows, jnp.inf)  # padded query rows: p = 0
     want_dbias = bias is not None
 
+    # dq is accumulated transposed, dq^T += k_j^T ds^T, (B, K, H, Tp G): a product whose operands are
+    # both as stored (k^T is transposed once here); dq = ds k on the keys-first ds would contract the
+    # first axis of ds, which XLA's CPU backend runs at a third of the rate of the other products. The
+    # barriers keep XLA from folding the transposes back into the product.
+    kt = lax.optimization_barrier(k.transpose(0, 1, 3, 2))
+    if not plan.per_head:
+        dq, dk, dv, dbias = _backward_blocks(plan, acc, q, k, kt, v, do, delta, lse, biasg, maskg, want_dbias)
+    else:
+
+        def lane(idx, carry):
+            dq_all, dk_all, dv_all, dbias_all = carry
+            args = (_lane(a, idx, nkh) for a in (q, k, kt, v, do, delta, lse, biasg, maskg))
+            dq, dk, dv, dbias = _backward_blocks(plan, acc, *args, want_dbias)
+            dq_all, dk_all, dv_all = (_put_lane(x, y, idx, nkh) for x, y in ((dq_all, dq), (dk_all, dk), (dv_all, dv)))
+            return dq_all, dk_all, dv_all, _put_lane(dbias_all, dbias, idx, nkh, add=True)
+
+        dbias = jnp.zeros(biasg.shape, acc) if want_dbias else None
+        init = (jnp.zeros((*kt.shape[:3], rows), acc), jnp.zeros(k.shape, acc), jnp.zeros(v.shape, acc), dbias)
+        dq, dk, dv, dbias = lax.fori_loop(0, b * nkh, lane, init)
+    dq = lax.optimization_barrier(dq).transpose(0, 1, 3, 2)
+    dq = _unrows(dq * jnp.asarray(scale, acc), plan).astype(query.dtype)
+    dk = dk[:, :, : plan.s].transpose(0, 2, 1, 3).astype(key.dtype)
+    dv = dv[:, :, : plan.s].transpose(0, 2, 1, 3).astype(value.dtype)
+    if want_dbias:
+        bt, bs = bias.shape[2:]
+        dbias = dbias[:, :, :bt, :, :bs]  # (B', K', T', G', S')
+        dbias = dbias.transpose(0, 1, 3, 2, 4).reshape(bias.shape).astype(bias.dtype)
+    return dq, dk, dv, dbias
+
+
+def _backward_blocks(plan: _Plan, acc, q, k, kt, v, do, delta, lse, biasg, maskg, want_dbias: bool):
+    """The blocked backward pass over every lane of ``q (B, K, Tp G, H)``: ``(dq^T (B, K, H, Tp G),
+    dk, dv (B, K, Sp, H), dbias)`` (unscaled ``dq^T``; ``dbias`` grouped as ``biasg``, or None)."""
+    b, nkh, _, h = k.shape
+    rows = q.shape[2]
+
     def key_block(j, dq, dbias):
         k_j, v_j = _slice(k, j * plan.bk, plan.bk, 2), _slice(v, j * plan.bk, plan.bk, 2)
+        kt_j = _slice(kt, j * plan.bk, plan.bk, 3)
 
         def step(i, carry):
             dk_j, dv_j, dq, dbias = carry
@@ -423,8 +538,8 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
             dpt = jnp.einsum("bksh,bkrh->bksr", v_j, do_i)
             dst = pt * (dpt - _slice(delta, r0, plan.rq, 2)[:, :, None, :])
             dk_j = dk_j + jnp.einsum("bksr,bkrh->bksh", dst, q_i)
-            dq_i = _slice(dq, r0, plan.rq, 2) + jnp.einsum("bksr,bksh->bkrh", dst, k_j)
-            dq = lax.dynamic_update_slice_in_dim(dq, dq_i, r0, axis=2)
+            dq_i = _slice(dq, r0, plan.rq, 3) + jnp.einsum("bkhs,bksr->bkhr", kt_j, dst)
+            dq = lax.dynamic_update_slice_in_dim(dq, dq_i, r0, axis=3)
             if want_dbias:
                 dbias = _add_block(plan, dbias, dst, i, j)
             return dk_j, dv_j, dq, dbias
@@ -435,7 +550,7 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
             return step(0, carry)
         return lax.fori_loop(plan.first_query_block(j), plan.nq, step, carry)
 
-    dq = jnp.zeros((b, nkh, rows, h), acc)
+    dq = jnp.zeros((b, nkh, h, rows), acc)
     dbias = jnp.zeros(biasg.shape, acc) if want_dbias else None
     if plan.nk == 1:
         dk, dv, dq, dbias = key_block(0, dq, dbias)
@@ -450,13 +565,6 @@ def dot_product_attention_bwd(res: AttentionResiduals, g, *, scale=None, is_caus
 
         zeros = jnp.zeros((b, nkh, plan.sp, h), acc)
         dk, dv, dq, dbias = lax.fori_loop(0, plan.nk, outer, (zeros, zeros, dq, dbias))
-    dq = _unrows(dq * jnp.asarray(scale, acc), plan).astype(query.dtype)
-    dk = dk[:, :, :s].transpose(0, 2, 1, 3).astype(key.dtype)
-    dv = dv[:, :, :s].transpose(0, 2, 1, 3).astype(value.dtype)
-    if want_dbias:
-        bt, bs = bias.shape[2:]
-        dbias = dbias[:, :, :bt, :, :bs]  # (B', K', T', G', S')
-        dbias = dbias.transpose(0, 1, 3, 2, 4).reshape(bias.shape).astype(bias.dtype)
     return dq, dk, dv, dbias
 
 
@@ -632,8 +740,9 @@ def dot_product_attention(query, key, value, bias=None, mask=None, *, scale=None
     they stay float32 (the result differs from ``jax.nn`` by about one bfloat16/float16 rounding).
 
     Blocks: queries and keys are processed in blocks whose default sizes depend on ``T`` and ``S``
-    (one block when ``T S`` is small); ``S`` or ``T`` not a multiple of the block is padded and
-    the padding masked. :func:`attention_block_sizes` overrides them.
+    (one block when ``T S`` is small; from ``T S = 256 * 256`` on, one batch element and key/value
+    head at a time, in blocks of up to 512 x 512); ``S`` or ``T`` not a multiple of the block is
+    padded and the padding masked. :func:`attention_block_sizes` overrides them.
 
     Example:
       >>> import jax.numpy as jnp, jaxlayers as jl
