@@ -149,7 +149,7 @@ def run_jl(seed, args):
     flags = {"hidden": "hidden_dims", "epochs": "epochs", "batch_size": "batch_size", "lr": "learning_rate"}
     flags.update(lr_decay="lr_decay", weight_decay="weight_decay", encoder="conv_channels", augment="augment")
     flags.update(dropout="dropout_rate", schedule="schedule", norm="conv_norm")
-    argv = ["train", "--model", "captioning", "--seed", str(seed), "-q"]
+    argv = ["train", "--model", args.model, "--seed", str(seed), "-q"]
     for name, flag in flags.items():
         value = getattr(args, name)
         if value is not None:
@@ -160,7 +160,7 @@ def run_jl(seed, args):
     parsed.given = cli._given(argv)
     opts = cli._resolve(parsed, parsed.given)
     net, config, ds = cli._net_and_config(opts, jl.data.load(opts["dataset"]))
-    if args.cell is not None:  # the CLI's model is an LSTM
+    if args.cell is not None and args.model == "captioning":  # the CLI's model is an LSTM
         net = dataclasses.replace(net, cell_type=args.cell)
     if seed == args.seeds[0]:
         print(f"{type(net).__name__}({', '.join(f'{k}={v}' for k, v in net.to_dict().items() if k != 'words')})")
@@ -182,7 +182,19 @@ def main(argv=None):
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--compat", action="store_true", help="compat.CaptioningRNN on raw pixels (no image encoder)")
     p.add_argument("--cell", choices=("rnn", "lstm", "gru"), default=None)
-    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument(
+        "--model",
+        choices=("captioning", "captioning_transformer"),
+        default="captioning",
+        help="the CLI's model (not --compat): CaptioningRNN or CaptioningTransformer",
+    )
+    p.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=None,
+        help="LSTM size (--compat: one), or the decoder layers' widths of captioning_transformer",
+    )
     p.add_argument("--wordvec", type=int, default=None, help="(--compat only)")
     p.add_argument("--encoder", type=int, nargs="+", default=None, help="the encoder's conv channels (not --compat)")
     p.add_argument("--epochs", type=int, default=None)
@@ -201,6 +213,7 @@ def main(argv=None):
         for k, v in COMPAT_DEFAULTS.items():
             setattr(args, k, v if getattr(args, k) is None else getattr(args, k))
         args.cell = args.cell or "lstm"
+        args.hidden = args.hidden[0] if isinstance(args.hidden, list) else args.hidden
         args.weight_decay = args.weight_decay or 0.0
         data = jl.data.load_digit_captions()
         print(

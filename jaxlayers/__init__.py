@@ -7,7 +7,7 @@ The NumPy original's NumPy-style API lives in :mod:`jaxlayers.compat`.
 """
 
 from jaxlayers import compat, data, gradcheck, model, nn, parallel, sweep, train
-from jaxlayers.captioning import CaptioningRNN
+from jaxlayers.captioning import CaptioningRNN, CaptioningTransformer
 from jaxlayers.layers import (
     BatchNormState,
     affine,
@@ -81,8 +81,9 @@ __all__ = [
     "lstm_step",
     "rnn",
     "rnn_step",
-    # the captioning model (issue 18)
+    # the captioning models (issues 18, 19)
     "CaptioningRNN",
+    "CaptioningTransformer",
     # attention (issue 19)
     "dot_product_attention",
 ]

@@ -89,7 +89,7 @@ FLAGS = (
           help="digits | mnist1d | mnist1d-seq | pydoc-chars[:T] | digit-captions | mnist:DIR | cifar10:DIR | npz:PATH (your arrays X_train, y_train, "
           "X_test, y_test; optional X_val, y_val, class_names, image_shape)"),
     _flag("--model", role="data", default="fc", type=_arg_type(_model_choice, "model"),
-          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,captioning,transformer,chartransformer,PATH.json}",
+          metavar="{fc,convnet,threelayer,rnn,lstm,gru,charlm,captioning,captioning_transformer,transformer,chartransformer,PATH.json}",
           help="fc: FullyConnectedNet; convnet: ConvNet (its flags below, defaults tuned per dataset, see "
           "docs/guides/train-cli.md); threelayer: the course's ThreeLayerConvNet (first --conv-channels, "
           "--filter-size, first --hidden-dims); rnn | lstm | gru: a recurrent layer of first --hidden-dims units, "
@@ -97,7 +97,10 @@ FLAGS = (
           "as (features, 1)); charlm: a character language model on --dataset pydoc-chars[:T] (Embedding(V, 64) -> "
           "LSTM(first --hidden-dims) -> TemporalAffine(V)); captioning: CaptioningRNN on --dataset digit-captions (a conv "
           "image encoder of --conv-channels, 3x3 conv - --conv-norm (batchnorm or none) - ReLU - 2x2 pool each, then h0 = features W_proj, an LSTM of first "
-          "--hidden-dims over word vectors of 64, scores over the words; evaluate reports exact-caption accuracy); transformer: a Transformer classifier on --dataset "
+          "--hidden-dims over word vectors of 64, scores over the words; evaluate reports exact-caption accuracy); "
+          "captioning_transformer: CaptioningTransformer on digit-captions (the same encoder, its features projected to "
+          "one memory token of width H, one post-norm decoder layer of width H per --hidden-dims entry: causal "
+          "self-attention, cross-attention to the memory, an MLP of 4H; 4 heads); transformer: a Transformer classifier on --dataset "
           "mnist1d-seq (windows of 8 steps every 4, one pre-norm block of width H per --hidden-dims entry); chartransformer: a "
           "causal character Transformer on pydoc-chars (blocks as transformer's); PATH.json: any registered model from its record "
           "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags"),
@@ -204,6 +207,11 @@ MODELS: dict[str, tuple[str, dict]] = {
             "dropout_rate": "dropout_rate",
         },
     ),
+    # captioning.CaptioningTransformer: the encoder's flags as captioning's, one decoder layer per --hidden-dims entry
+    "captioning_transformer": (
+        "CaptioningTransformer",
+        {"conv_channels": "encoder_channels", "conv_norm": "encoder_norm", "dropout_rate": "dropout_rate"},
+    ),
     # models.transformer_classifier / models.char_transformer: one block of width H per --hidden-dims entry
     "transformer": ("transformer_classifier", {}),
     "chartransformer": ("char_transformer", {}),
@@ -222,6 +230,11 @@ CAPTIONING_PRESET.update(dropout_rate=0.5, conv_norm="batchnorm")
 CAPTIONING_PRESET.update(optimizer="adamw", weight_decay=0.3, learning_rate=2e-3, schedule="cosine")
 CAPTIONING_PRESET.update(batch_size=100, epochs=15)
 CAPTIONING_WORDVEC = 64  # the word vectors' size of --model captioning
+# `--model captioning_transformer`'s settings (any flag given overrides), tuned on digit-captions for
+# bench/RESULTS.md: captioning's encoder, two post-norm decoder layers of width 128 (4 heads, MLP 512).
+CAPTIONING_TRANSFORMER_PRESET = {**CAPTIONING_PRESET, "hidden_dims": [128, 128]}
+CAPTIONING_TRANSFORMER_HEADS = 4  # the decoder's attention heads of --model captioning_transformer
+CAPTIONING_TRANSFORMER_DROPOUT = 0.1  # its decoder_dropout (the NumPy original's)
 # The presets of the models that have one besides convnet's per-dataset ones (and their default dataset).
 # `--model transformer`'s settings, tuned on mnist1d-seq for bench/RESULTS.md: two blocks of width 64,
 # dropout 0.1 in the blocks, AdamW, random shifts of the training signals by up to 2 steps (chosen over 4 by the
@@ -234,6 +247,7 @@ CHARTRANSFORMER_PRESET = {**CHARLM_PRESET, "hidden_dims": [128, 128], "dropout_r
 CHARTRANSFORMER_PRESET.update(learning_rate=1e-3, weight_decay=0.01, schedule="cosine", clip_norm=1.0)
 PRESETS = {"rnn": RNN_PRESET, "lstm": RECURRENT_PRESET, "gru": RECURRENT_PRESET, "charlm": CHARLM_PRESET}
 PRESETS["captioning"] = CAPTIONING_PRESET
+PRESETS["captioning_transformer"] = CAPTIONING_TRANSFORMER_PRESET
 PRESETS.update(transformer=TRANSFORMER_PRESET, chartransformer=CHARTRANSFORMER_PRESET)
 
 
@@ -481,7 +495,7 @@ def _named_model(opts: dict, ds):
             raise ValueError(f"--model charlm needs a token dataset (--dataset pydoc-chars); {ds.name} has none")
         hidden, reg = _first(opts["hidden_dims"]), opts["reg"]
         return models.char_lm(len(ds.vocab), ds.input_shape[0], hidden=hidden, reg=reg), ds
-    if cls_name == "CaptioningRNN":
+    if cls_name in ("CaptioningRNN", "CaptioningTransformer"):
         return _captioning_model(opts, ds)
     if cls_name in ("transformer_classifier", "char_transformer"):
         return _transformer(opts, ds)
@@ -506,29 +520,40 @@ def _named_model(opts: dict, ds):
 
 
 def _captioning_model(opts: dict, ds):
-    """``(CaptioningRNN, dataset)`` for ``--model captioning``: the vocabulary, the image shape and the caption
-    length from the data; the dataset as images when there is an encoder (``--conv-channels``)."""
-    from jaxlayers.captioning import CaptioningRNN
+    """``(model, dataset)`` for ``--model captioning`` (:class:`~jaxlayers.CaptioningRNN`) and
+    ``--model captioning_transformer`` (:class:`~jaxlayers.CaptioningTransformer`): the vocabulary, the image
+    shape and the caption length from the data; the dataset as images when there is an encoder
+    (``--conv-channels``)."""
+    from jaxlayers.captioning import CaptioningRNN, CaptioningTransformer
 
     y = ds.y_train
     if getattr(ds, "vocab", None) is None or y.ndim != 2 or ds.image_shape is None:
         raise ValueError(
-            f"--model captioning needs a captioning dataset of images and captions (--dataset digit-captions); "
-            f"{ds.name} is not one"
+            f"--model {opts['model']} needs a captioning dataset of images and captions (--dataset "
+            f"digit-captions); {ds.name} is not one"
         )
     channels = tuple(opts["conv_channels"])
-    net = CaptioningRNN(
-        ds.vocab,
+    shared = dict(
         input_dim=tuple(ds.image_shape) if channels else ds.num_features,
-        wordvec_dim=CAPTIONING_WORDVEC,
-        hidden_dim=_first(opts["hidden_dims"]),
-        cell_type="lstm",
         encoder_channels=channels,
         max_length=int(y.shape[1]) - 1,
         dropout_rate=opts["dropout_rate"],
         reg=opts["reg"],
         encoder_norm=opts["conv_norm"] if channels else "none",
     )
+    if opts["model"] == "captioning_transformer":
+        dims = list(opts["hidden_dims"])
+        if len(set(dims)) != 1:
+            raise ValueError(f"--model {opts['model']}: the decoder layers share one width, got --hidden-dims {dims}")
+        net = CaptioningTransformer(
+            ds.vocab, wordvec_dim=dims[0], num_heads=CAPTIONING_TRANSFORMER_HEADS, num_layers=len(dims),
+            mlp_dim=4 * dims[0], decoder_dropout=CAPTIONING_TRANSFORMER_DROPOUT, **shared,
+        )  # fmt: skip
+    else:
+        net = CaptioningRNN(
+            ds.vocab, wordvec_dim=CAPTIONING_WORDVEC, hidden_dim=_first(opts["hidden_dims"]), cell_type="lstm",
+            **shared,
+        )  # fmt: skip
     return net, ds.as_images() if channels else ds
 
 

@@ -315,7 +315,8 @@ class Run:
         require(
             hasattr(self.model, "caption_accuracy"),
             where,
-            f"this run's model ({type(self.model).__name__}) is not a captioning model (jaxlayers.CaptioningRNN)",
+            f"this run's model ({type(self.model).__name__}) is not a captioning model "
+            "(jaxlayers.CaptioningRNN or CaptioningTransformer)",
         )
         return self.preprocessing.as_input(X, where) if standardized else self.preprocessing(X, where)
 
