@@ -31,11 +31,12 @@ from jaxlayers.layers._recurrent import (
     at,
     check_recurrent,
     mm,
+    outer_sum,
     project_inputs,
     put,
-    sequence_grads,
     sigmoid,
     upcast,
+    weight_grads,
 )
 
 __all__ = [
@@ -222,24 +223,38 @@ def gru_reference(x, h0, Wx, Wh, b):
 def _gru_forward(x, h0, Wx, Wh, b, *, residuals=True):
     """``(h, hs, gates)``: the output ``h`` (batch-major, the arguments' dtype), the states ``hs`` in
     the compute dtype (the same array as ``h`` when no rounding is needed) and the gates; or
-    ``(h, None, None)`` without ``residuals``."""
+    ``(h, None, None)`` without ``residuals``.
+
+    The gates are written over the input projection ``xw = x Wx`` in place (step ``t`` of ``xw`` is
+    dead once step ``t`` has read it), so the forward pass allocates no buffer for them. Each step
+    writes the *previous* step's gates before it reads its own slice of ``xw``: a step that read its
+    slice and then wrote its gates over it would leave reads of the buffer that the write does not
+    depend on, and XLA would copy the whole buffer every step to keep them apart. Step 0 runs before
+    the loop (nothing to write yet) and the last step's gates are written after it.
+    """
     _, out, (xa, h0a, Wxa, Wha, ba) = upcast(x, h0, Wx, Wh, b)
     n, t, _ = x.shape
     xw = project_inputs(xa, Wxa)
+    h, gates, _ = _cell(at(xw, 0) + ba, mm(h0a, Wha), h0a)
+    hs = put(jnp.zeros((n, t, h0a.shape[1]), h0a.dtype), h, 0)
 
     def step(s, carry):
-        h, hs, *res = carry
-        h, gates, _ = _cell(at(xw, s) + ba, mm(h, Wha), h)
-        return h, put(hs, h, s), *([put(res[0], gates, s)] if residuals else [])
+        h, hs, buf, prev = carry
+        if residuals:
+            buf = put(buf, prev, s - 1)
+        h, gates, _ = _cell(at(buf, s) + ba, mm(h, Wha), h)
+        return h, put(hs, h, s), buf, gates
 
-    bufs = [jnp.zeros((n, t, k), h0a.dtype) for k in (h0a.shape[1], Wxa.shape[1])]
-    _, hs, *res = lax.fori_loop(0, t, step, (h0a, *bufs[: 2 if residuals else 1]))
-    return (hs.astype(out), hs, res[0]) if residuals else (hs.astype(out), None, None)
+    _, hs, buf, last = lax.fori_loop(1, t, step, (h, hs, xw, gates))
+    if not residuals:
+        return hs.astype(out), None, None
+    return hs.astype(out), hs, put(buf, last, t - 1)
 
 
 def gru_fwd(x, h0, Wx, Wh, b):
-    """Forward pass: one loop over time on ``xw = x Wx`` (all steps in one matmul); residuals
-    :class:`GRUResiduals` (the gates and the hidden states, which are the output)."""
+    """Forward pass: one loop over time on ``xw = x Wx`` (all steps in one matmul), the gates written
+    over ``xw`` in place; residuals :class:`GRUResiduals` (the gates and the hidden states, which are
+    the output)."""
     h, hs, gates = _gru_forward(x, h0, Wx, Wh, b)
     return h, GRUResiduals(x, h0, Wx, Wh, b, gates, hs)
 
@@ -250,7 +265,16 @@ def gru_bwd(res: GRUResiduals, g):
     ``dh = dh z + dha_t Wh^T`` (the step's only matmul); then one matmul each for ``dx``, ``dWx``,
     ``dWh = sum_t h_{t-1}^T dha_t`` and a sum for ``db``. Before the loop, ``h_{t-1}`` is the kept
     states shifted by one step (``h0`` first), and ``ha_n = h_{t-1} Wh_n`` is recomputed for all
-    steps in one matmul (the forward pass does not keep it)."""
+    steps in one matmul (the forward pass does not keep it).
+
+    In place: ``dxa_t`` is written over the gates of step ``t`` and ``dha_t``'s candidate block
+    ``dan_t r_t`` over ``ha_n`` of step ``t`` (``dha_t`` is ``dxa_t`` with its ``n`` block times
+    ``r``), so the loop allocates no buffer of its own. As in the forward pass, each step first
+    writes the *previous* step's results and then reads its own slices (a write after the reads
+    would not depend on all of them and XLA would copy both buffers every step); the loop runs one
+    step more than ``T``, whose only effect is to write step 0's results (its reads are unused and
+    its ``dh`` is dropped).
+    """
     x, h0, Wx, Wh, b, gates, hs = res
     acc = gates.dtype
     Wha = Wh.astype(acc)
@@ -260,15 +284,30 @@ def gru_bwd(res: GRUResiduals, g):
     h_prev = jnp.concatenate([h0a[:, None], hs[:, :-1]], axis=1)
     hn = mm(h_prev.reshape(n * t, hidden), Wha[:, 2 * hidden :]).reshape(n, t, hidden)
 
-    def step(j, carry):
-        s = t - 1 - j
-        dh, dXA, dHA = carry
-        dxa, dha, dh_direct = _cell_bwd(at(ga, s) + dh, at(gates, s), at(hn, s), at(h_prev, s))
-        return dh_direct + mm(dha, WhT), put(dXA, dxa, s), put(dHA, dha, s)
+    def cell(s, dh, gate_buf, hn_buf):
+        """``(dh for step s - 1, dxa_s, dan_s r_s)``: :func:`_cell_bwd`'s formulas, with
+        ``dar = (dan r) hn (1 - r)`` so that every read of a buffer comes before the values written
+        over it."""
+        gs = at(gate_buf, s)
+        r, z, nn = gs[:, :hidden], gs[:, hidden : 2 * hidden], gs[:, 2 * hidden :]
+        dh = at(ga, s) + dh
+        dan = dh * (1 - z) * (1 - nn * nn)
+        dhan = dan * r
+        drz = jnp.concatenate([dhan * at(hn_buf, s) * (1 - r), dh * (at(h_prev, s) - nn) * z * (1 - z)], axis=-1)
+        return dh * z + mm(jnp.concatenate([drz, dhan], axis=-1), WhT), jnp.concatenate([drz, dan], axis=-1), dhan
 
-    zeros = jnp.zeros(gates.shape, acc)
-    dh0, dXA, dHA = lax.fori_loop(0, t, step, (jnp.zeros_like(h0a), zeros, zeros))
-    return sequence_grads(x, h0, Wx, Wh, b, dXA, dHA, h_prev, dh0, acc)
+    def step(j, carry):
+        dh, gate_buf, hn_buf, dxa, dhan = carry
+        s = t - 1 - j  # -1 on the extra last iteration
+        gate_buf, hn_buf = put(gate_buf, dxa, s + 1), put(hn_buf, dhan, s + 1)
+        new_dh, dxa, dhan = cell(jnp.maximum(s, 0), dh, gate_buf, hn_buf)
+        return jnp.where(s >= 0, new_dh, dh), gate_buf, hn_buf, dxa, dhan
+
+    dh, dxa, dhan = cell(t - 1, jnp.zeros_like(h0a), gates, hn)
+    dh0, dXA, dHAn, _, _ = lax.fori_loop(1, t + 1, step, (dh, gates, hn, dxa, dhan))
+    dx, dWx, db = weight_grads(x.astype(acc), dXA, Wx.astype(acc))
+    dWh = jnp.concatenate([outer_sum(h_prev, dXA[..., : 2 * hidden]), outer_sum(h_prev, dHAn)], axis=1)
+    return dx.astype(x.dtype), dh0.astype(h0.dtype), dWx.astype(Wx.dtype), dWh.astype(Wh.dtype), db.astype(b.dtype)
 
 
 _gru = custom_op(gru_reference, gru_fwd, gru_bwd, primal=lambda *a: _gru_forward(*a, residuals=False)[0])
@@ -314,7 +353,9 @@ def gru(x, h0, Wx, Wh, b):
     ``dWx = sum_t x_t^T dxa_t``, ``dWh = sum_t h_{t-1}^T dha_t``, and ``db = sum dXA``. Residuals:
     the arguments, the gates ``[r, z, n]`` (``3 T N H`` numbers) and the hidden states ``h``
     (``T N H``; for float32/float64 the output array itself, not a copy); autodiff of the forward
-    scan keeps ``9 T N H``. ``h_{t-1} Wh_n`` is recomputed before the loop in one matmul.
+    scan keeps ``9 T N H``. ``h_{t-1} Wh_n`` is recomputed before the loop in one matmul. Both loops
+    write in place (the gates over the input projection, the step cotangents over the gates and
+    the recomputed product), so neither allocates a per-step buffer of its own.
 
     Example:
       >>> import jax.numpy as jnp, jaxlayers as jl
