@@ -25,7 +25,7 @@ from jax import lax
 
 from jaxlayers._checks import require
 from jaxlayers.training.config import Augment
-from jaxlayers.training.state import TrainState, count_right, train_step
+from jaxlayers.training.state import FlatLayout, TrainState, count_right, flat_layout, flat_update_is_exact, train_step
 
 __all__ = [
     "Best",
@@ -170,11 +170,20 @@ def augment_batch(augment: Augment, key: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def epoch_step(
-    model, optimizer, state: TrainState, X, y, rows, constrain: Callable = _identity, augment: Augment | None = None
+    model,
+    optimizer,
+    state: TrainState,
+    X,
+    y,
+    rows,
+    constrain: Callable = _identity,
+    augment: Augment | None = None,
+    layout: FlatLayout | None = None,
 ):
     """One minibatch step of the epoch: :func:`~jaxlayers.training.state.train_step` on the
     examples ``rows`` (int ``(batch_size,)``) of ``X, y`` gathered on device, augmented by
-    :func:`augment_batch` when ``augment`` is given (its key split off the state's first).
+    :func:`augment_batch` when ``augment`` is given (its key split off the state's first); with
+    ``layout``, ``state`` is packed (:class:`~jaxlayers.training.state.FlatLayout`).
     Returns ``(state, StepMetrics)``."""
     rows = constrain(rows)
     x = X[rows]
@@ -182,7 +191,7 @@ def epoch_step(
         key, augment_key = jax.random.split(state.key)
         state = state._replace(key=key)
         x = augment_batch(augment, augment_key, x)
-    return train_step(model, optimizer, state, constrain(x), constrain(y[rows]))
+    return train_step(model, optimizer, state, constrain(x), constrain(y[rows]), layout)
 
 
 def epoch_end(model, state: TrainState, best: Best, X_val, y_val, constrain: Callable = _identity):
@@ -215,6 +224,14 @@ def run_epoch(
     a strategy that runs the steps from the host instead (see
     :mod:`jaxlayers.training.strategies`) calls the same three functions.
 
+    For an optimizer whose update is elementwise
+    (:func:`~jaxlayers.training.state.flat_update_is_exact`: a ``TrainConfig``'s), the scan carries
+    the state packed (:class:`~jaxlayers.training.state.FlatLayout`: the parameters and the
+    optimizer's parameter-shaped state one vector each, packed after :func:`epoch_start` and
+    unpacked before :func:`epoch_end`), so each step's update is a few kernels rather than a few
+    per parameter array; the state returned is the per-array one, equal to the unpacked scan's up
+    to float rounding.
+
     Args:
       model, optimizer: as :func:`~jaxlayers.training.state.train_step`.
       state: the :class:`TrainState` at the start of the epoch.
@@ -231,10 +248,15 @@ def run_epoch(
       ``(state, best, EpochOutput)``.
     """
     state, idx = epoch_start(state, X.shape[0], steps, batch_size)
+    layout = flat_layout(state) if flat_update_is_exact(optimizer) else None
+    if layout is not None:
+        state = layout.flatten(state)
 
     def body(st, rows):
-        return epoch_step(model, optimizer, st, X, y, rows, constrain, augment)
+        return epoch_step(model, optimizer, st, X, y, rows, constrain, augment, layout)
 
     state, metrics = lax.scan(body, state, idx)
+    if layout is not None:
+        state = layout.unflatten(state)
     best, val_correct, improved = epoch_end(model, state, best, X_val, y_val, constrain)
     return state, best, EpochOutput(metrics.loss, metrics.correct, val_correct, improved, metrics.count)
