@@ -181,9 +181,19 @@ def test_flat_layout_packs_params_and_moments_and_unpacks_bitwise():
     assert layout.size == n
     assert sum(layout.opt_packed) == 2  # Adam's mu and nu; counts and the injected rate stay as they are
     packed = layout.flatten(state)
-    assert packed.params.shape == (n,)
-    np.testing.assert_array_equal(packed.params, np.concatenate([np.ravel(a) for a in jax.tree.leaves(state.params)]))
+    assert len(packed.params) == 1 and packed.params[0].shape == (n,)  # every array of NET is small
+    np.testing.assert_array_equal(
+        packed.params[0], np.concatenate([np.ravel(a) for a in jax.tree.leaves(state.params)])
+    )
     assert_trees_bitwise_equal(layout.unflatten(packed), state)
+    # arrays above max_size keep their own buffers, in leaf order after the vector
+    big = state_module.flat_layout(state, max_size=600)
+    large = [a for a in jax.tree.leaves(state.params) if a.size > 600]
+    assert [a.shape for a in large] == [(64, 32)]
+    packed = big.flatten(state)
+    assert len(packed.params) == 2 and packed.params[0].shape == (n - 64 * 32,)
+    np.testing.assert_array_equal(packed.params[1], large[0])
+    assert_trees_bitwise_equal(big.unflatten(packed), state)
     # nothing to pack: one parameter array, or parameters of two dtypes
     one = state._replace(params={"w": jnp.zeros(3)})
     assert state_module.flat_layout(one) is None

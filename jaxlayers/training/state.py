@@ -13,7 +13,9 @@ step's ~220 kernels; see bench/RESULTS.md, issue 20). The same update on *one*
 vector that holds every parameter (and an optimizer state over that vector)
 is the same arithmetic element by element for every optimizer that acts
 elementwise -- all of :func:`~jaxlayers.training.config.make_optimizer`'s --
-in a handful of kernels. :func:`flat_layout` describes that packing,
+in a handful of kernels. Only the small arrays are packed (at most
+:data:`FLAT_MAX_SIZE` elements): a large one's update is worth its kernels,
+and packing it would copy it every step. :func:`flat_layout` describes that packing,
 :meth:`FlatLayout.flatten` / :meth:`FlatLayout.unflatten` convert a
 :class:`TrainState` to and from it, and :func:`train_step` takes the layout to
 step a packed state. ``fit``'s scanned epoch packs the state once per epoch
@@ -37,6 +39,7 @@ from jaxlayers.model import check_model, merge_model, split_model
 from jaxlayers.training.config import ConfiguredOptimizer, with_learning_rate
 
 __all__ = [
+    "FLAT_MAX_SIZE",
     "FlatLayout",
     "FlatTrainStep",
     "StepMetrics",
@@ -103,55 +106,75 @@ def count_right(model, scores, y):
     return jnp.sum(right, dtype=jnp.int32)
 
 
+FLAT_MAX_SIZE = 1 << 16
+"""Parameter arrays of at most this many elements go into the flat vector (:func:`flat_layout`); larger
+ones keep their own buffers: their update already costs far more than a kernel launch, and copying
+them into a vector every step (the gradient's concatenation) would cost memory traffic instead."""
+
+
 class FlatLayout(NamedTuple):
     """How a :class:`TrainState`'s parameters and optimizer state pack into flat vectors (static, hashable).
 
-    The parameters' leaves (in ``jax.tree`` order, one floating dtype) are
-    raveled and concatenated into one ``(size,)`` vector, as
-    ``jax.flatten_util.ravel_pytree`` orders them; in the optimizer state,
-    every subtree shaped like the parameters (Adam's ``mu`` and ``nu``, a
-    momentum trace, ...) becomes such a vector too, and everything else
-    (step counts, injected learning rates) is kept as it is.
+    The packed parameters are a tuple ``(vector, *large)``: ``vector`` holds
+    the small parameter arrays (``in_vector``; one floating dtype), raveled
+    and concatenated in ``jax.tree`` order as ``jax.flatten_util.ravel_pytree``
+    orders them, and ``large`` the others (more than
+    :data:`FLAT_MAX_SIZE` elements) as they are, in the same order. In the
+    optimizer state every subtree shaped like the parameters (Adam's ``mu``
+    and ``nu``, a momentum trace, ...) is packed the same way; everything
+    else (step counts, injected learning rates) is kept as it is.
 
     Attributes:
       params: the parameters' treedef.
       shapes: each parameter leaf's shape.
-      dtype: the parameters' dtype.
+      in_vector: per parameter leaf, whether it goes into the vector.
+      dtype: the vector's dtype.
       opt_outer: the optimizer state's treedef with each parameter-shaped subtree as one leaf.
       opt_packed: per leaf of ``opt_outer``, whether it is a parameter-shaped subtree.
     """
 
     params: Any
     shapes: tuple
+    in_vector: tuple
     dtype: Any
     opt_outer: Any
     opt_packed: tuple
 
     @property
     def size(self) -> int:
-        """Elements in the flat parameter vector."""
-        return sum(math.prod(s) for s in self.shapes)
+        """Elements in the flat vector."""
+        return sum(math.prod(s) for s, v in zip(self.shapes, self.in_vector, strict=True) if v)
 
     def _is_param_tree(self, t) -> bool:
         if jax.tree.structure(t) != self.params:
             return False
         return tuple(tuple(jnp.shape(leaf)) for leaf in jax.tree.leaves(t)) == self.shapes
 
-    def ravel(self, tree) -> jax.Array:
-        """A parameter-shaped pytree as one ``(size,)`` vector (leaf order, each leaf raveled)."""
-        return jnp.concatenate([jnp.ravel(leaf) for leaf in jax.tree.leaves(tree)])
+    def ravel(self, tree) -> tuple:
+        """A parameter-shaped pytree packed: ``(vector, *large)`` (see the class docstring)."""
+        leaves = jax.tree.leaves(tree)
+        small = [jnp.ravel(a) for a, v in zip(leaves, self.in_vector, strict=True) if v]
+        return (jnp.concatenate(small), *(a for a, v in zip(leaves, self.in_vector, strict=True) if not v))
 
-    def unravel(self, flat: jax.Array):
-        """The inverse of :meth:`ravel`: the parameter pytree from a ``(size,)`` vector."""
+    def unravel(self, packed: tuple):
+        """The inverse of :meth:`ravel`: the parameter pytree (slices of the vector, the large arrays)."""
+        vector, large = packed[0], iter(packed[1:])
         leaves, start = [], 0
-        for shape in self.shapes:
-            n = math.prod(shape)
-            leaves.append(lax.slice_in_dim(flat, start, start + n).reshape(shape))
-            start += n
+        for shape, v in zip(self.shapes, self.in_vector, strict=True):
+            if v:
+                n = math.prod(shape)
+                leaves.append(lax.slice_in_dim(vector, start, start + n).reshape(shape))
+                start += n
+            else:
+                leaves.append(next(large))
         return jax.tree.unflatten(self.params, leaves)
 
     def flatten(self, state: TrainState) -> TrainState:
-        """``state`` packed: ``params`` one vector, each parameter-shaped optimizer subtree one vector."""
+        """``state`` packed: ``params`` and each parameter-shaped optimizer subtree as :meth:`ravel` packs them.
+
+        Raises:
+          ValueError: an optimizer state of another structure than the layout's.
+        """
         nodes, outer = jax.tree.flatten(state.opt_state, is_leaf=self._is_param_tree)
         if outer != self.opt_outer:
             raise ValueError(f"FlatLayout.flatten: an optimizer state of another structure than the layout's: {outer}")
@@ -165,16 +188,18 @@ class FlatLayout(NamedTuple):
         return state._replace(params=self.unravel(state.params), opt_state=self.opt_outer.unflatten(opt))
 
 
-def flat_layout(state: TrainState) -> FlatLayout | None:
-    """The :class:`FlatLayout` of ``state`` (arrays, tracers or ``ShapeDtypeStruct`` leaves), or ``None`` where
-    packing has nothing to gain or cannot be exact: fewer than two parameter arrays, or parameters of
-    more than one dtype (a concatenation would promote them)."""
+def flat_layout(state: TrainState, max_size: int = FLAT_MAX_SIZE) -> FlatLayout | None:
+    """The :class:`FlatLayout` of ``state`` (arrays, tracers or ``ShapeDtypeStruct`` leaves): the parameter
+    arrays of at most ``max_size`` elements go into the vector. ``None`` where packing has nothing to
+    gain or cannot be exact: fewer than two such arrays, or of more than one dtype (a concatenation
+    would promote them), or not floating."""
     leaves, treedef = jax.tree.flatten(state.params)
-    dtypes = {jnp.dtype(leaf.dtype) for leaf in leaves}
-    if len(leaves) < 2 or len(dtypes) != 1 or not jnp.issubdtype(next(iter(dtypes)), jnp.floating):
+    in_vector = tuple(math.prod(leaf.shape) <= max_size for leaf in leaves)
+    dtypes = {jnp.dtype(leaf.dtype) for leaf, v in zip(leaves, in_vector, strict=True) if v}
+    if sum(in_vector) < 2 or len(dtypes) != 1 or not jnp.issubdtype(next(iter(dtypes)), jnp.floating):
         return None
     shapes = tuple(tuple(leaf.shape) for leaf in leaves)
-    probe = FlatLayout(treedef, shapes, next(iter(dtypes)), None, ())
+    probe = FlatLayout(treedef, shapes, in_vector, next(iter(dtypes)), None, ())
     nodes, outer = jax.tree.flatten(state.opt_state, is_leaf=probe._is_param_tree)
     packed = tuple(probe._is_param_tree(n) for n in nodes)
     return probe._replace(opt_outer=outer, opt_packed=packed)
@@ -305,14 +330,14 @@ class FlatTrainStep:
         """``state`` packed (new buffers; ``state`` stays usable).
 
         Raises:
-          ValueError: ``state``'s parameters have fewer than two arrays or mixed dtypes (nothing to pack;
+          ValueError: ``state``'s parameters have fewer than two small arrays of one dtype (nothing to pack;
             use ``make_train_step(..., flat=False)``), or another structure than an earlier flatten's.
         """
         layout = flat_layout(state)
         if layout is None:
             raise ValueError(
                 "make_train_step(flat=True): the state's params must hold at least two arrays of one floating "
-                f"dtype to pack, got {jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), state.params)}"
+                f"dtype of at most FLAT_MAX_SIZE = {FLAT_MAX_SIZE} elements to pack, got {jax.tree.map(lambda a: (tuple(a.shape), str(a.dtype)), state.params)}"
             )
         if self._layout is not None and layout != self._layout:
             raise ValueError(
@@ -346,9 +371,10 @@ def make_train_step(model, optimizer: optax.GradientTransformation, *, flat: boo
       model: any model of the model protocol (its ``loss`` is differentiated).
       optimizer: an optax optimizer, e.g. from :func:`~jaxlayers.train.make_optimizer`.
       flat: keyword. ``False`` (default): the step takes and returns a :class:`TrainState` of
-        per-array pytrees. ``True``: a :class:`FlatTrainStep`, whose state holds the parameters and
-        the optimizer's parameter-shaped state as one vector each (:class:`FlatLayout`), so the
-        optimizer update is a few XLA kernels rather than a few per parameter array -- for small
+        per-array pytrees. ``True``: a :class:`FlatTrainStep`, whose state holds the small parameter arrays
+        (at most :data:`FLAT_MAX_SIZE` elements) and the optimizer's state for them as one vector
+        each (:class:`FlatLayout`; large arrays keep their own buffers), so the optimizer update
+        is a few XLA kernels rather than a few per parameter array -- for small
         networks, whose steps are dominated by per-kernel overhead, a faster step. Pack with
         ``step.flatten(state)``, unpack with ``step.unflatten(state)``. Exact (up to float
         rounding) for an optimizer that acts elementwise (all of
