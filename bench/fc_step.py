@@ -4,12 +4,13 @@ Run from the repository root::
 
     python -m bench.fc_step                      # small workload, 30 rounds
     python -m bench.fc_step --workload wide --rounds 10
+    python -m bench.fc_step --epochs --rounds 20     # fit's epoch: packed vs per-array update
 
 Three steps of the same network, optimizer (``optax.adam``), parameters and
 minibatch (:mod:`bench.common`'s workloads): jaxlayers' ``make_train_step`` with
 the per-array update (a TrainState of pytrees), the same with ``flat=True``
 (parameters and Adam's moments one vector each, :class:`jaxlayers.train.FlatLayout`
--- what ``fit``'s epoch runs for a ``TrainConfig``'s optimizer), and Flax linen
+), and Flax linen
 (:func:`bench.peers_jax.flax_peer`). For each: the XLA kernels its compiled
 step launches (fusions, copies, dots and calls in the entry computation) and,
 timed interleaved (rounds of ``per_round`` steps per peer, rotated order), the
@@ -121,6 +122,76 @@ def run(workload: str, rounds: int, per_round: int, log=print) -> dict:
     return out
 
 
+def run_epochs(workload: str, rounds: int, batches: int = 24, log=print) -> dict:
+    """``fit``'s epoch (:func:`jaxlayers.train.run_epoch`, jitted, state donated, a ``TrainConfig``'s Adam)
+    with ``flat=True`` (the scan carries the packed state) against the default per-array update, timed
+    interleaved, one epoch of ``batches`` steps per variant per round, in CPU time per step."""
+    import types
+
+    import numpy as np
+
+    from jaxlayers.train import TrainConfig, init_train_state, make_optimizer, run_epoch
+    from jaxlayers.training.epoch import pad_eval
+    from jaxlayers.training.strategies import _fresh_best
+
+    w = WORKLOADS[workload]
+    rng = np.random.default_rng(0)
+    n = w.batch * batches
+    X = jnp.asarray(rng.standard_normal((n, w.input_dim), dtype=np.float32))
+    y = jnp.asarray(rng.integers(0, w.classes, size=n).astype(np.int32))
+    Xv, yv = (jnp.asarray(a) for a in pad_eval(np.asarray(X[: w.batch]), np.asarray(y[: w.batch]), 1024))
+    net = make_net(w)
+    config = TrainConfig(epochs=10, batch_size=w.batch, optimizer="adam", learning_rate=w.lr, lr_decay=1.0)
+    opt = make_optimizer(config, batches)
+    variants = {"packed": True, "per-array": False}
+    held, epochs = {}, {}
+    for name, flat in variants.items():
+        state = init_train_state(net, opt, jax.random.key(1))
+        held[name] = types.SimpleNamespace(state=state, best=_fresh_best(state))
+
+        def epoch(s, b, flat=flat):
+            return run_epoch(net, opt, s, b, X, y, Xv, yv, steps=batches, batch_size=w.batch, flat=flat)
+
+        epochs[name] = jax.jit(epoch, donate_argnums=(0, 1))
+
+    def call(name):
+        h = held[name]
+        h.state, h.best, out = epochs[name](h.state, h.best)
+        out.loss.block_until_ready()
+        return out
+
+    first = {name: np.asarray(call(name).loss) for name in variants}
+    cpu = {k: [] for k in variants}
+    names = list(variants)
+    for r in range(rounds):
+        for name in names[r % 2 :] + names[: r % 2]:
+            c0 = time.process_time()
+            call(name)
+            cpu[name].append((time.process_time() - c0) / batches)
+    ratios = [p / q for p, q in zip(cpu["packed"], cpu["per-array"], strict=True)]
+    q = statistics.quantiles(ratios, n=4)
+    return {
+        "workload": workload,
+        "rounds": rounds,
+        "batches": batches,
+        "packed_ms": statistics.median(cpu["packed"]) * 1e3,
+        "per_array_ms": statistics.median(cpu["per-array"]) * 1e3,
+        "ratio": statistics.median(ratios),
+        "ratio_iqr": (q[0], q[2]),
+        "loss_max_rel_diff": float(np.max(np.abs(first["packed"] - first["per-array"]) / np.abs(first["per-array"]))),
+    }
+
+
+def render_epochs(res: dict) -> str:
+    lo, hi = res["ratio_iqr"]
+    return (
+        f"fit's epoch ({res['workload']}, {res['batches']} steps, {res['rounds']} rounds interleaved): "
+        f"packed {res['packed_ms']:.3f} CPU ms/step, per-array {res['per_array_ms']:.3f}; packed / per-array "
+        f"{res['ratio']:.3f} (IQR {lo:.3f}-{hi:.3f}); first epoch's losses: max relative difference "
+        f"{res['loss_max_rel_diff']:.2e}."
+    )
+
+
 def render(res: dict) -> str:
     lines = [
         f"{res['workload']}: {res['rounds']} rounds x {res['per_round']} steps per peer, interleaved",
@@ -144,7 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workload", default="small", choices=sorted(WORKLOADS))
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--per-round", type=int, default=None, help="steps per peer per round (small 50, wide 3)")
+    ap.add_argument("--epochs", action="store_true", help="instead: fit's epoch, packed vs per-array update")
     args = ap.parse_args(argv)
+    if args.epochs:
+        print(render_epochs(run_epochs(args.workload, args.rounds)))
+        return 0
     per_round = args.per_round or (50 if args.workload == "small" else 3)
     print(render(run(args.workload, args.rounds, per_round)))
     return 0

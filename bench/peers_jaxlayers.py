@@ -57,8 +57,8 @@ class TrainStepStepper:
 
 def jaxlayers_peer(w: Workload, params_np, x_np, y_np, flat: bool = True):
     """The jaxlayers step: ``make_train_step(net, optax.adam, flat=flat)`` -- by default the flat update
-    (parameters and Adam's state one vector each, the update a few kernels; issue 20), which ``fit``
-    uses on its own for a ``TrainConfig``'s optimizer."""
+    (the small parameter arrays and Adam's state for them one vector each, the update a few kernels;
+    issue 20)."""
     net = make_net(w)
     params = {k: jnp.asarray(v) for k, v in params_np.items()}
     model_state = {f"bn{i}": jl.batchnorm_state(h) for i, h in enumerate(w.hidden, start=1)}
@@ -93,11 +93,10 @@ def fit_vs_step(w: Workload, epochs: int = 6, batches: int = 24, seed: int = 0, 
     net = make_net(w)
     config = TrainConfig(epochs=epochs, batch_size=w.batch, optimizer="adam", learning_rate=w.lr, lr_decay=1.0)
 
-    # The bare step, same net and optimizer, on device-held minibatches; flat, as fit's epoch
-    # packs the state for a TrainConfig's optimizer (issue 20).
+    # The bare step, same net and optimizer, on device-held minibatches (per-array, as fit's epoch).
     opt = make_optimizer(config, batches)
-    step = make_train_step(net, opt, flat=True)
-    state = step.flatten(init_train_state(net, opt, jax.random.key(1)))
+    step = make_train_step(net, opt)
+    state = init_train_state(net, opt, jax.random.key(1))
     xb = [jnp.asarray(X[i * w.batch : (i + 1) * w.batch]) for i in range(batches)]
     yb = [jnp.asarray(y[i * w.batch : (i + 1) * w.batch]) for i in range(batches)]
     holder = {"state": state}

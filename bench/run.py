@@ -11,7 +11,7 @@ Peers, each the same network -- {affine - batchnorm - relu - dropout} x hidden
 update, running statistics) in float32:
 
 (a) jaxlayers: ``FullyConnectedNet`` + ``jaxlayers.train.make_train_step(..., flat=True)`` (the flat
-    update, as ``fit`` runs it; ``python -m bench.fc_step`` compares it with the per-array step);
+    update; ``python -m bench.fc_step`` compares it with the per-array step);
 (b) the same forward in plain ``jnp`` differentiated by ``jax.grad`` (optax adam, jit);
 (c) Flax linen ``nn.Dense``/``nn.BatchNorm``/``nn.Dropout`` (optax adam, jit);
 (d) PyTorch eager on the CPU, ``torch.set_num_threads(cores)``;

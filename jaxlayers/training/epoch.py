@@ -25,7 +25,7 @@ from jax import lax
 
 from jaxlayers._checks import require
 from jaxlayers.training.config import Augment
-from jaxlayers.training.state import FlatLayout, TrainState, count_right, flat_layout, flat_update_is_exact, train_step
+from jaxlayers.training.state import FlatLayout, TrainState, count_right, flat_layout, train_step
 
 __all__ = [
     "Best",
@@ -217,6 +217,7 @@ def run_epoch(
     batch_size: int,
     constrain: Callable = _identity,
     augment: Augment | None = None,
+    flat: bool = False,
 ) -> tuple[TrainState, Best, EpochOutput]:
     """One epoch (pure): the minibatch steps in one ``lax.scan``, the validation count, the best-so-far update.
 
@@ -224,13 +225,15 @@ def run_epoch(
     a strategy that runs the steps from the host instead (see
     :mod:`jaxlayers.training.strategies`) calls the same three functions.
 
-    For an optimizer whose update is elementwise
-    (:func:`~jaxlayers.training.state.flat_update_is_exact`: a ``TrainConfig``'s), the scan carries
-    the state packed (:class:`~jaxlayers.training.state.FlatLayout`: the parameters and the
-    optimizer's parameter-shaped state one vector each, packed after :func:`epoch_start` and
-    unpacked before :func:`epoch_end`), so each step's update is a few kernels rather than a few
-    per parameter array; the state returned is the per-array one, equal to the unpacked scan's up
-    to float rounding.
+    With ``flat=True`` the scan carries the state packed
+    (:class:`~jaxlayers.training.state.FlatLayout`: the small parameter arrays and the optimizer's
+    state for them one vector each, packed after :func:`epoch_start` and unpacked before
+    :func:`epoch_end`), as ``make_train_step(..., flat=True)`` steps it; the state returned is the
+    per-array one, equal to the unpacked scan's up to float rounding. Exact only for an optimizer
+    whose update is elementwise (:func:`~jaxlayers.training.state.flat_update_is_exact`). Off by
+    default, and ``fit`` leaves it off: inside the scan's loop body the packed step measured 3%
+    *slower* than the per-array one on a 2-core AMD EPYC (bench/RESULTS.md, issue 20), where the
+    bare top-level step is 11% faster packed.
 
     Args:
       model, optimizer: as :func:`~jaxlayers.training.state.train_step`.
@@ -243,12 +246,17 @@ def run_epoch(
       constrain: applied to every gathered batch (a mesh strategy shards it
         over its devices; identity otherwise).
       augment: the training minibatches' augmentation (:func:`augment_batch`), or ``None``.
+      flat: keyword, static: step a packed state (see above).
 
     Returns:
       ``(state, best, EpochOutput)``.
+
+    Raises:
+      ValueError: ``flat=True`` for a state with nothing to pack (:func:`~jaxlayers.training.state.flat_layout`).
     """
     state, idx = epoch_start(state, X.shape[0], steps, batch_size)
-    layout = flat_layout(state) if flat_update_is_exact(optimizer) else None
+    layout = flat_layout(state) if flat else None
+    require(not flat or layout is not None, "run_epoch", "flat=True: the state's params have nothing to pack")
     if layout is not None:
         state = layout.flatten(state)
 

@@ -18,10 +18,11 @@ in a handful of kernels. Only the small arrays are packed (at most
 and packing it would copy it every step. :func:`flat_layout` describes that packing,
 :meth:`FlatLayout.flatten` / :meth:`FlatLayout.unflatten` convert a
 :class:`TrainState` to and from it, and :func:`train_step` takes the layout to
-step a packed state. ``fit``'s scanned epoch packs the state once per epoch
-for a ``TrainConfig``'s optimizer (automatic); ``make_train_step(...,
-flat=True)`` is the opt-in for the bare step. Checkpoints, ``FitResult`` and
-every public state hold the per-array pytrees as before.
+step a packed state. ``make_train_step(..., flat=True)`` is the opt-in for the
+bare step (11% less CPU per step for that network on a 2-core AMD EPYC);
+``run_epoch(..., flat=True)`` packs a scanned epoch, which ``fit`` does not do:
+inside the scan's loop body the packed step measured 3% slower there.
+Checkpoints, ``FitResult`` and every public state hold the per-array pytrees.
 """
 
 from __future__ import annotations
@@ -206,8 +207,8 @@ def flat_layout(state: TrainState, max_size: int = FLAT_MAX_SIZE) -> FlatLayout 
 
 
 def flat_update_is_exact(optimizer) -> bool:
-    """Whether ``optimizer``'s update on the packed vector is its per-array update element by element,
-    so that ``fit`` may pack the state on its own: a :class:`~jaxlayers.training.config.ConfiguredOptimizer`
+    """Whether ``optimizer``'s update on the packed vector is known to be its per-array update element
+    by element: a :class:`~jaxlayers.training.config.ConfiguredOptimizer`
     (``TrainConfig``'s sgd, momentum, rmsprop, adam, adamw are elementwise; ``clip_norm``'s global norm
     sums the same squares in another order, a float rounding). Any other optax transformation may act
     per array (``optax.masked``, LARS/LAMB trust ratios): ``False``."""
