@@ -233,7 +233,7 @@ def run_epoch(
     whose update is elementwise (:func:`~jaxlayers.training.state.flat_update_is_exact`). Off by
     default, and ``fit`` leaves it off: inside the scan's loop body the packed step measured 3%
     *slower* than the per-array one on a 2-core AMD EPYC (bench/RESULTS.md, issue 20), where the
-    bare top-level step is 11% faster packed.
+    bare top-level step is 8-10% faster packed.
 
     Args:
       model, optimizer: as :func:`~jaxlayers.training.state.train_step`.

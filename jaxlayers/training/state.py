@@ -19,7 +19,7 @@ and packing it would copy it every step. :func:`flat_layout` describes that pack
 :meth:`FlatLayout.flatten` / :meth:`FlatLayout.unflatten` convert a
 :class:`TrainState` to and from it, and :func:`train_step` takes the layout to
 step a packed state. ``make_train_step(..., flat=True)`` is the opt-in for the
-bare step (11% less CPU per step for that network on a 2-core AMD EPYC);
+bare step (8-10% less CPU per step for that network on a 2-core AMD EPYC);
 ``run_epoch(..., flat=True)`` packs a scanned epoch, which ``fit`` does not do:
 inside the scan's loop body the packed step measured 3% slower there.
 Checkpoints, ``FitResult`` and every public state hold the per-array pytrees.
