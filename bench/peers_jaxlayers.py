@@ -15,6 +15,7 @@ from bench.common import Workload, median, paired_ratio
 from bench.peers_jax import compile_seconds, residual_bytes
 from jaxlayers.models import FullyConnectedNet
 from jaxlayers.train import (
+    FlatTrainStep,
     TrainConfig,
     TrainState,
     evaluate,
@@ -40,9 +41,12 @@ def make_net(w: Workload) -> FullyConnectedNet:
 
 
 class TrainStepStepper:
-    """``make_train_step``'s jitted step (it donates the state) and the state it threads."""
+    """``make_train_step``'s jitted step (it donates the state) and the state it threads (packed first
+    for a ``make_train_step(..., flat=True)`` step)."""
 
     def __init__(self, step, state: TrainState, x, y):
+        if isinstance(step, FlatTrainStep):
+            state = step.flatten(state)
         self.jitted, self.carry, self.x, self.y = step, state, x, y
         self.compile_s = compile_seconds(step, state, x, y)
 
@@ -51,7 +55,10 @@ class TrainStepStepper:
         return metrics["loss"].block_until_ready()
 
 
-def jaxlayers_peer(w: Workload, params_np, x_np, y_np):
+def jaxlayers_peer(w: Workload, params_np, x_np, y_np, flat: bool = True):
+    """The jaxlayers step: ``make_train_step(net, optax.adam, flat=flat)`` -- by default the flat update
+    (the small parameter arrays and Adam's state for them one vector each, the update a few kernels;
+    issue 20)."""
     net = make_net(w)
     params = {k: jnp.asarray(v) for k, v in params_np.items()}
     model_state = {f"bn{i}": jl.batchnorm_state(h) for i, h in enumerate(w.hidden, start=1)}
@@ -63,7 +70,7 @@ def jaxlayers_peer(w: Workload, params_np, x_np, y_np):
         return net.loss(p, s, x, y, key=k)
 
     res = residual_bytes(loss_fn, params, model_state, x, y, jax.random.key(1))
-    return TrainStepStepper(make_train_step(net, opt), state, x, y), res
+    return TrainStepStepper(make_train_step(net, opt, flat=flat), state, x, y), res
 
 
 def fit_vs_step(w: Workload, epochs: int = 6, batches: int = 24, seed: int = 0, log=print) -> dict:
@@ -86,7 +93,7 @@ def fit_vs_step(w: Workload, epochs: int = 6, batches: int = 24, seed: int = 0, 
     net = make_net(w)
     config = TrainConfig(epochs=epochs, batch_size=w.batch, optimizer="adam", learning_rate=w.lr, lr_decay=1.0)
 
-    # The bare step, same net and optimizer, on device-held minibatches.
+    # The bare step, same net and optimizer, on device-held minibatches (per-array, as fit's epoch).
     opt = make_optimizer(config, batches)
     step = make_train_step(net, opt)
     state = init_train_state(net, opt, jax.random.key(1))

@@ -10,7 +10,8 @@ Peers, each the same network -- {affine - batchnorm - relu - dropout} x hidden
 - affine - softmax loss -- trained by one Adam step (forward, loss, backward,
 update, running statistics) in float32:
 
-(a) jaxlayers: ``FullyConnectedNet`` + ``jaxlayers.train.make_train_step``;
+(a) jaxlayers: ``FullyConnectedNet`` + ``jaxlayers.train.make_train_step(..., flat=True)`` (the flat
+    update; ``python -m bench.fc_step`` compares it with the per-array step);
 (b) the same forward in plain ``jnp`` differentiated by ``jax.grad`` (optax adam, jit);
 (c) Flax linen ``nn.Dense``/``nn.BatchNorm``/``nn.Dropout`` (optax adam, jit);
 (d) PyTorch eager on the CPU, ``torch.set_num_threads(cores)``;
@@ -38,7 +39,7 @@ import numpy as np
 from bench.common import WORKLOADS, cores, init_params_np, interleaved, iqr, make_data, median, paired_ratio
 
 PEER_LABELS = {
-    "jaxlayers": "(a) jaxlayers FullyConnectedNet + make_train_step",
+    "jaxlayers": "(a) jaxlayers FullyConnectedNet + make_train_step(flat=True)",
     "autodiff": "(b) plain jnp + jax.grad",
     "flax": "(c) Flax linen",
     "torch": "(d) PyTorch eager",

@@ -6,7 +6,10 @@ The pieces, smallest first (each in its own module of :mod:`jaxlayers.training`)
   optimizer keeps the learning rate in its state (``inject_hyperparams``).
 * :class:`TrainState`, :func:`init_train_state`, :func:`make_train_step` --
   everything that changes while training, and one jit-compiled step; each
-  compiled once per (model structure, optimizer).
+  compiled once per (model structure, optimizer). ``make_train_step(...,
+  flat=True)`` (:class:`FlatTrainStep`, :class:`FlatLayout`) steps a packed
+  state whose parameters and optimizer moments are one vector each: the same
+  update in a few kernels (faster for small networks' bare steps).
 * :func:`run_epoch` -- the one pure epoch function (shuffle, ``lax.scan`` of
   the step over the minibatches gathered on device, validation count, best
   epoch), which every strategy compiles: one device, ``K`` models vmapped
@@ -46,14 +49,24 @@ from jaxlayers.training.plots import plot_history
 from jaxlayers.training.results import EpochReport, FitResult, History, NonFiniteLossError, TrainingInterrupted
 from jaxlayers.training.run import Preprocessing, Run, load_run
 from jaxlayers.training.rundir import RUN_FILES, RunDir, RunDirError
-from jaxlayers.training.state import TrainState, init_train_state, make_train_step
+from jaxlayers.training.state import (
+    FLAT_MAX_SIZE,
+    FlatLayout,
+    FlatTrainStep,
+    TrainState,
+    init_train_state,
+    make_train_step,
+)
 
 __all__ = [
     "CHECKPOINT_NAME",
+    "FLAT_MAX_SIZE",
     "OPTIMIZERS",
     "Callback",
     "CheckpointError",
     "EpochReport",
+    "FlatLayout",
+    "FlatTrainStep",
     "FitResult",
     "History",
     "NonFiniteLossError",

@@ -9,6 +9,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from safetensors.numpy import load_file
 
@@ -16,6 +17,7 @@ import jaxlayers as jl
 from jaxlayers import train
 from jaxlayers.training import checkpoint, strategies
 from jaxlayers.training import state as state_module
+from jaxlayers.training.epoch import pad_eval
 
 # One small network and a small slice of digits keep every fit here to a
 # couple of seconds; batchnorm and dropout are on so that resume has running
@@ -111,6 +113,147 @@ def test_every_optimizer_trains(small, optimizer):
     assert len(result.history.loss) == 2 * 8 and len(result.history.val_acc) == 2
     assert np.all(np.isfinite(result.history.loss))
     assert result.history.val_acc[-1] > 0.5
+
+
+# ---------------------------------------------------------------------------
+# The flat update (issue 20): make_train_step(flat=True) and fit's packed epoch
+# ---------------------------------------------------------------------------
+
+PLAIN_NET = jl.FullyConnectedNet(hidden_dims=(32, 16), input_dim=64, num_classes=10, dropout_rate=0.2)
+
+
+def _batch(small):
+    return jnp.asarray(small.X_train[:50]), jnp.asarray(small.y_train[:50])
+
+
+def _five_steps(step, state, x, y):
+    losses = []
+    for _ in range(5):
+        state, metrics = step(state, x, y)
+        losses.append(float(metrics["loss"]))
+    return state, np.array(losses)
+
+
+def _kernels(compiled_text):
+    entry = compiled_text[compiled_text.index("ENTRY") :]
+    return sum(entry.count(f" {op}(") for op in ("fusion", "copy", "dot", "call", "concatenate"))
+
+
+@pytest.mark.parametrize(
+    "optimizer, clip_norm",
+    [("sgd", None), ("sgd_momentum", None), ("rmsprop", None), ("adam", None), ("adamw", None), ("adam", 0.5)],
+)
+def test_flat_step_equals_the_per_array_step(small, optimizer, clip_norm):
+    """Five steps of the flat update give the per-array steps' losses (1e-6 relative) and, unpacked,
+    a state of the same structure, shapes and dtypes and the same values up to float rounding."""
+    config = dataclasses.replace(CONFIG, optimizer=optimizer, clip_norm=clip_norm)
+    opt = train.make_optimizer(config, steps_per_epoch=8)
+    x, y = _batch(small)
+    for net in (NET, PLAIN_NET):
+        per_array = train.make_train_step(net, opt)
+        flat = train.make_train_step(net, opt, flat=True)
+        assert isinstance(flat, train.FlatTrainStep)
+        a, losses_a = _five_steps(per_array, train.init_train_state(net, opt, jax.random.key(3)), x, y)
+        packed = flat.flatten(train.init_train_state(net, opt, jax.random.key(3)))
+        assert jax.tree.leaves(packed.params)[0].shape == (flat.layout.size,)
+        b, losses_b = _five_steps(flat, packed, x, y)
+        np.testing.assert_allclose(losses_b, losses_a, rtol=1e-6)
+        b = flat.unflatten(b)
+        assert jax.tree.structure(b) == jax.tree.structure(a)
+        for u, v in zip(_leaves(a), _leaves(b), strict=True):
+            assert u.dtype == v.dtype and u.shape == v.shape
+        assert int(b.step) == 5
+        np.testing.assert_array_equal(_leaves(b.key), _leaves(a.key))
+        if net is PLAIN_NET:
+            # Without batchnorm every gradient is far from zero, so Adam's m / sqrt(v) does not
+            # magnify rounding: the parameters agree to float32 rounding. (With batchnorm, the
+            # biases before it have a zero true gradient, and the sign of its rounding noise
+            # decides their step: they differ by up to the learning rate, in both paths alike.)
+            for u, v in zip(_leaves(a.params), _leaves(b.params), strict=True):
+                np.testing.assert_allclose(v, u, rtol=1e-4, atol=1e-6)
+
+
+def test_flat_layout_packs_params_and_moments_and_unpacks_bitwise():
+    opt = train.make_optimizer(CONFIG, steps_per_epoch=8)
+    state = train.init_train_state(NET, opt, jax.random.key(0))
+    layout = state_module.flat_layout(state)
+    n = sum(a.size for a in jax.tree.leaves(state.params))
+    assert layout.size == n
+    assert sum(layout.opt_packed) == 2  # Adam's mu and nu; counts and the injected rate stay as they are
+    packed = layout.flatten(state)
+    assert len(packed.params) == 1 and packed.params[0].shape == (n,)  # every array of NET is small
+    np.testing.assert_array_equal(
+        packed.params[0], np.concatenate([np.ravel(a) for a in jax.tree.leaves(state.params)])
+    )
+    assert_trees_bitwise_equal(layout.unflatten(packed), state)
+    # arrays above max_size keep their own buffers, in leaf order after the vector
+    big = state_module.flat_layout(state, max_size=600)
+    large = [a for a in jax.tree.leaves(state.params) if a.size > 600]
+    assert [a.shape for a in large] == [(64, 32)]
+    packed = big.flatten(state)
+    assert len(packed.params) == 2 and packed.params[0].shape == (n - 64 * 32,)
+    np.testing.assert_array_equal(packed.params[1], large[0])
+    assert_trees_bitwise_equal(big.unflatten(packed), state)
+    # nothing to pack: one parameter array, or parameters of two dtypes
+    one = state._replace(params={"w": jnp.zeros(3)})
+    assert state_module.flat_layout(one) is None
+    mixed = state._replace(params={"a": jnp.zeros(3), "b": jnp.zeros(3, jnp.float16)})
+    assert state_module.flat_layout(mixed) is None
+
+
+def test_flat_step_refuses_an_unpacked_or_unpackable_state(small):
+    opt = train.make_optimizer(CONFIG, steps_per_epoch=8)
+    step = train.make_train_step(NET, opt, flat=True)
+    state = train.init_train_state(NET, opt, jax.random.key(0))
+    x, y = _batch(small)
+    with pytest.raises(ValueError, match=r"step\.flatten\(state\) first"):
+        step(state, x, y)
+    with pytest.raises(ValueError, match="at least two arrays"):
+        step.flatten(state._replace(params={"w": jnp.zeros(3)}, opt_state=opt.init({"w": jnp.zeros(3)})))
+    step.flatten(state)
+    other = train.init_train_state(PLAIN_NET, opt, jax.random.key(0))
+    with pytest.raises(ValueError, match="differ in structure"):
+        step.flatten(other)
+
+
+def test_flat_step_compiles_fewer_kernels(small):
+    """The point of the flat update: the optimizer's per-array kernels (Adam: ~3 per array) become a few."""
+    opt = train.make_optimizer(CONFIG, steps_per_epoch=8)
+    x, y = _batch(small)
+    per_array = train.make_train_step(NET, opt)
+    flat = train.make_train_step(NET, opt, flat=True)
+    state = train.init_train_state(NET, opt, jax.random.key(0))
+    k_per_array = _kernels(per_array.func.lower(*per_array.args, state, x, y).compile().as_text())
+    k_flat = _kernels(flat.lower(flat.flatten(state), x, y).compile().as_text())
+    n_arrays = len(jax.tree.leaves(state.params))
+    assert k_flat <= k_per_array - n_arrays, (k_flat, k_per_array)
+
+
+def test_a_flat_epoch_equals_the_per_array_epoch(small):
+    """run_epoch(flat=True) carries the packed state through its scan and returns the per-array state:
+    the same structure, losses within 1e-6 and counts equal to the default epoch's; fit keeps the
+    per-array update (its compiled epoch holds no parameter vector)."""
+    opt = train.make_optimizer(CONFIG, steps_per_epoch=8)
+    assert state_module.flat_update_is_exact(opt)
+    assert not state_module.flat_update_is_exact(optax.GradientTransformation(opt.init, opt.update))
+    X, y = jnp.asarray(small.X_train), jnp.asarray(small.y_train.astype(np.int32))
+    Xv, yv = pad_eval(small.X_val, small.y_val, 1024)
+
+    def epoch(flat):
+        return jax.jit(lambda s, b: train.run_epoch(NET, opt, s, b, X, y, Xv, yv, steps=8, batch_size=50, flat=flat))
+
+    outs, texts = [], []
+    for flat in (True, False):
+        state = train.init_train_state(NET, opt, jax.random.key(5))
+        texts.append(epoch(flat).lower(state, strategies._fresh_best(state)).as_text())
+        outs.append(epoch(flat)(state, strategies._fresh_best(state)))
+    (s1, b1, e1), (s2, b2, e2) = outs
+    assert jax.tree.structure(s1) == jax.tree.structure(s2)
+    assert jax.tree.structure(b1) == jax.tree.structure(b2)
+    np.testing.assert_allclose(e1.loss, e2.loss, rtol=1e-6)
+    np.testing.assert_array_equal(e1.count, e2.count)
+    n = sum(a.size for a in jax.tree.leaves(s1.params))
+    assert f"tensor<{n}xf32>" in texts[0] and f"tensor<{n}xf32>" not in texts[1]
 
 
 # ---------------------------------------------------------------------------
