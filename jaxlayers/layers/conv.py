@@ -31,8 +31,8 @@ from jax import lax
 
 from jaxlayers._checks import (
     as_array,
-    int_pair,
     check_data_format,
+    int_pair,
     require,
     require_float,
     require_rank,
@@ -67,9 +67,7 @@ def _bias(b, data_format: str):
     return b[:, None, None] if data_format == "NCHW" else b
 
 
-@partial(
-    jax.tree_util.register_dataclass, data_fields=["x", "w"], meta_fields=["stride", "padding", "data_format"]
-)
+@partial(jax.tree_util.register_dataclass, data_fields=["x", "w"], meta_fields=["stride", "padding", "data_format"])
 @dataclasses.dataclass(frozen=True)
 class ConvResiduals:
     """What the backward pass keeps: the inputs ``x``, ``w`` (no new memory).
