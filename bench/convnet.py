@@ -128,6 +128,7 @@ SPECS = {
 
 PEER_LABELS = {
     "jaxlayers": "(a) jaxlayers + make_train_step",
+    "jaxlayers_nchw": "(a') jaxlayers ConvNet(conv_layout='NCHW')",
     "flax": "(b) Flax linen (NHWC)",
     "torch": "(c) PyTorch eager",
     "autodiff": "(d) plain jax.grad (lax, NCHW)",
@@ -507,6 +508,15 @@ def run_spec(spec: ConvSpec, rounds: int, per_round: int, skip: set[str], log=pr
     log(f"  building jaxlayers ({spec.name}) ...")
     steppers["jaxlayers"], residuals["jaxlayers"], compile_s["jaxlayers"] = jaxlayers_peer(model, params, state, x, y)
     max_diff = {}
+    if isinstance(model, jl.ConvNet) and model.conv_layout == "NHWC" and "jaxlayers_nchw" not in skip:
+        # the same network run channels first layer by layer (issue 20's before): what channels last saves
+        log("  building jaxlayers, conv_layout='NCHW' ...")
+        nchw = dataclasses.replace(model, conv_layout="NCHW")
+        jp, js = jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, state)
+        max_diff["jaxlayers_nchw"] = _rel_diff(nchw.apply(jp, js, x, train=True)[0], ours)
+        steppers["jaxlayers_nchw"], residuals["jaxlayers_nchw"], compile_s["jaxlayers_nchw"] = jaxlayers_peer(
+            nchw, params, state, x, y
+        )
     if "flax" not in skip:
         log("  building flax ...")
         max_diff["flax"] = _rel_diff(flax_scores(spec, params, state, x), ours)

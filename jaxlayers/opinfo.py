@@ -398,7 +398,10 @@ def _spatial_bn_samples(train: bool) -> Callable[[Any], list[Sample]]:
             s("large offset", (3, 2, 2, 3), offset=100.0, scale=3.0),
             s("constant channel", (2, 3, 2, 2), constant_channel=True),
         ]
-        return nchw + _nhwc(nchw)  # channels last: every case again
+        # channels last: every case but the constant channel, whose NHWC reference sums its 0.1s in
+        # another order and leaves dgamma 1.7e-14 where the rule's (and NCHW's) is exactly 0
+        # (tests/test_norms.py checks the constant channel channels last against NCHW instead)
+        return nchw + _nhwc(nchw[:3])
 
     return samples
 

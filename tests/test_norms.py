@@ -353,7 +353,7 @@ def test_spatial_batchnorm_nhwc_is_the_transpose_of_nchw(x64, train):
     """Output, new running statistics and every gradient of the channels-last op are the NCHW op's,
     transposed (gamma, beta and the state (C,) in both)."""
     r = np.random.RandomState(21)
-    x = jnp.asarray(r.randn(3, 4, 5, 6) * 2 + 1)
+    x = jnp.asarray(r.randn(3, 4, 5, 6) * 2 + 1).at[:, 1].set(0.1)  # channel 1 constant
     gamma, beta = jnp.asarray(r.rand(4) + 0.5), jnp.asarray(r.randn(4))
     state = jl.BatchNormState(jnp.asarray(r.randn(4)), jnp.asarray(r.rand(4) + 0.5))
 
@@ -371,6 +371,9 @@ def test_spatial_batchnorm_nhwc_is_the_transpose_of_nchw(x64, train):
     np.testing.assert_allclose(dx_t, _to_nhwc(dx), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(dg_t, dg, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(db_t, db, rtol=1e-10, atol=1e-12)
+    if train:  # the constant channel: beta exactly, no gamma gradient, in either layout
+        np.testing.assert_array_equal(out_t[..., 1], beta[1])
+        assert float(dg_t[1]) == float(dg[1]) == 0.0
 
 
 @pytest.mark.parametrize("groups", [1, 2, 4])
