@@ -266,7 +266,9 @@ class Conv2d(_Layer):
     param_order = ("W", "b")
     random_init = True
 
-    def __init__(self, features: int, kernel_size, *, stride=1, padding=0, weight_scale=None, data_format="NCHW"):
+    def __init__(
+        self, features: int, kernel_size, *, stride=1, padding=0, weight_scale=None, data_format="NCHW"
+    ) -> None:
         owner = "nn.Conv2d"
         int_pair(kernel_size, owner, "kernel_size", minimum=1)
         int_pair(stride, owner, "stride", minimum=1)
