@@ -572,7 +572,8 @@ class ConvNet(_ImageModel):
         -- the layout XLA's CPU convolutions use, so no copy around each of them -- and
         transposes the (smallest, pooled) features back once before the first affine
         layer (``nn.ChannelsFirst``), so the flattening order is the NumPy original's.
-        ``"NCHW"`` is the layer-by-layer channels-first network.
+        ``"NCHW"`` is the layer-by-layer channels-first network. (:meth:`summary` shows
+        the conv blocks' output shapes in the layout they run in.)
 
     Raises:
       ValueError, TypeError: at construction, naming the field (including a
