@@ -58,6 +58,11 @@ def _normal(rng, *shape):
     return jnp.asarray(rng.standard_normal(shape, dtype=np.float32))
 
 
+def _nhwc(a):
+    """An NCHW array as a fresh channels-last one (a copy in row-major NHWC order)."""
+    return jnp.asarray(np.ascontiguousarray(np.transpose(np.asarray(a), (0, 2, 3, 1))))
+
+
 def _conv_case(rng, xshape, f):
     x = _normal(rng, *xshape)
     wt = _normal(rng, f, xshape[1], 3, 3) / np.sqrt(9 * xshape[1])
@@ -119,6 +124,21 @@ def _parts_of_shape(label, xshape, f, rounds, seed, log) -> list[dict]:
             jax.jit(lambda x, w, b, g: _out_and_grads(lambda *a: layers.conv2d_reference(*a, padding=1), (x, w, b), g)),
             (x, w, b, g),
         ),
+        # channels last (data_format="NHWC"): the same values transposed, no layout copy around XLA's kernels
+        "fwd+bwd jl.conv2d NHWC": (
+            jax.jit(
+                lambda x, w, b, g: _out_and_grads(lambda *a: jl.conv2d(*a, padding=1, data_format="NHWC"), (x, w, b), g)
+            ),
+            (_nhwc(x), w, b, _nhwc(g)),
+        ),
+        "fwd+bwd autodiff NHWC": (
+            jax.jit(
+                lambda x, w, b, g: _out_and_grads(
+                    lambda *a: layers.conv2d_reference(*a, padding=1, data_format="NHWC"), (x, w, b), g
+                )
+            ),
+            (_nhwc(x), w, b, _nhwc(g)),
+        ),
     }
     cpu: dict[str, list[float]] = {k: [] for k in jitted}
 
@@ -162,6 +182,20 @@ def conv_cases(seed: int = 0) -> dict:
             (x,),
             (),
             _normal(rng, n, c, h // 2, w // 2),
+        ),
+        "conv2d 3x3 pad 1, NHWC": (
+            lambda x, w, b: jl.conv2d(x, w, b, padding=1, data_format="NHWC"),
+            lambda x, w, b: layers.conv2d_reference(x, w, b, padding=1, data_format="NHWC"),
+            (_nhwc(x), wt, b),
+            (),
+            _normal(rng, n, h, w, c),
+        ),
+        "max_pool2d 2x2/2, NHWC": (
+            lambda x: jl.max_pool2d(x, pool_size=2, stride=2, data_format="NHWC"),
+            lambda x: layers.max_pool2d_reference(x, pool_size=2, stride=2, data_format="NHWC"),
+            (_nhwc(x),),
+            (),
+            _normal(rng, n, h // 2, w // 2, c),
         ),
         "max_pool2d 3x3/2 (overlapping)": (
             lambda x: jl.max_pool2d(x, pool_size=3, stride=2),

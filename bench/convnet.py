@@ -128,6 +128,7 @@ SPECS = {
 
 PEER_LABELS = {
     "jaxlayers": "(a) jaxlayers + make_train_step",
+    "jaxlayers_nchw": "(a') jaxlayers ConvNet(conv_layout='NCHW')",
     "flax": "(b) Flax linen (NHWC)",
     "torch": "(c) PyTorch eager",
     "autodiff": "(d) plain jax.grad (lax, NCHW)",
@@ -156,10 +157,14 @@ class _Stepper:
 
     def __init__(self, step, carry, x, y, loss_of: Callable = lambda out: out):
         self.step, self.carry, self.x, self.y, self.loss_of = step, carry, x, y, loss_of
+        self.cpu: list[float] = []  # this process's CPU seconds per call (all its threads)
 
     def __call__(self):
+        c = time.process_time()
         self.carry, out = self.step(self.carry, self.x, self.y)
-        return self.loss_of(out).block_until_ready()
+        out = self.loss_of(out).block_until_ready()
+        self.cpu.append(time.process_time() - c)
+        return out
 
 
 def _adam_stepper(loss_fn, params, st, x, y, new_state=lambda aux: aux) -> tuple[_Stepper, dict, float]:
@@ -507,6 +512,15 @@ def run_spec(spec: ConvSpec, rounds: int, per_round: int, skip: set[str], log=pr
     log(f"  building jaxlayers ({spec.name}) ...")
     steppers["jaxlayers"], residuals["jaxlayers"], compile_s["jaxlayers"] = jaxlayers_peer(model, params, state, x, y)
     max_diff = {}
+    if isinstance(model, jl.ConvNet) and model.conv_layout == "NHWC" and "jaxlayers_nchw" not in skip:
+        # the same network run channels first layer by layer (issue 20's before): what channels last saves
+        log("  building jaxlayers, conv_layout='NCHW' ...")
+        nchw = dataclasses.replace(model, conv_layout="NCHW")
+        jp, js = jax.tree.map(jnp.asarray, params), jax.tree.map(jnp.asarray, state)
+        max_diff["jaxlayers_nchw"] = _rel_diff(nchw.apply(jp, js, x, train=True)[0], ours)
+        steppers["jaxlayers_nchw"], residuals["jaxlayers_nchw"], compile_s["jaxlayers_nchw"] = jaxlayers_peer(
+            nchw, params, state, x, y
+        )
     if "flax" not in skip:
         log("  building flax ...")
         max_diff["flax"] = _rel_diff(flax_scores(spec, params, state, x), ours)
@@ -534,20 +548,34 @@ def run_spec(spec: ConvSpec, rounds: int, per_round: int, skip: set[str], log=pr
     group1 = {k: v for k, v in steppers.items() if k != "torch"}
     log(f"  timing {', '.join(group1)}: {rounds} rounds x {per_round} steps ...")
     t0 = time.perf_counter()
+    cpu, cpu2 = {}, {}
+    for st in group1.values():
+        st.cpu = []
     times = interleaved(group1, rounds=rounds, per_round=per_round, budget_s=budget_s)
+    for k, st in group1.items():  # CPU seconds of the timed calls (the warm-up calls dropped)
+        cpu[k] = st.cpu[-len(times[k]) :] if isinstance(st, _Stepper) else []
     log(f"  ... {time.perf_counter() - t0:.0f} s")
     times2 = {}
     if "torch" in steppers:
         group2 = {"jaxlayers": steppers["jaxlayers"], "torch": steppers["torch"]}
         log(f"  timing jaxlayers, torch: {rounds} rounds x {per_round} steps ...")
         t0 = time.perf_counter()
+        steppers["jaxlayers"].cpu = []
         times2 = interleaved(group2, rounds=rounds, per_round=per_round, budget_s=budget_s)
+        cpu2["jaxlayers"] = steppers["jaxlayers"].cpu[-len(times2["jaxlayers"]) :]
         log(f"  ... {time.perf_counter() - t0:.0f} s")
     flops = spec.flops()
     rows = {}
     for peer in steppers:
         group = times if peer in times else times2
+        cgroup = cpu if peer in times else cpu2
         ts = group[peer]
+        cpu_ms = median(cgroup[peer]) * 1e3 if cgroup.get(peer) else None
+        cpu_ratio = (
+            paired_ratio(cgroup["jaxlayers"], cgroup[peer], per_round)
+            if cgroup.get(peer) and cgroup.get("jaxlayers")
+            else None
+        )
         q1, q3 = iqr(ts)
         rows[peer] = {
             "ms": median(ts) * 1e3,
@@ -560,10 +588,13 @@ def run_spec(spec: ConvSpec, rounds: int, per_round: int, skip: set[str], log=pr
             "residual_new_mb": residuals[peer]["new"] / 1e6 if peer in residuals else None,
             "residual_args_mb": residuals[peer]["args"] / 1e6 if peer in residuals else None,
             "max_score_diff": max_diff.get(peer),
+            "cpu_ms": cpu_ms,
+            "cpu_ratio": cpu_ratio,
         }
         log(
             f"  {peer:10s} {rows[peer]['ms']:8.2f} ms  (IQR {rows[peer]['q1_ms']:.2f}-{rows[peer]['q3_ms']:.2f})  "
-            f"jaxlayers/{peer} {rows[peer]['ratio']:.3f}"
+            f"jaxlayers/{peer} {rows[peer]['ratio']:.3f}  CPU {_fmt(cpu_ms, '.1f')} ms, "
+            f"jaxlayers/{peer} {_fmt(cpu_ratio, '.3f')}"
         )
     return {"name": spec.name, "flops": flops, "rows": rows, "note": torch_note}
 
@@ -588,13 +619,14 @@ def render_convnet(res: dict) -> list[str]:
             f"### ConvNet training step: {name} — jl.{spec.label}; float32, N={BATCH} x {INPUT}, "
             f"Adam; {r['flops'] / 1e9:.2f} GFLOP/step",
             "",
-            "| peer | step ms (median) | IQR ms | jaxlayers / peer | GFLOP/s | compile s "
-            "| saved residuals MB (new) | + residuals that are inputs MB |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| peer | step ms (median) | IQR ms | jaxlayers / peer | CPU ms (median) | jaxlayers / peer, CPU "
+            "| GFLOP/s | compile s | saved residuals MB (new) | + residuals that are inputs MB |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for peer, row in r["rows"].items():
             lines.append(
                 f"| {PEER_LABELS[peer]} | {row['ms']:.2f} | {row['q1_ms']:.2f}–{row['q3_ms']:.2f} | {row['ratio']:.3f} "
+                f"| {_fmt(row.get('cpu_ms'), '.1f')} | {_fmt(row.get('cpu_ratio'), '.3f')} "
                 f"| {row['gflops']:.0f} | {_fmt(row['compile_s'], '.2f')} | {_fmt(row['residual_new_mb'], '.2f')} "
                 f"| {_fmt(row['residual_args_mb'], '.2f')} |"
             )

@@ -440,3 +440,29 @@ def int_pair(value, owner: str, name: str, *, minimum: int = 1) -> tuple[int, in
     each = "" if single else " in each entry"
     require(all(v >= minimum for v in items), owner, f"{name} must be >= {minimum}{each}, got {value!r}")
     return int(items[0]), int(items[1])
+
+
+#: The image layouts the convolutional ops take: channels first (the NumPy
+#: original's) and channels last (XLA's CPU kernels').
+DATA_FORMATS = ("NCHW", "NHWC")
+
+
+def check_data_format(value, op: str) -> str:
+    """``value`` if it is ``"NCHW"`` or ``"NHWC"``; else ``ValueError: <op>: data_format must be
+    one of 'NCHW', 'NHWC', got <value>`` (static: a Python string, checked before tracing)."""
+    require(
+        isinstance(value, str) and value in DATA_FORMATS,
+        op,
+        f"data_format must be one of {', '.join(map(repr, DATA_FORMATS))}, got {value!r}",
+    )
+    return value
+
+
+def channel_axis(data_format: str) -> int:
+    """The channel axis of a 4-D image batch: 1 for ``"NCHW"``, 3 for ``"NHWC"``."""
+    return 1 if data_format == "NCHW" else 3
+
+
+def spatial_axes(data_format: str) -> tuple[int, int]:
+    """The ``(H, W)`` axes of a 4-D image batch: ``(2, 3)`` for ``"NCHW"``, ``(1, 2)`` for ``"NHWC"``."""
+    return (2, 3) if data_format == "NCHW" else (1, 2)

@@ -365,7 +365,7 @@ def conv_forward_naive(x, w, b, conv_param):
     x, w, b = _float_args("conv_forward_naive", x=x, w=w, b=b)  # before the cast to one float dtype
     dtype = jnp.result_type(x, w, b)
     x, w, b = x.astype(dtype), w.astype(dtype), b.astype(dtype)
-    x, w, b, stride, pad = check_conv2d(x, w, b, stride, pad)
+    x, w, b, stride, pad, _ = check_conv2d(x, w, b, stride, pad)
     out, cache = _conv_fwd(x, w, b, stride=stride, padding=pad)
     return np.asarray(out), cache
 
@@ -399,7 +399,7 @@ def max_pool_forward_naive(x, pool_param):
     """
     pool_size = (pool_param["pool_height"], pool_param["pool_width"])
     (x,) = _to_jax(x)
-    x, pool_size, stride = check_max_pool2d(x, pool_size, pool_param["stride"])
+    x, pool_size, stride, _ = check_max_pool2d(x, pool_size, pool_param["stride"])
     out, cache = _pool_fwd(x, pool_size=pool_size, stride=stride)
     return np.asarray(out), cache
 
@@ -592,7 +592,7 @@ def spatial_groupnorm_forward(x, gamma, beta, G, gn_param):
                     f"got {p.shape}"
                 )
         gamma, beta = gamma.reshape(c), beta.reshape(c)
-    x, gamma, beta, groups, eps = check_groupnorm(x, gamma, beta, G, gn_param.get("eps", 1e-5))
+    x, gamma, beta, groups, eps, _ = check_groupnorm(x, gamma, beta, G, gn_param.get("eps", 1e-5))
     out, cache = _gn_fwd(x, gamma, beta, groups=groups, eps=eps)
     return np.asarray(out), cache
 

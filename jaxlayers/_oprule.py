@@ -9,7 +9,7 @@ registered rule. :func:`custom_op` ties the first three together, by argument
     _conv2d = custom_op(conv2d_reference, conv2d_fwd, conv2d_bwd, static=("stride", "padding"))
 
     def conv2d(x, w, b, *, stride=1, padding=0):
-        x, w, b, stride, padding = check_conv2d(x, w, b, stride, padding)
+        x, w, b, stride, padding, _ = check_conv2d(x, w, b, stride, padding)
         return _conv2d(x, w, b, stride=stride, padding=padding)
 
 Numbered ``nondiff_argnums`` / ``static_argnums``, written twice by hand and

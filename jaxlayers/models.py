@@ -584,6 +584,17 @@ class ConvNet(_ImageModel):
       reg: L2 strength over every ``W``.
       loss_type: ``"softmax"`` or ``"svm"``.
       dtype: parameter and compute dtype.
+      conv_layout: ``"NHWC"`` (default) or ``"NCHW"``: the layout the conv blocks run in
+        *inside* the network. Inputs are ``(N, C, H, W)`` either way and the parameters
+        the same (``W{i}`` ``(F_i, C_{i-1}, kh, kw)``, the first affine ``W`` rows in
+        ``(C, H, W)`` flattening order), so data, checkpoints and predictions do not
+        depend on it; only the speed does. ``"NHWC"`` transposes the batch once at the
+        input (``nn.ChannelsLast``), runs every conv, norm, relu and pool channels last
+        -- the layout XLA's CPU convolutions use, so no copy around each of them -- and
+        transposes the (smallest, pooled) features back once before the first affine
+        layer (``nn.ChannelsFirst``), so the flattening order is the NumPy original's.
+        ``"NCHW"`` is the layer-by-layer channels-first network. (:meth:`summary` shows
+        the conv blocks' output shapes in the layout they run in.)
 
     Raises:
       ValueError, TypeError: at construction, naming the field (including a
@@ -605,6 +616,7 @@ class ConvNet(_ImageModel):
     reg: float = 0.0
     loss_type: str = "softmax"
     dtype: Any = jnp.float32
+    conv_layout: str = "NHWC"
 
     _OWNER: ClassVar[str] = "ConvNet"
 
@@ -621,6 +633,7 @@ class ConvNet(_ImageModel):
             conv_norm=partial(check_choice, choices=_CONV_NORMS),
             fc_norm=partial(check_choice, choices=_FC_NORMS),
             groups=partial(check_int, minimum=1),
+            conv_layout=partial(check_choice, choices=("NHWC", "NCHW")),
         )
         kh, kw = self.filter_size
         require(kh % 2 == 1 and kw % 2 == 1, owner, f"filter_size must be odd (same padding), got {self.filter_size}")
@@ -646,12 +659,25 @@ class ConvNet(_ImageModel):
 
     def _conv_layers(self) -> list:
         kh, kw = self.filter_size
-        ws, out = self.weight_scale, []
-        norm = {None: [], "batchnorm": [nn.SpatialBatchNorm()], "groupnorm": [nn.GroupNorm(self.groups)]}
+        ws, out, fmt = self.weight_scale, [], self.conv_layout
+        norm = {
+            None: [],
+            "batchnorm": [nn.SpatialBatchNorm(data_format=fmt)],
+            "groupnorm": [nn.GroupNorm(self.groups, data_format=fmt)],
+        }
         for f in self.conv_channels:
-            out += [nn.Conv2d(f, (kh, kw), padding=((kh - 1) // 2, (kw - 1) // 2), weight_scale=ws)]
+            out += [nn.Conv2d(f, (kh, kw), padding=((kh - 1) // 2, (kw - 1) // 2), weight_scale=ws, data_format=fmt)]
             out += [*norm[self.conv_norm], nn.ReLU()]
-            out += [nn.MaxPool2d(self.pool_size, stride=self.pool_size)] if self.pool_size != (1, 1) else []
+            out += (
+                [nn.MaxPool2d(self.pool_size, stride=self.pool_size, data_format=fmt)]
+                if self.pool_size != (1, 1)
+                else []
+            )
+        if out and fmt == "NHWC":
+            # One transpose in, one back before the first affine layer (the smallest activation, after
+            # every pool), so that Affine flattens (C, H, W) as the NCHW network and the NumPy
+            # original do: the same W rows, checkpoints and predictions in either layout.
+            out = [nn.ChannelsLast(), *out, nn.ChannelsFirst()]
         return out
 
     def _fc_layers(self) -> list:
@@ -664,7 +690,8 @@ class ConvNet(_ImageModel):
 
     def layers(self) -> tuple:
         """``[Conv2d (same) - (SpatialBatchNorm | GroupNorm) - ReLU - (MaxPool2d)] x L -
-        [Affine - (BatchNorm | LayerNorm) - ReLU - (Dropout)] x M - Affine``."""
+        [Affine - (BatchNorm | LayerNorm) - ReLU - (Dropout)] x M - Affine``; with
+        ``conv_layout="NHWC"`` the conv blocks sit between ``ChannelsLast`` and ``ChannelsFirst``."""
         return (*self._conv_layers(), *self._fc_layers())
 
     @property

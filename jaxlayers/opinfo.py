@@ -182,6 +182,21 @@ def _declare_batch_stats(op, samples: Callable[[bool], Callable[[Any], list[Samp
         )(samples(train))
 
 
+def _nhwc(samples: list[Sample]) -> list[Sample]:
+    """Channels-last copies of image samples: ``x`` (the first argument) transposed from NCHW to
+    NHWC, ``data_format="NHWC"`` added, the name prefixed ``NHWC``; the other arguments as they are
+    (weights, ``gamma``, ``beta`` and states do not depend on the layout)."""
+    return [
+        Sample(
+            f"NHWC {s.name}",
+            (jnp.transpose(s.args[0], (0, 2, 3, 1)), *s.args[1:]),
+            {**s.kwargs, "data_format": "NHWC"},
+            s.smooth,
+        )
+        for s in samples
+    ]
+
+
 def _rng(seed: int) -> np.random.RandomState:
     return np.random.RandomState(seed)
 
@@ -317,7 +332,7 @@ def _conv_samples(dtype) -> list[Sample]:
             kwargs,
         )
 
-    return [
+    nchw = [
         s("ordinary 3x3", (2, 2, 5, 5), (3, 2, 3, 3)),
         s("stride 2, rows unread", (2, 2, 6, 6), (2, 2, 3, 3), stride=2),
         s("stride (1,2), padding (2,1)", (2, 2, 5, 6), (2, 2, 3, 3), stride=(1, 2), padding=(2, 1)),
@@ -329,6 +344,8 @@ def _conv_samples(dtype) -> list[Sample]:
         s("16 channels, padding 1", (2, 16, 4, 4), (3, 16, 3, 3), padding=1),
         s("16 channels, stride 2, rows unread", (1, 16, 6, 5), (2, 16, 3, 2), stride=2),
     ]
+    # channels last (data_format="NHWC"): the same inputs transposed, every stride/padding case
+    return nchw + _nhwc([nchw[i] for i in (0, 1, 2, 3, 6, 7)])
 
 
 @declare(max_pool2d, ("x",))
@@ -344,7 +361,7 @@ def _pool_samples(dtype) -> list[Sample]:
     def ties(*shape):
         return _arr(r.randint(0, 3, size=shape).astype(np.float64), dtype)  # many equal maxima
 
-    return [
+    nchw = [
         Sample("2x2 stride 2", (distinct(2, 2, 4, 4),), {"pool_size": (2, 2), "stride": 2}),
         Sample("overlapping 3x3 stride 2", (distinct(2, 2, 7, 7),), {"pool_size": 3, "stride": 2}),
         Sample("H, W not divisible", (distinct(2, 2, 5, 7),), {"pool_size": (2, 2), "stride": 2}),
@@ -353,6 +370,7 @@ def _pool_samples(dtype) -> list[Sample]:
         Sample("ties 2x2 stride 2", (ties(2, 2, 6, 6),), {"pool_size": (2, 2), "stride": 2}, smooth=False),
         Sample("ties overlapping 3x3 stride 1", (ties(2, 2, 6, 6),), {"pool_size": 3, "stride": 1}, smooth=False),
     ]
+    return nchw + _nhwc(nchw)  # channels last: every case again
 
 
 # --- normalisation layers (issue 11): spatial_batchnorm, layernorm, groupnorm ---
@@ -374,12 +392,16 @@ def _spatial_bn_samples(train: bool) -> Callable[[Any], list[Sample]]:
                 {"train": train},
             )
 
-        return [
+        nchw = [
             s("ordinary", (2, 3, 3, 4)),
             s("N=1", (1, 2, 3, 3)),
             s("large offset", (3, 2, 2, 3), offset=100.0, scale=3.0),
             s("constant channel", (2, 3, 2, 2), constant_channel=True),
         ]
+        # channels last: every case but the constant channel, whose NHWC reference sums its 0.1s in
+        # another order and leaves dgamma 1.7e-14 where the rule's (and NCHW's) is exactly 0
+        # (tests/test_norms.py checks the constant channel channels last against NCHW instead)
+        return nchw + _nhwc(nchw[:3])
 
     return samples
 
@@ -420,7 +442,7 @@ def _groupnorm_samples(dtype) -> list[Sample]:
             {"groups": groups},
         )
 
-    return [
+    nchw = [
         s("ordinary, groups=2", (2, 4, 2, 3), 2),
         s("groups=1", (2, 3, 2, 2), 1),
         s("groups=C", (2, 3, 2, 2), 3),
@@ -428,6 +450,7 @@ def _groupnorm_samples(dtype) -> list[Sample]:
         s("large offset", (2, 4, 2, 2), 2, offset=1e3, scale=3.0),
         s("constant group", (2, 4, 2, 2), 2, constant_group=True),
     ]
+    return nchw + _nhwc(nchw)  # channels last: every case again
 
 
 # --- sequence models (issue 18): word_embedding, temporal_affine, temporal_softmax_loss ---

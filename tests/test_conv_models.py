@@ -290,3 +290,39 @@ def test_fit_and_fit_many_train_a_convnet_and_agree(digits):
     _close(mine.best_model_state, one.best_model_state)
     np.testing.assert_allclose(mine.history.loss, one.history.loss, rtol=1e-5)
     np.testing.assert_allclose(mine.history.val_acc, one.history.val_acc, atol=1.01 / len(small.y_val))
+
+
+# ---------------------------------------------------------------- channels last inside (issue 20)
+
+
+@pytest.mark.parametrize("conv_norm", ["batchnorm", "groupnorm", None])
+def test_convnet_nhwc_inside_predicts_what_the_nchw_network_predicts(conv_norm):
+    """conv_layout="NHWC" (the default) and "NCHW" are one network: the same parameters (names,
+    shapes, initial values), and from the same parameters the same scores (to float32 summation order),
+    predictions, running statistics and gradients. The input is (N, C, H, W) for both."""
+    kw = {"input_dim": (3, 12, 12), "conv_channels": (8, 16), "conv_norm": conv_norm, "groups": 4}
+    nhwc, nchw = jl.ConvNet(**kw, hidden_dims=(32,)), jl.ConvNet(**kw, hidden_dims=(32,), conv_layout="NCHW")
+    assert nhwc.conv_layout == "NHWC" and nhwc.param_shapes() == nchw.param_shapes()
+    assert nhwc.feature_shape() == nchw.feature_shape() == (16, 3, 3)
+    params, state = nhwc.init(jax.random.key(0))
+    jax.tree.map(np.testing.assert_array_equal, (params, state), nchw.init(jax.random.key(0)))
+    x, y = _images(n=16, shape=(3, 12, 12), c=10, dtype=np.float32)
+    for mode in (True, False):
+        (s1, st1), (s2, st2) = (m.apply(params, state, x, train=mode) for m in (nhwc, nchw))
+        np.testing.assert_allclose(s1, s2, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(np.argmax(s1, 1), np.argmax(s2, 1))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), st1, st2)
+    g1, g2 = (jax.grad(lambda p, m=m: m.loss(p, state, x, y)[0])(params) for m in (nhwc, nchw))
+    for k in params:
+        # atol 1e-6: a conv bias before batchnorm has a zero gradient, float32 noise ~1e-8 in either layout
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-4, atol=max(1e-6, 1e-5 * float(jnp.max(jnp.abs(g2[k])))))
+
+
+def test_convnet_records_without_conv_layout_load_channels_last():
+    """A ConvNet record written before conv_layout existed loads (NHWC inside) with the same parameters."""
+    d = jl.ConvNet(**TINY).to_dict()
+    assert d.pop("conv_layout") == "NHWC"
+    old = jl.ConvNet.from_dict(d)
+    assert old.conv_layout == "NHWC" and old == jl.ConvNet(**TINY)
+    with pytest.raises(ValueError, match=r"ConvNet: conv_layout must be one of 'NHWC', 'NCHW', got 'HWC'"):
+        jl.ConvNet(**TINY, conv_layout="HWC")

@@ -333,3 +333,120 @@ def test_unused_dx_of_a_first_layer_is_never_computed():
 
     assert _convolutions(jax.grad(loss, argnums=1), x, w) == 2
     assert _convolutions(jax.grad(loss, argnums=(0, 1)), x, w) == 3
+
+
+# ---------------------------------------------------------------- channels last (data_format="NHWC")
+
+
+def _to_nhwc(a):
+    return jnp.transpose(a, (0, 2, 3, 1))
+
+
+@pytest.mark.parametrize(("xs", "ws", "stride", "padding"), _FORMULATION_CASES)
+def test_conv2d_nhwc_is_the_transpose_of_nchw(x64, xs, ws, stride, padding):
+    """Forward and every gradient of the channels-last op are the NCHW op's, transposed (same weights)."""
+    r = np.random.RandomState(3)
+    x, w, b = jnp.asarray(r.randn(*xs)), jnp.asarray(r.randn(*ws) / 10), jnp.asarray(r.randn(ws[0]))
+    out, vjp = jax.vjp(lambda x, w, b: jl.conv2d(x, w, b, stride=stride, padding=padding), x, w, b)
+    out_t, vjp_t = jax.vjp(
+        lambda x, w, b: jl.conv2d(x, w, b, stride=stride, padding=padding, data_format="NHWC"), _to_nhwc(x), w, b
+    )
+    np.testing.assert_allclose(out_t, _to_nhwc(out), rtol=1e-12, atol=1e-12)
+    g = jnp.asarray(r.randn(*out.shape))
+    (dx, dw, db), (dx_t, dw_t, db_t) = vjp(g), vjp_t(_to_nhwc(g))
+    np.testing.assert_allclose(dx_t, _to_nhwc(dx), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw_t, dw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db_t, db, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("method", ["conv", "im2col"])
+@pytest.mark.parametrize(("xs", "ws", "stride", "padding"), _FORMULATION_CASES)
+def test_nhwc_dw_and_dx_equal_autodiff_in_float64(x64, method, xs, ws, stride, padding):
+    """conv2d_dw (either formulation) and conv2d_dx on channels-last x and g, against jax.vjp of the
+    NHWC reference: exact up to float64 rounding; dw keeps the (F, C, HH, WW) layout."""
+    x, w, g, dx_ref, dw_ref = _case(xs, ws, stride, padding, jnp.float64)
+    xt, gt = _to_nhwc(x), _to_nhwc(g)
+    b = jnp.zeros(ws[0])
+    _, vjp = jax.vjp(lambda x, w: conv2d_reference(x, w, b, stride=stride, padding=padding, data_format="NHWC"), xt, w)
+    dxt_ref, dwt_ref = vjp(gt)
+    assert _rel(dwt_ref, dw_ref) <= 1e-12 and _rel(dxt_ref, _to_nhwc(dx_ref)) <= 1e-12
+    dw = conv2d_dw(xt, gt, w.shape, stride=stride, padding=padding, method=method, data_format="NHWC")
+    assert dw.shape == w.shape and _rel(dw, dwt_ref) <= 1e-12
+    dx = conv2d_dx(gt, w, xt.shape, stride=stride, padding=padding, data_format="NHWC")
+    assert dx.shape == xt.shape and _rel(dx, dxt_ref) <= 1e-12
+
+
+def test_dw_method_is_the_same_choice_in_either_layout():
+    for xs, ws in [((64, 64, 32, 32), (64, 64, 3, 3)), ((64, 3, 32, 32), (32, 3, 3, 3))]:
+        for vendor in ("GenuineIntel", "AuthenticAMD"):
+            nhwc = (xs[0], xs[2], xs[3], xs[1])
+            assert dw_method(nhwc, ws, vendor, data_format="NHWC") == dw_method(xs, ws, vendor)
+
+
+@pytest.mark.parametrize(
+    ("pool_size", "stride", "shape"),
+    [(2, 2, (2, 3, 6, 6)), (3, 2, (2, 2, 7, 7)), ((2, 3), (3, 2), (2, 2, 7, 8)), (3, 1, (1, 2, 5, 5))],
+)
+def test_max_pool2d_nhwc_is_the_transpose_of_nchw(x64, pool_size, stride, shape):
+    """Ties included (small integers): the channels-last pool routes every gradient to the same element."""
+    x = jnp.asarray(np.random.RandomState(4).randint(0, 3, size=shape).astype(np.float64))
+    out, vjp = jax.vjp(lambda x: jl.max_pool2d(x, pool_size=pool_size, stride=stride), x)
+    out_t, vjp_t = jax.vjp(
+        lambda x: jl.max_pool2d(x, pool_size=pool_size, stride=stride, data_format="NHWC"), _to_nhwc(x)
+    )
+    np.testing.assert_array_equal(out_t, _to_nhwc(out))
+    g = jnp.asarray(np.random.RandomState(5).randn(*out.shape))
+    np.testing.assert_array_equal(vjp_t(_to_nhwc(g))[0], _to_nhwc(vjp(g)[0]))
+    _, res = max_pool2d_fwd(_to_nhwc(x), pool_size=pool_size, stride=stride, data_format="NHWC")
+    assert res.index.shape == out_t.shape and res.index.dtype == jnp.uint8
+
+
+def test_nhwc_backward_transposes_no_activation():
+    """The channels-last conv/pool step compiles without a transpose of an activation-sized array in
+    the jaxpr (the only transposes are of the (F, C, HH, WW) weights)."""
+    x = jnp.ones((2, 8, 8, 3))
+    w, b = jnp.ones((4, 3, 3, 3)), jnp.zeros(4)
+
+    def loss(x, w):
+        h = jl.relu(jl.conv2d(x, w, b, padding=1, data_format="NHWC"))
+        return jnp.sum(jl.max_pool2d(h, data_format="NHWC") ** 2)
+
+    from jax.extend.core import jaxprs_in_params
+
+    transposed = []
+
+    def walk(jp):  # into the jitted ops' and custom rules' inner jaxprs
+        for e in jp.eqns:
+            if e.primitive.name == "transpose":
+                transposed.append(e.invars[0].aval.shape)
+            for sub in jaxprs_in_params(e.params):
+                walk(sub)
+
+    walk(jax.make_jaxpr(jax.grad(loss, argnums=(0, 1)))(x, w).jaxpr)
+    assert all(len(s) < 4 or s == w.shape for s in transposed), transposed
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda: jl.conv2d(jnp.ones((1, 5, 5, 2)), jnp.ones((3, 2, 3, 3)), jnp.ones(3), data_format="nhwc"),
+            r"conv2d: data_format must be one of 'NCHW', 'NHWC', got 'nhwc'",
+        ),
+        (
+            lambda: jl.conv2d(jnp.ones((1, 2, 5, 5)), jnp.ones((3, 2, 3, 3)), jnp.ones(3), data_format="NHWC"),
+            r"conv2d: w has 2 input channels but x has 5 \(data_format 'NHWC': x shape \(N, H, W, C\) = \(1, 2, 5, 5\)",
+        ),
+        (
+            lambda: jl.max_pool2d(jnp.ones((1, 5, 5, 2)), data_format=None),
+            r"max_pool2d: data_format must be one of 'NCHW', 'NHWC', got None",
+        ),
+        (
+            lambda: jl.max_pool2d(jnp.ones((1, 1, 5, 2)), pool_size=2, data_format="NHWC"),
+            r"max_pool2d: pool_size \(2, 2\) is larger than x's \(H, W\) = \(1, 5\)",
+        ),
+    ],
+)
+def test_data_format_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -52,6 +52,13 @@ CASES = [
     (nn.Dropout(0.5), (6,), (6,), {}),
     (nn.Flatten(), (2, 3, 4), (24,), {}),
     (nn.Residual(nn.Conv2d(2, 3, padding="same"), nn.ReLU()), (2, 5, 5), (2, 5, 5), {"W1": (2, 2, 3, 3), "b1": (2,)}),
+    # channels last: one example (H, W, C); the parameters keep their layout
+    (nn.Conv2d(4, (3, 1), stride=2, data_format="NHWC"), (7, 6, 2), (3, 3, 4), {"W": (4, 2, 3, 1), "b": (4,)}),
+    (nn.MaxPool2d(3, stride=1, data_format="NHWC"), (6, 5, 3), (4, 3, 3), {}),
+    (nn.SpatialBatchNorm(data_format="NHWC"), (4, 4, 3), (4, 4, 3), {"gamma": (3,), "beta": (3,)}),
+    (nn.GroupNorm(2, data_format="NHWC"), (3, 3, 4), (3, 3, 4), {"gamma": (4,), "beta": (4,)}),
+    (nn.ChannelsLast(), (2, 3, 4), (3, 4, 2), {}),
+    (nn.ChannelsFirst(), (3, 4, 2), (2, 3, 4), {}),
 ]
 
 
@@ -83,6 +90,32 @@ def test_layers_match_their_ops():
     y, _ = nn.Dropout(0.5).apply({}, {}, x, train=True, key=jax.random.key(3))
     np.testing.assert_array_equal(y, jl.dropout(x, jax.random.key(3), rate=0.5, train=True))
     assert nn.Dropout(0.5).apply({}, {}, x, train=False)[0] is x
+
+
+def test_nhwc_layers_are_the_nchw_layers_transposed():
+    """Each image layer built with data_format="NHWC", between ChannelsLast and ChannelsFirst, computes
+    what the NCHW layer computes from the same parameters and state."""
+    x = jax.random.normal(KEY, (3, 4, 6, 6))
+    for make in (
+        lambda f: nn.Conv2d(5, 3, stride=(1, 2), padding=1, data_format=f),
+        lambda f: nn.MaxPool2d(2, data_format=f),
+        lambda f: nn.SpatialBatchNorm(momentum=0.5, data_format=f),
+        lambda f: nn.GroupNorm(2, data_format=f),
+    ):
+        nchw, nhwc = make("NCHW"), make("NHWC")
+        p, s, out_shape = nchw.init(KEY, (4, 6, 6))
+        p_t, s_t, out_shape_t = nhwc.init(KEY, (6, 6, 4))
+        jax.tree.map(np.testing.assert_array_equal, (p, s), (p_t, s_t))
+        assert out_shape_t == (*out_shape[1:], out_shape[0])
+        for train in (True, False):
+            y, new = nchw.apply(p, s, x, train=train)
+            y_t, new_t = nhwc.apply(p, s, nn.ChannelsLast().apply({}, {}, x, train=train)[0], train=train)
+            np.testing.assert_allclose(nn.ChannelsFirst().apply({}, {}, y_t, train=train)[0], y, rtol=1e-5, atol=1e-5)
+            jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), new, new_t)
+    with pytest.raises(ValueError, match=r"nn.Conv2d: data_format must be one of 'NCHW', 'NHWC', got 'CHW'"):
+        nn.Conv2d(3, 3, data_format="CHW")
+    with pytest.raises(ValueError, match=r"nn.GroupNorm: groups=3 must divide the 4 channels of the input \(2, 2, 4\)"):
+        nn.GroupNorm(3, data_format="NHWC").init(KEY, (2, 2, 4))
 
 
 def test_layer_argument_errors():
@@ -216,6 +249,9 @@ def test_convnet_is_a_declaration_with_the_old_names_and_init(conv_norm):
     assert set(state) == ({"bn1", "bn2"} if conv_norm == "batchnorm" else set()) | {"bn3"}
     assert net.feature_shape() == (8, 2, 2)
     assert isinstance(net.net, nn.Sequential) and net.summary().splitlines()[-1].startswith("ConvNet: ")
+    # the channels-first declaration: the same names and initial values
+    nchw = jl.ConvNet(**{**net.to_dict(), "conv_layout": "NCHW"})
+    jax.tree.map(np.testing.assert_array_equal, (params, state), nchw.init(KEY))
 
 
 def test_sequential_trains_through_fit_and_fit_many():

@@ -339,3 +339,89 @@ def test_spatial_batchnorm_axis_name_matches_the_whole_batch(x64):
     assert norm_rel_error(dx.reshape(x.shape), g1[0]) <= 1e-10
     assert norm_rel_error(dgamma.sum(0), g1[1]) <= 1e-10
     assert norm_rel_error(dbeta.sum(0), g1[2]) <= 1e-10
+
+
+# --- channels last (data_format="NHWC") -------------------------------------------------
+
+
+def _to_nhwc(a):
+    return jnp.transpose(a, (0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_spatial_batchnorm_nhwc_is_the_transpose_of_nchw(x64, train):
+    """Output, new running statistics and every gradient of the channels-last op are the NCHW op's,
+    transposed (gamma, beta and the state (C,) in both)."""
+    r = np.random.RandomState(21)
+    x = jnp.asarray(r.randn(3, 4, 5, 6) * 2 + 1).at[:, 1].set(0.1)  # channel 1 constant
+    gamma, beta = jnp.asarray(r.rand(4) + 0.5), jnp.asarray(r.randn(4))
+    state = jl.BatchNormState(jnp.asarray(r.randn(4)), jnp.asarray(r.rand(4) + 0.5))
+
+    def run(x, gamma, beta, fmt):
+        return jl.spatial_batchnorm(x, gamma, beta, state, train=train, data_format=fmt)
+
+    (out, new), vjp = jax.vjp(lambda *a: run(*a, "NCHW"), x, gamma, beta)
+    (out_t, new_t), vjp_t = jax.vjp(lambda *a: run(*a, "NHWC"), _to_nhwc(x), gamma, beta)
+    np.testing.assert_allclose(out_t, _to_nhwc(out), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(new_t.mean, new.mean, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(new_t.var, new.var, rtol=1e-12, atol=1e-14)
+    g = jnp.asarray(r.randn(*out.shape))
+    zero_state = jax.tree.map(jnp.zeros_like, new)
+    (dx, dg, db), (dx_t, dg_t, db_t) = vjp((g, zero_state)), vjp_t((_to_nhwc(g), zero_state))
+    np.testing.assert_allclose(dx_t, _to_nhwc(dx), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dg_t, dg, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(db_t, db, rtol=1e-10, atol=1e-12)
+    if train:  # the constant channel: beta exactly, no gamma gradient, in either layout
+        np.testing.assert_array_equal(out_t[..., 1], beta[1])
+        assert float(dg_t[1]) == float(dg[1]) == 0.0
+
+
+@pytest.mark.parametrize("groups", [1, 2, 4])
+def test_groupnorm_nhwc_is_the_transpose_of_nchw(x64, groups):
+    r = np.random.RandomState(22)
+    x = jnp.asarray(r.randn(2, 4, 3, 5) * 3 - 2)
+    gamma, beta = jnp.asarray(r.rand(4) + 0.5), jnp.asarray(r.randn(4))
+    out, vjp = jax.vjp(lambda *a: jl.groupnorm(*a, groups=groups), x, gamma, beta)
+    out_t, vjp_t = jax.vjp(lambda *a: jl.groupnorm(*a, groups=groups, data_format="NHWC"), _to_nhwc(x), gamma, beta)
+    np.testing.assert_allclose(out_t, _to_nhwc(out), rtol=1e-12, atol=1e-12)
+    g = jnp.asarray(r.randn(*out.shape))
+    (dx, dg, db), (dx_t, dg_t, db_t) = vjp(g), vjp_t(_to_nhwc(g))
+    np.testing.assert_allclose(dx_t, _to_nhwc(dx), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(dg_t, dg, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(db_t, db, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("call", "match"),
+    [
+        (
+            lambda: jl.spatial_batchnorm(
+                jnp.ones((2, 3, 4, 5)), jnp.ones(3), jnp.zeros(3), jl.batchnorm_state(3), train=True, data_format="NHWC"
+            ),
+            r"spatial_batchnorm: gamma must have shape \(5,\) to match x's 5 channels \(x shape \(2, 3, 4, 5\), "
+            r"data_format 'NHWC'\), got \(3,\)",
+        ),
+        (
+            lambda: jl.spatial_batchnorm(
+                jnp.ones((2, 3, 4, 5)), jnp.ones(3), jnp.zeros(3), jl.batchnorm_state(3), train=True, data_format="HWC"
+            ),
+            r"spatial_batchnorm: data_format must be one of 'NCHW', 'NHWC', got 'HWC'",
+        ),
+        (
+            lambda: jl.groupnorm(jnp.ones((2, 3, 4, 4)), jnp.ones(3), jnp.zeros(3), groups=1, data_format="NHWC"),
+            r"groupnorm: gamma must have shape \(4,\) to match x's 4 channels \(x shape \(2, 3, 4, 4\), "
+            r"data_format 'NHWC'\)",
+        ),
+        (
+            lambda: jl.groupnorm(jnp.ones((2, 4, 4, 6)), jnp.ones(6), jnp.zeros(6), groups=4, data_format="NHWC"),
+            r"groupnorm: x's 6 channels do not split into 4 groups",
+        ),
+        (
+            lambda: jl.groupnorm(jnp.ones((2, 4, 4, 4)), jnp.ones(4), jnp.zeros(4), groups=2, data_format=1),
+            r"groupnorm: data_format must be one of 'NCHW', 'NHWC', got 1",
+        ),
+    ],
+)
+def test_data_format_errors(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -103,14 +103,14 @@ def _new_state(state: BatchNormState, mean, var, momentum: float) -> BatchNormSt
     return jax.tree.map(lax.stop_gradient, new)
 
 
-def _stat_axes(ndim: int) -> tuple[int, ...]:
-    """Every axis but the channel axis 1: ``(0,)`` for ``(N, D)``, ``(0, 2, 3)`` for NCHW."""
-    return tuple(a for a in range(ndim) if a != 1)
+def _stat_axes(ndim: int, channel_axis: int = 1) -> tuple[int, ...]:
+    """Every axis but the channel axis: ``(0,)`` for ``(N, D)``, ``(0, 2, 3)`` for NCHW, ``(0, 1, 2)`` for NHWC."""
+    return tuple(a for a in range(ndim) if a != channel_axis)
 
 
-def _channel(v, ndim: int):
-    """A ``(C,)`` vector shaped to broadcast along axis 1 of an ``ndim``-D array."""
-    return v.reshape((1, -1) + (1,) * (ndim - 2))
+def _channel(v, ndim: int, channel_axis: int = 1):
+    """A ``(C,)`` vector shaped to broadcast along axis ``channel_axis`` of an ``ndim``-D array."""
+    return v.reshape((1,) * channel_axis + (-1,) + (1,) * (ndim - channel_axis - 1))
 
 
 def batchnorm_reference(
@@ -124,23 +124,43 @@ def batchnorm_reference(
     Statistics are over every axis of ``x`` but axis 1, so the same function
     is the oracle for ``spatial_batchnorm`` on NCHW input.
     """
+    return _reference(x, gamma, beta, state, train, momentum, eps, axis_name, 1)
+
+
+def _reference(x, gamma, beta, state, train, momentum, eps, axis_name, channel_axis):
+    """:func:`batchnorm_reference` with the channel axis ``channel_axis`` (3: NHWC ``spatial_batchnorm``)."""
     sd = stats_dtype(x.dtype)
     xf = x.astype(sd)
-    axes, nd = _stat_axes(x.ndim), x.ndim
+    axes, nd = _stat_axes(x.ndim, channel_axis), x.ndim
+
+    def ch(v):
+        return _channel(v, nd, channel_axis)
+
     if train:
         mean = pmean(jnp.mean(xf, axis=axes), axis_name)
-        var = pmean(jnp.mean((xf - _channel(mean, nd)) ** 2, axis=axes), axis_name)
+        var = pmean(jnp.mean((xf - ch(mean)) ** 2, axis=axes), axis_name)
         new_state = _new_state(state, mean, var, momentum)
     else:
         mean = lax.stop_gradient(state.mean).astype(sd)
         var = lax.stop_gradient(state.var).astype(sd)
         new_state = jax.tree.map(lax.stop_gradient, state)
-    x_hat = (xf - _channel(mean, nd)) / jnp.sqrt(_channel(var, nd) + eps)
-    out = (_channel(gamma, nd) * x_hat + _channel(beta, nd)).astype(x.dtype)
+    x_hat = (xf - ch(mean)) / jnp.sqrt(ch(var) + eps)
+    out = (ch(gamma) * x_hat + ch(beta)).astype(x.dtype)
     return out, new_state
 
 
-def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, eps: float = 1e-5, axis_name=None):
+def batchnorm_fwd(
+    x,
+    gamma,
+    beta,
+    state,
+    *,
+    train: bool,
+    momentum: float = 0.9,
+    eps: float = 1e-5,
+    axis_name=None,
+    channel_axis: int = 1,
+):
     """Forward pass: ``((out, new_state), residuals)``.
 
     Train mode: ``mu, var`` = batch mean and biased (two-pass) variance,
@@ -155,24 +175,29 @@ def batchnorm_fwd(x, gamma, beta, state, *, train: bool, momentum: float = 0.9, 
     (test): ``x`` itself, the running ``mean`` and ``inv_std``. With
     ``axis_name`` the moments span every shard of the mapped axis.
 
-    Rank-generic: statistics are over every axis but axis 1, so this is also
-    ``spatial_batchnorm``'s forward pass on ``(N, C, H, W)``.
+    Rank-generic: statistics are over every axis but ``channel_axis`` (1
+    unless given), so this is also ``spatial_batchnorm``'s forward pass on
+    ``(N, C, H, W)``, and with ``channel_axis=3`` on ``(N, H, W, C)``.
     """
     sd = stats_dtype(x.dtype)
     xf = x.astype(sd)
     nd = x.ndim
+
+    def _ch(v, nd):
+        return _channel(v, nd, channel_axis)
+
     if train:
-        x_hat, inv_std, mean, var = normalize(xf, _stat_axes(nd), eps, axis_name)
+        x_hat, inv_std, mean, var = normalize(xf, _stat_axes(nd, channel_axis), eps, axis_name)
         inv_std = inv_std.reshape(-1)
         new_state = _new_state(state, mean.reshape(-1), var.reshape(-1), momentum)
         residuals = BatchNormTrainResiduals(x_hat, inv_std, gamma, beta)
     else:
         mean, var = state.mean.astype(sd), state.var.astype(sd)
         inv_std = lax.rsqrt(var + eps)
-        x_hat = (xf - _channel(mean, nd)) * _channel(inv_std, nd)
+        x_hat = (xf - _ch(mean, nd)) * _ch(inv_std, nd)
         new_state = state
         residuals = BatchNormEvalResiduals(x, mean, inv_std, gamma, beta)
-    out = (_channel(gamma, nd) * x_hat + _channel(beta, nd)).astype(x.dtype)
+    out = (_ch(gamma, nd) * x_hat + _ch(beta, nd)).astype(x.dtype)
     return (out, new_state), residuals
 
 
@@ -186,7 +211,7 @@ def _varies(a, axis_name) -> bool:
     return any(name in vma for name in names)
 
 
-def batchnorm_bwd(residuals, g, *, axis_name=None):
+def batchnorm_bwd(residuals, g, *, axis_name=None, channel_axis: int = 1):
     """Backward pass: ``(dx, dgamma, dbeta)`` from residuals and ``g = dL/dout``.
 
     With ``x_hat`` the normalised input and ``s = gamma / sqrt(var + eps)``::
@@ -205,7 +230,8 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
     ``x``'s: the train-mode ``x_hat`` may be wider than ``x``).
 
     Rank-generic like :func:`batchnorm_fwd`: on NCHW residuals the sums run
-    over ``(n, h, w)`` and ``N`` is ``N * H * W`` (``spatial_batchnorm``).
+    over ``(n, h, w)`` and ``N`` is ``N * H * W`` (``spatial_batchnorm``);
+    ``channel_axis=3`` for NHWC residuals (sums over axes ``(0, 1, 2)``).
 
     With ``axis_name`` (train mode), ``N`` is the global batch and the two
     sums inside ``dx`` are ``lax.psum``-ed, so each shard gets its rows of the
@@ -221,8 +247,8 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
     x_like, inv_std, gamma, beta = residuals[0], residuals.inv_std, residuals.gamma, residuals.beta
     nd = x_like.ndim
     x_dtype = g.dtype if isinstance(residuals, BatchNormTrainResiduals) else x_like.dtype
-    axes = _stat_axes(nd)
-    inv_std_b, gamma_b = _channel(inv_std, nd), _channel(gamma, nd)
+    axes = _stat_axes(nd, channel_axis)
+    inv_std_b, gamma_b = _channel(inv_std, nd, channel_axis), _channel(gamma, nd, channel_axis)
     if isinstance(residuals, BatchNormTrainResiduals):
         dx, dgamma, dbeta = normalized_vjp(g, x_like, inv_std_b, gamma_b, axes, axes, axis_name)
         if axis_name is not None and _varies(x_like, axis_name) and not _varies(gamma, axis_name):
@@ -230,7 +256,7 @@ def batchnorm_bwd(residuals, g, *, axis_name=None):
     else:
         sd = inv_std.dtype
         gf = g.astype(sd)
-        x_hat = (x_like.astype(sd) - _channel(residuals.mean, nd)) * inv_std_b
+        x_hat = (x_like.astype(sd) - _channel(residuals.mean, nd, channel_axis)) * inv_std_b
         dbeta = jnp.sum(gf, axis=axes)
         dgamma = jnp.sum(gf * x_hat, axis=axes)
         dx = (gamma_b.astype(sd) * inv_std_b) * gf
@@ -247,7 +273,18 @@ _batchnorm = custom_op(
 
 
 def check_batchnorm(
-    x, gamma, beta, state, train, momentum, eps, axis_name=None, *, op: str = "batchnorm", rank: int = 2
+    x,
+    gamma,
+    beta,
+    state,
+    train,
+    momentum,
+    eps,
+    axis_name=None,
+    *,
+    op: str = "batchnorm",
+    rank: int = 2,
+    channel_axis: int = 1,
 ):
     """``(x, gamma, beta, state, train, momentum, eps, axis_name)`` as the rule
     takes them -- arrays, a state of arrays, a bool and two floats -- or the
@@ -262,8 +299,9 @@ def check_batchnorm(
     for name, arr in (("x", x), ("gamma", gamma), ("beta", beta)):
         require_float(arr, op, name)
     shape = shape_of(x)
-    d = shape[1]
+    d = shape[channel_axis]
     what = "features" if rank == 2 else "channels"
+    layout = "" if rank == 2 else f", data_format {'NCHW' if channel_axis == 1 else 'NHWC'!r}"
     require(
         isinstance(state, BatchNormState),
         op,
@@ -274,7 +312,7 @@ def check_batchnorm(
         require(
             shape_of(arr) == (d,),
             op,
-            f"{name} must have shape ({d},) to match x's {d} {what} (x shape {shape}), got {shape_of(arr)}",
+            f"{name} must have shape ({d},) to match x's {d} {what} (x shape {shape}{layout}), got {shape_of(arr)}",
         )
     for name, arr in (("state.mean", state.mean), ("state.var", state.var)):
         dtype = jnp.result_type(arr)
@@ -297,7 +335,7 @@ def check_batchnorm(
     )
     if train:
         require_batch(x, op, "x", "the train-mode batch mean")
-        count = math.prod(shape[a] for a in _stat_axes(rank))
+        count = math.prod(shape[a] for a in _stat_axes(rank, channel_axis))
         require(
             count > 0,
             op,

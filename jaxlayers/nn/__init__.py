@@ -100,7 +100,11 @@ The layers
 ----------
 :class:`Affine`, :class:`Conv2d`, :class:`MaxPool2d`, :class:`BatchNorm`,
 :class:`SpatialBatchNorm`, :class:`LayerNorm`, :class:`GroupNorm`,
-:class:`ReLU`, :class:`Dropout`, :class:`Flatten`; for sequences
+:class:`ReLU`, :class:`Dropout`, :class:`Flatten`, and the layout changes
+:class:`ChannelsLast` / :class:`ChannelsFirst` (the four image layers take
+``data_format="NCHW"|"NHWC"``; ``ConvNet`` runs channels last between one
+``ChannelsLast`` at its input and one ``ChannelsFirst`` before its first
+affine layer); for sequences
 :class:`Embedding`, :class:`TemporalAffine`, the recurrent
 :class:`RNN`, :class:`LSTM`, :class:`GRU`, and the attention layers :class:`MultiHeadAttention`,
 :class:`PositionalEncoding`, :class:`PositionalEmbedding`, :class:`TransformerBlock` with
@@ -135,6 +139,8 @@ from jaxlayers.nn._layers import (
     RNN,
     Affine,
     BatchNorm,
+    ChannelsFirst,
+    ChannelsLast,
     Conv2d,
     Dropout,
     Embedding,
@@ -168,6 +174,8 @@ __all__ = [
     "sinusoidal_encoding",
     "Affine",
     "BatchNorm",
+    "ChannelsFirst",
+    "ChannelsLast",
     "Conv2d",
     "Dropout",
     "Flatten",

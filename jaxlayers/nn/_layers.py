@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlayers._checks import check_int, check_number, int_pair, require, stats_dtype
+from jaxlayers._checks import check_data_format, check_int, check_number, int_pair, require, stats_dtype
 from jaxlayers.layers import (
     affine,
     batchnorm,
@@ -41,6 +41,8 @@ from jaxlayers.nn._registry import register_layer
 __all__ = [
     "Affine",
     "BatchNorm",
+    "ChannelsFirst",
+    "ChannelsLast",
     "Conv2d",
     "Dropout",
     "Flatten",
@@ -226,8 +228,21 @@ def _conv_out(size: int, k: int, s: int, p: int) -> int:
     return (size + 2 * p - k) // s + 1
 
 
+def _image(input_shape, owner: str, data_format: str) -> tuple[int, int, int]:
+    """One example's ``(C, H, W)`` from its shape in ``data_format`` (``(C, H, W)`` or ``(H, W, C)``)."""
+    if data_format == "NHWC":
+        h, w, c = _shape(input_shape, owner, 3, "(H, W, C) (data_format='NHWC')")
+        return c, h, w
+    return _shape(input_shape, owner, 3, "(C, H, W)")
+
+
+def _layout(c: int, h: int, w: int, data_format: str) -> tuple[int, int, int]:
+    """One example's shape in ``data_format`` from ``(C, H, W)``."""
+    return (h, w, c) if data_format == "NHWC" else (c, h, w)
+
+
 class Conv2d(_Layer):
-    """A 2-D convolution (cross-correlation), :func:`jaxlayers.conv2d`, NCHW.
+    """A 2-D convolution (cross-correlation), :func:`jaxlayers.conv2d`, NCHW or NHWC.
 
     Args:
       features: ``F``, the number of filters.
@@ -236,19 +251,24 @@ class Conv2d(_Layer):
       padding: zero padding ``p`` or ``(ph, pw)``, or ``"same"`` (``(k - 1) // 2``: the size is
         kept for odd kernels and stride 1).
       weight_scale: std of the normal init, or ``None`` (He, ``sqrt(2 / (C kh kw))``). Traced.
+      data_format: ``"NCHW"`` (default) or ``"NHWC"``: the layout of its input and output
+        (channels last is the layout XLA's CPU convolutions run in).
 
-    Input ``(C, H, W)``; output ``(F, (H + 2 ph - kh) // sh + 1, (W + 2 pw - kw) // sw + 1)``.
-    Parameters: ``W`` ``(F, C, kh, kw)``, ``b`` ``(F,)``.
+    Input ``(C, H, W)`` (NHWC: ``(H, W, C)``); output ``(F, (H + 2 ph - kh) // sh + 1, (W + 2 pw -
+    kw) // sw + 1)`` (NHWC: ``F`` last). Parameters: ``W`` ``(F, C, kh, kw)`` and ``b`` ``(F,)`` in
+    either layout, so parameters (and checkpoints) do not depend on it.
     """
 
     _ARGS = ("features", "kernel_size")
-    _KWARGS = ("stride", "padding", "weight_scale")
+    _KWARGS = ("stride", "padding", "weight_scale", "data_format")
     _LEAVES = ("weight_scale",)
     naming = "weight"
     param_order = ("W", "b")
     random_init = True
 
-    def __init__(self, features: int, kernel_size, *, stride=1, padding=0, weight_scale=None) -> None:
+    def __init__(
+        self, features: int, kernel_size, *, stride=1, padding=0, weight_scale=None, data_format="NCHW"
+    ) -> None:
         owner = "nn.Conv2d"
         int_pair(kernel_size, owner, "kernel_size", minimum=1)
         int_pair(stride, owner, "stride", minimum=1)
@@ -263,6 +283,7 @@ class Conv2d(_Layer):
             stride=stride,
             padding=padding,
             weight_scale=_check_scale(weight_scale, owner),
+            data_format=check_data_format(data_format, owner),
         )
 
     def _pads(self):
@@ -273,7 +294,7 @@ class Conv2d(_Layer):
 
     def init(self, key, input_shape, *, dtype=jnp.float32):
         owner = "nn.Conv2d"
-        c, h, w = _shape(input_shape, owner, 3, "(C, H, W)")
+        c, h, w = _image(input_shape, owner, self.data_format)
         kh, kw = int_pair(self.kernel_size, owner, "kernel_size", minimum=1)
         sh, sw = int_pair(self.stride, owner, "stride", minimum=1)
         ph, pw = int_pair(self._pads(), owner, "padding", minimum=0)
@@ -285,10 +306,13 @@ class Conv2d(_Layer):
         )
         shape = (self.features, c, kh, kw)
         params = {"W": _weight(key, shape, c * kh * kw, self.weight_scale, dtype), "b": jnp.zeros((shape[0],), dtype)}
-        return params, {}, (self.features, ho, wo)
+        return params, {}, _layout(self.features, ho, wo, self.data_format)
 
     def apply(self, params, state, x, *, train, key=None):
-        return conv2d(x, params["W"], params["b"], stride=self.stride, padding=self._pads()), state
+        out = conv2d(
+            x, params["W"], params["b"], stride=self.stride, padding=self._pads(), data_format=self.data_format
+        )
+        return out, state
 
 
 class MaxPool2d(_Layer):
@@ -297,30 +321,32 @@ class MaxPool2d(_Layer):
     Args:
       pool_size: ``p`` or ``(ph, pw)``.
       stride: ``s`` or ``(sh, sw)``; ``None`` (default): the pool size.
+      data_format: ``"NCHW"`` (default) or ``"NHWC"``, the layout of its input and output.
 
-    Input ``(C, H, W)``; output ``(C, (H - ph) // sh + 1, (W - pw) // sw + 1)``; no parameters.
+    Input ``(C, H, W)`` (NHWC: ``(H, W, C)``); output ``(C, (H - ph) // sh + 1, (W - pw) // sw +
+    1)`` (NHWC: ``C`` last); no parameters.
     """
 
     _ARGS = ("pool_size",)
-    _KWARGS = ("stride",)
+    _KWARGS = ("stride", "data_format")
 
-    def __init__(self, pool_size, *, stride=None) -> None:
+    def __init__(self, pool_size, *, stride=None, data_format="NCHW") -> None:
         int_pair(pool_size, "nn.MaxPool2d", "pool_size", minimum=1)
         if stride is not None:
             int_pair(stride, "nn.MaxPool2d", "stride", minimum=1)
-        self._set(pool_size=pool_size, stride=stride)
+        self._set(pool_size=pool_size, stride=stride, data_format=check_data_format(data_format, "nn.MaxPool2d"))
 
     def init(self, key, input_shape, *, dtype=jnp.float32):
         owner = "nn.MaxPool2d"
-        c, h, w = _shape(input_shape, owner, 3, "(C, H, W)")
+        c, h, w = _image(input_shape, owner, self.data_format)
         ph, pw = int_pair(self.pool_size, owner, "pool_size", minimum=1)
         sh, sw = int_pair(self.pool_size if self.stride is None else self.stride, owner, "stride", minimum=1)
-        require(h >= ph and w >= pw, owner, f"pool {ph}x{pw} is larger than the input {(c, h, w)}")
-        return {}, {}, (c, (h - ph) // sh + 1, (w - pw) // sw + 1)
+        require(h >= ph and w >= pw, owner, f"pool {ph}x{pw} is larger than the input {tuple(input_shape)}")
+        return {}, {}, _layout(c, (h - ph) // sh + 1, (w - pw) // sw + 1, self.data_format)
 
     def apply(self, params, state, x, *, train, key=None):
         stride = self.pool_size if self.stride is None else self.stride
-        return max_pool2d(x, pool_size=self.pool_size, stride=stride), state
+        return max_pool2d(x, pool_size=self.pool_size, stride=stride, data_format=self.data_format), state
 
 
 class _Norm(_Layer):
@@ -331,9 +357,17 @@ class _Norm(_Layer):
     _WHAT: ClassVar[str] = "(D,)"
 
     def _params(self, input_shape, dtype):
-        shape = _shape(input_shape, f"nn.{type(self).__name__}", self._RANK, self._WHAT)
-        c = shape[0]
+        owner = f"nn.{type(self).__name__}"
+        if getattr(self, "data_format", "NCHW") == "NHWC":
+            shape = _shape(input_shape, owner, self._RANK, "(H, W, C) (data_format='NHWC')")
+            c = shape[-1]
+        else:
+            shape = _shape(input_shape, owner, self._RANK, self._WHAT)
+            c = shape[0]
         return {"gamma": jnp.ones((c,), dtype), "beta": jnp.zeros((c,), dtype)}, shape
+
+    def _channels(self, shape) -> int:
+        return shape[-1] if getattr(self, "data_format", "NCHW") == "NHWC" else shape[0]
 
 
 def _momentum_eps(momentum, eps, owner):
@@ -363,7 +397,7 @@ class BatchNorm(_Norm):
 
     def init(self, key, input_shape, *, dtype=jnp.float32):
         params, shape = self._params(input_shape, dtype)
-        return params, batchnorm_state(shape[0], stats_dtype(dtype)), shape
+        return params, batchnorm_state(self._channels(shape), stats_dtype(dtype)), shape
 
     def apply(self, params, state, x, *, train, key=None):
         return batchnorm(
@@ -374,16 +408,32 @@ class BatchNorm(_Norm):
 class SpatialBatchNorm(BatchNorm):
     """Batch normalisation per channel of images, :func:`jaxlayers.spatial_batchnorm`.
 
-    As :class:`BatchNorm`, over ``(N, H, W)`` per channel: input ``(C, H, W)``, parameters and
-    running statistics ``(C,)``.
+    As :class:`BatchNorm`, over ``(N, H, W)`` per channel: input ``(C, H, W)`` (``data_format="NHWC"``:
+    ``(H, W, C)``), parameters and running statistics ``(C,)`` in either layout.
+
+    Args:
+      momentum, eps: as :class:`BatchNorm`.
+      data_format: ``"NCHW"`` (default) or ``"NHWC"``, the layout of its input and output.
     """
 
+    _KWARGS = ("momentum", "eps", "data_format")
     _RANK = 3
     _WHAT = "(C, H, W)"
 
+    def __init__(self, *, momentum: float = 0.9, eps: float = 1e-5, data_format: str = "NCHW") -> None:
+        super().__init__(momentum=momentum, eps=eps)
+        self._set(data_format=check_data_format(data_format, "nn.SpatialBatchNorm"))
+
     def apply(self, params, state, x, *, train, key=None):
         return spatial_batchnorm(
-            x, params["gamma"], params["beta"], state, train=bool(train), momentum=self.momentum, eps=self.eps
+            x,
+            params["gamma"],
+            params["beta"],
+            state,
+            train=bool(train),
+            momentum=self.momentum,
+            eps=self.eps,
+            data_format=self.data_format,
         )
 
 
@@ -421,32 +471,38 @@ class GroupNorm(_Norm):
     Args:
       groups: ``G``, dividing the channel count ``C``.
       eps: added to the variance.
+      data_format: ``"NCHW"`` (default) or ``"NHWC"``, the layout of its input and output.
 
-    Input ``(C, H, W)``; output the same; ``gamma``, ``beta`` ``(C,)``; no state.
+    Input ``(C, H, W)`` (NHWC: ``(H, W, C)``); output the same; ``gamma``, ``beta`` ``(C,)``; no state.
     """
 
     _ARGS = ("groups",)
-    _KWARGS = ("eps",)
+    _KWARGS = ("eps", "data_format")
     _RANK = 3
     _WHAT = "(C, H, W)"
 
-    def __init__(self, groups: int, *, eps: float = 1e-5) -> None:
+    def __init__(self, groups: int, *, eps: float = 1e-5, data_format: str = "NCHW") -> None:
         self._set(
             groups=check_int(groups, "nn.GroupNorm", "groups", minimum=1),
             eps=check_number(eps, "nn.GroupNorm", "eps", low=0.0, low_open=True),
+            data_format=check_data_format(data_format, "nn.GroupNorm"),
         )
 
     def init(self, key, input_shape, *, dtype=jnp.float32):
         params, shape = self._params(input_shape, dtype)
+        c = self._channels(shape)
         require(
-            shape[0] % self.groups == 0,
+            c % self.groups == 0,
             "nn.GroupNorm",
-            f"groups={self.groups} must divide the {shape[0]} channels of the input {shape}",
+            f"groups={self.groups} must divide the {c} channels of the input {shape}",
         )
         return params, {}, shape
 
     def apply(self, params, state, x, *, train, key=None):
-        return groupnorm(x, params["gamma"], params["beta"], groups=self.groups, eps=self.eps), state
+        out = groupnorm(
+            x, params["gamma"], params["beta"], groups=self.groups, eps=self.eps, data_format=self.data_format
+        )
+        return out, state
 
 
 class ReLU(_Layer):
@@ -460,6 +516,43 @@ class ReLU(_Layer):
 
     def apply(self, params, state, x, *, train, key=None):
         return relu(x), state
+
+
+class ChannelsLast(_Layer):
+    """``(C, H, W) -> (H, W, C)``: one transpose of the batch, NCHW to NHWC; no parameters.
+
+    Put before layers built with ``data_format="NHWC"`` (and :class:`ChannelsFirst` after them),
+    so that a network fed channels-first images pays for one layout change at its input instead of
+    a copy around every convolution. Its backward pass is the inverse transpose.
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        c, h, w = _shape(input_shape, "nn.ChannelsLast", 3, "(C, H, W)")
+        return {}, {}, (h, w, c)
+
+    def apply(self, params, state, x, *, train, key=None):
+        return jnp.transpose(x, (0, 2, 3, 1)), state
+
+
+class ChannelsFirst(_Layer):
+    """``(H, W, C) -> (C, H, W)``: one transpose of the batch, NHWC to NCHW; no parameters.
+
+    The inverse of :class:`ChannelsLast`: after the channels-last layers of a network, so that
+    what follows (a :class:`Flatten`, an :class:`Affine`) sees the channels-first order.
+    """
+
+    def __init__(self) -> None:
+        pass
+
+    def init(self, key, input_shape, *, dtype=jnp.float32):
+        h, w, c = _shape(input_shape, "nn.ChannelsFirst", 3, "(H, W, C)")
+        return {}, {}, (c, h, w)
+
+    def apply(self, params, state, x, *, train, key=None):
+        return jnp.transpose(x, (0, 3, 1, 2)), state
 
 
 class Flatten(_Layer):
