@@ -103,7 +103,7 @@ FLAGS = (
           "self-attention, cross-attention to the memory, an MLP of 4H; 4 heads); transformer: a Transformer classifier on --dataset "
           "mnist1d-seq (windows of 8 steps every 4, one pre-norm block of width H per --hidden-dims entry); chartransformer: a "
           "causal character Transformer on pydoc-chars (blocks as transformer's); PATH.json: any registered model from its record "
-          "(json.dump(jaxlayers.model_record(model), f)), which takes none of the model flags"),
+          "(json.dump(jaxlayers.model.model_record(model), f)), which takes none of the model flags"),
     _flag("--hidden-dims", role="model", default=[1024, 1024], metavar="H", **_POSITIVE_INTS,
           help="hidden layer widths, e.g. 512 512 or 512,512"),
     _flag("--normalization", role="model", default="batchnorm", choices=["batchnorm", "none"],
@@ -545,6 +545,11 @@ def _captioning_model(opts: dict, ds):
         dims = list(opts["hidden_dims"])
         if len(set(dims)) != 1:
             raise ValueError(f"--model {opts['model']}: the decoder layers share one width, got --hidden-dims {dims}")
+        if dims[0] % CAPTIONING_TRANSFORMER_HEADS:
+            raise ValueError(
+                f"--model {opts['model']}: --hidden-dims {dims[0]} must be a multiple of the decoder's "
+                f"{CAPTIONING_TRANSFORMER_HEADS} attention heads"
+            )
         net = CaptioningTransformer(
             ds.vocab, wordvec_dim=dims[0], num_heads=CAPTIONING_TRANSFORMER_HEADS, num_layers=len(dims),
             mlp_dim=4 * dims[0], decoder_dropout=CAPTIONING_TRANSFORMER_DROPOUT, **shared,
@@ -809,7 +814,12 @@ def _print_train_result(result, summary: dict, wall: float, out: Path) -> None:
     if ran == 0:
         print(f"nothing to train: the checkpoint already holds {summary['epochs']} epochs; wall time {wall:.1f} s")
     else:
-        sps_text = f"{sps:.0f} steps/s after the first epoch" if ran > 1 and sps else "steps/s n/a (one epoch)"
+        sps_text = (
+            f"{sps:.0f} steps/s in the epochs after the first (compilation, checkpoints and the final "
+            "evaluation not counted)"
+            if ran > 1 and sps
+            else "steps/s n/a (one epoch)"
+        )
         print(
             f"wall time {wall:.1f} s (training {fit_time:.1f} s, first epoch incl. compilation {first or 0:.1f} s); "
             f"{ran * result.steps_per_epoch} steps, {sps_text}"
