@@ -280,3 +280,5 @@ def test_fit_load_run_and_cli_train_evaluate(tmp_path, monkeypatch, capsys):
     assert text.count("reference: ") == 3
     assert cli.main([*args[:3], "--hidden-dims", "8", "16", "--epochs", "1", "-q", "-o", str(tmp_path / "bad")]) == 2
     assert "the decoder layers share one width, got --hidden-dims [8, 16]" in capsys.readouterr().err
+    assert cli.main([*args[:3], "--hidden-dims", "10", "--epochs", "1", "-q", "-o", str(tmp_path / "bad2")]) == 2
+    assert "--hidden-dims 10 must be a multiple of the decoder's 4 attention heads" in capsys.readouterr().err
