@@ -130,7 +130,9 @@ def _central_differences(f, x, ct, h):
     """:func:`numerical_gradient`'s formula, traceable: all ``4 * x.size`` evaluations of ``f`` ``vmap``-ed."""
     basis = (jnp.eye(x.size, dtype=x.dtype) * h).reshape((x.size, *x.shape))
     F = jax.vmap(lambda xp: jnp.sum(f(xp) * ct))
-    return (-F(x + 2 * basis) + 8 * F(x + basis) - 8 * F(x - basis) + F(x - 2 * basis)) / (12 * h)
+    # One vmap over the four shifts (one copy of f in the program: a quarter of the compile time).
+    Fs = F(jnp.concatenate([x + 2 * basis, x + basis, x - basis, x - 2 * basis])).reshape(4, x.size)
+    return (-Fs[0] + 8 * Fs[1] - 8 * Fs[2] + Fs[3]) / (12 * h)
 
 
 @dataclass(frozen=True)
