@@ -754,5 +754,5 @@ def test_shape_errors_name_the_layer_and_shapes():
     with pytest.raises(ValueError, match=r"w has 6 rows but x flattens to 5 features \(x shape \(2, 5\)"):
         model.loss(np.zeros((2, 5)), np.array([0, 1]))
     conv = ThreeLayerConvNet(input_dim=(1, 8, 8), num_filters=2, filter_size=3, hidden_dim=4)
-    with pytest.raises(ValueError, match=r"conv2d: w has 1 input channels but x has 3 \(x shape"):
+    with pytest.raises(ValueError, match=r"conv2d: w has 1 input channels but x has 3 \(data_format 'NCHW': x shape"):
         conv.loss(np.zeros((2, 3, 8, 8), np.float32))
